@@ -1,0 +1,34 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "swift-lora",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "LoRAKit", targets: ["LoRAKit"]),
+        .executable(name: "lora", targets: ["lora"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(
+            name: "LoRAKit",
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        .executableTarget(
+            name: "lora",
+            dependencies: ["LoRAKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "MLPClassifier",
+            dependencies: ["LoRAKit"],
+            path: "Examples/MLPClassifier"
+        ),
+        .testTarget(
+            name: "LoRAKitTests",
+            dependencies: ["LoRAKit"],
+            exclude: ["Fixtures"]
+        ),
+    ]
+)
