@@ -1,0 +1,121 @@
+import Foundation
+
+/// How a new LoRA's A and B start (PEFT's `init_lora_weights`).
+public enum LoRAInit: String, Sendable, Codable {
+    /// A kaiming-uniform with a = √5 (bound 1/√in), B zero: the adapter starts as a no-op.
+    case kaiming = "true"
+    /// A ~ N(0, 1/r), B zero.
+    case gaussian
+    /// Both as nn.Linear's default init (kaiming-uniform); not a no-op, meant for debugging.
+    case none = "false"
+}
+
+/// Low-rank adaptation of one linear layer: y += s · B·A·dropout(x), A [r × in], B [out × r].
+public final class LoRA: LinearAdapter, @unchecked Sendable {
+    public let rank: Int
+    public let inFeatures: Int
+    public let outFeatures: Int
+    public let scaling: Float
+    public var dropout: Float
+    public let a: Parameter
+    public let b: Parameter
+    /// Draws the dropout masks; seeded so that training is repeatable.
+    public var random: SeededRandom
+
+    /// scaling = alpha / r, or alpha / √r with rsLoRA (PEFT's `use_rslora`).
+    public init(inFeatures: Int, outFeatures: Int, rank: Int, alpha: Float, rsLoRA: Bool = false,
+                dropout: Float = 0, initialization: LoRAInit = .kaiming, name: String = "", random: inout SeededRandom) {
+        precondition(rank > 0, "LoRA rank must be positive")
+        self.rank = rank
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        self.scaling = rsLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank)
+        self.dropout = dropout
+        self.a = Parameter(name: name + ".lora_A.weight", value: Tensor(shape: [rank, inFeatures]))
+        self.b = Parameter(name: name + ".lora_B.weight", value: Tensor(shape: [outFeatures, rank]))
+        self.random = SeededRandom(seed: random.next())
+        switch initialization {
+        case .kaiming:
+            Self.fillUniform(a.value, bound: 1 / Float(inFeatures).squareRoot(), &random)
+        case .gaussian:
+            for i in 0..<a.value.count { a.value[i] = random.normal() / Float(rank) }
+        case .none:
+            Self.fillUniform(a.value, bound: 1 / Float(inFeatures).squareRoot(), &random)
+            Self.fillUniform(b.value, bound: 1 / Float(rank).squareRoot(), &random)
+        }
+    }
+
+    private static func fillUniform(_ t: Tensor, bound: Float, _ random: inout SeededRandom) {
+        for i in 0..<t.count { t[i] = random.uniform(-bound, bound) }
+    }
+
+    public var parameters: [Parameter] { [a, b] }
+
+    /// Per row: u = A·x̃ (r floats) and, with dropout in training, the mask scale (in floats).
+    public func savedFloatsPerRow(training: Bool) -> Int {
+        rank + (training && dropout > 0 ? inFeatures : 0)
+    }
+
+    public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>,
+                        saved: UnsafeMutablePointer<Float>, training: Bool) {
+        let u = saved
+        var input = x
+        var dropped: UnsafeMutablePointer<Float>? = nil
+        if training && dropout > 0 {
+            let mask = saved + rows * rank, n = rows * inFeatures, keep = 1 / (1 - dropout)
+            for i in 0..<n { mask[i] = random.uniform() < dropout ? 0 : keep }
+            let d = UnsafeMutablePointer<Float>.allocate(capacity: n)
+            for i in 0..<n { d[i] = x[i] * mask[i] }
+            dropped = d
+            input = UnsafePointer(d)
+        }
+        defer { dropped?.deallocate() }
+        Gemm.sgemm(transA: false, transB: true, m: rows, n: rank, k: inFeatures, alpha: 1,
+                   a: input, lda: inFeatures, b: a.value.data, ldb: inFeatures, beta: 0, c: u, ldc: rank)
+        Gemm.sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: rank, alpha: scaling,
+                   a: u, lda: rank, b: b.value.data, ldb: rank, beta: 1, c: y, ldc: outFeatures)
+    }
+
+    public func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int,
+                         saved: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?) {
+        let u = saved
+        let hasMask = dropout > 0  // backward always follows a training forward
+        // dB += s · dyᵀ·u
+        Gemm.sgemm(transA: true, transB: false, m: outFeatures, n: rank, k: rows, alpha: scaling,
+                   a: dy, lda: outFeatures, b: u, ldb: rank, beta: 1, c: b.grad.data, ldc: rank)
+        // du = s · dy·B
+        let du = UnsafeMutablePointer<Float>.allocate(capacity: rows * rank)
+        defer { du.deallocate() }
+        Gemm.sgemm(transA: false, transB: false, m: rows, n: rank, k: outFeatures, alpha: scaling,
+                   a: dy, lda: outFeatures, b: b.value.data, ldb: rank, beta: 0, c: du, ldc: rank)
+        if hasMask {
+            let mask = saved + rows * rank, n = rows * inFeatures
+            let xd = UnsafeMutablePointer<Float>.allocate(capacity: n)
+            defer { xd.deallocate() }
+            for i in 0..<n { xd[i] = x[i] * mask[i] }
+            Gemm.sgemm(transA: true, transB: false, m: rank, n: inFeatures, k: rows, alpha: 1,
+                       a: du, lda: rank, b: xd, ldb: inFeatures, beta: 1, c: a.grad.data, ldc: inFeatures)
+            if let dx {
+                // The dropout's backward: dx += mask ∘ (du·A), reusing xd as the scratch.
+                Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: rank, alpha: 1,
+                           a: du, lda: rank, b: a.value.data, ldb: inFeatures, beta: 0, c: xd, ldc: inFeatures)
+                for i in 0..<n { dx[i] += xd[i] * mask[i] }
+            }
+        } else {
+            Gemm.sgemm(transA: true, transB: false, m: rank, n: inFeatures, k: rows, alpha: 1,
+                       a: du, lda: rank, b: x, ldb: inFeatures, beta: 1, c: a.grad.data, ldc: inFeatures)
+            if let dx {
+                Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: rank, alpha: 1,
+                           a: du, lda: rank, b: a.value.data, ldb: inFeatures, beta: 1, c: dx, ldc: inFeatures)
+            }
+        }
+    }
+
+    /// ΔW = s · B·A, [out × in].
+    public func deltaWeight() -> Tensor {
+        let d = Tensor(shape: [outFeatures, inFeatures])
+        Gemm.sgemm(transA: false, transB: false, m: outFeatures, n: inFeatures, k: rank, alpha: scaling,
+                   a: b.value.data, lda: rank, b: a.value.data, ldb: inFeatures, beta: 0, c: d.data, ldc: inFeatures)
+        return d
+    }
+}

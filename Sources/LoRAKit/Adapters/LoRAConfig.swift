@@ -1,0 +1,161 @@
+import Foundation
+
+/// Which linear layers get an adapter, as PEFT's `target_modules` says it.
+public enum TargetModules: Sendable, Equatable {
+    /// Module names matched exactly or as a dotted suffix ("q_proj" matches "model.layers.0.self_attn.q_proj").
+    case names([String])
+    /// A regular expression the whole module path must match.
+    case regex(String)
+    /// Every linear layer except the output head.
+    case allLinear
+
+    /// The module names "all-linear" expands to for Llama-family models (PEFT saves the expansion).
+    public static let llamaLinearNames = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+    /// Parses a command-line style value: "all-linear" or a comma-separated list of names.
+    public init(commaSeparated text: String) {
+        if text == "all-linear" { self = .allLinear; return }
+        self = .names(text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+    }
+}
+
+/// A LoRA adapter's settings with PEFT's names, defaults and meaning (`LoraConfig`).
+public struct LoRAConfig: Sendable, Equatable {
+    public var r: Int = 8
+    public var loraAlpha: Float = 8
+    public var loraDropout: Float = 0
+    public var targetModules: TargetModules = .names(["q_proj", "v_proj"])
+    public var useRSLoRA = false
+    public var initialization: LoRAInit = .kaiming
+    /// Only blocks with these indices are adapted (PEFT's `layers_to_transform`); nil means all.
+    public var layersToTransform: [Int]? = nil
+    /// Per-module rank and alpha overrides: a key matches a module path that ends in it (regex allowed).
+    public var rankPattern: [String: Int] = [:]
+    public var alphaPattern: [String: Float] = [:]
+    public var baseModelNameOrPath: String? = nil
+
+    public init(r: Int = 8, loraAlpha: Float = 8, loraDropout: Float = 0, targetModules: TargetModules = .names(["q_proj", "v_proj"]),
+                useRSLoRA: Bool = false, initialization: LoRAInit = .kaiming, layersToTransform: [Int]? = nil,
+                rankPattern: [String: Int] = [:], alphaPattern: [String: Float] = [:]) {
+        self.r = r
+        self.loraAlpha = loraAlpha
+        self.loraDropout = loraDropout
+        self.targetModules = targetModules
+        self.useRSLoRA = useRSLoRA
+        self.initialization = initialization
+        self.layersToTransform = layersToTransform
+        self.rankPattern = rankPattern
+        self.alphaPattern = alphaPattern
+    }
+
+    /// Whether PEFT would put an adapter on the module at `path` ("model.layers.3.mlp.up_proj").
+    public func targets(path: String) -> Bool {
+        let names: [String]
+        switch targetModules {
+        case .regex(let pattern): return fullMatch(pattern, path)
+        case .allLinear: names = TargetModules.llamaLinearNames
+        case .names(let n): names = n
+        }
+        if names.contains(path) { return true }  // an exact path ignores layers_to_transform, as in PEFT
+        guard names.contains(where: { path.hasSuffix("." + $0) }) else { return false }
+        guard let layers = layersToTransform, !layers.isEmpty else { return true }
+        guard let layer = Self.layerIndex(of: path) else { return false }
+        return layers.contains(layer)
+    }
+
+    /// The first numbered path segment, PEFT's default layer pattern.
+    static func layerIndex(of path: String) -> Int? {
+        let parts = path.split(separator: ".")
+        return parts.dropFirst().lazy.compactMap { Int($0) }.first
+    }
+
+    public func rank(path: String) -> Int { patternValue(rankPattern, path) ?? r }
+    public func alpha(path: String) -> Float { patternValue(alphaPattern, path) ?? loraAlpha }
+
+    /// PEFT's `get_pattern_key`: the key matches when the path ends in it, after a dot or whole.
+    /// (PEFT takes the first match in the file's key order; keys are tried here in sorted order.)
+    private func patternValue<V>(_ pattern: [String: V], _ path: String) -> V? {
+        for key in pattern.keys.sorted() where fullMatch("(.*\\.)?(\(key))", path) { return pattern[key] }
+        return nil
+    }
+
+    private func fullMatch(_ pattern: String, _ text: String) -> Bool {
+        guard let re = try? NSRegularExpression(pattern: "^(?:\(pattern))$") else { return false }
+        return re.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+    }
+}
+
+// MARK: adapter_config.json
+
+extension LoRAConfig {
+    /// Reads PEFT's `adapter_config.json`. Methods other than LoRA, and LoRA options this engine does
+    /// not implement (DoRA, bias training, fan_in_fan_out), are refused by name.
+    public static func load(path: String) throws -> LoRAConfig {
+        guard let data = FileManager.default.contents(atPath: path) else { throw LoRAError("cannot read \(path)") }
+        guard let j = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw LoRAError("\(path) is not a JSON object")
+        }
+        let type = j["peft_type"] as? String ?? "(missing)"
+        guard type == "LORA" else { throw LoRAError("\(path): peft_type \(type) is not supported here (expected LORA)") }
+        if j["use_dora"] as? Bool == true { throw LoRAError("\(path): use_dora is set; DoRA adapters are not supported yet") }
+        if let bias = j["bias"] as? String, bias != "none" { throw LoRAError("\(path): bias \"\(bias)\" is not supported (only \"none\")") }
+        if j["fan_in_fan_out"] as? Bool == true { throw LoRAError("\(path): fan_in_fan_out is only for GPT-2 Conv1D layers, which Llama-family models do not have") }
+        if let m = j["modules_to_save"] as? [Any], !m.isEmpty { throw LoRAError("\(path): modules_to_save is not supported") }
+        if j["lora_bias"] as? Bool == true { throw LoRAError("\(path): lora_bias is not supported") }
+
+        var c = LoRAConfig()
+        if let r = j["r"] as? NSNumber { c.r = r.intValue }
+        if let a = j["lora_alpha"] as? NSNumber { c.loraAlpha = a.floatValue }
+        if let d = j["lora_dropout"] as? NSNumber { c.loraDropout = d.floatValue }
+        if let s = j["use_rslora"] as? Bool { c.useRSLoRA = s }
+        switch j["target_modules"] {
+        case let s as String: c.targetModules = s == "all-linear" ? .allLinear : .regex(s)
+        case let list as [String]: c.targetModules = .names(list)
+        default: throw LoRAError("\(path): target_modules must be a string or a list of strings")
+        }
+        switch j["init_lora_weights"] {
+        case let b as Bool: c.initialization = b ? .kaiming : .none
+        case let s as String where s == "gaussian": c.initialization = .gaussian
+        case nil: break
+        default: break  // data-driven inits (pissa, olora, ...) only matter before training; the weights are in the file
+        }
+        switch j["layers_to_transform"] {
+        case let n as NSNumber: c.layersToTransform = [n.intValue]
+        case let list as [NSNumber]: c.layersToTransform = list.map(\.intValue)
+        default: break
+        }
+        if let p = j["rank_pattern"] as? [String: NSNumber] { c.rankPattern = p.mapValues(\.intValue) }
+        if let p = j["alpha_pattern"] as? [String: NSNumber] { c.alphaPattern = p.mapValues(\.floatValue) }
+        c.baseModelNameOrPath = j["base_model_name_or_path"] as? String
+        guard c.r > 0 else { throw LoRAError("\(path): r must be positive") }
+        return c
+    }
+
+    /// The JSON PEFT 0.21 writes for this config: every key of `LoraConfig`, sorted, indented by 2.
+    public func json() throws -> Data {
+        let targets: Any
+        switch targetModules {
+        case .names(let n): targets = n.sorted()
+        case .regex(let r): targets = r
+        case .allLinear: targets = TargetModules.llamaLinearNames.sorted()
+        }
+        let initValue: Any = initialization == .gaussian ? "gaussian" : (initialization == .kaiming)
+        let null = NSNull()
+        let dict: [String: Any] = [
+            "alora_invocation_tokens": null, "alpha_pattern": alphaPattern.mapValues { Double($0) },
+            "arrow_config": null, "auto_mapping": null, "base_model_name_or_path": baseModelNameOrPath ?? null,
+            "bias": "none", "corda_config": null, "ensure_weight_tying": false, "eva_config": null,
+            "exclude_modules": null, "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": initValue,
+            "kasa_config": null, "layer_replication": null, "layers_pattern": null,
+            "layers_to_transform": layersToTransform ?? null, "loftq_config": [String: Any](),
+            "lora_alpha": Double(loraAlpha), "lora_bias": false, "lora_dropout": Double(loraDropout),
+            "lora_ga_config": null, "megatron_config": null, "megatron_core": "megatron.core",
+            "modules_to_save": null, "monteclora_config": null, "peft_type": "LORA", "peft_version": "0.21.2",
+            "qalora_group_size": 16, "r": r, "rank_pattern": rankPattern, "revision": null,
+            "target_modules": targets, "target_parameters": null, "task_type": "CAUSAL_LM",
+            "trainable_token_indices": null, "use_bdlora": null, "use_dora": false, "use_qalora": false,
+            "use_rslora": useRSLoRA, "velora_config": null,
+        ]
+        return try JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+    }
+}

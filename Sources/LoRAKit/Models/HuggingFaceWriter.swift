@@ -1,0 +1,68 @@
+import Foundation
+
+/// Storage type of an exported model's tensors.
+public enum ExportDType: String, Sendable, CaseIterable {
+    case f32, f16, bf16
+    var safetensors: SafetensorsDType { switch self { case .f32: .F32; case .f16: .F16; case .bf16: .BF16 } }
+    var torchName: String { switch self { case .f32: "float32"; case .f16: "float16"; case .bf16: "bfloat16" } }
+}
+
+extension LlamaModel {
+    /// Tokenizer and generation files copied along when a model is exported.
+    static let companionFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                                 "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja"]
+
+    /// Writes the model as a Hugging Face folder (config.json, model.safetensors and the source
+    /// folder's tokenizer files) that transformers loads. Adapters must be merged first to be included.
+    public func saveHuggingFace(to folder: String, dtype: ExportDType = .f32) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        var writer = SafetensorsWriter()
+        writer.metadata = ["format": "pt"]
+        for (name, t) in namedWeights() {
+            writer.add(name, shape: t.shape, floats: UnsafeBufferPointer(t.buffer), as: dtype.safetensors)
+        }
+        try writer.write(to: folder + "/model.safetensors")
+
+        var json: [String: Any] = [:]
+        if let src = sourcePath, let data = fm.contents(atPath: src + "/config.json"),
+           let j = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
+            json = j
+        } else {
+            json = configJSON()
+        }
+        json["tie_word_embeddings"] = headIsTied
+        json["torch_dtype"] = dtype.torchName
+        if json["dtype"] != nil { json["dtype"] = dtype.torchName }
+        let configPath = folder + "/config.json", tmp = configPath + ".tmp-\(getpid())"
+        try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: tmp))
+        if rename(tmp, configPath) != 0 { throw LoRAError("cannot rename \(tmp) to \(configPath)") }
+
+        if let src = sourcePath, src != folder {
+            for name in Self.companionFiles where fm.fileExists(atPath: src + "/" + name) {
+                try? fm.removeItem(atPath: folder + "/" + name)
+                try fm.copyItem(atPath: src + "/" + name, toPath: folder + "/" + name)
+            }
+        }
+    }
+
+    /// A config.json for a model that was not read from a folder.
+    func configJSON() -> [String: Any] {
+        let c = config
+        var j: [String: Any] = [
+            "architectures": [c.architecture], "hidden_size": c.hiddenSize, "intermediate_size": c.intermediateSize,
+            "num_hidden_layers": c.numLayers, "num_attention_heads": c.numHeads, "num_key_value_heads": c.numKVHeads,
+            "head_dim": c.headDim, "vocab_size": c.vocabSize, "rms_norm_eps": Double(c.rmsNormEps),
+            "rope_theta": Double(c.ropeTheta), "max_position_embeddings": c.maxPositionEmbeddings,
+            "hidden_act": "silu", "model_type": c.architecture == "Qwen2ForCausalLM" ? "qwen2"
+                : c.architecture == "MistralForCausalLM" ? "mistral" : "llama",
+        ]
+        if c.architecture == "LlamaForCausalLM" { j["attention_bias"] = c.qkvBias; j["mlp_bias"] = c.mlpBias }
+        if let s = c.ropeScaling {
+            j["rope_scaling"] = ["rope_type": "llama3", "factor": Double(s.factor), "low_freq_factor": Double(s.lowFreqFactor),
+                                 "high_freq_factor": Double(s.highFreqFactor),
+                                 "original_max_position_embeddings": Double(s.originalMaxPositions)]
+        }
+        return j
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+
+/// Causal multi-head attention with grouped key/value heads over a batch of right-padded sequences.
+///
+/// Layouts (row-major, one row per token, row n = b·T + t):
+///   q, out, dq: [N × heads·headDim];  k, v, dk, dv: [N × kvHeads·headDim];  lse: [B × heads × T].
+/// Right padding needs no extra mask: a real token never attends to later (pad) positions, and
+/// pad positions' outputs are excluded from the loss by the caller.
+///
+/// Only the causal (lower) half is computed: query rows go in blocks of `block`, and block i
+/// multiplies against keys 0..<(i+1)·block only. The forward keeps the softmax's log-sum-exp per
+/// row, not the T×T probabilities; the backward recomputes them (FlashAttention's trade).
+public struct CausalAttention: Sendable {
+    public let heads: Int
+    public let kvHeads: Int
+    public let headDim: Int
+    public var block = 64
+
+    public init(heads: Int, kvHeads: Int, headDim: Int) {
+        precondition(heads % kvHeads == 0, "heads must be a multiple of kvHeads")
+        self.heads = heads
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+    }
+
+    var scale: Float { 1 / Float(headDim).squareRoot() }
+
+    public func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                        batch: Int, seqLen T: Int, out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        let qd = heads * headDim, kvd = kvHeads * headDim, group = heads / kvHeads
+        Gemm.singleThreaded {
+            Parallel.forRanges(batch * heads) { tasks in
+              let s = UnsafeMutablePointer<Float>.allocate(capacity: min(block, T) * T)
+              defer { s.deallocate() }
+              for task in tasks {
+                let b = task / heads, h = task % heads, kvh = h / group
+                let qb = q + b * T * qd + h * headDim
+                let kb = k + b * T * kvd + kvh * headDim
+                let vb = v + b * T * kvd + kvh * headDim
+                let ob = out + b * T * qd + h * headDim
+                let lseb = lse + (b * heads + h) * T
+                for r0 in stride(from: 0, to: T, by: block) {
+                    let rows = min(block, T - r0), keys = r0 + rows
+                    Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
+                               a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: s, ldc: keys)
+                    for i in 0..<rows {
+                        let row = s + i * keys, valid = r0 + i + 1
+                        var mx = -Float.infinity
+                        for j in 0..<valid { mx = max(mx, row[j]) }
+                        var sum: Float = 0
+                        for j in 0..<valid { let e = exp(row[j] - mx); row[j] = e; sum += e }
+                        let inv = 1 / sum
+                        for j in 0..<valid { row[j] *= inv }
+                        for j in valid..<keys { row[j] = 0 }
+                        lseb[r0 + i] = mx + log(sum)
+                    }
+                    Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: 1,
+                               a: s, lda: keys, b: vb, ldb: kvd, beta: 0, c: ob + r0 * qd, ldc: qd)
+                }
+              }
+            }
+        }
+    }
+
+    /// Writes dq, dk and dv (overwriting) from dOut, the saved inputs, output and log-sum-exp.
+    public func backward(dOut: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                         v: UnsafePointer<Float>, out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
+                         batch: Int, seqLen T: Int,
+                         dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
+        let qd = heads * headDim, kvd = kvHeads * headDim, group = heads / kvHeads
+        let rowsMax = min(block, T)
+        // Per thread: P and dP/dS blocks, and the row dots D_i = dO_i · O_i.
+        Gemm.singleThreaded {
+            // One task per (sequence, kv head): the heads of a group add into the same dk/dv columns.
+            Parallel.forRanges(batch * kvHeads) { tasks in
+              let base = UnsafeMutablePointer<Float>.allocate(capacity: 2 * rowsMax * T + rowsMax)
+              defer { base.deallocate() }
+              for task in tasks {
+                let b = task / kvHeads, kvh = task % kvHeads
+                let p = base, ds = base + rowsMax * T, dots = base + 2 * rowsMax * T
+                let kb = k + b * T * kvd + kvh * headDim, vb = v + b * T * kvd + kvh * headDim
+                let dkb = dk + b * T * kvd + kvh * headDim, dvb = dv + b * T * kvd + kvh * headDim
+                for t in 0..<T {
+                    (dkb + t * kvd).update(repeating: 0, count: headDim)
+                    (dvb + t * kvd).update(repeating: 0, count: headDim)
+                }
+                for h in (kvh * group)..<((kvh + 1) * group) {
+                    let qb = q + b * T * qd + h * headDim, ob = out + b * T * qd + h * headDim
+                    let dob = dOut + b * T * qd + h * headDim, dqb = dq + b * T * qd + h * headDim
+                    let lseb = lse + (b * heads + h) * T
+                    for r0 in stride(from: 0, to: T, by: block) {
+                        let rows = min(block, T - r0), keys = r0 + rows
+                        Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
+                                   a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: p, ldc: keys)
+                        Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: 1,
+                                   a: dob + r0 * qd, lda: qd, b: vb, ldb: kvd, beta: 0, c: ds, ldc: keys)
+                        for i in 0..<rows {
+                            let o = ob + (r0 + i) * qd, d = dob + (r0 + i) * qd
+                            var dot: Float = 0
+                            for j in 0..<headDim { dot += o[j] * d[j] }
+                            dots[i] = dot
+                        }
+                        for i in 0..<rows {
+                            let prow = p + i * keys, dsrow = ds + i * keys, valid = r0 + i + 1, l = lseb[r0 + i]
+                            for j in 0..<valid {
+                                let pj = exp(prow[j] - l)
+                                prow[j] = pj
+                                dsrow[j] = pj * (dsrow[j] - dots[i])
+                            }
+                            for j in valid..<keys { prow[j] = 0; dsrow[j] = 0 }
+                        }
+                        // dQ = scale·dS·K;  dK += scale·dSᵀ·Q;  dV += Pᵀ·dO
+                        Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: scale,
+                                   a: ds, lda: keys, b: kb, ldb: kvd, beta: 0, c: dqb + r0 * qd, ldc: qd)
+                        Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: scale,
+                                   a: ds, lda: keys, b: qb + r0 * qd, ldb: qd, beta: 1, c: dkb, ldc: kvd)
+                        Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: 1,
+                                   a: p, lda: keys, b: dob + r0 * qd, ldb: qd, beta: 1, c: dvb, ldc: kvd)
+                    }
+                }
+              }
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+/// A trainable change attached to a frozen linear layer (LoRA and its variants implement this).
+///
+/// The adapter keeps no per-batch state: what its backward needs from the forward is written to
+/// `saved`, a caller-owned buffer of `savedFloatsPerRow · rows` floats, so the model lays out all
+/// activations once per (batch, sequence) shape.
+public protocol LinearAdapter: AnyObject {
+    var parameters: [Parameter] { get }
+    func savedFloatsPerRow(training: Bool) -> Int
+    /// y += delta(x) for `rows` rows.
+    func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>,
+                 saved: UnsafeMutablePointer<Float>, training: Bool)
+    /// Accumulates parameter gradients from dy; adds the input gradient into dx when dx is non-nil.
+    func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int,
+                  saved: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?)
+    /// The change to the base weight, [out × in], that merging adds.
+    func deltaWeight() -> Tensor
+}
+
+/// A frozen linear layer y = x·Wᵀ + b (W is [out × in], Hugging Face's layout) with an optional adapter.
+/// Only input gradients flow through W; no gradient for W or b is ever allocated.
+public final class Linear: @unchecked Sendable {
+    public let inFeatures: Int
+    public let outFeatures: Int
+    public private(set) var weight: Tensor
+    public let bias: Tensor?
+    public var adapter: (any LinearAdapter)?
+    /// True while the adapter's delta is folded into `weight`; the adapter branch is then skipped.
+    public private(set) var isMerged = false
+
+    public init(weight: Tensor, bias: Tensor? = nil) {
+        precondition(weight.shape.count == 2, "a linear weight is 2-D")
+        self.weight = weight
+        self.bias = bias
+        self.outFeatures = weight.shape[0]
+        self.inFeatures = weight.shape[1]
+    }
+
+    /// Gives this layer its own copy of the weight (for a tied head that gets its own adapter).
+    public func untie() { weight = weight.copy() }
+
+    var activeAdapter: (any LinearAdapter)? { isMerged ? nil : adapter }
+
+    public func savedFloatsPerRow(training: Bool) -> Int {
+        activeAdapter?.savedFloatsPerRow(training: training) ?? 0
+    }
+
+    /// y = x·Wᵀ + b + delta(x), overwriting y ([rows × out]).
+    public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>,
+                        saved: UnsafeMutablePointer<Float>?, training: Bool) {
+        forward(x: x, rows: rows, y: y, beta: 0, saved: saved, training: training)
+    }
+
+    /// y = beta·y + x·Wᵀ + b + delta(x); beta 1 adds onto a residual already in y.
+    public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, beta: Float,
+                        saved: UnsafeMutablePointer<Float>?, training: Bool) {
+        Gemm.sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: inFeatures, alpha: 1,
+                   a: x, lda: inFeatures, b: weight.data, ldb: inFeatures, beta: beta, c: y, ldc: outFeatures)
+        if let bias {
+            let b = bias.data, n = outFeatures
+            Parallel.forRanges(rows, minChunk: 64) { range in
+                for r in range { let yr = y + r * n; for j in 0..<n { yr[j] += b[j] } }
+            }
+        }
+        if let adapter = activeAdapter {
+            adapter.forward(x: x, rows: rows, y: y, saved: saved!, training: training)
+        }
+    }
+
+    /// From dy ([rows × out]): accumulates the adapter's gradients and, when dx is non-nil, writes
+    /// (accumulate false) or adds (accumulate true) the input gradient dy·W (+ the adapter's share).
+    public func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int,
+                         saved: UnsafeMutablePointer<Float>?, dx: UnsafeMutablePointer<Float>?, accumulate: Bool) {
+        if let dx {
+            Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: outFeatures, alpha: 1,
+                       a: dy, lda: outFeatures, b: weight.data, ldb: inFeatures, beta: accumulate ? 1 : 0,
+                       c: dx, ldc: inFeatures)
+        }
+        if let adapter = activeAdapter {
+            adapter.backward(dy: dy, x: x, rows: rows, saved: saved!, dx: dx)
+        }
+    }
+
+    /// W ← W + ΔW. Merging twice is refused, so W can always be restored exactly by unmerge.
+    public func merge() throws {
+        guard let adapter, !isMerged else {
+            throw LoRAError(isMerged ? "this layer's adapter is already merged" : "this layer has no adapter to merge")
+        }
+        add(adapter.deltaWeight(), sign: 1)
+        isMerged = true
+    }
+
+    /// W ← W − ΔW, undoing merge.
+    public func unmerge() throws {
+        guard let adapter, isMerged else { throw LoRAError("this layer has no merged adapter to unmerge") }
+        add(adapter.deltaWeight(), sign: -1)
+        isMerged = false
+    }
+
+    private func add(_ delta: Tensor, sign: Float) {
+        let w = weight.data, d = delta.data
+        for i in 0..<weight.count { w[i] += sign * d[i] }
+    }
+}

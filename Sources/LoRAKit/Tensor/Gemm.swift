@@ -1,0 +1,194 @@
+import Foundation
+
+/// Which implementation `Gemm.sgemm` runs.
+public enum GemmBackend: Sendable, Equatable {
+    /// A BLAS library loaded at run time; the associated value is the path or soname it was opened with.
+    case blas(String)
+    /// LoRAKit's own pure-Swift kernel (`BuiltinGemm`).
+    case builtin
+}
+
+/// Single-precision matrix products, row-major throughout. Uses a system BLAS when one can be loaded at run
+/// time (OpenBLAS, BLIS, reference BLAS, Accelerate) and a built-in SIMD kernel otherwise.
+///
+/// Backend choice, made once at first use:
+/// - `LORA_BLAS=builtin` forces the built-in kernel;
+/// - `LORA_BLAS=<path or soname>` loads that library (falling back to the built-in kernel, with a warning on
+///   standard error, when it cannot be loaded);
+/// - otherwise the first loadable library of `BLASLibrary.candidates` is used, else the built-in kernel.
+public enum Gemm {
+    /// C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C. op(X) = X or Xᵀ. Row-major, leading dimensions lda/ldb/ldc in elements.
+    ///
+    /// BLAS semantics: when k == 0 or alpha == 0, A and B are not read and C becomes beta · C; when beta == 0,
+    /// C is overwritten without being read (NaN or infinity already in C does not propagate).
+    /// A is m×k (k×m when transA) with lda ≥ its column count, likewise B; ldc ≥ n. C must not overlap A or B.
+    public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                             a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        precondition(m >= 0 && n >= 0 && k >= 0, "Gemm.sgemm: negative dimension (m \(m), n \(n), k \(k))")
+        if m == 0 || n == 0 { return }
+        precondition(ldc >= n || m == 1, "Gemm.sgemm: ldc \(ldc) < n \(n)")
+        if k == 0 || alpha == 0 {
+            scale(c, rows: m, cols: n, ldc: ldc, by: beta)
+            return
+        }
+        // Stored shapes of A and B (rows × columns in memory).
+        let (aRows, aCols) = transA ? (k, m) : (m, k)
+        let (bRows, bCols) = transB ? (n, k) : (k, n)
+        precondition(lda >= aCols || aRows == 1, "Gemm.sgemm: lda \(lda) < \(aCols) columns of A")
+        precondition(ldb >= bCols || bRows == 1, "Gemm.sgemm: ldb \(ldb) < \(bCols) columns of B")
+
+        let (selection, serial) = GemmState.snapshot()
+        if case .blas(let lib) = selection,
+           BLASLibrary.fits(m, n, k, max(lda, aCols), max(ldb, bCols), max(ldc, n)) {
+            // BLAS rejects ld < columns even for a single row, where the value is never used.
+            lib.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+                      a: a, lda: aRows == 1 ? max(lda, aCols) : lda,
+                      b: b, ldb: bRows == 1 ? max(ldb, bCols) : ldb,
+                      beta: beta, c: c, ldc: m == 1 ? max(ldc, n) : ldc)
+        } else {
+            BuiltinGemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+                              a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc,
+                              threads: serial ? 1 : Parallel.threadCount)
+        }
+    }
+
+    /// The backend in use: chosen once at first use; LORA_BLAS=builtin forces the built-in kernel; LORA_BLAS=/path/lib.so forces a library.
+    /// Inside `withBackend` this is the backend given there.
+    public static var backend: GemmBackend { GemmState.snapshot().selection.backend }
+
+    /// The BLAS library this process can use, whether or not it is the current backend: the one `LORA_BLAS`
+    /// names if it loads, else the first loadable candidate; nil when there is none. Lets tests and benchmarks
+    /// compare both backends even when `LORA_BLAS=builtin`.
+    public static var availableBLAS: GemmBackend? {
+        GemmState.availableLibrary.map { .blas($0.name) }
+    }
+
+    /// Runs body with the given backend (for tests that cover both paths in one process); restores afterwards.
+    ///
+    /// The setting is process-wide, not per thread: do not run two `withBackend` blocks concurrently.
+    /// `.blas(name)` opens `name` if no library was opened under that name yet; it is a programming error
+    /// (a precondition failure) to name a library that cannot be loaded.
+    public static func withBackend<T>(_ b: GemmBackend, _ body: () throws -> T) rethrows -> T {
+        let selection: GemmState.Selection
+        switch b {
+        case .builtin:
+            selection = .builtin
+        case .blas(let name):
+            guard let lib = BLASLibrary.named(name) else {
+                preconditionFailure("Gemm.withBackend: cannot load a BLAS with sgemm from \(name)")
+            }
+            selection = .blas(lib)
+        }
+        let previous = GemmState.setOverride(selection)
+        defer { _ = GemmState.setOverride(previous) }
+        return try body()
+    }
+
+    /// Runs body with BLAS limited to one thread (for callers that parallelize over many small products themselves, e.g. attention heads). No-op for builtin or BLAS without a thread setter.
+    ///
+    /// The limit is process-wide and reference-counted: nested or concurrent `singleThreaded` blocks are fine,
+    /// and the library's previous thread count comes back when the last one ends. Prefer one block around the
+    /// whole parallel loop over one block per worker, so the count is not toggled while other calls run.
+    /// The built-in kernel also runs on the calling thread only while any such block is active, since the
+    /// caller has said it provides the parallelism itself.
+    public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T {
+        GemmState.enterSingleThreaded()
+        defer { GemmState.leaveSingleThreaded() }
+        return try body()
+    }
+
+    /// C = beta · C over an m×n block, writing zeros (not 0 · C) when beta == 0.
+    static func scale(_ c: UnsafeMutablePointer<Float>, rows: Int, cols: Int, ldc: Int, by beta: Float) {
+        if beta == 1 { return }
+        for i in 0..<rows {
+            let row = c + i * ldc
+            if beta == 0 {
+                row.update(repeating: 0, count: cols)
+            } else {
+                for j in 0..<cols { row[j] *= beta }
+            }
+        }
+    }
+}
+
+/// Process-wide backend state behind one lock: the `withBackend` override and the `singleThreaded` count.
+enum GemmState {
+    enum Selection {
+        case builtin
+        case blas(BLASLibrary)
+
+        var backend: GemmBackend {
+            switch self {
+            case .builtin: return .builtin
+            case .blas(let lib): return .blas(lib.name)
+            }
+        }
+    }
+
+    /// `LORA_BLAS`, if set and non-empty.
+    private static let requested: String? = {
+        guard let s = ProcessInfo.processInfo.environment["LORA_BLAS"], !s.isEmpty else { return nil }
+        return s
+    }()
+
+    /// The library `LORA_BLAS` names (when it loads), else the first loadable candidate.
+    static let availableLibrary: BLASLibrary? = {
+        if let name = requested, name.lowercased() != "builtin", let lib = BLASLibrary.named(name) { return lib }
+        return BLASLibrary.discovered
+    }()
+
+    /// The backend chosen at first use (a `static let` initializer runs once, thread-safely).
+    private static let initial: Selection = {
+        if let name = requested {
+            if name.lowercased() == "builtin" { return .builtin }
+            if let lib = BLASLibrary.named(name) { return .blas(lib) }
+            FileHandle.standardError.write(Data(
+                "LoRAKit: LORA_BLAS=\(name) cannot be loaded (or has no sgemm); using the built-in kernel\n".utf8))
+            return .builtin
+        }
+        if let lib = BLASLibrary.discovered { return .blas(lib) }
+        return .builtin
+    }()
+
+    private static let lock = NSLock()
+    // nonisolated(unsafe): the four variables below are only read or written while holding `lock`.
+    nonisolated(unsafe) private static var override: Selection?
+    nonisolated(unsafe) private static var singleThreadedDepth = 0
+    nonisolated(unsafe) private static var limitedLibrary: BLASLibrary?
+    nonisolated(unsafe) private static var savedThreadCount = 0
+
+    /// The selection in force and whether a `singleThreaded` block is active.
+    static func snapshot() -> (selection: Selection, serial: Bool) {
+        let initial = self.initial  // resolved outside the lock: it may open libraries
+        lock.lock(); defer { lock.unlock() }
+        return (override ?? initial, singleThreadedDepth > 0)
+    }
+
+    /// Installs `selection` as the override and returns the previous one.
+    static func setOverride(_ selection: Selection?) -> Selection? {
+        lock.lock(); defer { lock.unlock() }
+        let previous = override
+        override = selection
+        return previous
+    }
+
+    static func enterSingleThreaded() {
+        let initial = self.initial
+        lock.lock(); defer { lock.unlock() }
+        singleThreadedDepth += 1
+        guard singleThreadedDepth == 1, case .blas(let lib) = override ?? initial,
+              lib.hasThreadControl, let count = lib.threadCount else { return }
+        limitedLibrary = lib
+        savedThreadCount = count
+        lib.setThreadCount(1)
+    }
+
+    static func leaveSingleThreaded() {
+        lock.lock(); defer { lock.unlock() }
+        singleThreadedDepth -= 1
+        guard singleThreadedDepth == 0, let lib = limitedLibrary else { return }
+        lib.setThreadCount(savedThreadCount)
+        limitedLibrary = nil
+    }
+}

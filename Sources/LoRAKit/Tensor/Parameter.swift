@@ -1,0 +1,12 @@
+/// A trainable tensor and its gradient, which backward passes accumulate into (+=).
+public final class Parameter: @unchecked Sendable {
+    public let name: String
+    public let value: Tensor
+    public let grad: Tensor
+
+    public init(name: String, value: Tensor) {
+        self.name = name
+        self.value = value
+        self.grad = Tensor(shape: value.shape)
+    }
+}

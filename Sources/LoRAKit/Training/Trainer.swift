@@ -1,0 +1,52 @@
+import Foundation
+
+/// One optimizer step at a time: gradient accumulation over micro-batches, global-norm clipping,
+/// the learning-rate schedule and AdamW. Same seed, data and thread count give the same bits.
+public final class Trainer: @unchecked Sendable {
+    public let model: LlamaModel
+    public let optimizer: AdamW
+    public var schedule: LRSchedule
+    public var baseLearningRate: Float
+    public var warmupSteps: Int
+    public var totalSteps: Int
+    /// Clip the global gradient norm to this value; nil disables clipping.
+    public var maxGradNorm: Float?
+    public private(set) var step = 0
+
+    public struct StepResult: Sendable {
+        public let loss: Double
+        public let gradNorm: Float
+        public let learningRate: Float
+        public let tokens: Int
+    }
+
+    public init(model: LlamaModel, optimizer: AdamW, schedule: LRSchedule = .constant, warmupSteps: Int = 0,
+                totalSteps: Int, maxGradNorm: Float? = nil) {
+        self.model = model
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.baseLearningRate = optimizer.learningRate
+        self.warmupSteps = warmupSteps
+        self.totalSteps = totalSteps
+        self.maxGradNorm = maxGradNorm
+    }
+
+    /// Accumulates the mean of the micro-batches' gradients (each micro-batch's loss is its own mean
+    /// over targets, as in PyTorch loops that divide by the accumulation count), then updates.
+    public func step(_ microBatches: [Batch]) throws -> StepResult {
+        precondition(!microBatches.isEmpty, "a step needs at least one batch")
+        optimizer.zeroGrad()
+        let scale = 1 / Float(microBatches.count)
+        var loss = 0.0
+        for batch in microBatches { loss += try model.forwardBackward(batch, gradScale: scale) }
+        let norm: Float
+        if let maxGradNorm { norm = clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm) }
+        else { norm = clipGradientNorm(optimizer.parameters, maxNorm: .infinity) }
+        let lr = baseLearningRate * schedule.factor(step: step, warmup: warmupSteps, totalSteps: totalSteps)
+        optimizer.learningRate = lr
+        optimizer.update()
+        step += 1
+        return StepResult(loss: loss / Double(microBatches.count), gradNorm: norm, learningRate: lr,
+                          tokens: microBatches.reduce(0) { $0 + $1.targetCount })
+    }
+}
