@@ -101,7 +101,14 @@ B, T, PAD_ID, N_PAD = 2, 12, 0, 4
 OPT = dict(
     lr=1e-2,
     betas=[0.9, 0.999],
-    eps=1e-8,
+    # Not torch's default 1e-8: an element's Adam step is lr * g / (|g| + eps),
+    # whose sensitivity to g is lr / eps near g = 0. Gradients carry fp32 noise
+    # of ~1e-8 (absolute, where the largest is ~0.1), so at eps = 1e-8 the
+    # elements with |g| ~ 1e-7 take steps that follow the noise, and any two
+    # fp32 implementations (PyTorch at two thread counts included) differ by
+    # ~1e-4 after 3 steps. At 1e-4 the comparison measures the formula, not the
+    # noise; most elements (|g| ~ 1e-2) still run in Adam's normal regime.
+    eps=1e-4,
     weight_decay=0.01,
     # clip_grad_norm_ max_norm. Chosen well below the total grad norm of every
     # case (step-1 norms are 1.28 .. 2.79, all steps 1.26 .. 5.49; see
@@ -143,12 +150,6 @@ CASES = {
     ),
     "qwen2_bias": dict(
         seed=1003,
-        # Adam's eps for this case. At the default 1e-8, a lora_B element whose
-        # gradient is ~1e-7 (fp32 noise level in a tensor whose largest gradient
-        # is 0.1) gets a step of about ±lr whose exact size follows the noise, so
-        # any two fp32 implementations (or PyTorch at two thread counts) differ
-        # there by ~1e-4 after 3 steps. 1e-6 keeps the test about the formula.
-        adam_eps=1e-6,
         model_cls=Qwen2ForCausalLM,
         config_cls=Qwen2Config,
         config=dict(
@@ -366,7 +367,7 @@ def make_case(name: str, case: dict) -> dict:
         plist,
         lr=OPT["lr"],
         betas=tuple(OPT["betas"]),
-        eps=case.get("adam_eps", OPT["eps"]),
+        eps=OPT["eps"],
         weight_decay=OPT["weight_decay"],
     )
     losses, grad_norms = [], []
@@ -430,7 +431,6 @@ def make_case(name: str, case: dict) -> dict:
         "optimizer": {
             "type": "torch.optim.AdamW",
             **OPT,
-            "eps": case.get("adam_eps", OPT["eps"]),
             "clip": "torch.nn.utils.clip_grad_norm_ (total L2 norm over all LoRA params; "
             "coef = min(1, max_norm / (norm + 1e-6)))",
             "grad_norms_pre_clip": grad_norms,

@@ -14,9 +14,28 @@ extension LlamaModel {
 
     /// Writes the model as a Hugging Face folder (config.json, model.safetensors and the source
     /// folder's tokenizer files) that transformers loads. Adapters must be merged first to be included.
-    public func saveHuggingFace(to folder: String, dtype: ExportDType = .f32) throws {
+    /// The folder is assembled under a temporary name and renamed, so it is never left half-written;
+    /// an existing non-empty folder is refused rather than overwritten.
+    public func saveHuggingFace(to output: String, dtype: ExportDType = .f32) throws {
         let fm = FileManager.default
+        if let items = try? fm.contentsOfDirectory(atPath: output), !items.isEmpty {
+            throw LoRAError("output folder \(output) already exists and is not empty")
+        }
+        let folder = output + ".tmp-\(getpid())"
+        try? fm.removeItem(atPath: folder)
         try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        do {
+            try writeHuggingFace(folder: folder, dtype: dtype)
+            if fm.fileExists(atPath: output) { try fm.removeItem(atPath: output) }  // an empty folder
+            try fm.moveItem(atPath: folder, toPath: output)
+        } catch {
+            try? fm.removeItem(atPath: folder)
+            throw error
+        }
+    }
+
+    private func writeHuggingFace(folder: String, dtype: ExportDType) throws {
+        let fm = FileManager.default
         var writer = SafetensorsWriter()
         writer.metadata = ["format": "pt"]
         for (name, t) in namedWeights() {
@@ -34,13 +53,11 @@ extension LlamaModel {
         json["tie_word_embeddings"] = headIsTied
         json["torch_dtype"] = dtype.torchName
         if json["dtype"] != nil { json["dtype"] = dtype.torchName }
-        let configPath = folder + "/config.json", tmp = configPath + ".tmp-\(getpid())"
-        try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: tmp))
-        if rename(tmp, configPath) != 0 { throw LoRAError("cannot rename \(tmp) to \(configPath)") }
+        try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
+            .write(to: URL(fileURLWithPath: folder + "/config.json"))
 
-        if let src = sourcePath, src != folder {
+        if let src = sourcePath {
             for name in Self.companionFiles where fm.fileExists(atPath: src + "/" + name) {
-                try? fm.removeItem(atPath: folder + "/" + name)
                 try fm.copyItem(atPath: src + "/" + name, toPath: folder + "/" + name)
             }
         }

@@ -29,6 +29,8 @@ final class Activations: @unchecked Sendable {
     // Scratch shared by all blocks.
     let h: Tensor, a: Tensor, da: Tensor, dres: Tensor, dh: Tensor, dattn: Tensor, dq: Tensor, dk: Tensor, dv: Tensor
     let cos: [Float], sin: [Float]
+    // The head's working set for `LlamaModel.headChunk` rows: inputs, logits, input gradient, adapter buffer.
+    let headX: Tensor, headLogits: Tensor, headDx: Tensor, headSaved: Tensor
 
     init(model: LlamaModel, batch: Int, seqLen: Int, training: Bool) {
         let c = model.config, n = batch * seqLen
@@ -43,10 +45,15 @@ final class Activations: @unchecked Sendable {
         dattn = Tensor(shape: training ? [n, q] : [0]); dq = Tensor(shape: training ? [n, q] : [0])
         dk = Tensor(shape: training ? [n, kv] : [0]); dv = Tensor(shape: training ? [n, kv] : [0])
         (cos, sin) = model.rope.tables(length: seqLen)
+        let chunk = LlamaModel.headChunk
+        headX = Tensor(shape: [chunk, c.hiddenSize]); headLogits = Tensor(shape: [chunk, c.vocabSize])
+        headDx = Tensor(shape: training ? [chunk, c.hiddenSize] : [0])
+        headSaved = Tensor(shape: [chunk * model.head.savedFloatsPerRow(training: training)])
     }
 
     func fits(_ b: Int, _ t: Int, training: Bool, model: LlamaModel) -> Bool {
         b == batch && t == seqLen && training == self.training
+            && headSaved.count == LlamaModel.headChunk * model.head.savedFloatsPerRow(training: training)
             && zip(blocks, model.blocks).allSatisfy { act, block in
                 zip(act.saved, block.linears).allSatisfy { $0.count == rows * $1.linear.savedFloatsPerRow(training: training) }
             }
@@ -167,8 +174,7 @@ extension LlamaModel {
         let d = config.hiddenSize, vocab = config.vocabSize
         let rows = batch.targets.indices.filter { batch.targets[$0] != Batch.ignoreIndex }
         let chunk = Self.headChunk, training = gradScale != nil
-        let x = Tensor(shape: [chunk, d]), logits = Tensor(shape: [chunk, vocab]), dx = Tensor(shape: [chunk, d])
-        let saved = Tensor(shape: [chunk * head.savedFloatsPerRow(training: training)])
+        let x = act.headX, logits = act.headLogits, dx = act.headDx, saved = act.headSaved
         var targets = [Int32](repeating: 0, count: chunk)
         var total = 0.0
         for start in stride(from: 0, to: rows.count, by: chunk) {

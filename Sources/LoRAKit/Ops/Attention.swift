@@ -45,13 +45,10 @@ public struct CausalAttention: Sendable {
                                a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: s, ldc: keys)
                     for i in 0..<rows {
                         let row = s + i * keys, valid = r0 + i + 1
-                        var mx = -Float.infinity
-                        for j in 0..<valid { mx = max(mx, row[j]) }
-                        var sum: Float = 0
-                        for j in 0..<valid { let e = exp(row[j] - mx); row[j] = e; sum += e }
-                        let inv = 1 / sum
-                        for j in 0..<valid { row[j] *= inv }
-                        for j in valid..<keys { row[j] = 0 }
+                        let mx = rowMax(row, count: valid)
+                        let sum = expShiftedSum(row, count: valid, shift: mx)
+                        scaleRow(row, count: valid, by: 1 / sum)
+                        (row + valid).update(repeating: 0, count: keys - valid)
                         lseb[r0 + i] = mx + log(sum)
                     }
                     Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: 1,
@@ -101,13 +98,12 @@ public struct CausalAttention: Sendable {
                             dots[i] = dot
                         }
                         for i in 0..<rows {
-                            let prow = p + i * keys, dsrow = ds + i * keys, valid = r0 + i + 1, l = lseb[r0 + i]
-                            for j in 0..<valid {
-                                let pj = exp(prow[j] - l)
-                                prow[j] = pj
-                                dsrow[j] = pj * (dsrow[j] - dots[i])
-                            }
-                            for j in valid..<keys { prow[j] = 0; dsrow[j] = 0 }
+                            let prow = p + i * keys, dsrow = ds + i * keys, valid = r0 + i + 1
+                            _ = expShiftedSum(prow, count: valid, shift: lseb[r0 + i])  // P = exp(S − lse)
+                            let dot = dots[i]
+                            for j in 0..<valid { dsrow[j] = prow[j] * (dsrow[j] - dot) }
+                            (prow + valid).update(repeating: 0, count: keys - valid)
+                            (dsrow + valid).update(repeating: 0, count: keys - valid)
                         }
                         // dQ = scale·dS·K;  dK += scale·dSᵀ·Q;  dV += Pᵀ·dO
                         Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: scale,

@@ -2,8 +2,9 @@ import Foundation
 
 /// Softmax cross-entropy over rows of logits, with its gradient, for the rows that have a target.
 public enum CrossEntropy {
-    /// For each of `rows` rows of `vocab` logits: returns Σ (logsumexp − logit[target]) and, when
-    /// `gradScale` is non-nil, overwrites the logits with gradScale · (softmax − onehot(target)).
+    /// For each of `rows` rows of `vocab` logits: returns Σ (logsumexp − logit[target]) and
+    /// overwrites the logits with gradScale · (softmax − onehot(target)) when `gradScale` is
+    /// non-nil, or with unnormalized probabilities when it is nil.
     public static func forwardBackward(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
                                        rows: Int, vocab: Int, gradScale: Float?) -> Double {
         let losses = UnsafeMutablePointer<Double>.allocate(capacity: rows)
@@ -11,14 +12,11 @@ public enum CrossEntropy {
         Parallel.forRanges(rows) { range in
             for r in range {
                 let row = logits + r * vocab, target = Int(targets[r])
-                var mx = -Float.infinity
-                for j in 0..<vocab { mx = max(mx, row[j]) }
-                var sum: Float = 0
-                for j in 0..<vocab { sum += exp(row[j] - mx) }
-                let lse = mx + log(sum)
-                losses[r] = Double(lse - row[target])
+                let mx = rowMax(row, count: vocab), targetLogit = row[target]
+                let sum = expShiftedSum(row, count: vocab, shift: mx)  // row now holds exp(logit − max)
+                losses[r] = Double(mx + log(sum) - targetLogit)
                 if let g = gradScale {
-                    for j in 0..<vocab { row[j] = g * exp(row[j] - lse) }
+                    scaleRow(row, count: vocab, by: g / sum)
                     row[target] -= g
                 }
             }

@@ -1,0 +1,115 @@
+import ArgumentParser
+import Foundation
+import LoRAKit
+
+/// One LoRA training step on a model of SmolLM2-135M's shapes with random weights, timed; the
+/// same work scripts/bench_peft.py gives PyTorch + PEFT (scripts/bench.sh runs both side by side).
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time LoRA training steps on SmolLM2-135M's shapes (random weights, no download).")
+
+    @Option(help: "Sequences per step.") var batchSize = 4
+    @Option(help: "Tokens per sequence.") var seqLen = 256
+    @Option(help: "Transformer blocks (SmolLM2-135M has 30).") var layers = 30
+    @Option(help: "LoRA rank.") var rank = 8
+    @Option(help: "LoRA alpha.") var alpha: Float = 16
+    @Option(help: "Untimed steps first.") var warmup = 1
+    @Option(help: "Timed steps.") var steps = 5
+    @Flag(help: "Print one JSON line instead of a summary.") var json = false
+
+    func run() throws {
+        var config = ModelConfig.smolLM2_135M
+        config.numLayers = layers
+        let model = LlamaModel.random(config: config, seed: 1)
+        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: rank, loraAlpha: alpha, targetModules: .allLinear), seed: 2)
+        // B starts at zero; give it values so every product is real work, as after a few steps.
+        for (_, lora) in adapter.modules { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.001 } }
+        let optimizer = AdamW(parameters: adapter.parameters, learningRate: 1e-4)
+        let trainer = Trainer(model: model, optimizer: optimizer, totalSteps: warmup + steps)
+        var random = SeededRandom(seed: 3)
+        let n = batchSize * seqLen
+        let tokens = (0..<n).map { _ in Int32(random.next() % UInt64(config.vocabSize)) }
+        let batch = Batch(batchSize: batchSize, seqLen: seqLen, inputIds: tokens, labels: tokens)
+
+        for _ in 0..<warmup { _ = try trainer.step([batch]) }
+        var stepSeconds: [Double] = []
+        for _ in 0..<steps {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try trainer.step([batch])
+            stepSeconds.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
+        let elapsed = stepSeconds.reduce(0, +)
+        let tokensPerSecond = Double(n * steps) / elapsed
+        let peak = peakResidentMB()
+        let flopsPerStep = StepFLOPs(config: config, batch: batchSize, seqLen: seqLen, rank: rank).total
+        let achieved = flopsPerStep * Double(steps) / elapsed
+        let gemmRate = measureGemmRate(config: config, rows: n)
+
+        if json {
+            let line: [String: Any] = [
+                "tool": "swift-lora", "tokens_per_second": tokensPerSecond, "peak_rss_mb": peak,
+                "step_seconds": stepSeconds, "threads": Parallel.threadCount, "blas": "\(Gemm.backend)",
+                "gflop_per_token": flopsPerStep / Double(n) / 1e9, "achieved_gflops": achieved / 1e9,
+                "sgemm_gflops": gemmRate / 1e9, "fraction_of_sgemm": achieved / gemmRate,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print("model: SmolLM2-135M shapes, \(layers) layers, random weights; LoRA r=\(rank) alpha=\(alpha) on all linear layers")
+            print("batch \(batchSize) x \(seqLen) tokens, matrix products: \(Gemm.backend), threads: \(Parallel.threadCount)")
+            print("steps (s): " + stepSeconds.map { String(format: "%.3f", $0) }.joined(separator: " "))
+            print(String(format: "throughput: %.1f tokens/s", tokensPerSecond))
+            print(String(format: "peak resident memory: %.0f MB", peak))
+            print(String(format: "work: %.3f GFLOP/token; achieved %.1f GFLOP/s = %.0f%% of sgemm's %.1f GFLOP/s on these shapes",
+                         flopsPerStep / Double(n) / 1e9, achieved / 1e9, 100 * achieved / gemmRate, gemmRate / 1e9))
+        }
+    }
+}
+
+/// The floating-point work one training step needs (what this engine computes): the linear layers
+/// forward and their input gradients (none for the lowest block's q/k/v, whose input gradient
+/// nothing consumes), the causal half of attention (QKᵀ and PV forward; four products backward
+/// plus the recomputed QKᵀ), and the LoRA products.
+struct StepFLOPs {
+    let config: ModelConfig, batch: Int, seqLen: Int, rank: Int
+
+    var total: Double {
+        let c = config, n = Double(batch * seqLen), d = Double(c.hiddenSize), f = Double(c.intermediateSize)
+        let q = Double(c.numHeads * c.headDim), kv = Double(c.numKVHeads * c.headDim), L = Double(c.numLayers)
+        let qkv = d * (q + 2 * kv), rest = q * d + 3 * d * f
+        let head = Double(c.vocabSize) * d
+        let targets = Double(batch * (seqLen - 1))
+        var flops = 2 * n * (L * (qkv + rest)) + 2 * targets * head        // forward
+        flops += 2 * n * ((L - 1) * qkv + L * rest) + 2 * targets * head    // input gradients
+        let causalPairs = Double(batch) * Double(seqLen) * Double(seqLen + 1) / 2
+        flops += L * Double(c.numHeads) * causalPairs * Double(c.headDim) * 2 * (2 + 5)  // 2 products fwd, 5 bwd
+        let loraDims = (d + q) + (d + kv) * 2 + (q + d) + (d + f) * 2 + (f + d)
+        flops += L * n * Double(rank) * loraDims * 2 * 4  // u, delta forward; dB, du, dA, dx backward (≈4 products)
+        return flops
+    }
+}
+
+/// sgemm FLOP/s on the step's main shapes (the linear layers forward and backward), for comparison.
+func measureGemmRate(config c: ModelConfig, rows n: Int) -> Double {
+    let d = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim, f = c.intermediateSize
+    let shapes = [(q, d), (kv, d), (kv, d), (d, q), (f, d), (f, d), (d, f), (c.vocabSize, d)]
+    let x = Tensor(shape: [n, max(d, f, q)]), y = Tensor(shape: [n, max(c.vocabSize, f, d)])
+    var flops = 0.0, seconds = 0.0
+    for (out, inp) in shapes {
+        let w = Tensor(shape: [out, inp])
+        for backward in [false, true] {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            if backward {
+                Gemm.sgemm(transA: false, transB: false, m: n, n: inp, k: out, alpha: 1, a: y.data, lda: out,
+                           b: w.data, ldb: inp, beta: 0, c: x.data, ldc: inp)
+            } else {
+                Gemm.sgemm(transA: false, transB: true, m: n, n: out, k: inp, alpha: 1, a: x.data, lda: inp,
+                           b: w.data, ldb: inp, beta: 0, c: y.data, ldc: out)
+            }
+            seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            flops += 2 * Double(n) * Double(out) * Double(inp)
+        }
+    }
+    return flops / seconds
+}
