@@ -118,3 +118,38 @@ final class PyTorchParityTests: XCTestCase {
                        8 / Float(2).squareRoot(), accuracy: 1e-6)
     }
 }
+
+/// Writes a trained adapter and its merged model to .build/interop/ for scripts/check_interop.py,
+/// which loads them with PEFT and transformers (not in CI, which has no PyTorch).
+final class InteropExportTests: XCTestCase {
+    func testTrainedAdapterAndMergedModelExportAndReload() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/interop").path
+        try? FileManager.default.removeItem(atPath: root)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let dir = fixturesPath + "/llama3_untied"
+        let model = try LlamaModel.load(folder: dir + "/model")
+        let adapter = try LoRAAdapter.load(from: dir + "/adapter", into: model)
+        let ref = try SafetensorsFile(path: dir + "/reference.safetensors")
+        let ids = try ref.ints("input_ids").map(Int32.init), labels = try ref.ints("labels").map(Int32.init)
+        let batch = Batch(batchSize: 2, seqLen: 12, inputIds: ids, labels: labels)
+        let trainer = Trainer(model: model, optimizer: AdamW(parameters: adapter.parameters, learningRate: 1e-2), totalSteps: 3)
+        for _ in 0..<3 { _ = try trainer.step([batch]) }
+        let loss = try model.loss(batch).loss, logits = try model.logits(batch)
+        try adapter.save(to: root + "/adapter")
+        var out = SafetensorsWriter()
+        out.add("logits", shape: logits.shape, floats: logits.array)
+        out.add("loss", shape: [1], floats: [Float(loss)])
+        try out.write(to: root + "/ours.safetensors")
+
+        // Reloading our own files gives the same outputs.
+        let fresh = try LlamaModel.load(folder: dir + "/model")
+        let reloaded = try LoRAAdapter.load(from: root + "/adapter", into: fresh)
+        XCTAssertEqual(try fresh.loss(batch).loss, loss, accuracy: 1e-6)
+        try reloaded.merge()
+        try fresh.saveHuggingFace(to: root + "/merged")
+        let merged = try LlamaModel.load(folder: root + "/merged")
+        XCTAssertFalse(merged.headIsTied)
+        XCTAssertEqual(try merged.loss(batch).loss, loss, accuracy: 1e-5 * loss)
+    }
+}
