@@ -1,0 +1,425 @@
+import Foundation
+import XCTest
+@testable import LoRAKit
+
+/// Finite-difference checks of every op's backward pass.
+///
+/// Method: a scalar objective L = Σ w ∘ y with fixed seeded random weights w (for cross-entropy, L is the
+/// returned loss itself). The analytic gradient comes from the op's backward with dy = w. The numeric one is
+/// a central difference (L(x + h) − L(x − h)) / (x₊ − x₋): each input is perturbed in Float32 (the step is the
+/// one actually stored, x₊ − x₋ in Double), the forward runs in Float32 as in production, and L is summed in
+/// Double so the sum itself adds no rounding.
+///
+/// Tolerance: max |analytic − numeric| ≤ tol · max |numeric| (the error relative to the gradient's scale),
+/// and the scale must be ≥ 1e-2 so the check is not vacuous. With h = 1e-2 the truncation error is
+/// h²/6 · |L'''| ≈ 2e-5 for these O(1) inputs, and the Float32 rounding of the forward contributes about
+/// ε_f32 · Σ|w ∘ y| / h over the outputs one input touches, ≈ 1e-5…1e-4. So tol = 2e-3 for the nonlinear ops
+/// leaves a margin of 10× or more, yet a wrong term (a missing factor, a dropped row, a sign) is off by O(1).
+/// Ops that are linear in the perturbed input (RoPE, Linear + LoRA in x, A or B one element at a time) have no
+/// truncation error; they get tol = 5e-4. Measured errors are printed as `[GradientCheck] …` lines.
+final class GradientCheckTests: XCTestCase {
+    static let h: Float = 1e-2
+    static let nonlinearTolerance = 2e-3
+    static let linearTolerance = 5e-4
+
+    // MARK: RMSNorm
+
+    func testRMSNormBackward() {
+        let rows = 5, dim = 19, eps: Float = 1e-5
+        let x = randomTensor([rows, dim], seed: 101)
+        let weight = randomTensor([dim], seed: 102, scale: 1.5)
+        let w = randomTensor([rows, dim], seed: 103)
+        let y = Tensor(shape: [rows, dim]), rstd = Tensor(shape: [rows])
+
+        func objective() -> Double {
+            RMSNorm.forward(x: x.data, weight: weight.data, eps: eps, rows: rows, dim: dim, y: y.data, rstd: rstd.data)
+            return weightedSum(y, w)
+        }
+        _ = objective()
+        // backward ADDS into dx: start from a known non-zero buffer and subtract it afterwards.
+        let dx0 = randomTensor([rows, dim], seed: 104), dx = dx0.copy()
+        RMSNorm.backward(dy: w.data, x: x.data, weight: weight.data, rstd: rstd.data, rows: rows, dim: dim, dx: dx.data)
+        let analytic = (0..<dx.count).map { dx[$0] - dx0[$0] }
+        let numeric = centralDifferences(x, h: Self.h, objective)
+        checkGradient(analytic, numeric, tol: Self.nonlinearTolerance, "RMSNorm dx")
+
+        // recompute gives the forward's y exactly.
+        RMSNorm.forward(x: x.data, weight: weight.data, eps: eps, rows: rows, dim: dim, y: y.data, rstd: rstd.data)
+        let again = Tensor(shape: [rows, dim])
+        RMSNorm.recompute(x: x.data, weight: weight.data, rstd: rstd.data, rows: rows, dim: dim, y: again.data)
+        XCTAssertEqual(again.array, y.array, "RMSNorm.recompute differs from forward")
+    }
+
+    // MARK: RoPE
+
+    func testRoPEInverseIsBackward() {
+        let headDim = 8, heads = 3, batch = 2, seqLen = 5, rows = batch * seqLen, width = heads * headDim
+        let rope = RoPE(headDim: headDim, theta: 10_000)
+        let (cos, sin) = rope.tables(length: seqLen)
+        let x = randomTensor([rows, width], seed: 201)
+        let w = randomTensor([rows, width], seed: 202)
+        let y = Tensor(shape: [rows, width])
+
+        func objective() -> Double {
+            y.copy(from: x)
+            rope.apply(y.data, rows: rows, heads: heads, seqLen: seqLen, cos: cos, sin: sin)
+            return weightedSum(y, w)
+        }
+        let dx = w.copy()
+        rope.apply(dx.data, rows: rows, heads: heads, seqLen: seqLen, cos: cos, sin: sin, inverse: true)
+        let numeric = centralDifferences(x, h: Self.h, objective)
+        checkGradient(dx.array, numeric, tol: Self.linearTolerance, "RoPE dx (inverse rotation)")
+
+        // apply then inverse restores the input.
+        let r = x.copy()
+        rope.apply(r.data, rows: rows, heads: heads, seqLen: seqLen, cos: cos, sin: sin)
+        XCTAssertGreaterThan(maxAbsDiff(r.array, x.array), 0.1, "RoPE rotated nothing")
+        rope.apply(r.data, rows: rows, heads: heads, seqLen: seqLen, cos: cos, sin: sin, inverse: true)
+        let roundTrip = maxAbsDiff(r.array, x.array)
+        report("RoPE apply∘inverse round trip", "max |Δ| \(sci(roundTrip))")
+        XCTAssertLessThanOrEqual(roundTrip, 1e-6, "RoPE inverse does not undo apply")
+    }
+
+    // MARK: SwiGLU
+
+    func testSwiGLUBackward() {
+        // 37: four SIMD8 groups and a scalar tail of 5.
+        let count = 37
+        let gate = randomTensor([count], seed: 301, scale: 4)
+        let up = randomTensor([count], seed: 302, scale: 2)
+        let w = randomTensor([count], seed: 303)
+        let out = Tensor(shape: [count])
+
+        func objective() -> Double {
+            SwiGLU.forward(gate: gate.data, up: up.data, count: count, out: out.data)
+            return weightedSum(out, w)
+        }
+        let dGate = Tensor(shape: [count]), dUp = Tensor(shape: [count])
+        SwiGLU.backward(da: w.data, gate: gate.data, up: up.data, count: count, dGate: dGate.data, dUp: dUp.data)
+        checkGradient(dGate.array, centralDifferences(gate, h: Self.h, objective), tol: Self.nonlinearTolerance, "SwiGLU dgate")
+        checkGradient(dUp.array, centralDifferences(up, h: Self.h, objective), tol: Self.linearTolerance, "SwiGLU dup")
+
+        assertAliasedBackwardMatches(gate: gate, up: up, da: w, dGate: dGate, dUp: dUp)
+    }
+
+    /// A size that splits over several threads (minChunk 4096) at boundaries that are not multiples of 8.
+    /// The op is element-wise, so perturbing every element at once gives each element's partial derivative.
+    func testSwiGLUBackwardMultithreaded() {
+        let count = 3 * 4096 + 13
+        let gate = randomTensor([count], seed: 311, scale: 6)
+        let up = randomTensor([count], seed: 312, scale: 2)
+        let w = randomTensor([count], seed: 313)
+        let dGate = Tensor(shape: [count]), dUp = Tensor(shape: [count])
+        SwiGLU.backward(da: w.data, gate: gate.data, up: up.data, count: count, dGate: dGate.data, dUp: dUp.data)
+
+        func elementwiseDifferences(_ x: Tensor) -> [Double] {
+            let xp = Tensor(shape: [count]), xm = Tensor(shape: [count])
+            for i in 0..<count { xp[i] = x[i] + Self.h; xm[i] = x[i] - Self.h }
+            let yp = Tensor(shape: [count]), ym = Tensor(shape: [count])
+            let isGate = x === gate
+            SwiGLU.forward(gate: isGate ? xp.data : gate.data, up: isGate ? up.data : xp.data, count: count, out: yp.data)
+            SwiGLU.forward(gate: isGate ? xm.data : gate.data, up: isGate ? up.data : xm.data, count: count, out: ym.data)
+            return (0..<count).map { Double(w[$0]) * (Double(yp[$0]) - Double(ym[$0])) / (Double(xp[$0]) - Double(xm[$0])) }
+        }
+        checkGradient(dGate.array, elementwiseDifferences(gate), tol: Self.nonlinearTolerance, "SwiGLU dgate (n=\(count))")
+        checkGradient(dUp.array, elementwiseDifferences(up), tol: Self.linearTolerance, "SwiGLU dup (n=\(count))")
+
+        assertAliasedBackwardMatches(gate: gate, up: up, da: w, dGate: dGate, dUp: dUp)
+    }
+
+    /// The backward with dGate written into the gate buffer (and dUp into up) gives the same bits as with separate outputs.
+    func assertAliasedBackwardMatches(gate: Tensor, up: Tensor, da: Tensor, dGate: Tensor, dUp: Tensor,
+                                      file: StaticString = #filePath, line: UInt = #line) {
+        let count = gate.count
+        // dGate = gate buffer only.
+        let g1 = gate.copy(), u1 = up.copy(), du1 = Tensor(shape: [count])
+        SwiGLU.backward(da: da.data, gate: g1.data, up: u1.data, count: count, dGate: g1.data, dUp: du1.data)
+        XCTAssertEqual(g1.array, dGate.array, "SwiGLU dGate aliased to gate", file: file, line: line)
+        XCTAssertEqual(du1.array, dUp.array, "SwiGLU dUp with dGate aliased to gate", file: file, line: line)
+        // dGate = gate and dUp = up.
+        let g2 = gate.copy(), u2 = up.copy()
+        SwiGLU.backward(da: da.data, gate: g2.data, up: u2.data, count: count, dGate: g2.data, dUp: u2.data)
+        XCTAssertEqual(g2.array, dGate.array, "SwiGLU dGate aliased to gate, dUp to up", file: file, line: line)
+        XCTAssertEqual(u2.array, dUp.array, "SwiGLU dUp aliased to up, dGate to gate", file: file, line: line)
+    }
+
+    // MARK: Cross-entropy
+
+    func testCrossEntropyHandComputedRow() {
+        // logits [0, ln 2, ln 3], target 2: softmax = [1, 2, 3] / 6, loss = ln 6 − ln 3 = ln 2.
+        let values: [Float] = [0, Float(log(2.0)), Float(log(3.0))]
+        var targets: [Int32] = [2]
+        let logits = Tensor(shape: [1, 3], values: values)
+        let loss = CrossEntropy.forwardBackward(logits: logits.data, targets: &targets, rows: 1, vocab: 3, gradScale: 1)
+        XCTAssertEqual(loss, log(2.0), accuracy: 1e-6)
+        let expectedGrad: [Float] = [1.0 / 6, 2.0 / 6, 3.0 / 6 - 1]
+        XCTAssertLessThanOrEqual(maxAbsDiff(logits.array, expectedGrad), 1e-6, "softmax − onehot: \(logits.array)")
+
+        // gradScale multiplies the gradient, not the loss.
+        let scaled = Tensor(shape: [1, 3], values: values)
+        let loss2 = CrossEntropy.forwardBackward(logits: scaled.data, targets: &targets, rows: 1, vocab: 3, gradScale: 0.25)
+        XCTAssertEqual(loss2, log(2.0), accuracy: 1e-6)
+        XCTAssertLessThanOrEqual(maxAbsDiff(scaled.array, expectedGrad.map { $0 * 0.25 }), 1e-6)
+
+        // gradScale nil: the row holds the unnormalized probabilities exp(logit − max) = [1, 2, 3] / 3.
+        let probs = Tensor(shape: [1, 3], values: values)
+        let loss3 = CrossEntropy.forwardBackward(logits: probs.data, targets: &targets, rows: 1, vocab: 3, gradScale: nil)
+        XCTAssertEqual(loss3, log(2.0), accuracy: 1e-6)
+        XCTAssertLessThanOrEqual(maxAbsDiff(probs.array, [1.0 / 3, 2.0 / 3, 1]), 1e-6)
+    }
+
+    func testCrossEntropyGradient() {
+        // vocab 21: two SIMD8 groups and a tail of 5; four rows run on several threads.
+        let rows = 4, vocab = 21, gradScale: Float = 0.7
+        let logits = randomTensor([rows, vocab], seed: 401, scale: 3)
+        var r = SeededRandom(seed: 402)
+        let targets = (0..<rows).map { _ in Int32(r.next() % UInt64(vocab)) }
+        let scratch = Tensor(shape: [rows, vocab])
+
+        // L = gradScale · Σ_rows loss; forwardBackward with gradScale nil computes the loss only.
+        func objective() -> Double {
+            scratch.copy(from: logits)
+            return Double(gradScale) * CrossEntropy.forwardBackward(logits: scratch.data, targets: targets,
+                                                                      rows: rows, vocab: vocab, gradScale: nil)
+        }
+        let grad = logits.copy()
+        let loss = CrossEntropy.forwardBackward(logits: grad.data, targets: targets, rows: rows, vocab: vocab, gradScale: gradScale)
+        XCTAssertEqual(Double(gradScale) * loss, objective(), accuracy: 1e-6 * abs(loss))
+
+        // The loss against a Double reference.
+        var reference = 0.0
+        for row in 0..<rows {
+            let l = (0..<vocab).map { Double(logits[row * vocab + $0]) }
+            let mx = l.max()!
+            reference += mx + log(l.reduce(0) { $0 + exp($1 - mx) }) - l[Int(targets[row])]
+        }
+        report("CrossEntropy loss vs Double reference", "|Δ| \(sci(abs(loss - reference))), loss \(loss)")
+        XCTAssertEqual(loss, reference, accuracy: 1e-5 * reference)
+
+        checkGradient(grad.array, centralDifferences(logits, h: Self.h, objective), tol: Self.nonlinearTolerance,
+                      "CrossEntropy dlogits")
+    }
+
+    // MARK: Causal attention
+
+    struct AttentionCase {
+        let batch = 2, T = 7, heads = 4, kvHeads = 2, headDim = 8
+        var qd: Int { heads * headDim }
+        var kvd: Int { kvHeads * headDim }
+        let q: Tensor, k: Tensor, v: Tensor
+        init() {
+            q = randomTensor([2 * 7, 4 * 8], seed: 501)
+            k = randomTensor([2 * 7, 2 * 8], seed: 502)
+            v = randomTensor([2 * 7, 2 * 8], seed: 503)
+        }
+    }
+
+    /// Causal softmax attention in Double with an explicit softmax over j ≤ i; query head h reads kv head h / (heads / kvHeads).
+    func naiveAttention(_ c: AttentionCase) -> (out: [Double], lse: [Double]) {
+        let group = c.heads / c.kvHeads, scale = 1 / Double(c.headDim).squareRoot()
+        var out = [Double](repeating: 0, count: c.batch * c.T * c.qd)
+        var lse = [Double](repeating: 0, count: c.batch * c.heads * c.T)
+        for b in 0..<c.batch {
+            for h in 0..<c.heads {
+                let kvh = h / group
+                for i in 0..<c.T {
+                    let qi = (b * c.T + i) * c.qd + h * c.headDim
+                    var s = [Double](repeating: 0, count: i + 1)
+                    for j in 0...i {
+                        let kj = (b * c.T + j) * c.kvd + kvh * c.headDim
+                        var dot = 0.0
+                        for d in 0..<c.headDim { dot += Double(c.q[qi + d]) * Double(c.k[kj + d]) }
+                        s[j] = dot * scale
+                    }
+                    let mx = s.max()!
+                    let sum = s.reduce(0) { $0 + exp($1 - mx) }
+                    lse[(b * c.heads + h) * c.T + i] = mx + log(sum)
+                    for j in 0...i {
+                        let p = exp(s[j] - mx) / sum, vj = (b * c.T + j) * c.kvd + kvh * c.headDim
+                        for d in 0..<c.headDim { out[qi + d] += p * Double(c.v[vj + d]) }
+                    }
+                }
+            }
+        }
+        return (out, lse)
+    }
+
+    func testCausalAttentionForwardMatchesNaiveReference() {
+        let c = AttentionCase()
+        let (refOut, refLse) = naiveAttention(c)
+        for block in [4, 3, 1, 64] {
+            var attention = CausalAttention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
+            attention.block = block
+            let out = Tensor(shape: [c.batch * c.T, c.qd]), lse = Tensor(shape: [c.batch * c.heads * c.T])
+            attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: out.data, lse: lse.data)
+            let outErr = maxAbsDiff(out.array, refOut), lseErr = maxAbsDiff(lse.array, refLse)
+            report("CausalAttention forward (block \(block)) vs naive", "out max |Δ| \(sci(outErr)), lse max |Δ| \(sci(lseErr))")
+            XCTAssertLessThanOrEqual(outErr, 1e-5, "attention output, block \(block)")
+            XCTAssertLessThanOrEqual(lseErr, 1e-5, "attention log-sum-exp, block \(block)")
+        }
+    }
+
+    func testCausalAttentionBackward() {
+        let c = AttentionCase()
+        var attention = CausalAttention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
+        attention.block = 4  // T = 7: one full block and one partial
+        let w = randomTensor([c.batch * c.T, c.qd], seed: 504)
+        let out = Tensor(shape: [c.batch * c.T, c.qd]), lse = Tensor(shape: [c.batch * c.heads * c.T])
+
+        func run(_ attention: CausalAttention) -> Double {
+            attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: out.data, lse: lse.data)
+            return weightedSum(out, w)
+        }
+        func objective() -> Double { run(attention) }
+        func analytic(_ attention: CausalAttention) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
+            _ = run(attention)
+            // The backward overwrites: start from NaN so a missed element shows.
+            let dq = Tensor(shape: c.q.shape), dk = Tensor(shape: c.k.shape), dv = Tensor(shape: c.v.shape)
+            for t in [dq, dk, dv] { t.data.update(repeating: .nan, count: t.count) }
+            attention.backward(dOut: w.data, q: c.q.data, k: c.k.data, v: c.v.data, out: out.data, lse: lse.data,
+                               batch: c.batch, seqLen: c.T, dq: dq.data, dk: dk.data, dv: dv.data)
+            return (dq, dk, dv)
+        }
+        let (dq, dk, dv) = analytic(attention)
+        checkGradient(dq.array, centralDifferences(c.q, h: Self.h, objective), tol: Self.nonlinearTolerance, "CausalAttention dq")
+        checkGradient(dk.array, centralDifferences(c.k, h: Self.h, objective), tol: Self.nonlinearTolerance, "CausalAttention dk")
+        checkGradient(dv.array, centralDifferences(c.v, h: Self.h, objective), tol: Self.linearTolerance, "CausalAttention dv")
+
+        // Other block sizes give the same gradients to rounding.
+        for block in [3, 64] {
+            var other = attention
+            other.block = block
+            let (q2, k2, v2) = analytic(other)
+            XCTAssertLessThan(relativeError(q2.array, dq.array), 1e-5, "dq, block \(block) vs 4")
+            XCTAssertLessThan(relativeError(k2.array, dk.array), 1e-5, "dk, block \(block) vs 4")
+            XCTAssertLessThan(relativeError(v2.array, dv.array), 1e-5, "dv, block \(block) vs 4")
+        }
+    }
+
+    // MARK: Linear with a LoRA adapter
+
+    func testLinearLoRABackward() {
+        checkLinearLoRA(dropout: 0, label: "Linear+LoRA")
+    }
+
+    func testLinearLoRABackwardWithDropout() {
+        checkLinearLoRA(dropout: 0.3, label: "Linear+LoRA dropout 0.3")
+    }
+
+    /// Gradients of A, B (accumulated into Parameter.grad) and x for y = x·Wᵀ + b + s·B·A·dropout(x), training mode.
+    /// With dropout the adapter's generator is reset to one saved state before every forward, so every forward
+    /// (the analytic one and each finite-difference one) draws the same mask.
+    func checkLinearLoRA(dropout: Float, label: String, file: StaticString = #filePath, line: UInt = #line) {
+        let inF = 12, outF = 10, rank = 4, rows = 5
+        let linear = Linear(weight: randomTensor([outF, inF], seed: 601, scale: 0.5), bias: randomTensor([outF], seed: 602))
+        var seed = SeededRandom(seed: 603)
+        // .none initializes B non-zero too, so A's gradient and the adapter's share of dx are not trivially zero.
+        let lora = LoRA(inFeatures: inF, outFeatures: outF, rank: rank, alpha: 8, dropout: dropout,
+                        initialization: .none, name: "fd", random: &seed)
+        linear.adapter = lora
+        XCTAssertEqual(lora.scaling, 2, file: file, line: line)
+        lora.random = SeededRandom(seed: 604)
+        let maskState = lora.random
+
+        let x = randomTensor([rows, inF], seed: 605)
+        let w = randomTensor([rows, outF], seed: 606)
+        let savedPerRow = linear.savedFloatsPerRow(training: true)
+        XCTAssertEqual(savedPerRow, rank + (dropout > 0 ? inF : 0), file: file, line: line)
+        let y = Tensor(shape: [rows, outF]), saved = Tensor(shape: [rows * savedPerRow])
+
+        func objective() -> Double {
+            lora.random = maskState
+            linear.forward(x: x.data, rows: rows, y: y.data, saved: saved.data, training: true)
+            return weightedSum(y, w)
+        }
+
+        // Analytic: grads and dx start non-zero, since both are accumulated into.
+        _ = objective()
+        if dropout > 0 {
+            let mask = Array(UnsafeBufferPointer(start: saved.data + rows * rank, count: rows * inF))
+            let keep = 1 / (1 - dropout), dropped = mask.filter { $0 == 0 }.count
+            XCTAssertTrue(mask.allSatisfy { $0 == 0 || $0 == keep }, "mask values", file: file, line: line)
+            XCTAssertGreaterThan(dropped, 0, "the mask drops nothing", file: file, line: line)
+            XCTAssertLessThan(dropped, mask.count, "the mask drops everything", file: file, line: line)
+            report("\(label) mask", "\(dropped) of \(mask.count) inputs dropped")
+        }
+        let gradA0 = randomTensor(lora.a.value.shape, seed: 607), gradB0 = randomTensor(lora.b.value.shape, seed: 608)
+        lora.a.grad.copy(from: gradA0)
+        lora.b.grad.copy(from: gradB0)
+        let dx0 = randomTensor([rows, inF], seed: 609), dx = dx0.copy()
+        linear.backward(dy: w.data, x: x.data, rows: rows, saved: saved.data, dx: dx.data, accumulate: true)
+        let dA = (0..<gradA0.count).map { lora.a.grad[$0] - gradA0[$0] }
+        let dB = (0..<gradB0.count).map { lora.b.grad[$0] - gradB0[$0] }
+        let dX = (0..<dx0.count).map { dx[$0] - dx0[$0] }
+
+        checkGradient(dA, centralDifferences(lora.a.value, h: Self.h, objective), tol: Self.linearTolerance,
+                      "\(label) dA", file: file, line: line)
+        checkGradient(dB, centralDifferences(lora.b.value, h: Self.h, objective), tol: Self.linearTolerance,
+                      "\(label) dB", file: file, line: line)
+        checkGradient(dX, centralDifferences(x, h: Self.h, objective), tol: Self.linearTolerance,
+                      "\(label) dx", file: file, line: line)
+
+        // accumulate: false overwrites dx (NaN start), and a second backward adds the same gradient again to A and B.
+        _ = objective()
+        let dxFresh = Tensor(shape: [rows, inF])
+        dxFresh.data.update(repeating: .nan, count: dxFresh.count)
+        linear.backward(dy: w.data, x: x.data, rows: rows, saved: saved.data, dx: dxFresh.data, accumulate: false)
+        XCTAssertLessThan(relativeError(dxFresh.array, dX), 1e-5, "\(label) dx, accumulate false", file: file, line: line)
+        let twiceA = (0..<gradA0.count).map { gradA0[$0] + 2 * dA[$0] }
+        let twiceB = (0..<gradB0.count).map { gradB0[$0] + 2 * dB[$0] }
+        XCTAssertLessThan(relativeError(lora.a.grad.array, twiceA), 1e-5, "\(label) A.grad accumulates", file: file, line: line)
+        XCTAssertLessThan(relativeError(lora.b.grad.array, twiceB), 1e-5, "\(label) B.grad accumulates", file: file, line: line)
+    }
+}
+
+// MARK: - Helpers
+
+/// L = Σ w ∘ y, summed in Double.
+private func weightedSum(_ y: Tensor, _ w: Tensor) -> Double {
+    precondition(y.count == w.count)
+    var s = 0.0
+    for i in 0..<w.count { s += Double(w[i]) * Double(y[i]) }
+    return s
+}
+
+/// Central differences of `objective` with respect to every element of `x`: x[i] is perturbed in Float32
+/// by ±h, divided by the step actually stored, and restored.
+private func centralDifferences(_ x: Tensor, h: Float, _ objective: () -> Double) -> [Double] {
+    (0..<x.count).map { i in
+        let x0 = x[i], xp = x0 + h, xm = x0 - h
+        x[i] = xp
+        let lp = objective()
+        x[i] = xm
+        let lm = objective()
+        x[i] = x0
+        return (lp - lm) / (Double(xp) - Double(xm))
+    }
+}
+
+private func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Double {
+    maxAbsDiff(a, b.map(Double.init))
+}
+
+private func maxAbsDiff(_ a: [Float], _ b: [Double]) -> Double {
+    precondition(a.count == b.count)
+    return zip(a, b).reduce(0) { max($0, abs(Double($1.0) - $1.1)) }
+}
+
+private func sci(_ x: Double) -> String { String(format: "%.2e", x) }
+
+private func report(_ name: String, _ detail: String) {
+    print("[GradientCheck] \(name): \(detail)")
+}
+
+/// max |analytic − numeric| ≤ tol · max |numeric|, with max |numeric| ≥ minScale so the check means something.
+private func checkGradient(_ analytic: [Float], _ numeric: [Double], tol: Double, minScale: Double = 1e-2, _ name: String,
+                           file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(analytic.count, numeric.count, name, file: file, line: line)
+    let err = maxAbsDiff(analytic, numeric)
+    let scale = numeric.reduce(0) { max($0, abs($1)) }
+    let rel = err / max(scale, .leastNonzeroMagnitude)
+    report(name, "max |Δ| \(sci(err)), gradient scale \(sci(scale)), relative \(sci(rel)) (tol \(sci(tol)))")
+    XCTAssertFalse(analytic.contains { !$0.isFinite }, "\(name): non-finite analytic gradient", file: file, line: line)
+    XCTAssertGreaterThanOrEqual(scale, minScale, "\(name): gradient too small to check", file: file, line: line)
+    XCTAssertLessThanOrEqual(rel, tol, "\(name): analytic vs finite differences", file: file, line: line)
+}
