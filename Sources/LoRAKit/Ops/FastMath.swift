@@ -4,8 +4,12 @@
 /// (Cody–Waite) so r is exact. Max error about 2 ulp over the normal range; underflows to 0 below −87.
 @inline(__always)
 func fastExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let x = x.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.3))
-    let n = (x * 1.442_695_040_888_963_4).rounded(.toNearestOrEven)
+    let x = pointwiseMin(pointwiseMax(x, SIMD8(repeating: -87.3)), SIMD8(repeating: 88.3))
+    // n = round(x / ln 2) without a float→int conversion (Swift's generic SIMD conversions are
+    // scalar loops): adding 1.5·2²³ leaves n in the low mantissa bits of t.
+    let magic = SIMD8<Float>(repeating: 12_582_912)
+    let t = x * 1.442_695_040_888_963_4 + magic
+    let n = t - magic
     let r = x - n * 0.693_145_751_953_125 - n * 1.428_606_765_330_187_045e-06
     var p = SIMD8<Float>(repeating: 1.0 / 5040)
     p = p * r + 1.0 / 720
@@ -15,9 +19,10 @@ func fastExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
     p = p * r + 0.5
     p = p * r + 1
     p = p * r + 1
-    // 2ⁿ by building the float's exponent bits directly.
-    let bits = (SIMD8<Int32>(n) &+ 127) &<< 23
-    return p * unsafeBitCast(bits, to: SIMD8<Float>.self)
+    // 2ⁿ: the exponent field is n + 127; t's bits are 0x4B400000 + n.
+    let tBits = unsafeBitCast(t, to: SIMD8<UInt32>.self)
+    let scaleBits = (tBits &- 0x4B40_0000 &+ 127) &<< 23
+    return p * unsafeBitCast(scaleBits, to: SIMD8<Float>.self)
 }
 
 /// Scalar form of `fastExp`, for loop tails, so every element gets the same rounding.

@@ -63,11 +63,12 @@ final class BLASLibrary: @unchecked Sendable {
 
     /// Opens `name` (a path, or a bare soname for the dynamic loader to find) and resolves its GEMM entry
     /// point; nil when the library cannot be opened or exports neither `cblas_sgemm` nor `sgemm_`.
-    init?(name: String) {
+    /// `fortranOnly` ignores `cblas_sgemm` (lets tests cover the `sgemm_` path with any library).
+    init?(name: String, fortranOnly: Bool = false) {
         guard let handle = dlopen(name, RTLD_NOW | RTLD_LOCAL) else { return nil }
         func symbol(_ s: String) -> UnsafeMutableRawPointer? { dlsym(handle, s) }
 
-        if let p = symbol("cblas_sgemm") {
+        if !fortranOnly, let p = symbol("cblas_sgemm") {
             gemm = .cblas(unsafeBitCast(p, to: CblasSgemm.self))
         } else if let p = symbol("sgemm_") {
             gemm = .fortran(unsafeBitCast(p, to: FortranSgemm.self))

@@ -1,12 +1,399 @@
-// TEMPORARY naive stand-in until the real kernel lands (helper overwrites this file).
+/// LoRAKit's own SGEMM: pure Swift, SIMD, cache-blocked, multi-threaded. Used when no BLAS library loads
+/// (or when `LORA_BLAS=builtin`).
+///
+/// Blocking (the GotoBLAS / BLIS scheme). C = alpha·op(A)·op(B) + beta·C is cut up as
+///
+///     for jc in columns of C, step NC            (B panel kc×nc: stays in L3)
+///       for pc in the k dimension, step KC       (first pc applies beta, later ones accumulate)
+///         pack op(B)[pc.., jc..] into NR-wide micro-panels, each kc×NR contiguous
+///         for ic in rows of C, step MC           (A block mc×kc: stays in L2)
+///           pack op(A)[ic.., pc..] into MR-tall micro-panels
+///           for jr in the B panel, step NR       (one B micro-panel, kc×NR: stays in L1)
+///             for ir in the A block, step MR
+///               micro-kernel: an MR×NR tile of C += A micro-panel · B micro-panel
+///
+/// The micro-kernel keeps the whole MR×NR = 6×8 tile in registers: twelve SIMD4 accumulators, which is
+/// twelve of the sixteen 128-bit registers of baseline x86-64 (SSE2, what Swift compiles for unless told
+/// otherwise; no FMA, no broadcast loads). Each k step loads one 8-float row of the B micro-panel into two
+/// registers and, per row of the tile, one A value, and does 2 multiplies and 2 adds. Because SSE2 cannot
+/// broadcast a float from memory, packing stores every A value already splatted to a SIMD4 (6 × 16 bytes
+/// per k): that takes six shuffles out of the loop body (now 41 instructions per 96 flops, bound by
+/// instruction dispatch) and was worth about 20%. At kc = 256 the A micro-panel (kc·96 bytes) and the B
+/// micro-panel (kc·32 bytes) just fill a 32 KiB L1; 256 measured slightly better than 128 or 192.
+///
+/// Transposes never reach the micro-kernel: packing reads op(A) and op(B) through (row stride, column
+/// stride) views, so all four combinations produce the same packed layout. Packing also zero-pads the
+/// ragged last micro-panels, so the micro-kernel always computes a full tile and only edge tiles are written
+/// back through a scalar path.
+///
+/// Shape-dependent choices:
+/// - op(A) is read in place (no packing, A values broadcast in the loop) when the thread's part of C has
+///   only a few columns: each A value is then used for very few micro-kernel calls, and packing (which
+///   writes 16 bytes per value) would cost more than it saves. Rows past the end of A repeat the last row.
+/// - op(B) is read in place when it is not transposed and C has only a few rows.
+/// - When C is short and wide with m a poor fit for MR (m = 8 uses 8 of 12 computed rows), the product is
+///   computed transposed, Cᵀ = op(B)ᵀ·op(A)ᵀ, which only swaps the strides of the views; C tiles are then
+///   written back column by column.
+///
+/// Threads: C is split into disjoint bands, by rows when m ≥ n and by columns otherwise (so the operand each
+/// thread packs redundantly is the smaller one), one band per thread via `Parallel.forRanges`; each band is
+/// then an independent serial GEMM with its own packing buffers. Products too small to amortize the
+/// dispatch run on the calling thread.
 enum BuiltinGemm {
+    /// Micro-tile height (rows of C per micro-kernel call).
+    static let mr = 6
+    /// Micro-tile width (columns of C per micro-kernel call).
+    static let nr = 8
+    /// Depth of a packed block: the A (24 KiB) and B (8 KiB) micro-panels share L1.
+    static let kcMax = 256
+    /// Rows of a packed A block (a multiple of MR): mc×kc splatted floats = 288 KiB, inside L2.
+    static let mcMax = 72
+    /// Columns of a packed B panel (a multiple of NR): kc×nc floats = 2 MiB per thread, in L3.
+    static let ncMax = 2048
+    /// Products with fewer multiply-adds than this (about 180 µs of work on one core) run on the calling thread:
+    /// measured here, waking a second worker costs tens of microseconds, so smaller products lose by splitting.
+    static let parallelThreshold = 1 << 22
+    /// Floats per k step in a packed A micro-panel: MR values, each stored as a SIMD4 splat.
+    static let aPanelStride = 4 * mr
+
+    /// A strided view of a matrix: element (i, j) is `base[i * rs + j * cs]`.
+    struct View {
+        let base: UnsafePointer<Float>
+        let rs: Int
+        let cs: Int
+        @inline(__always) func at(_ i: Int, _ j: Int) -> UnsafePointer<Float> { base + i * rs + j * cs }
+        /// The transposed view of the same memory.
+        var transposed: View { View(base: base, rs: cs, cs: rs) }
+    }
+
+    /// Same contract as `Gemm.sgemm`, with m, n, k ≥ 1 and alpha ≠ 0 (the caller handles the trivial cases).
     static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                       a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
-        for i in 0..<m { for j in 0..<n {
-            var s: Float = 0
-            for p in 0..<k { s += (transA ? a[p * lda + i] : a[i * lda + p]) * (transB ? b[j * ldb + p] : b[p * ldb + j]) }
-            c[i * ldc + j] = alpha * s + (beta == 0 ? 0 : beta * c[i * ldc + j])
-        } }
+        let opA = transA ? View(base: a, rs: 1, cs: lda) : View(base: a, rs: lda, cs: 1)
+        let opB = transB ? View(base: b, rs: 1, cs: ldb) : View(base: b, rs: ldb, cs: 1)
+
+        // Fraction of computed tile area that is real output, for C as is and for Cᵀ.
+        func fill(_ rows: Int, _ cols: Int) -> Double {
+            Double(rows * cols) / Double((rows + mr - 1) / mr * mr * ((cols + nr - 1) / nr * nr))
+        }
+        let job: Job, rows: Int, cols: Int
+        if fill(n, m) > 1.2 * fill(m, n) {
+            job = Job(k: k, alpha: alpha, a: opB.transposed, b: opA.transposed, beta: beta,
+                      c: c, crs: 1, ccs: ldc)
+            (rows, cols) = (n, m)
+        } else {
+            job = Job(k: k, alpha: alpha, a: opA, b: opB, beta: beta, c: c, crs: ldc, ccs: 1)
+            (rows, cols) = (m, n)
+        }
+
+        let threads = rows * cols * k < parallelThreshold ? 1 : threads
+        let mPanels = (rows + mr - 1) / mr, nPanels = (cols + nr - 1) / nr
+        if threads <= 1 || (mPanels < 2 && nPanels < 2) {
+            job.run(rows: 0..<rows, cols: 0..<cols)
+        } else if (rows >= cols && mPanels >= 2) || nPanels < 2 {
+            // Row bands, in whole micro-panels.
+            Parallel.forRanges(mPanels) { panels in
+                job.run(rows: panels.lowerBound * mr..<min(rows, panels.upperBound * mr), cols: 0..<cols)
+            }
+        } else {
+            // Column bands, in whole micro-panels.
+            Parallel.forRanges(nPanels) { panels in
+                job.run(rows: 0..<rows, cols: panels.lowerBound * nr..<min(cols, panels.upperBound * nr))
+            }
+        }
+    }
+
+    /// One product C = alpha·A·B + beta·C over views (A and B already include any transposition); each call
+    /// to `run` computes one rectangle of C. Element (i, j) of C is `c[i * crs + j * ccs]`.
+    struct Job {
+        let k: Int
+        let alpha: Float
+        let a: View
+        let b: View
+        let beta: Float
+        let c: UnsafeMutablePointer<Float>
+        let crs: Int
+        let ccs: Int
+
+        /// Computes C[rows, cols] on the calling thread.
+        func run(rows: Range<Int>, cols: Range<Int>) {
+            let m = rows.count, n = cols.count
+            if m == 0 || n == 0 { return }
+            let packA = n > 4 * nr
+            let packB = b.cs != 1 || m > 4 * mr
+
+            // k is cut into equal blocks of at most kcMax.
+            let kBlocks = (k + kcMax - 1) / kcMax
+            let kcStep = (k + kBlocks - 1) / kBlocks
+            let ncCap = min(ncMax, (n + nr - 1) / nr * nr)
+            let mcCap = min(mcMax, (m + mr - 1) / mr * mr)
+
+            // One 64-byte-aligned allocation for this band's packing buffers.
+            let bFloats = ((packB ? kcStep * ncCap : kcStep * nr) + 15) / 16 * 16  // B panel, or one edge micro-panel
+            let aFloats = packA ? kcStep * mcCap * 4 : 0
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: (bFloats + aFloats) * 4, alignment: 64)
+            defer { raw.deallocate() }
+            let bBuf = raw.bindMemory(to: Float.self, capacity: bFloats + aFloats)
+            let aBuf = bBuf + bFloats
+
+            var jc = cols.lowerBound
+            while jc < cols.upperBound {
+                let nc = min(ncMax, cols.upperBound - jc)
+                var pc = 0
+                while pc < k {
+                    let kc = min(kcStep, k - pc)
+                    let betaHere: Float = pc == 0 ? beta : 1
+                    if packB { BuiltinGemm.packB(b, row: pc, kc: kc, col: jc, nc: nc, into: bBuf) }
+
+                    var ic = rows.lowerBound
+                    while ic < rows.upperBound {
+                        let mc = min(mcMax, rows.upperBound - ic)
+                        if packA { BuiltinGemm.packA(a, row: ic, mc: mc, col: pc, kc: kc, into: aBuf) }
+
+                        var jr = 0
+                        while jr < nc {
+                            let ncr = min(nr, nc - jr)
+                            // This B micro-panel: packed, read in place, or (a ragged last panel read in
+                            // place) packed on its own so the kernel's 8-wide loads stay inside B.
+                            let bPanel: UnsafePointer<Float>, bStride: Int
+                            if packB {
+                                bPanel = UnsafePointer(bBuf + jr * kc); bStride = nr
+                            } else if ncr == nr {
+                                bPanel = b.at(pc, jc + jr); bStride = b.rs
+                            } else {
+                                BuiltinGemm.packB(b, row: pc, kc: kc, col: jc + jr, nc: ncr, into: bBuf)
+                                bPanel = UnsafePointer(bBuf); bStride = nr
+                            }
+                            let cCol = c + (jc + jr) * ccs
+                            var ir = 0
+                            while ir < mc {
+                                let tile = Tile(c: cCol + (ic + ir) * crs, rs: crs, cs: ccs,
+                                                rows: min(mr, mc - ir), cols: ncr, alpha: alpha, beta: betaHere)
+                                if packA {
+                                    BuiltinGemm.kernelPackedA(kc: kc, a: UnsafePointer(aBuf + ir * kc * 4),
+                                                              b: bPanel, bStride: bStride, tile: tile)
+                                } else {
+                                    BuiltinGemm.kernelStridedA(kc: kc, a: a.at(ic + ir, pc), aRS: a.rs, aCS: a.cs,
+                                                               b: bPanel, bStride: bStride, tile: tile)
+                                }
+                                ir += mr
+                            }
+                            jr += nr
+                        }
+                        ic += mcMax
+                    }
+                    pc += kc
+                }
+                jc += ncMax
+            }
+        }
+    }
+
+    // MARK: - Packing
+
+    /// Packs B[row..<row+kc, col..<col+nc] as ceil(nc/NR) micro-panels, each kc rows of NR contiguous floats
+    /// (panel q starts at dst + q·kc·NR); columns past nc are zero.
+    static func packB(_ b: View, row: Int, kc: Int, col: Int, nc: Int, into dst: UnsafeMutablePointer<Float>) {
+        var q = 0
+        while q * nr < nc {
+            let j0 = col + q * nr, w = min(nr, nc - q * nr)
+            let out = UnsafeMutableRawPointer(dst + q * kc * nr)
+            if b.cs == 1 && w == nr {
+                // Rows of B are contiguous: copy 8 floats per k.
+                var src = UnsafeRawPointer(b.at(row, j0))
+                let step = b.rs * 4
+                for p in 0..<kc {
+                    out.storeBytes(of: src.loadUnaligned(as: SIMD8<Float>.self), toByteOffset: p * 32, as: SIMD8<Float>.self)
+                    src += step
+                }
+            } else if b.rs == 1 && w == nr {
+                // Columns of B are contiguous (B is a transposed matrix): read 4 k values from each of the
+                // 8 columns and transpose two 4×4 blocks, giving 4 rows of the micro-panel.
+                let s = UnsafeRawPointer(b.at(row, j0)), cs = b.cs * 4
+                var p = 0
+                while p + 4 <= kc {
+                    let o = p * 4
+                    let x0 = s.loadUnaligned(fromByteOffset: o, as: SIMD4<Float>.self)
+                    let x1 = s.loadUnaligned(fromByteOffset: o + cs, as: SIMD4<Float>.self)
+                    let x2 = s.loadUnaligned(fromByteOffset: o + 2 * cs, as: SIMD4<Float>.self)
+                    let x3 = s.loadUnaligned(fromByteOffset: o + 3 * cs, as: SIMD4<Float>.self)
+                    let x4 = s.loadUnaligned(fromByteOffset: o + 4 * cs, as: SIMD4<Float>.self)
+                    let x5 = s.loadUnaligned(fromByteOffset: o + 5 * cs, as: SIMD4<Float>.self)
+                    let x6 = s.loadUnaligned(fromByteOffset: o + 6 * cs, as: SIMD4<Float>.self)
+                    let x7 = s.loadUnaligned(fromByteOffset: o + 7 * cs, as: SIMD4<Float>.self)
+                    for t in 0..<4 {
+                        let v = SIMD8(x0[t], x1[t], x2[t], x3[t], x4[t], x5[t], x6[t], x7[t])
+                        out.storeBytes(of: v, toByteOffset: (p + t) * 32, as: SIMD8<Float>.self)
+                    }
+                    p += 4
+                }
+                while p < kc {
+                    let e = b.at(row + p, j0), cs = b.cs
+                    let v = SIMD8(e[0], e[cs], e[2 * cs], e[3 * cs], e[4 * cs], e[5 * cs], e[6 * cs], e[7 * cs])
+                    out.storeBytes(of: v, toByteOffset: p * 32, as: SIMD8<Float>.self)
+                    p += 1
+                }
+            } else {
+                // Ragged last panel (or an arbitrary view): scalar copy with zero padding.
+                let o = out.assumingMemoryBound(to: Float.self)
+                for p in 0..<kc {
+                    for j in 0..<w { o[p * nr + j] = b.at(row + p, j0 + j).pointee }
+                    for j in w..<nr { o[p * nr + j] = 0 }
+                }
+            }
+            q += 1
+        }
+    }
+
+    /// Packs A[row..<row+mc, col..<col+kc] as ceil(mc/MR) micro-panels stored pre-broadcast: value (r, p)
+    /// of panel q is the SIMD4 splat at dst + (q·kc + p)·24 + 4r. Rows past mc are zero.
+    static func packA(_ a: View, row: Int, mc: Int, col: Int, kc: Int, into dst: UnsafeMutablePointer<Float>) {
+        let kStep = aPanelStride * 4  // bytes per k step
+        var q = 0
+        while q * mr < mc {
+            let i0 = row + q * mr, h = min(mr, mc - q * mr)
+            let out = UnsafeMutableRawPointer(dst + q * kc * aPanelStride)
+            if a.rs == 1 && h == mr {
+                // Columns of A are contiguous (A is a transposed matrix): the 6 values of one k are adjacent.
+                var src = a.at(i0, col)
+                var o = out
+                for _ in 0..<kc {
+                    for r in 0..<mr { o.storeBytes(of: SIMD4(repeating: src[r]), toByteOffset: r * 16, as: SIMD4<Float>.self) }
+                    src += a.cs; o += kStep
+                }
+            } else {
+                // Rows of A are contiguous (or a ragged panel): stream each row.
+                for r in 0..<mr {
+                    let o = out + r * 16
+                    if r < h {
+                        let src = a.at(i0 + r, col), cs = a.cs
+                        for p in 0..<kc {
+                            o.storeBytes(of: SIMD4(repeating: src[p * cs]), toByteOffset: p * kStep, as: SIMD4<Float>.self)
+                        }
+                    } else {
+                        for p in 0..<kc { o.storeBytes(of: SIMD4<Float>(), toByteOffset: p * kStep, as: SIMD4<Float>.self) }
+                    }
+                }
+            }
+            q += 1
+        }
+    }
+
+    // MARK: - Micro-kernels
+
+    /// Where a micro-kernel's 6×8 result goes: C tile element (r, j) is `c[r * rs + j * cs]`, of which the
+    /// top-left rows×cols are real; it becomes alpha·result + beta·C (C not read when beta == 0).
+    struct Tile {
+        let c: UnsafeMutablePointer<Float>
+        let rs: Int
+        let cs: Int
+        let rows: Int
+        let cols: Int
+        let alpha: Float
+        let beta: Float
+    }
+
+    /// The micro-kernel on a packed, pre-broadcast A micro-panel.
+    @inline(never)
+    static func kernelPackedA(kc: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, bStride: Int, tile: Tile) {
+        var c00 = SIMD4<Float>(), c01 = SIMD4<Float>(), c10 = SIMD4<Float>(), c11 = SIMD4<Float>()
+        var c20 = SIMD4<Float>(), c21 = SIMD4<Float>(), c30 = SIMD4<Float>(), c31 = SIMD4<Float>()
+        var c40 = SIMD4<Float>(), c41 = SIMD4<Float>(), c50 = SIMD4<Float>(), c51 = SIMD4<Float>()
+        var ap = UnsafeRawPointer(a), bp = UnsafeRawPointer(b)
+        let bBytes = bStride * 4
+        for _ in 0..<kc {
+            let b0 = bp.loadUnaligned(as: SIMD4<Float>.self)
+            let b1 = bp.loadUnaligned(fromByteOffset: 16, as: SIMD4<Float>.self)
+            let x0 = ap.load(as: SIMD4<Float>.self)
+            c00 += x0 * b0; c01 += x0 * b1
+            let x1 = ap.load(fromByteOffset: 16, as: SIMD4<Float>.self)
+            c10 += x1 * b0; c11 += x1 * b1
+            let x2 = ap.load(fromByteOffset: 32, as: SIMD4<Float>.self)
+            c20 += x2 * b0; c21 += x2 * b1
+            let x3 = ap.load(fromByteOffset: 48, as: SIMD4<Float>.self)
+            c30 += x3 * b0; c31 += x3 * b1
+            let x4 = ap.load(fromByteOffset: 64, as: SIMD4<Float>.self)
+            c40 += x4 * b0; c41 += x4 * b1
+            let x5 = ap.load(fromByteOffset: 80, as: SIMD4<Float>.self)
+            c50 += x5 * b0; c51 += x5 * b1
+            ap += 96; bp += bBytes
+        }
+        store(SIMD8(lowHalf: c00, highHalf: c01), SIMD8(lowHalf: c10, highHalf: c11),
+              SIMD8(lowHalf: c20, highHalf: c21), SIMD8(lowHalf: c30, highHalf: c31),
+              SIMD8(lowHalf: c40, highHalf: c41), SIMD8(lowHalf: c50, highHalf: c51), to: tile)
+    }
+
+    /// The micro-kernel reading A in place: value (r, p) is `a[r·aRS + p·aCS]`, broadcast in the loop. Rows
+    /// past `tile.rows` repeat the last real row (their results are discarded), so A is never over-read.
+    @inline(never)
+    static func kernelStridedA(kc: Int, a: UnsafePointer<Float>, aRS: Int, aCS: Int,
+                               b: UnsafePointer<Float>, bStride: Int, tile: Tile) {
+        let last = tile.rows - 1
+        let a0 = a, a1 = a + min(1, last) * aRS, a2 = a + min(2, last) * aRS
+        let a3 = a + min(3, last) * aRS, a4 = a + min(4, last) * aRS, a5 = a + min(5, last) * aRS
+        var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), c2 = SIMD8<Float>()
+        var c3 = SIMD8<Float>(), c4 = SIMD8<Float>(), c5 = SIMD8<Float>()
+        var bp = UnsafeRawPointer(b)
+        let bBytes = bStride * 4
+        var ao = 0
+        for _ in 0..<kc {
+            let bv = bp.loadUnaligned(as: SIMD8<Float>.self)
+            c0 += SIMD8(repeating: a0[ao]) * bv
+            c1 += SIMD8(repeating: a1[ao]) * bv
+            c2 += SIMD8(repeating: a2[ao]) * bv
+            c3 += SIMD8(repeating: a3[ao]) * bv
+            c4 += SIMD8(repeating: a4[ao]) * bv
+            c5 += SIMD8(repeating: a5[ao]) * bv
+            bp += bBytes
+            ao += aCS
+        }
+        store(c0, c1, c2, c3, c4, c5, to: tile)
+    }
+
+    /// Writes a 6×8 result to its tile of C: vector stores for a full tile of a row-major C, else the
+    /// scalar path.
+    @inline(__always)
+    static func store(_ c0: SIMD8<Float>, _ c1: SIMD8<Float>, _ c2: SIMD8<Float>, _ c3: SIMD8<Float>,
+                      _ c4: SIMD8<Float>, _ c5: SIMD8<Float>, to t: Tile) {
+        if t.rows == mr && t.cols == nr && t.cs == 1 {
+            storeRow(c0, t.c, t.alpha, t.beta)
+            storeRow(c1, t.c + t.rs, t.alpha, t.beta)
+            storeRow(c2, t.c + 2 * t.rs, t.alpha, t.beta)
+            storeRow(c3, t.c + 3 * t.rs, t.alpha, t.beta)
+            storeRow(c4, t.c + 4 * t.rs, t.alpha, t.beta)
+            storeRow(c5, t.c + 5 * t.rs, t.alpha, t.beta)
+        } else {
+            storeScalar((c0, c1, c2, c3, c4, c5), to: t)
+        }
+    }
+
+    /// One row of a full tile: C[0..<8] = alpha·acc + beta·C.
+    @inline(__always)
+    static func storeRow(_ acc: SIMD8<Float>, _ c: UnsafeMutablePointer<Float>, _ alpha: Float, _ beta: Float) {
+        let raw = UnsafeMutableRawPointer(c)
+        var v = acc * alpha
+        if beta == 1 {
+            v += raw.loadUnaligned(as: SIMD8<Float>.self)
+        } else if beta != 0 {
+            v += beta * raw.loadUnaligned(as: SIMD8<Float>.self)
+        }
+        raw.storeBytes(of: v, as: SIMD8<Float>.self)
+    }
+
+    /// A ragged or strided tile: only the top-left rows×cols of the result reach C, one float at a time.
+    @inline(never)
+    static func storeScalar(_ acc: (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>),
+                            to t: Tile) {
+        withUnsafeBytes(of: acc) { raw in
+            let v = raw.bindMemory(to: Float.self)
+            for r in 0..<t.rows {
+                for j in 0..<t.cols {
+                    let x = t.alpha * v[r * nr + j]
+                    let p = t.c + r * t.rs + j * t.cs
+                    p.pointee = t.beta == 0 ? x : (t.beta == 1 ? p.pointee + x : x + t.beta * p.pointee)
+                }
+            }
+        }
     }
 }

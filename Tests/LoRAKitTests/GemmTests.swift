@@ -1,0 +1,278 @@
+import XCTest
+@testable import LoRAKit
+
+/// Checks `Gemm.sgemm` on both backends against a naive triple loop in Double.
+final class GemmTests: XCTestCase {
+    /// A deterministic pseudo-random generator (values in [-1, 1)), so failures reproduce.
+    struct Rng {
+        var state: UInt64
+        mutating func next() -> Float {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(bitPattern: state >> 11) % 2048) / 1024 - 1
+        }
+    }
+
+    /// One product with stored operand shapes padded out to leading dimensions `pad` beyond the minimum.
+    struct Case {
+        var transA = false, transB = false
+        var m: Int, n: Int, k: Int
+        var alpha: Float = 1, beta: Float = 0
+        var padA = 0, padB = 0, padC = 0
+        var nanC = false
+    }
+
+    /// The BLAS backend for the BLAS half of each test; skips that half when no library could be loaded.
+    func blas() throws -> GemmBackend {
+        guard let blas = Gemm.availableBLAS else { throw XCTSkip("no BLAS library found; only the builtin kernel is tested") }
+        return blas
+    }
+
+    /// Runs `t` on `backend` (nil: whatever backend is current, without touching the process-wide setting)
+    /// and compares every element of C (including the padding, which must be untouched)
+    /// with the Double reference, to 1e-5 relative to Σ|alpha·a·b| + |beta·c| for that element.
+    func check(_ t: Case, on backend: GemmBackend?, seed: UInt64 = 1, file: StaticString = #filePath, line: UInt = #line) {
+        check(t, label: "\(backend ?? Gemm.backend)", seed: seed, file: file, line: line) { a, lda, b, ldb, c, ldc in
+            func run() {
+                Gemm.sgemm(transA: t.transA, transB: t.transB, m: t.m, n: t.n, k: t.k, alpha: t.alpha,
+                           a: a, lda: lda, b: b, ldb: ldb, beta: t.beta, c: c, ldc: ldc)
+            }
+            if let backend {
+                Gemm.withBackend(backend) {
+                    XCTAssertEqual(Gemm.backend, backend, file: file, line: line)
+                    run()
+                }
+            } else {
+                run()
+            }
+        }
+    }
+
+    /// As above, with `product(a, lda, b, ldb, c, ldc)` computing the product described by `t`.
+    func check(_ t: Case, label: String, seed: UInt64 = 1, file: StaticString = #filePath, line: UInt = #line,
+               _ product: (UnsafePointer<Float>, Int, UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int) -> Void) {
+        var rng = Rng(state: seed &+ UInt64(t.m * 1_000_003 + t.n * 1009 + t.k))
+        let (aRows, aCols) = t.transA ? (t.k, t.m) : (t.m, t.k)
+        let (bRows, bCols) = t.transB ? (t.n, t.k) : (t.k, t.n)
+        let lda = aCols + t.padA, ldb = bCols + t.padB, ldc = t.n + t.padC
+        // At least one element so that pointers exist even for empty operands.
+        let a = (0..<max(1, aRows * lda)).map { _ in rng.next() }
+        let b = (0..<max(1, bRows * ldb)).map { _ in rng.next() }
+        let c0 = (0..<max(1, t.m * ldc)).map { _ in t.nanC ? Float.nan : rng.next() }
+        var c = c0
+
+        // op(A) as m×k and op(B)ᵀ as n×k, in Double, so each reference element is a plain dot product.
+        var opA = [Double](repeating: 0, count: t.m * t.k), opBT = [Double](repeating: 0, count: t.n * t.k)
+        for i in 0..<t.m { for p in 0..<t.k { opA[i * t.k + p] = Double(t.transA ? a[p * lda + i] : a[i * lda + p]) } }
+        for j in 0..<t.n { for p in 0..<t.k { opBT[j * t.k + p] = Double(t.transB ? b[j * ldb + p] : b[p * ldb + j]) } }
+
+        a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                    product(ap.baseAddress!, lda, bp.baseAddress!, ldb, cp.baseAddress!, ldc)
+                }
+            }
+        }
+
+        var failures = 0
+        for i in 0..<t.m {
+            for j in 0..<ldc {
+                let got = c[i * ldc + j]
+                if j >= t.n {  // padding column: must not be written
+                    if !(got == c0[i * ldc + j] || (got.isNaN && c0[i * ldc + j].isNaN)) {
+                        if failures < 5 { XCTFail("\(label) \(t): padding C[\(i),\(j)] was written", file: file, line: line) }
+                        failures += 1
+                    }
+                    continue
+                }
+                var sum = 0.0, mag = 0.0
+                for p in 0..<t.k {
+                    let x = opA[i * t.k + p] * opBT[j * t.k + p]
+                    sum += x
+                    mag += abs(x)
+                }
+                var want = Double(t.alpha) * sum
+                mag = abs(Double(t.alpha)) * mag
+                if t.beta != 0 {
+                    want += Double(t.beta) * Double(c0[i * ldc + j])
+                    mag += abs(Double(t.beta) * Double(c0[i * ldc + j]))
+                }
+                if !(abs(Double(got) - want) <= 1e-5 * max(mag, 1e-30)) {
+                    if failures < 5 {
+                        XCTFail("\(label) \(t): C[\(i),\(j)] = \(got), want \(want)", file: file, line: line)
+                    }
+                    failures += 1
+                }
+            }
+        }
+        if failures >= 5 { XCTFail("\(label) \(t): \(failures) elements wrong in all", file: file, line: line) }
+    }
+
+    // MARK: - Scenarios, each run on one backend
+
+    /// All four transpose combinations over shapes built from 1, 3, 17, 33, 65, 130 (each size appears as
+    /// m, n and k), with multiple micro-tiles, ragged tails and several k blocks.
+    func transposesAndOddSizes(_ backend: GemmBackend) {
+        let shapes = [(1, 1, 1), (1, 3, 17), (3, 1, 33), (17, 33, 1), (33, 17, 3), (65, 130, 17), (130, 65, 33),
+                      (3, 130, 65), (130, 3, 130), (65, 1, 130), (1, 65, 3), (17, 17, 17), (33, 65, 130),
+                      (130, 130, 65), (6, 8, 300), (12, 16, 513), (8, 130, 33)]
+        for (m, n, k) in shapes {
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    check(Case(transA: transA, transB: transB, m: m, n: n, k: k), on: backend)
+                }
+            }
+        }
+    }
+
+    /// Submatrices: leading dimensions larger than the stored widths, for A, B and C.
+    func leadingDimensions(_ backend: GemmBackend) {
+        for transA in [false, true] {
+            for transB in [false, true] {
+                check(Case(transA: transA, transB: transB, m: 33, n: 17, k: 65, padA: 3, padB: 5, padC: 7), on: backend)
+                check(Case(transA: transA, transB: transB, m: 130, n: 65, k: 17, padA: 11, padB: 1, padC: 2), on: backend)
+                check(Case(transA: transA, transB: transB, m: 1, n: 130, k: 3, padA: 2, padB: 2, padC: 1), on: backend)
+                check(Case(transA: transA, transB: transB, m: 8, n: 65, k: 33, padA: 1, padB: 3, padC: 5), on: backend)
+            }
+        }
+    }
+
+    func alphaBeta(_ backend: GemmBackend) {
+        let pairs: [(Float, Float)] = [(1, 0), (1, 1), (2.5, 0), (-1, 1), (0.5, -2), (1, 0.25), (0, 3), (0, 0), (0, 1)]
+        for (alpha, beta) in pairs {
+            for (transA, transB) in [(false, false), (true, true)] {
+                check(Case(transA: transA, transB: transB, m: 33, n: 65, k: 17, alpha: alpha, beta: beta, padC: 3), on: backend)
+                check(Case(transA: transA, transB: transB, m: 3, n: 5, k: 300, alpha: alpha, beta: beta), on: backend)
+            }
+        }
+    }
+
+    /// beta == 0 overwrites C without reading it: NaN already there must not leak into the result.
+    func betaZeroOverwritesNaN(_ backend: GemmBackend) {
+        for (transA, transB) in [(false, false), (true, false), (false, true), (true, true)] {
+            check(Case(transA: transA, transB: transB, m: 65, n: 33, k: 17, beta: 0, padC: 2, nanC: true), on: backend)
+            check(Case(transA: transA, transB: transB, m: 130, n: 130, k: 130, alpha: 2, beta: 0, nanC: true), on: backend)
+            check(Case(transA: transA, transB: transB, m: 8, n: 33, k: 9, beta: 0, padC: 1, nanC: true), on: backend)
+        }
+        // k == 0 and alpha == 0 with beta == 0 also clear NaN.
+        check(Case(m: 17, n: 33, k: 0, beta: 0, nanC: true), on: backend)
+        check(Case(m: 17, n: 33, k: 5, alpha: 0, beta: 0, nanC: true), on: backend)
+    }
+
+    /// k == 0: C = beta·C; m == 0 or n == 0: nothing is touched.
+    func emptyDimensions(_ backend: GemmBackend) {
+        for beta: Float in [0, 1, -0.5] {
+            check(Case(m: 17, n: 33, k: 0, beta: beta, padC: 1), on: backend)
+            check(Case(transA: true, transB: true, m: 3, n: 1, k: 0, beta: beta), on: backend)
+        }
+        check(Case(m: 0, n: 5, k: 3), on: backend)
+        check(Case(m: 5, n: 0, k: 3, padC: 2), on: backend)
+        check(Case(m: 0, n: 0, k: 0), on: backend)
+    }
+
+    /// Inside `singleThreaded`, alone and from several threads at once (as when attention heads are
+    /// processed in parallel, each worker entering its own block).
+    func singleThreaded(_ backend: GemmBackend) {
+        Gemm.withBackend(backend) {
+            Gemm.singleThreaded {
+                check(Case(transA: true, transB: false, m: 130, n: 65, k: 129, alpha: 1.5, beta: 0.5), on: nil)
+                Parallel.forEach(4) { h in
+                    Gemm.singleThreaded {
+                        check(Case(transA: h % 2 == 0, transB: h >= 2, m: 40 + h, n: 33, k: 70), on: nil, seed: UInt64(h))
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: - Tests: each scenario on the built-in kernel and on BLAS
+
+    func testTransposesAndOddSizesBuiltin() { transposesAndOddSizes(.builtin) }
+    func testTransposesAndOddSizesBLAS() throws { transposesAndOddSizes(try blas()) }
+    func testLeadingDimensionsBuiltin() { leadingDimensions(.builtin) }
+    func testLeadingDimensionsBLAS() throws { leadingDimensions(try blas()) }
+    func testAlphaBetaBuiltin() { alphaBeta(.builtin) }
+    func testAlphaBetaBLAS() throws { alphaBeta(try blas()) }
+    func testBetaZeroOverwritesNaNBuiltin() { betaZeroOverwritesNaN(.builtin) }
+    func testBetaZeroOverwritesNaNBLAS() throws { betaZeroOverwritesNaN(try blas()) }
+    func testEmptyDimensionsBuiltin() { emptyDimensions(.builtin) }
+    func testEmptyDimensionsBLAS() throws { emptyDimensions(try blas()) }
+    func testSingleThreadedBuiltin() { singleThreaded(.builtin) }
+    func testSingleThreadedBLAS() throws { singleThreaded(try blas()) }
+
+    /// The Fortran `sgemm_` path (row-major → column-major swap), through the available library with its
+    /// `cblas_sgemm` ignored.
+    func testFortranSgemmPath() throws {
+        guard case .blas(let name) = try blas() else { return XCTFail("availableBLAS is not a BLAS") }
+        guard let lib = BLASLibrary(name: name, fortranOnly: true) else { throw XCTSkip("\(name) has no sgemm_") }
+        for (m, n, k) in [(1, 1, 1), (17, 33, 65), (130, 3, 17), (3, 130, 33)] {
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    let t = Case(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1.5, beta: 0.5, padA: 1, padB: 2, padC: 3)
+                    check(t, label: "sgemm_ of \(name)") { a, lda, b, ldb, c, ldc in
+                        lib.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: t.alpha,
+                                  a: a, lda: lda, b: b, ldb: ldb, beta: t.beta, c: c, ldc: ldc)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Products large enough (≥ BuiltinGemm.parallelThreshold multiply-adds) for the built-in kernel's
+    /// threading and blocking: several k blocks, partial last row/column bands, splits by rows (m ≥ n) and by
+    /// columns (m < n), and an odd thread count.
+    func testBuiltinLargerShapesAndThreadSplits() {
+        for (m, n, k) in [(301, 77, 530), (9, 611, 800), (517, 9, 1000), (70, 2100, 40), (8, 1100, 520)] {
+            XCTAssertGreaterThanOrEqual(m * n * k, BuiltinGemm.parallelThreshold)
+        }
+        let saved = Parallel.threadCount
+        defer { Parallel.threadCount = saved }
+        for threads in [saved, 3] {
+            Parallel.threadCount = threads
+            check(Case(transA: false, transB: false, m: 301, n: 77, k: 530, alpha: 1, beta: 0.5), on: .builtin)
+            check(Case(transA: true, transB: false, m: 9, n: 611, k: 800, padA: 3), on: .builtin)
+            check(Case(transA: false, transB: true, m: 517, n: 9, k: 1000, padB: 1), on: .builtin)
+            check(Case(transA: true, transB: true, m: 70, n: 2100, k: 40, beta: 1), on: .builtin)
+            // m = 8 is computed as Cᵀ = op(B)ᵀ·op(A)ᵀ (see BuiltinGemm), with C written column-wise.
+            for (transA, transB) in [(false, false), (true, false), (false, true), (true, true)] {
+                check(Case(transA: transA, transB: transB, m: 8, n: 1100, k: 520, beta: -1, padA: 1, padB: 2, padC: 3), on: .builtin)
+                check(Case(transA: transA, transB: transB, m: 8, n: 20, k: 7, alpha: 2, beta: 0, nanC: true), on: .builtin)
+            }
+        }
+    }
+
+    /// singleThreaded returns the body's value, rethrows its error, and puts the BLAS thread count back.
+    func testSingleThreadedContract() throws {
+        XCTAssertEqual(Gemm.singleThreaded { 42 }, 42)
+        struct Boom: Error {}
+        XCTAssertThrowsError(try Gemm.singleThreaded { throw Boom() })
+        XCTAssertEqual(Gemm.singleThreaded { Gemm.singleThreaded { "nested" } }, "nested")
+
+        guard case .blas(let name) = try blas(), let lib = BLASLibrary.named(name) else { return }
+        guard let before = lib.threadCount else { throw XCTSkip("\(name) has no thread-count getter") }
+        Gemm.withBackend(.blas(name)) {
+            Gemm.singleThreaded {
+                XCTAssertEqual(lib.threadCount, 1)
+                Gemm.singleThreaded { XCTAssertEqual(lib.threadCount, 1) }
+                XCTAssertEqual(lib.threadCount, 1)
+            }
+        }
+        XCTAssertEqual(lib.threadCount, before)
+        _ = try? Gemm.withBackend(.blas(name)) { try Gemm.singleThreaded { throw Boom() } }
+        XCTAssertEqual(lib.threadCount, before)
+    }
+
+    func testWithBackendRestores() {
+        let before = Gemm.backend
+        Gemm.withBackend(.builtin) {
+            XCTAssertEqual(Gemm.backend, .builtin)
+            if let blas = Gemm.availableBLAS {
+                Gemm.withBackend(blas) { XCTAssertEqual(Gemm.backend, blas) }
+                XCTAssertEqual(Gemm.backend, .builtin)
+            }
+        }
+        XCTAssertEqual(Gemm.backend, before)
+        if let blas = Gemm.availableBLAS {
+            XCTAssertEqual(before, ProcessInfo.processInfo.environment["LORA_BLAS"] == "builtin" ? .builtin : blas)
+        }
+    }
+}
