@@ -4,7 +4,9 @@
 /// (Cody–Waite) so r is exact. Max error about 2 ulp over the normal range; underflows to 0 below −87.
 @inline(__always)
 func fastExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let x = pointwiseMin(pointwiseMax(x, SIMD8(repeating: -87.3)), SIMD8(repeating: 88.3))
+    var x = x
+    x.replace(with: -87.3, where: x .< -87.3)
+    x.replace(with: 88.3, where: x .> 88.3)
     // n = round(x / ln 2) without a float→int conversion (Swift's generic SIMD conversions are
     // scalar loops): adding 1.5·2²³ leaves n in the low mantissa bits of t.
     let magic = SIMD8<Float>(repeating: 12_582_912)
@@ -53,7 +55,8 @@ func rowMax(_ row: UnsafePointer<Float>, count: Int) -> Float {
     var m = SIMD8<Float>(repeating: -.infinity)
     var i = 0
     while i + 8 <= count {
-        m = pointwiseMax(m, UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self))
+        let v = UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self)
+        m.replace(with: v, where: v .> m)
         i += 8
     }
     var result = m.max()
