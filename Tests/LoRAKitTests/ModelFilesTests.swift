@@ -77,3 +77,71 @@ final class ModelFilesTests: XCTestCase {
                       mentions: ["256", "vocabulary"])
     }
 }
+
+final class ShardedModelTests: XCTestCase {
+    /// A model split over two shards listed in model.safetensors.index.json, one shard F16 and one
+    /// BF16, loads with every weight equal to the original rounded to that type.
+    func testShardedF16AndBF16CheckpointLoadsExactly() throws {
+        let src = fixturesPath + "/llama_tied/model"
+        let original = try SafetensorsFile(path: src + "/model.safetensors")
+        let dir = try temporaryDirectory()
+        try FileManager.default.copyItem(atPath: src + "/config.json", toPath: dir + "/config.json")
+        var f16 = SafetensorsWriter(), bf16 = SafetensorsWriter()
+        var map: [String: String] = [:]
+        for name in original.names {
+            let info = original.tensors[name]!
+            let values = try original.floats(name)
+            if name.contains("layers.1.") {
+                bf16.add(name, shape: info.shape, floats: values, as: .BF16); map[name] = "model-00002-of-00002.safetensors"
+            } else {
+                f16.add(name, shape: info.shape, floats: values, as: .F16); map[name] = "model-00001-of-00002.safetensors"
+            }
+        }
+        try f16.write(to: dir + "/model-00001-of-00002.safetensors")
+        try bf16.write(to: dir + "/model-00002-of-00002.safetensors")
+        let index = try JSONSerialization.data(withJSONObject: ["metadata": [String: Any](), "weight_map": map])
+        try index.write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+
+        let model = try LlamaModel.load(folder: dir)
+        let loaded = Dictionary(uniqueKeysWithValues: model.namedWeights())
+        XCTAssertEqual(Set(loaded.keys), Set(original.names))
+        for name in original.names {
+            let expected = try original.floats(name).map { v in
+                name.contains("layers.1.") ? bfloat16BitsToFloat(floatToBFloat16Bits(v)) : float16BitsToFloat(floatToFloat16Bits(v))
+            }
+            XCTAssertEqual(loaded[name]!.array, expected, name)
+        }
+    }
+
+    func testMissingShardIsRefused() throws {
+        let dir = try temporaryDirectory()
+        try FileManager.default.copyItem(atPath: fixturesPath + "/llama_tied/model/config.json", toPath: dir + "/config.json")
+        try #"{"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors"}}"#
+            .write(toFile: dir + "/model.safetensors.index.json", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try LlamaModel.load(folder: dir)) { e in
+            XCTAssertTrue("\(e)".contains("model-00001-of-00002.safetensors"), "\(e)")
+        }
+    }
+}
+
+final class LoRAInitTests: XCTestCase {
+    /// PEFT's inits: kaiming-uniform A within ±1/√in and B zero (a no-op adapter), gaussian A with
+    /// std 1/r, and "false" leaving B non-zero.
+    func testInitializations() {
+        var r = SeededRandom(seed: 9)
+        let k = LoRA(inFeatures: 400, outFeatures: 30, rank: 8, alpha: 16, initialization: .kaiming, random: &r)
+        let bound = 1 / Float(400).squareRoot()
+        XCTAssertLessThanOrEqual(k.a.value.array.map(abs).max()!, bound)
+        XCTAssertGreaterThan(k.a.value.array.map(abs).max()!, 0.99 * bound)
+        XCTAssertEqual(k.b.value.array, [Float](repeating: 0, count: 240))
+        XCTAssertEqual(k.scaling, 2)
+        let g = LoRA(inFeatures: 400, outFeatures: 30, rank: 8, alpha: 16, rsLoRA: true, initialization: .gaussian, random: &r)
+        let values = g.a.value.array.map(Double.init)
+        let std = (values.map { $0 * $0 }.reduce(0, +) / Double(values.count)).squareRoot()
+        XCTAssertEqual(std, 1.0 / 8, accuracy: 0.01)  // 3200 samples: the estimate's std is about 0.0016
+        XCTAssertEqual(g.scaling, 16 / Float(8).squareRoot(), accuracy: 1e-6)
+        let none = LoRA(inFeatures: 400, outFeatures: 30, rank: 8, alpha: 16, initialization: .none, random: &r)
+        XCTAssertGreaterThan(none.b.value.array.map(abs).max()!, 0)
+        XCTAssertLessThanOrEqual(none.b.value.array.map(abs).max()!, 1 / Float(8).squareRoot())
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Drives the `lora` binary as a user would: a merge that must succeed, and bad inputs that must
+# each fail with exit code 1 and exactly one line on standard error. Run by .ci/run.
+#   bash scripts/cli_checks.sh [path/to/lora]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+lora=${1:-.build/release/lora}
+fx=Tests/LoRAKitTests/Fixtures/llama_tied
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0 failed=0
+
+ok() { echo "ok: $1"; passed=$((passed + 1)); }
+bad() { echo "FAILED: $1"; failed=$((failed + 1)); }
+
+if "$lora" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/merged" >/dev/null \
+    && [ -f "$tmp/merged/model.safetensors" ] && [ -f "$tmp/merged/config.json" ]; then
+    ok "merge writes a model folder"
+else
+    bad "merge writes a model folder"
+fi
+
+# expect_error NAME EXPECTED_WORDS ARGS...
+expect_error() {
+    local name=$1 words=$2; shift 2
+    "$lora" "$@" >"$tmp/out" 2>"$tmp/err"
+    local rc=$?
+    if [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "$words" "$tmp/err"; then
+        ok "$name: $(cat "$tmp/err")"
+    else
+        bad "$name (exit $rc): $(cat "$tmp/err")"
+    fi
+}
+expect_error "missing model folder" "does not exist" merge --model "$tmp/nope" --adapter-path $fx/adapter --output "$tmp/o1"
+expect_error "output exists" "already exists" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/merged"
+expect_error "bad dtype" "dtype" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/o2" --dtype f8
+expect_error "adapter of another model" "has shape" merge --model Tests/LoRAKitTests/Fixtures/mistral_layers/model --adapter-path $fx/adapter --output "$tmp/o3"
+mkdir -p "$tmp/pickle" && cp $fx/adapter/adapter_config.json "$tmp/pickle/" && echo junk >"$tmp/pickle/adapter_model.bin"
+expect_error "pickled adapter" "pickle" merge --model $fx/model --adapter-path "$tmp/pickle" --output "$tmp/o4"
+mkdir -p "$tmp/trunc" && cp $fx/adapter/adapter_config.json "$tmp/trunc/" && head -c 100 $fx/adapter/adapter_model.safetensors >"$tmp/trunc/adapter_model.safetensors"
+expect_error "truncated safetensors" "adapter_model.safetensors" merge --model $fx/model --adapter-path "$tmp/trunc" --output "$tmp/o5"
+[ ! -e "$tmp/o5" ] && ok "a failed merge leaves no output folder" || bad "a failed merge left $tmp/o5"
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
