@@ -27,35 +27,39 @@ public struct CausalAttention: Sendable {
 
     public func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                         batch: Int, seqLen T: Int, out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
-        let qd = heads * headDim, kvd = kvHeads * headDim, group = heads / kvHeads
         Gemm.singleThreaded {
             Parallel.forRanges(batch * heads) { tasks in
-              let s = UnsafeMutablePointer<Float>.allocate(capacity: min(block, T) * T)
-              defer { s.deallocate() }
-              for task in tasks {
-                let b = task / heads, h = task % heads, kvh = h / group
-                let qb = q + b * T * qd + h * headDim
-                let kb = k + b * T * kvd + kvh * headDim
-                let vb = v + b * T * kvd + kvh * headDim
-                let ob = out + b * T * qd + h * headDim
-                let lseb = lse + (b * heads + h) * T
-                for r0 in stride(from: 0, to: T, by: block) {
-                    let rows = min(block, T - r0), keys = r0 + rows
-                    Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
-                               a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: s, ldc: keys)
-                    for i in 0..<rows {
-                        let row = s + i * keys, valid = r0 + i + 1
-                        let mx = rowMax(row, count: valid)
-                        let sum = expShiftedSum(row, count: valid, shift: mx)
-                        scaleRow(row, count: valid, by: 1 / sum)
-                        (row + valid).update(repeating: 0, count: keys - valid)
-                        lseb[r0 + i] = mx + log(sum)
-                    }
-                    Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: 1,
-                               a: s, lda: keys, b: vb, ldb: kvd, beta: 0, c: ob + r0 * qd, ldc: qd)
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: min(block, T) * T)
+                defer { scores.deallocate() }
+                for task in tasks {
+                    forwardHead(b: task / heads, h: task % heads, q: q, k: k, v: v, T: T, out: out, lse: lse, scores: scores)
                 }
-              }
             }
+        }
+    }
+
+    /// One (sequence, head): softmax(scale·QKᵀ) row block by row block, then times V.
+    private func forwardHead(b: Int, h: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                             T: Int, out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
+                             scores s: UnsafeMutablePointer<Float>) {
+        let qd = heads * headDim, kvd = kvHeads * headDim, kvh = h / (heads / kvHeads)
+        let qb = q + b * T * qd + h * headDim, ob = out + b * T * qd + h * headDim
+        let kb = k + b * T * kvd + kvh * headDim, vb = v + b * T * kvd + kvh * headDim
+        let lseb = lse + (b * heads + h) * T
+        for r0 in stride(from: 0, to: T, by: block) {
+            let rows = min(block, T - r0), keys = r0 + rows
+            Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
+                       a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: s, ldc: keys)
+            for i in 0..<rows {
+                let row = s + i * keys, valid = r0 + i + 1
+                let mx = rowMax(row, count: valid)
+                let sum = expShiftedSum(row, count: valid, shift: mx)
+                scaleRow(row, count: valid, by: 1 / sum)
+                (row + valid).update(repeating: 0, count: keys - valid)
+                lseb[r0 + i] = mx + log(sum)
+            }
+            Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: 1,
+                       a: s, lda: keys, b: vb, ldb: kvd, beta: 0, c: ob + r0 * qd, ldc: qd)
         }
     }
 
@@ -64,57 +68,66 @@ public struct CausalAttention: Sendable {
                          v: UnsafePointer<Float>, out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
                          batch: Int, seqLen T: Int,
                          dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
-        let qd = heads * headDim, kvd = kvHeads * headDim, group = heads / kvHeads
         let rowsMax = min(block, T)
-        // Per thread: P and dP/dS blocks, and the row dots D_i = dO_i · O_i.
         Gemm.singleThreaded {
             // One task per (sequence, kv head): the heads of a group add into the same dk/dv columns.
             Parallel.forRanges(batch * kvHeads) { tasks in
-              let base = UnsafeMutablePointer<Float>.allocate(capacity: 2 * rowsMax * T + rowsMax)
-              defer { base.deallocate() }
-              for task in tasks {
-                let b = task / kvHeads, kvh = task % kvHeads
-                let p = base, ds = base + rowsMax * T, dots = base + 2 * rowsMax * T
-                let kb = k + b * T * kvd + kvh * headDim, vb = v + b * T * kvd + kvh * headDim
-                let dkb = dk + b * T * kvd + kvh * headDim, dvb = dv + b * T * kvd + kvh * headDim
-                for t in 0..<T {
-                    (dkb + t * kvd).update(repeating: 0, count: headDim)
-                    (dvb + t * kvd).update(repeating: 0, count: headDim)
+                // P and dP/dS blocks, and the row dots D_i = dO_i · O_i.
+                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * rowsMax * T + rowsMax)
+                defer { scratch.deallocate() }
+                for task in tasks {
+                    backwardGroup(b: task / kvHeads, kvh: task % kvHeads, dOut: dOut, q: q, k: k, v: v, out: out,
+                                  lse: lse, T: T, dq: dq, dk: dk, dv: dv, scratch: scratch)
                 }
-                for h in (kvh * group)..<((kvh + 1) * group) {
-                    let qb = q + b * T * qd + h * headDim, ob = out + b * T * qd + h * headDim
-                    let dob = dOut + b * T * qd + h * headDim, dqb = dq + b * T * qd + h * headDim
-                    let lseb = lse + (b * heads + h) * T
-                    for r0 in stride(from: 0, to: T, by: block) {
-                        let rows = min(block, T - r0), keys = r0 + rows
-                        Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
-                                   a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: p, ldc: keys)
-                        Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: 1,
-                                   a: dob + r0 * qd, lda: qd, b: vb, ldb: kvd, beta: 0, c: ds, ldc: keys)
-                        for i in 0..<rows {
-                            let o = ob + (r0 + i) * qd, d = dob + (r0 + i) * qd
-                            var dot: Float = 0
-                            for j in 0..<headDim { dot += o[j] * d[j] }
-                            dots[i] = dot
-                        }
-                        for i in 0..<rows {
-                            let prow = p + i * keys, dsrow = ds + i * keys, valid = r0 + i + 1
-                            _ = expShiftedSum(prow, count: valid, shift: lseb[r0 + i])  // P = exp(S − lse)
-                            let dot = dots[i]
-                            for j in 0..<valid { dsrow[j] = prow[j] * (dsrow[j] - dot) }
-                            (prow + valid).update(repeating: 0, count: keys - valid)
-                            (dsrow + valid).update(repeating: 0, count: keys - valid)
-                        }
-                        // dQ = scale·dS·K;  dK += scale·dSᵀ·Q;  dV += Pᵀ·dO
-                        Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: scale,
-                                   a: ds, lda: keys, b: kb, ldb: kvd, beta: 0, c: dqb + r0 * qd, ldc: qd)
-                        Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: scale,
-                                   a: ds, lda: keys, b: qb + r0 * qd, ldb: qd, beta: 1, c: dkb, ldc: kvd)
-                        Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: 1,
-                                   a: p, lda: keys, b: dob + r0 * qd, ldb: qd, beta: 1, c: dvb, ldc: kvd)
-                    }
+            }
+        }
+    }
+
+    /// One (sequence, kv head) and the query heads that share it.
+    private func backwardGroup(b: Int, kvh: Int, dOut: UnsafePointer<Float>, q: UnsafePointer<Float>,
+                               k: UnsafePointer<Float>, v: UnsafePointer<Float>, out: UnsafePointer<Float>,
+                               lse: UnsafePointer<Float>, T: Int, dq: UnsafeMutablePointer<Float>,
+                               dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
+                               scratch: UnsafeMutablePointer<Float>) {
+        let qd = heads * headDim, kvd = kvHeads * headDim, group = heads / kvHeads, rowsMax = min(block, T)
+        let p = scratch, ds = scratch + rowsMax * T, dots = scratch + 2 * rowsMax * T
+        let kb = k + b * T * kvd + kvh * headDim, vb = v + b * T * kvd + kvh * headDim
+        let dkb = dk + b * T * kvd + kvh * headDim, dvb = dv + b * T * kvd + kvh * headDim
+        for t in 0..<T {
+            (dkb + t * kvd).update(repeating: 0, count: headDim)
+            (dvb + t * kvd).update(repeating: 0, count: headDim)
+        }
+        for h in (kvh * group)..<((kvh + 1) * group) {
+            let qb = q + b * T * qd + h * headDim, ob = out + b * T * qd + h * headDim
+            let dob = dOut + b * T * qd + h * headDim, dqb = dq + b * T * qd + h * headDim
+            let lseb = lse + (b * heads + h) * T
+            for r0 in stride(from: 0, to: T, by: block) {
+                let rows = min(block, T - r0), keys = r0 + rows
+                Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
+                           a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: p, ldc: keys)
+                Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: 1,
+                           a: dob + r0 * qd, lda: qd, b: vb, ldb: kvd, beta: 0, c: ds, ldc: keys)
+                for i in 0..<rows {
+                    let o = ob + (r0 + i) * qd, d = dob + (r0 + i) * qd
+                    var dot: Float = 0
+                    for j in 0..<headDim { dot += o[j] * d[j] }
+                    dots[i] = dot
                 }
-              }
+                for i in 0..<rows {
+                    let prow = p + i * keys, dsrow = ds + i * keys, valid = r0 + i + 1
+                    _ = expShiftedSum(prow, count: valid, shift: lseb[r0 + i])  // P = exp(S − lse)
+                    let dot = dots[i]
+                    for j in 0..<valid { dsrow[j] = prow[j] * (dsrow[j] - dot) }
+                    (prow + valid).update(repeating: 0, count: keys - valid)
+                    (dsrow + valid).update(repeating: 0, count: keys - valid)
+                }
+                // dQ = scale·dS·K;  dK += scale·dSᵀ·Q;  dV += Pᵀ·dO
+                Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: scale,
+                           a: ds, lda: keys, b: kb, ldb: kvd, beta: 0, c: dqb + r0 * qd, ldc: qd)
+                Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: scale,
+                           a: ds, lda: keys, b: qb + r0 * qd, ldb: qd, beta: 1, c: dkb, ldc: kvd)
+                Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: 1,
+                           a: p, lda: keys, b: dob + r0 * qd, ldb: qd, beta: 1, c: dvb, ldc: kvd)
             }
         }
     }
