@@ -52,7 +52,12 @@ final class ModelFilesTests: XCTestCase {
     }
 
     func testMergedFolderReloadsWithTheMergedOutputs() throws {
-        let model = try LlamaModel.load(folder: llama + "/model")
+        // A model folder with tokenizer files beside the weights: the export copies them.
+        let source = try temporaryDirectory() + "/model"
+        try FileManager.default.copyItem(atPath: llama + "/model", toPath: source)
+        try #"{"model": {"type": "BPE"}}"#.write(toFile: source + "/tokenizer.json", atomically: true, encoding: .utf8)
+        try "{}".write(toFile: source + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+        let model = try LlamaModel.load(folder: source)
         let adapter = try LoRAAdapter.load(from: llama + "/adapter", into: model)
         let batch = Batch(batchSize: 1, seqLen: 5, inputIds: [1, 7, 9, 4, 2], labels: [1, 7, 9, 4, 2])
         let adapted = try model.logits(batch).array
@@ -68,7 +73,8 @@ final class ModelFilesTests: XCTestCase {
         try model.saveHuggingFace(to: half, dtype: .bf16)
         XCTAssertLessThan(relativeError(try LlamaModel.load(folder: half).logits(batch).array, adapted), 3e-2)
         let names = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
-        XCTAssertEqual(names, ["config.json", "model.safetensors"])
+        XCTAssertEqual(names, ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
+        XCTAssertEqual(try String(contentsOfFile: out + "/tokenizer.json", encoding: .utf8), #"{"model": {"type": "BPE"}}"#)
     }
 
     func testOutOfVocabularyTokenIsRefused() throws {
