@@ -32,9 +32,9 @@ public struct RoPE: Sendable {
         return (c, s)
     }
 
-    /// Rotates, in place, `rows` rows of `heads` heads; row r is at position r % seqLen.
-    /// `inverse` applies the transposed rotation, which is the backward pass.
-    public func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, heads: Int, seqLen: Int,
+    /// Rotates, in place, `rows` rows of `heads` heads; row r is at position firstPosition + r % seqLen
+    /// (the tables must reach that far). `inverse` applies the transposed rotation: the backward pass.
+    public func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, heads: Int, seqLen: Int, firstPosition: Int = 0,
                       cos: [Float], sin: [Float], inverse: Bool = false) {
         let half = headDim / 2, width = heads * headDim
         let sign: Float = inverse ? -1 : 1
@@ -43,7 +43,8 @@ public struct RoPE: Sendable {
                 let cp = UncheckedBox(cb.baseAddress!), sp = UncheckedBox(sb.baseAddress!)
                 Parallel.forRanges(rows, minChunk: 16) { range in
                     for r in range {
-                        let c = cp.value + (r % seqLen) * half, s = sp.value + (r % seqLen) * half
+                        let p = firstPosition + r % seqLen
+                        let c = cp.value + p * half, s = sp.value + p * half
                         for h in 0..<heads {
                             let v = x + r * width + h * headDim
                             for i in 0..<half {
