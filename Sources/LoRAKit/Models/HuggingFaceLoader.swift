@@ -18,7 +18,7 @@ extension LlamaModel {
         func linear(_ name: String, _ out: Int, _ inp: Int, bias: Bool) throws -> Linear {
             Linear(weight: try tensor(name + ".weight", [out, inp]), bias: bias ? try tensor(name + ".bias", [out]) : nil)
         }
-        let embedding = try tensor("model.embed_tokens.weight", [c.vocabSize, d])
+        let embedding = FrozenMatrix(try tensor("model.embed_tokens.weight", [c.vocabSize, d]))
         var blocks: [TransformerBlock] = []
         for l in 0..<c.numLayers {
             let p = "model.layers.\(l)."
@@ -35,7 +35,7 @@ extension LlamaModel {
         }
         let norm = try tensor("model.norm.weight", [d])
         // transformers ties the head to the embedding whenever tie_word_embeddings is set.
-        let head = c.tieWordEmbeddings ? Linear(weight: embedding) : try linear("lm_head", c.vocabSize, d, bias: false)
+        let head = c.tieWordEmbeddings ? Linear(matrix: embedding) : try linear("lm_head", c.vocabSize, d, bias: false)
         let model = LlamaModel(config: c, embedding: embedding, blocks: blocks, norm: norm, head: head)
         model.sourcePath = folder
         return model

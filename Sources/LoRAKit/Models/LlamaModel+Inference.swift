@@ -22,7 +22,7 @@ extension LlamaModel {
         let saved = Tensor(shape: [n * savedPerRow])
         let rope = self.rope
         tokens.withUnsafeBufferPointer { ids in
-            Embedding.forward(table: embedding.data, ids: ids.baseAddress!, count: n, dim: d, out: x.data)
+            Embedding.forward(table: embedding, ids: ids.baseAddress!, count: n, out: x.data)
         }
         for (l, block) in blocks.enumerated() {
             let kRows = cache.keys[l].data + p0 * kvd, vRows = cache.values[l].data + p0 * kvd

@@ -105,7 +105,7 @@ extension LlamaModel {
         let c = config, n = act.rows, d = c.hiddenSize
         let rope = self.rope, attention = self.attention, training = act.training
         batch.tokens.withUnsafeBufferPointer { ids in
-            Embedding.forward(table: embedding.data, ids: ids.baseAddress!, count: n, dim: d, out: act.xs[0].data)
+            Embedding.forward(table: embedding, ids: ids.baseAddress!, count: n, out: act.xs[0].data)
         }
         for (l, block) in blocks.enumerated() {
             let A = act.blocks[l], x = act.xs[l], h = act.h

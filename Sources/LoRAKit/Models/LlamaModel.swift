@@ -36,7 +36,8 @@ public struct LinearSite: @unchecked Sendable {
 /// A Llama-family causal language model (Llama 2/3, SmolLM, TinyLlama, Mistral, Qwen2) held in Float32.
 public final class LlamaModel: @unchecked Sendable {
     public let config: ModelConfig
-    public let embedding: Tensor
+    /// The token embedding table, [vocab × hidden]; the head shares it when the model ties them.
+    public let embedding: FrozenMatrix
     public let blocks: [TransformerBlock]
     public let norm: Tensor
     public let head: Linear
@@ -45,7 +46,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// The activation arena of the last forward pass, kept for reuse by the next one.
     let arena = ActivationSlot()
 
-    public init(config: ModelConfig, embedding: Tensor, blocks: [TransformerBlock], norm: Tensor, head: Linear) {
+    public init(config: ModelConfig, embedding: FrozenMatrix, blocks: [TransformerBlock], norm: Tensor, head: Linear) {
         self.config = config
         self.embedding = embedding
         self.blocks = blocks
@@ -71,11 +72,11 @@ public final class LlamaModel: @unchecked Sendable {
         sites.flatMap { $0.linear.adapter?.parameters ?? [] }
     }
 
-    public var headIsTied: Bool { head.weight === embedding }
+    public var headIsTied: Bool { head.matrix === embedding }
 
     /// The base weights under their Hugging Face names (the head only when untied), for export.
     public func namedWeights() -> [(String, Tensor)] {
-        var out: [(String, Tensor)] = [("model.embed_tokens.weight", embedding)]
+        var out: [(String, Tensor)] = [("model.embed_tokens.weight", embedding.expanded())]
         for (l, b) in blocks.enumerated() {
             let p = "model.layers.\(l)."
             out.append((p + "input_layernorm.weight", b.attentionNorm))
@@ -108,14 +109,14 @@ public final class LlamaModel: @unchecked Sendable {
             Linear(weight: normal([out, inp]), bias: bias ? normal([out]) : nil)
         }
         let d = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim, f = c.intermediateSize
-        let embedding = normal([c.vocabSize, d])
+        let embedding = FrozenMatrix(normal([c.vocabSize, d]))
         let blocks = (0..<c.numLayers).map { _ in
             TransformerBlock(attentionNorm: ones(d), q: linear(q, d, bias: c.qkvBias), k: linear(kv, d, bias: c.qkvBias),
                              v: linear(kv, d, bias: c.qkvBias), o: linear(d, q, bias: c.oBias), mlpNorm: ones(d),
                              gate: linear(f, d, bias: c.mlpBias), up: linear(f, d, bias: c.mlpBias),
                              down: linear(d, f, bias: c.mlpBias))
         }
-        let head = c.tieWordEmbeddings ? Linear(weight: embedding) : linear(c.vocabSize, d, bias: false)
+        let head = c.tieWordEmbeddings ? Linear(matrix: embedding) : linear(c.vocabSize, d, bias: false)
         return LlamaModel(config: c, embedding: embedding, blocks: blocks, norm: ones(d), head: head)
     }
 }

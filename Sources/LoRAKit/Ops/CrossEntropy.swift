@@ -29,10 +29,18 @@ public enum CrossEntropy {
 
 /// Token embedding lookup: out[n] = table[ids[n]]. The table is frozen, so there is no backward.
 public enum Embedding {
-    public static func forward(table: UnsafePointer<Float>, ids: UnsafePointer<Int32>, count: Int, dim: Int,
+    public static func forward(table: FrozenMatrix, ids: UnsafePointer<Int32>, count: Int,
                                out: UnsafeMutablePointer<Float>) {
-        Parallel.forRanges(count, minChunk: 64) { range in
-            for n in range { (out + n * dim).update(from: table + Int(ids[n]) * dim, count: dim) }
+        let dim = table.columns
+        switch table.storage {
+        case .dense(let t):
+            Parallel.forRanges(count, minChunk: 64) { range in
+                for n in range { (out + n * dim).update(from: t.data + Int(ids[n]) * dim, count: dim) }
+            }
+        case .packed(let p):
+            Parallel.forRanges(count, minChunk: 64) { range in
+                for n in range { p.unpack(rows: Int(ids[n])..<(Int(ids[n]) + 1), into: out + n * dim) }
+            }
         }
     }
 }

@@ -17,26 +17,33 @@ public protocol LinearAdapter: AnyObject {
 }
 
 /// A frozen linear layer y = x·Wᵀ + b (W is [out × in], Hugging Face's layout) with an optional adapter.
-/// Only input gradients flow through W; no gradient for W or b is ever allocated.
+/// Only input gradients flow through W; no gradient for W or b is ever allocated. W may be packed
+/// (quantized); products then expand it one panel of rows at a time.
 public final class Linear: @unchecked Sendable {
     public let inFeatures: Int
     public let outFeatures: Int
-    public private(set) var weight: Tensor
+    public private(set) var matrix: FrozenMatrix
     public let bias: Tensor?
     public var adapter: (any LinearAdapter)?
     /// True while the adapter's delta is folded into `weight`; the adapter branch is then skipped.
     public private(set) var isMerged = false
 
-    public init(weight: Tensor, bias: Tensor? = nil) {
-        precondition(weight.shape.count == 2, "a linear weight is 2-D")
-        self.weight = weight
+    public init(matrix: FrozenMatrix, bias: Tensor? = nil) {
+        self.matrix = matrix
         self.bias = bias
-        self.outFeatures = weight.shape[0]
-        self.inFeatures = weight.shape[1]
+        self.outFeatures = matrix.rows
+        self.inFeatures = matrix.columns
     }
 
-    /// Gives this layer its own copy of the weight (for a tied head that gets its own adapter).
-    public func untie() { weight = weight.copy() }
+    public convenience init(weight: Tensor, bias: Tensor? = nil) {
+        self.init(matrix: FrozenMatrix(weight), bias: bias)
+    }
+
+    /// W as a dense tensor: the stored one, or an expansion of packed rows.
+    public var weight: Tensor { matrix.expanded() }
+
+    /// Gives this layer its own Float32 copy of the weight (for a tied head that gets its own adapter).
+    public func untie() { matrix = FrozenMatrix(weight.copy()) }
 
     var activeAdapter: (any LinearAdapter)? { isMerged ? nil : adapter }
 
@@ -53,8 +60,10 @@ public final class Linear: @unchecked Sendable {
     /// y = beta·y + x·Wᵀ + b + delta(x); beta 1 adds onto a residual already in y.
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, beta: Float,
                         saved: UnsafeMutablePointer<Float>?, training: Bool) {
-        Gemm.sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: inFeatures, alpha: 1,
-                   a: x, lda: inFeatures, b: weight.data, ldb: inFeatures, beta: beta, c: y, ldc: outFeatures)
+        matrix.forEachPanel { r0, n, w in
+            Gemm.sgemm(transA: false, transB: true, m: rows, n: n, k: inFeatures, alpha: 1,
+                       a: x, lda: inFeatures, b: w, ldb: inFeatures, beta: beta, c: y + r0, ldc: outFeatures)
+        }
         if let bias {
             let b = bias.data, n = outFeatures
             Parallel.forRanges(rows, minChunk: 64) { range in
@@ -71,9 +80,12 @@ public final class Linear: @unchecked Sendable {
     public func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int,
                          saved: UnsafeMutablePointer<Float>?, dx: UnsafeMutablePointer<Float>?, accumulate: Bool) {
         if let dx {
-            Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: outFeatures, alpha: 1,
-                       a: dy, lda: outFeatures, b: weight.data, ldb: inFeatures, beta: accumulate ? 1 : 0,
-                       c: dx, ldc: inFeatures)
+            // dx = Σ over panels of dy[:, panel] · W[panel, :]
+            matrix.forEachPanel { r0, n, w in
+                Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: n, alpha: 1,
+                           a: dy + r0, lda: outFeatures, b: w, ldb: inFeatures, beta: accumulate || r0 > 0 ? 1 : 0,
+                           c: dx, ldc: inFeatures)
+            }
         }
         if let adapter = activeAdapter {
             adapter.backward(dy: dy, x: x, rows: rows, saved: saved!, dx: dx)
@@ -81,10 +93,12 @@ public final class Linear: @unchecked Sendable {
     }
 
     /// W ← W + ΔW. Merging twice is refused, so W can always be restored exactly by unmerge.
+    /// A packed (quantized) W is expanded to Float32 first: re-quantizing would change W0.
     public func merge() throws {
         guard let adapter, !isMerged else {
             throw LoRAError(isMerged ? "this layer's adapter is already merged" : "this layer has no adapter to merge")
         }
+        matrix.makeDense()
         add(adapter.deltaWeight(), sign: 1)
         isMerged = true
     }
@@ -98,6 +112,6 @@ public final class Linear: @unchecked Sendable {
 
     private func add(_ delta: Tensor, sign: Float) {
         let w = weight.data, d = delta.data
-        for i in 0..<weight.count { w[i] += sign * d[i] }
+        for i in 0..<delta.count { w[i] += sign * d[i] }
     }
 }
