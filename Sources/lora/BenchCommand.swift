@@ -11,6 +11,10 @@ struct BenchCommand: ParsableCommand {
 
     @Option(help: "Sequences per step.") var batchSize = 4
     @Option(help: "Tokens per sequence.") var seqLen = 256
+    @Option(help: "Benchmark this model (a Hugging Face folder or a .gguf file) instead of random SmolLM2-135M shapes.")
+    var model: String?
+    @Flag(help: "With a GGUF model: expand the quantized weights to Float32 at load (for comparison).")
+    var dequantize = false
     @Option(help: "Transformer blocks (SmolLM2-135M has 30).") var layers = 30
     @Option(help: "LoRA rank.") var rank = 8
     @Option(help: "LoRA alpha.") var alpha: Float = 16
@@ -19,9 +23,21 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON line instead of a summary.") var json = false
 
     func run() throws {
+        try Lora.reportingErrors { try measure() }
+    }
+
+    private func loadModel() throws -> LlamaModel {
+        if let path = model {
+            return path.hasSuffix(".gguf") ? try LlamaModel.load(gguf: path, dequantize: dequantize) : try LlamaModel.load(folder: path)
+        }
         var config = ModelConfig.smolLM2_135M
         config.numLayers = layers
-        let model = LlamaModel.random(config: config, seed: 1)
+        return LlamaModel.random(config: config, seed: 1)
+    }
+
+    private func measure() throws {
+        let model = try loadModel()
+        let config = model.config
         let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: rank, loraAlpha: alpha, targetModules: .allLinear), seed: 2)
         // B starts at zero; give it values so every product is real work, as after a few steps.
         for (_, lora) in adapter.modules { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.001 } }
@@ -48,7 +64,7 @@ struct BenchCommand: ParsableCommand {
 
         if json {
             let line: [String: Any] = [
-                "tool": "swift-lora", "tokens_per_second": tokensPerSecond, "peak_rss_mb": peak,
+                "tool": "swift-lora", "model": self.model ?? "random", "dequantize": dequantize, "tokens_per_second": tokensPerSecond, "peak_rss_mb": peak,
                 "step_seconds": stepSeconds, "threads": Parallel.threadCount, "blas": "\(Gemm.backend)",
                 "gflop_per_token": flopsPerStep / Double(n) / 1e9, "achieved_gflops": achieved / 1e9,
                 "sgemm_gflops": gemmRate / 1e9, "fraction_of_sgemm": achieved / gemmRate,
@@ -56,7 +72,9 @@ struct BenchCommand: ParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print("model: SmolLM2-135M shapes, \(layers) layers, random weights; LoRA r=\(rank) alpha=\(alpha) on all linear layers")
+            let weights = model.sites.reduce(model.embedding.byteCount) { $0 + ($1.linear === model.head && model.headIsTied ? 0 : $1.linear.matrix.byteCount) }
+            print("model: \(self.model ?? "SmolLM2-135M shapes, \(layers) layers, random weights"); LoRA r=\(rank) alpha=\(alpha) on all linear layers")
+            print(String(format: "frozen matrices in memory: %.0f MB", Double(weights) / 1e6))
             print("batch \(batchSize) x \(seqLen) tokens, matrix products: \(Gemm.backend), threads: \(Parallel.threadCount)")
             print("steps (s): " + stepSeconds.map { String(format: "%.3f", $0) }.joined(separator: " "))
             print(String(format: "throughput: %.1f tokens/s", tokensPerSecond))

@@ -67,7 +67,8 @@ final class ActivationSlot: @unchecked Sendable {
 
 extension LlamaModel {
     var rope: RoPE {
-        RoPE(headDim: config.headDim, theta: config.ropeTheta, llama3: config.ropeScaling, linearFactor: config.ropeLinearFactor)
+        RoPE(headDim: config.headDim, theta: config.ropeTheta, llama3: config.ropeScaling, linearFactor: config.ropeLinearFactor,
+             frequencyFactors: config.ropeFrequencyFactors)
     }
     var attention: CausalAttention {
         CausalAttention(heads: config.numHeads, kvHeads: config.numKVHeads, headDim: config.headDim)

@@ -18,6 +18,8 @@ public struct ModelConfig: Sendable, Equatable {
     public var ropeScaling: Llama3RopeScaling?
     /// rope_scaling of type "linear": positions divided by this factor.
     public var ropeLinearFactor: Float?
+    /// Per-frequency divisors from a GGUF's `rope_freqs.weight` (how llama.cpp stores Llama 3.1's scaling).
+    public var ropeFrequencyFactors: [Float]?
     public var tieWordEmbeddings: Bool
     /// Biases on q/k/v projections (Qwen2 always; Llama with attention_bias).
     public var qkvBias: Bool

@@ -7,7 +7,8 @@ public struct RoPE: Sendable {
     public let invFreq: [Float]
 
     /// `llama3` is the config's rope_scaling of type "llama3"; `linearFactor` that of type "linear".
-    public init(headDim: Int, theta: Float, llama3: Llama3RopeScaling? = nil, linearFactor: Float? = nil) {
+    public init(headDim: Int, theta: Float, llama3: Llama3RopeScaling? = nil, linearFactor: Float? = nil,
+                frequencyFactors: [Float]? = nil) {
         self.headDim = headDim
         // Float32 throughout, as transformers computes it, so angles agree to the last bit or two.
         var freqs = (0..<(headDim / 2)).map { i -> Float in
@@ -15,6 +16,7 @@ public struct RoPE: Sendable {
         }
         if let s = llama3 { freqs = s.apply(to: freqs) }
         if let f = linearFactor { freqs = freqs.map { $0 / f } }
+        if let f = frequencyFactors, f.count == freqs.count { freqs = zip(freqs, f).map { $0 / $1 } }
         self.invFreq = freqs
     }
 

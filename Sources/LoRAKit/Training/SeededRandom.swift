@@ -40,11 +40,11 @@ public struct SeededRandom: RandomNumberGenerator, Sendable, Codable, Equatable 
     }
 
     // Codable, so a checkpoint can carry the generator's exact state.
-    public init(from decoder: Decoder) throws {
+    public init(from decoder: Swift.Decoder) throws {
         var c = try decoder.unkeyedContainer()
         s = (try c.decode(UInt64.self), try c.decode(UInt64.self), try c.decode(UInt64.self), try c.decode(UInt64.self))
     }
-    public func encode(to encoder: Encoder) throws {
+    public func encode(to encoder: Swift.Encoder) throws {
         var c = encoder.unkeyedContainer()
         try c.encode(s.0); try c.encode(s.1); try c.encode(s.2); try c.encode(s.3)
     }

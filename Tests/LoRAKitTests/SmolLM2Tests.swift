@@ -1,0 +1,71 @@
+import Foundation
+import XCTest
+@testable import LoRAKit
+
+/// End to end on the real SmolLM2-135M-Instruct (GGUF: Q4_1 blocks, Q8_0 embedding), against
+/// transformers on the same file dequantized to float32 (scripts/make_smollm2_reference.py).
+/// .ci/run fetches the model (scripts/fetch_smollm2.sh); elsewhere the tests skip without it.
+final class SmolLM2Tests: XCTestCase {
+    static var modelPath: String {
+        if let p = ProcessInfo.processInfo.environment["LORA_SMOLLM2_GGUF"] { return p }
+        let cache = ProcessInfo.processInfo.environment["LORA_CACHE"]
+            ?? ((ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/swift-lora")
+        return cache + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+    }
+
+    func model(dequantize: Bool = false) throws -> LlamaModel {
+        guard FileManager.default.fileExists(atPath: Self.modelPath) else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("CI must fetch \(Self.modelPath) first") }
+            throw XCTSkip("\(Self.modelPath) not present (bash scripts/fetch_smollm2.sh fetches it)")
+        }
+        return try LlamaModel.load(gguf: Self.modelPath, dequantize: dequantize)
+    }
+
+    var reference: [String: Any] {
+        get throws {
+            let data = try Data(contentsOf: URL(fileURLWithPath: fixturesPath + "/smollm2/reference.json"))
+            return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        }
+    }
+
+    func testLossOnCommittedTextEqualsTransformers() throws {
+        let model = try model()
+        XCTAssertTrue(model.blocks[0].q.matrix.isPacked && model.embedding.isPacked, "the base stays quantized")
+        XCTAssertEqual(model.config.numLayers, 30)
+        let ref = try reference
+        let ids = (ref["text_ids"] as! [Int]).map(Int32.init)
+        let (loss, tokens) = try model.loss(Batch(batchSize: 1, seqLen: ids.count, inputIds: ids, labels: ids))
+        let expected = (ref["loss"] as! NSNumber).doubleValue
+        XCTAssertEqual(tokens, ids.count - 1)
+        XCTAssertEqual(loss, expected, accuracy: 1e-4 * expected, "loss \(loss) vs transformers \(expected)")
+    }
+
+    func testGreedyGenerationEqualsTransformers() throws {
+        let model = try model()
+        let ref = try reference
+        let prompt = (ref["prompt_ids"] as! [Int]).map(Int32.init), expected = (ref["generated"] as! [Int]).map(Int32.init)
+        let result = try Generator(model: model).generate(prompt: prompt, maxTokens: expected.count)
+        XCTAssertEqual(result.tokens, expected)
+    }
+}
+
+extension SmolLM2Tests {
+    /// The model written back as GGUF (F32, then Q8_0) reads back with the same loss (F32: the same
+    /// values; Q8_0: re-quantized, so close), with every metadata key of the original carried over.
+    func testGGUFExportRoundTrips() throws {
+        let model = try model()
+        let ids = (try reference["text_ids"] as! [Int]).map(Int32.init)
+        let batch = Batch(batchSize: 1, seqLen: ids.count, inputIds: ids, labels: ids)
+        let loss = try model.loss(batch).loss
+        let dir = try temporaryDirectory()
+        try model.saveGGUF(to: dir + "/f32.gguf", type: .F32)
+        let f32 = try LlamaModel.load(gguf: dir + "/f32.gguf")
+        XCTAssertEqual(try f32.loss(batch).loss, loss, accuracy: 1e-5 * loss)
+        try model.saveGGUF(to: dir + "/q8.gguf", type: .Q8_0)
+        let q8File = try GGUFFile(path: dir + "/q8.gguf"), original = try GGUFFile(path: Self.modelPath)
+        XCTAssertEqual(Set(q8File.metadataKeys), Set(original.metadataKeys))
+        XCTAssertEqual(q8File.metadata["tokenizer.ggml.tokens"], original.metadata["tokenizer.ggml.tokens"])
+        XCTAssertEqual(try q8File.info("blk.0.ffn_up.weight").type, .Q8_0)
+        XCTAssertEqual(try LlamaModel.load(gguf: dir + "/q8.gguf").loss(batch).loss, loss, accuracy: 2e-2 * loss)
+    }
+}
