@@ -41,5 +41,11 @@ mkdir -p "$tmp/trunc" && cp $fx/adapter/adapter_config.json "$tmp/trunc/" && hea
 expect_error "truncated safetensors" "adapter_model.safetensors" merge --model $fx/model --adapter-path "$tmp/trunc" --output "$tmp/o5"
 [ ! -e "$tmp/o5" ] && ok "a failed merge leaves no output folder" || bad "a failed merge left $tmp/o5"
 
+expect_error "gguf dtype" "q8_0" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/m.gguf" --format gguf --dtype bf16
+expect_error "gguf from an HF base" "GGUF base" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/m.gguf" --format gguf
+expect_error "unknown format" "format" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/m.x" --format onnx
+expect_error "convert needs a gguf" "not a .gguf" convert --model $fx/model --output "$tmp/c"
+LORA_CACHE="$tmp/empty-cache" expect_error "alias not fetched" "fetch_smollm2" convert --model smollm2-135m --output "$tmp/c"
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -11,7 +11,7 @@ struct BenchCommand: ParsableCommand {
 
     @Option(help: "Sequences per step.") var batchSize = 4
     @Option(help: "Tokens per sequence.") var seqLen = 256
-    @Option(help: "Benchmark this model (a Hugging Face folder or a .gguf file) instead of random SmolLM2-135M shapes.")
+    @Option(help: "Benchmark this model (a Hugging Face folder, a .gguf file or smollm2-135m) instead of random SmolLM2-135M shapes.")
     var model: String?
     @Flag(help: "With a GGUF model: expand the quantized weights to Float32 at load (for comparison).")
     var dequantize = false
@@ -27,9 +27,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     private func loadModel() throws -> LlamaModel {
-        if let path = model {
-            return path.hasSuffix(".gguf") ? try LlamaModel.load(gguf: path, dequantize: dequantize) : try LlamaModel.load(folder: path)
-        }
+        if let spec = model { return try ModelLocation.load(spec, dequantize: dequantize) }
         var config = ModelConfig.smolLM2_135M
         config.numLayers = layers
         return LlamaModel.random(config: config, seed: 1)

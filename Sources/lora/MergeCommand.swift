@@ -5,30 +5,48 @@ import LoRAKit
 struct MergeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "merge",
-        abstract: "Fold a LoRA adapter into its base model and write a Hugging Face model folder.",
-        discussion: "The output (config.json, model.safetensors, tokenizer files) loads with transformers' from_pretrained.")
+        abstract: "Fold a LoRA adapter into its base model and write the merged model.",
+        discussion: """
+            --format hf writes a Hugging Face folder (config.json, model.safetensors, tokenizer files) that \
+            transformers loads; --format gguf writes a GGUF file that llama.cpp loads (the base must be a GGUF, \
+            whose metadata and tokenizer are carried over).
+            """)
 
-    @Option(help: "Base model: a Hugging Face folder (config.json + model.safetensors).")
+    @Option(help: "Base model: a Hugging Face folder, a .gguf file, or smollm2-135m.")
     var model: String
 
     @Option(help: "Adapter folder in PEFT's format (adapter_config.json + adapter_model.safetensors).")
     var adapterPath: String = "adapters"
 
-    @Option(help: "Output folder for the merged model.")
+    @Option(help: "Output: a folder for --format hf, a .gguf file for --format gguf.")
     var output: String
 
-    @Option(help: "Storage type of the written weights: f32, f16 or bf16.")
+    @Option(help: "hf or gguf.")
+    var format: String = "hf"
+
+    @Option(help: "Storage type of the written weights: f32, f16, bf16 (hf) or f32, f16, q8_0 (gguf).")
     var dtype: String = "f32"
 
     func run() throws {
         try Lora.reportingErrors {
-            guard let type = ExportDType(rawValue: dtype) else {
-                throw LoRAError("--dtype must be one of f32, f16, bf16 (got \(dtype))")
+            let gguf: GGMLType?
+            switch (format, dtype) {
+            case ("hf", _):
+                guard ExportDType(rawValue: dtype) != nil else { throw LoRAError("--dtype for --format hf must be f32, f16 or bf16 (got \(dtype))") }
+                gguf = nil
+            case ("gguf", "f32"): gguf = .F32
+            case ("gguf", "f16"): gguf = .F16
+            case ("gguf", "q8_0"): gguf = .Q8_0
+            case ("gguf", _): throw LoRAError("--dtype for --format gguf must be f32, f16 or q8_0 (got \(dtype))")
+            default: throw LoRAError("--format must be hf or gguf (got \(format))")
             }
-            let base = try LlamaModel.load(folder: model)
+            if gguf != nil && FileManager.default.fileExists(atPath: output) {
+                throw LoRAError("output file \(output) already exists")
+            }
+            let base = try ModelLocation.load(model)
             let adapter = try LoRAAdapter.load(from: adapterPath, into: base)
             try adapter.merge()
-            try base.saveHuggingFace(to: output, dtype: type)
+            if let gguf { try base.saveGGUF(to: output, type: gguf) } else { try base.saveHuggingFace(to: output, dtype: ExportDType(rawValue: dtype)!) }
             print("merged \(adapter.modules.count) LoRA modules (\(adapter.parameterCount) parameters) into \(output)")
         }
     }

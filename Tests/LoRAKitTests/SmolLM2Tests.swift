@@ -69,3 +69,19 @@ extension SmolLM2Tests {
         XCTAssertEqual(try LlamaModel.load(gguf: dir + "/q8.gguf").loss(batch).loss, loss, accuracy: 2e-2 * loss)
     }
 }
+
+extension SmolLM2Tests {
+    /// `lora convert`'s path: the GGUF written as a Hugging Face folder reloads with the same loss.
+    func testConvertedFolderGivesTheSameLoss() throws {
+        let model = try model()
+        let ids = (try reference["text_ids"] as! [Int]).map(Int32.init)
+        let batch = Batch(batchSize: 1, seqLen: ids.count, inputIds: ids, labels: ids)
+        let out = try temporaryDirectory() + "/hf"
+        try model.saveHuggingFace(to: out)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as! [String: Any]
+        XCTAssertEqual(config["model_type"] as? String, "llama")
+        XCTAssertEqual(config["tie_word_embeddings"] as? Bool, true)
+        let expected = (try reference["loss"] as! NSNumber).doubleValue
+        XCTAssertEqual(try LlamaModel.load(folder: out).loss(batch).loss, expected, accuracy: 1e-4 * expected)
+    }
+}

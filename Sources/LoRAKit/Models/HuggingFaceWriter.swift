@@ -69,8 +69,8 @@ extension LlamaModel {
         var j: [String: Any] = [
             "architectures": [c.architecture], "hidden_size": c.hiddenSize, "intermediate_size": c.intermediateSize,
             "num_hidden_layers": c.numLayers, "num_attention_heads": c.numHeads, "num_key_value_heads": c.numKVHeads,
-            "head_dim": c.headDim, "vocab_size": c.vocabSize, "rms_norm_eps": Double(c.rmsNormEps),
-            "rope_theta": Double(c.ropeTheta), "max_position_embeddings": c.maxPositionEmbeddings,
+            "head_dim": c.headDim, "vocab_size": c.vocabSize, "rms_norm_eps": Double("\(c.rmsNormEps)") ?? Double(c.rmsNormEps),
+            "rope_theta": Double("\(c.ropeTheta)") ?? Double(c.ropeTheta), "max_position_embeddings": c.maxPositionEmbeddings,
             "hidden_act": "silu", "model_type": c.architecture == "Qwen2ForCausalLM" ? "qwen2"
                 : c.architecture == "MistralForCausalLM" ? "mistral" : "llama",
         ]

@@ -1,0 +1,33 @@
+import ArgumentParser
+import Foundation
+import LoRAKit
+
+struct ConvertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "convert",
+        abstract: "Write a GGUF model as a Hugging Face folder (config.json, model.safetensors) that transformers loads.",
+        discussion: "Quantized tensors are expanded exactly (the values ggml's dequantization gives) and stored as --dtype.")
+
+    @Option(help: "A .gguf file, or smollm2-135m.")
+    var model: String
+
+    @Option(help: "Output folder.")
+    var output: String
+
+    @Option(help: "f32, f16 or bf16.")
+    var dtype: String = "f32"
+
+    func run() throws {
+        try Lora.reportingErrors {
+            guard let type = ExportDType(rawValue: dtype) else { throw LoRAError("--dtype must be f32, f16 or bf16 (got \(dtype))") }
+            let path = try ModelLocation.path(model)
+            guard path.hasSuffix(".gguf") else { throw LoRAError("\(path) is not a .gguf file") }
+            let m = try LlamaModel.load(gguf: path)
+            guard m.config.ropeFrequencyFactors == nil else {
+                throw LoRAError("\(path) stores its RoPE scaling as rope_freqs.weight, which config.json cannot express yet")
+            }
+            try m.saveHuggingFace(to: output, dtype: type)
+            print("wrote \(output) (\(m.config.numLayers) layers, \(m.config.parameterCount) parameters, \(dtype))")
+        }
+    }
+}

@@ -1,0 +1,29 @@
+import Foundation
+import LoRAKit
+
+/// Resolves `--model`: a Hugging Face folder, a .gguf file, or a short name of a model that
+/// scripts/fetch_smollm2.sh puts in the cache.
+enum ModelLocation {
+    static let aliases = ["smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf"]
+
+    static var cacheFolder: String {
+        let env = ProcessInfo.processInfo.environment
+        return env["LORA_CACHE"] ?? ((env["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/swift-lora")
+    }
+
+    static func path(_ spec: String) throws -> String {
+        guard let file = aliases[spec.lowercased()] else { return spec }
+        let path = cacheFolder + "/" + file
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw LoRAError("\(spec) is not in the cache yet (\(path)); run: bash scripts/fetch_smollm2.sh")
+        }
+        return path
+    }
+
+    /// Loads the base model; a GGUF's weights stay quantized unless `dequantize`.
+    static func load(_ spec: String, dequantize: Bool = false) throws -> LlamaModel {
+        let path = try path(spec)
+        if path.hasSuffix(".gguf") { return try LlamaModel.load(gguf: path, dequantize: dequantize) }
+        return try LlamaModel.load(folder: path)
+    }
+}
