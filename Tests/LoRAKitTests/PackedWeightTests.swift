@@ -20,11 +20,15 @@ final class BF16Rows: PackedMatrix, @unchecked Sendable {
 final class PackedWeightTests: XCTestCase {
     /// Packs every linear layer and the embedding of a model (BF16 rows) after rounding the dense
     /// copy the same way: both must give the same loss and adapter gradients.
-    func testPackedModelTrainsLikeItsDenseExpansion() throws {
+    static var config: ModelConfig {
         var config = TrainingTests.tiny
         config.vocabSize = 3000  // with hidden 512 a panel is 2048 rows: the head and the MLP take two each
         config.hiddenSize = 512; config.intermediateSize = 2100; config.numHeads = 8; config.numKVHeads = 4
-        func build(packed: Bool) throws -> (LlamaModel, LoRAAdapter) {
+        return config
+    }
+
+    func build(packed: Bool) throws -> (LlamaModel, LoRAAdapter) {
+            let config = Self.config
             let m = LlamaModel.random(config: config, seed: 21)
             let round: (Tensor) -> FrozenMatrix = { t in
                 let p = BF16Rows(t)
@@ -41,7 +45,9 @@ final class PackedWeightTests: XCTestCase {
             let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, targetModules: .allLinear), seed: 3)
             for (_, lora) in adapter.modules { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.01 * Float(i % 5) - 0.02 } }
             return (model, adapter)
-        }
+    }
+
+    func testPackedModelTrainsLikeItsDenseExpansion() throws {
         let (dense, denseAdapter) = try build(packed: false), (packed, packedAdapter) = try build(packed: true)
         XCTAssertTrue(packed.blocks[0].gate.matrix.isPacked && packed.embedding.isPacked && packed.headIsTied)
         XCTAssertGreaterThan(packed.blocks[0].gate.matrix.rows, packed.blocks[0].gate.matrix.panelRows)  // several panels
@@ -58,5 +64,19 @@ final class PackedWeightTests: XCTestCase {
         XCTAssertFalse(packed.blocks[1].up.matrix.isPacked)
         try packedAdapter.unmerge()
         XCTAssertLessThanOrEqual(zip(packed.blocks[1].up.weight.array, w0).map { abs($0 - $1) }.max()!, 1e-6)
+    }
+}
+
+extension PackedWeightTests {
+    /// Token-by-token decoding takes the packed row-dot path (no panels): same logits as dense.
+    func testPackedDecodingMatchesDense() throws {
+        let (dense, _) = try build(packed: false), (packed, _) = try build(packed: true)
+        let c1 = KVCache(model: dense, capacity: 8), c2 = KVCache(model: packed, capacity: 8)
+        _ = try dense.forward(tokens: [3, 1000, 7], cache: c1)
+        _ = try packed.forward(tokens: [3, 1000, 7], cache: c2)
+        for t: Int32 in [2999, 5, 64] {
+            let a = try dense.forward(tokens: [t], cache: c1), b = try packed.forward(tokens: [t], cache: c2)
+            XCTAssertLessThan(relativeError(b.array, a.array), 1e-5)
+        }
     }
 }

@@ -60,9 +60,13 @@ public final class Linear: @unchecked Sendable {
     /// y = beta·y + x·Wᵀ + b + delta(x); beta 1 adds onto a residual already in y.
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, beta: Float,
                         saved: UnsafeMutablePointer<Float>?, training: Bool) {
-        matrix.forEachPanel { r0, n, w in
-            Gemm.sgemm(transA: false, transB: true, m: rows, n: n, k: inFeatures, alpha: 1,
-                       a: x, lda: inFeatures, b: w, ldb: inFeatures, beta: beta, c: y + r0, ldc: outFeatures)
+        if matrix.isPacked && rows <= Self.decodeRows {
+            packedDecodeProduct(x: x, rows: rows, y: y, beta: beta)
+        } else {
+            matrix.forEachPanel { r0, n, w in
+                Gemm.sgemm(transA: false, transB: true, m: rows, n: n, k: inFeatures, alpha: 1,
+                           a: x, lda: inFeatures, b: w, ldb: inFeatures, beta: beta, c: y + r0, ldc: outFeatures)
+            }
         }
         if let bias {
             let b = bias.data, n = outFeatures
@@ -72,6 +76,29 @@ public final class Linear: @unchecked Sendable {
         }
         if let adapter = activeAdapter {
             adapter.forward(x: x, rows: rows, y: y, saved: saved!, training: training)
+        }
+    }
+
+    /// Up to this many input rows (token-by-token decoding), a packed W is not expanded into panels:
+    /// each thread expands a few of its rows into a small cache-resident buffer and takes dot products.
+    static let decodeRows = 4
+
+    private func packedDecodeProduct(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, beta: Float) {
+        let n = inFeatures, out = outFeatures, chunk = 16
+        Parallel.forRanges(out, minChunk: 64) { range in
+            let w = UnsafeMutablePointer<Float>.allocate(capacity: chunk * n)
+            defer { w.deallocate() }
+            for o0 in stride(from: range.lowerBound, to: range.upperBound, by: chunk) {
+                let count = min(chunk, range.upperBound - o0)
+                matrix.unpackOnThisThread(rows: o0..<(o0 + count), into: w)
+                for i in 0..<count {
+                    for r in 0..<rows {
+                        let d = dot(x + r * n, w + i * n, n)
+                        let dst = y + r * out + o0 + i
+                        dst.pointee = beta == 0 ? d : beta * dst.pointee + d
+                    }
+                }
+            }
         }
     }
 
@@ -114,4 +141,18 @@ public final class Linear: @unchecked Sendable {
         let w = weight.data, d = delta.data
         for i in 0..<delta.count { w[i] += sign * d[i] }
     }
+}
+
+/// Σ a[i]·b[i] over n values, eight lanes at a time.
+@inline(__always)
+func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>(repeating: 0)
+    var i = 0
+    while i + 8 <= n {
+        acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+        i += 8
+    }
+    var sum = acc.sum()
+    while i < n { sum += a[i] * b[i]; i += 1 }
+    return sum
 }

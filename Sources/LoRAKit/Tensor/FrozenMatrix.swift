@@ -72,6 +72,14 @@ public final class FrozenMatrix: @unchecked Sendable {
         }
     }
 
+    /// Like `unpack`, but on the calling thread only (for callers already running in parallel).
+    func unpackOnThisThread(rows range: Range<Int>, into destination: UnsafeMutablePointer<Float>) {
+        switch storage {
+        case .dense(let t): destination.update(from: t.data + range.lowerBound * columns, count: range.count * columns)
+        case .packed(let p): p.unpack(rows: range, into: destination)
+        }
+    }
+
     /// Rows expanded per panel: at most about 4 MB of Float32, at least 16 rows.
     var panelRows: Int { Swift.min(rows, Swift.max(16, (1 << 20) / Swift.max(1, columns))) }
 
