@@ -26,4 +26,11 @@ enum ModelLocation {
         if path.hasSuffix(".gguf") { return try LlamaModel.load(gguf: path, dequantize: dequantize) }
         return try LlamaModel.load(folder: path)
     }
+
+    /// The model's tokenizer: tokenizer.json in a Hugging Face folder, or a GGUF's metadata.
+    static func tokenizer(_ spec: String) throws -> Tokenizer {
+        let path = try path(spec)
+        if path.hasSuffix(".gguf") { return try Tokenizer.load(gguf: GGUFFile(path: path)) }
+        return try Tokenizer.load(path: path)
+    }
 }

@@ -85,3 +85,20 @@ extension SmolLM2Tests {
         XCTAssertEqual(try LlamaModel.load(folder: out).loss(batch).loss, expected, accuracy: 1e-4 * expected)
     }
 }
+
+extension SmolLM2Tests {
+    /// The tokenizer built from the GGUF's metadata encodes the committed text exactly as transformers
+    /// did (the reference ids), and as the SmolLM2 tokenizer.json fixture does.
+    func testTokenizerFromGGUFMetadataMatches() throws {
+        _ = try model()  // skips when the file is absent
+        let tokenizer = try Tokenizer.load(gguf: GGUFFile(path: Self.modelPath))
+        let text = try String(contentsOfFile: fixturesPath + "/smollm2/text.txt", encoding: .utf8)
+        XCTAssertEqual(tokenizer.encode(text, addSpecialTokens: true), try reference["text_ids"] as! [Int])
+        XCTAssertEqual(tokenizer.decode(tokenizer.encode(text)), text)
+        XCTAssertEqual(tokenizer.eosTokenId, 2)
+        XCTAssertEqual(tokenizer.chatTemplate?.contains("<|im_start|>"), true)
+        let json = try Tokenizer.load(path: fixturesPath + "/tokenizers/smollm2/tokenizer.json")
+        let sample = try String(contentsOfFile: fixturesPath + "/tokenizers/text.txt", encoding: .utf8)
+        XCTAssertEqual(tokenizer.encode(sample, addSpecialTokens: true), json.encode(sample, addSpecialTokens: true))
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+
+/// A tokenizer.json post-processor, for a single sequence: adds the special tokens the model expects
+/// (when add_special_tokens is true) around the encoded ids.
+protocol PostProcessor: Sendable {
+    func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int]
+    /// How many ids `process` adds to a single sequence.
+    var addedCount: Int { get }
+}
+
+func makePostProcessor(_ j: [String: Any], source: String) throws -> PostProcessor {
+    let type = j["type"] as? String ?? "(no type)"
+    switch type {
+    case "TemplateProcessing":
+        return try TemplateProcessor(json: j, source: source)
+    case "ByteLevel":
+        return PassThroughProcessor()   // only trims offsets, which this tokenizer does not report
+    case "RobertaProcessing", "BertProcessing":
+        guard let cls = j["cls"] as? [Any], cls.count == 2, let clsId = jsonInt(cls[1]),
+              let sep = j["sep"] as? [Any], sep.count == 2, let sepId = jsonInt(sep[1]) else {
+            throw LoRAError("\(source): \(type) needs \"cls\" and \"sep\" as [token, id]")
+        }
+        return WrapProcessor(before: [clsId], after: [sepId])
+    case "Sequence":
+        guard let list = j["processors"] as? [[String: Any]] else { throw LoRAError("\(source): Sequence post-processor without \"processors\"") }
+        return SequenceProcessor(steps: try list.map { try makePostProcessor($0, source: source) })
+    default:
+        throw LoRAError("\(source): post-processor type \(type) is not supported")
+    }
+}
+
+struct PassThroughProcessor: PostProcessor {
+    func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int] { ids }
+    var addedCount: Int { 0 }
+}
+
+struct WrapProcessor: PostProcessor {
+    let before: [Int]
+    let after: [Int]
+    func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int] { addSpecialTokens ? before + ids + after : ids }
+    var addedCount: Int { before.count + after.count }
+}
+
+/// TemplateProcessing's "single" template: a list of {"SpecialToken": {"id": name}} and {"Sequence": {"id": "A"}}.
+struct TemplateProcessor: PostProcessor {
+    enum Piece { case sequence, special([Int]) }
+    let pieces: [Piece]
+
+    init(json j: [String: Any], source: String) throws {
+        guard let single = j["single"] as? [[String: Any]] else { throw LoRAError("\(source): TemplateProcessing without a \"single\" template") }
+        let specials = j["special_tokens"] as? [String: Any] ?? [:]
+        pieces = try single.map { piece in
+            if let seq = piece["Sequence"] as? [String: Any] {
+                guard seq["id"] as? String == "A" else { throw LoRAError("\(source): TemplateProcessing single template refers to sequence \(seq["id"] ?? "?")") }
+                return .sequence
+            }
+            if let sp = piece["SpecialToken"] as? [String: Any], let name = sp["id"] as? String {
+                guard let entry = specials[name] as? [String: Any], let ids = entry["ids"] as? [Any] else {
+                    throw LoRAError("\(source): TemplateProcessing special token \(name) is missing from special_tokens")
+                }
+                return .special(try ids.map {
+                    guard let id = jsonInt($0) else { throw LoRAError("\(source): TemplateProcessing special token \(name) has a non-integer id") }
+                    return id
+                })
+            }
+            throw LoRAError("\(source): TemplateProcessing piece \(piece.keys.sorted()) is not supported")
+        }
+    }
+
+    func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int] {
+        var out: [Int] = []
+        out.reserveCapacity(ids.count + 4)
+        for p in pieces {
+            switch p {
+            case .sequence: out.append(contentsOf: ids)
+            case .special(let s): if addSpecialTokens { out.append(contentsOf: s) }
+            }
+        }
+        return out
+    }
+
+    var addedCount: Int {
+        pieces.reduce(0) { n, p in if case .special(let s) = p { return n + s.count } else { return n } }
+    }
+}
+
+struct SequenceProcessor: PostProcessor {
+    let steps: [PostProcessor]
+    func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int] {
+        var ids = ids
+        for s in steps { ids = s.process(ids, addSpecialTokens: addSpecialTokens) }
+        return ids
+    }
+    var addedCount: Int { steps.reduce(0) { $0 + $1.addedCount } }
+}

@@ -1,0 +1,128 @@
+import ArgumentParser
+import Foundation
+import LoRAKit
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate text from a prompt, streaming it as it comes, with or without a LoRA adapter.")
+
+    @Option(help: "A Hugging Face folder, a .gguf file, or smollm2-135m.")
+    var model: String
+
+    @Option(help: "A PEFT-format LoRA adapter folder to apply (unmerged).")
+    var adapterPath: String?
+
+    @Option(help: "The prompt.")
+    var prompt: String
+
+    @Flag(help: "Wrap the prompt as a user message in the model's chat template.")
+    var chat = false
+
+    @Option(help: "A system message (with --chat).")
+    var system: String?
+
+    @Option(help: "Most tokens to generate.")
+    var maxTokens = 256
+
+    @Option(name: .customLong("temp"), help: "Sampling temperature; 0 is greedy.")
+    var temperature: Float = 0
+
+    @Option(help: "Nucleus sampling: keep the most likely tokens up to this probability.")
+    var topP: Float = 1
+
+    @Option(help: "Keep the k most likely tokens (0: all).")
+    var topK = 0
+
+    @Option(help: "Drop tokens less likely than this fraction of the most likely one.")
+    var minP: Float = 0
+
+    @Option(help: "Penalize tokens already in the text (1: off).")
+    var repetitionPenalty: Float = 1
+
+    @Option(help: "Seed for sampling.")
+    var seed: UInt64 = 0
+
+    @Option(parsing: .singleValue, help: "Stop when the text contains this string (repeatable).")
+    var stop: [String] = []
+
+    func run() throws {
+        try Lora.reportingErrors {
+            guard maxTokens > 0 else { throw LoRAError("--max-tokens must be positive") }
+            guard temperature >= 0, topP > 0, topP <= 1, minP >= 0, minP < 1, topK >= 0, repetitionPenalty > 0 else {
+                throw LoRAError("sampling settings out of range (temp ≥ 0, 0 < top-p ≤ 1, 0 ≤ min-p < 1, top-k ≥ 0, repetition-penalty > 0)")
+            }
+            let tokenizer = try ModelLocation.tokenizer(model)
+            let base = try ModelLocation.load(model)
+            if let adapterPath { _ = try LoRAAdapter.load(from: adapterPath, into: base) }
+            let ids = try promptIds(tokenizer)
+            var stopTokens = Set<Int32>()
+            if let eos = tokenizer.eosTokenId { stopTokens.insert(Int32(eos)) }
+            var streamer = StopStringStreamer(stops: stop)
+            var decoder = StreamingDecoder(tokenizer, skipSpecialTokens: true)
+            let result = try Generator(model: base).generate(
+                prompt: ids.map(Int32.init), maxTokens: maxTokens,
+                sampling: SamplingSettings(temperature: temperature, topP: topP, topK: topK, minP: minP,
+                                           repetitionPenalty: repetitionPenalty, seed: seed),
+                stopTokens: stopTokens) { token in
+                    let more = streamer.push(decoder.push(Int(token)))
+                    fflush(nil)  // all output streams: stdout is a C global Swift 6 will not touch
+                    return more
+                }
+            streamer.finish(decoder.finish())
+            print()
+            fflush(nil)
+            let report = String(format: "prompt: %d tokens, %.1f tokens/s; generation: %d tokens, %.1f tokens/s (stopped: %@)",
+                                ids.count, Double(ids.count) / max(result.promptSeconds, 1e-9), result.tokens.count,
+                                Double(result.tokens.count) / max(result.generationSeconds, 1e-9), result.stoppedBy)
+            FileHandle.standardError.write(Data((report + "\n").utf8))
+        }
+    }
+
+    private func promptIds(_ tokenizer: Tokenizer) throws -> [Int] {
+        guard chat else { return tokenizer.encode(prompt, addSpecialTokens: true) }
+        guard let source = tokenizer.chatTemplate else { throw LoRAError("\(model) has no chat template; drop --chat") }
+        var messages: [ChatMessage] = []
+        if let system { messages.append(ChatMessage(role: "system", content: system)) }
+        messages.append(ChatMessage(role: "user", content: prompt))
+        let text = try ChatTemplate(source).render(
+            messages: messages, addGenerationPrompt: true,
+            bosToken: tokenizer.bosTokenId.flatMap(tokenizer.tokenString), eosToken: tokenizer.eosTokenId.flatMap(tokenizer.tokenString))
+        // As transformers' apply_chat_template: the rendered text already holds the special tokens.
+        return tokenizer.encode(text, addSpecialTokens: false)
+    }
+}
+
+/// Prints generated text as it arrives, holding back only what could be the start of a stop string.
+struct StopStringStreamer {
+    let stops: [String]
+    private var pending = ""
+    private(set) var stopped = false
+
+    init(stops: [String]) { self.stops = stops.filter { !$0.isEmpty } }
+
+    /// Adds text; returns false once a stop string has appeared (the text before it is printed).
+    mutating func push(_ text: String) -> Bool {
+        pending += text
+        if let cut = stops.compactMap({ pending.range(of: $0)?.lowerBound }).min() {
+            print(pending[..<cut], terminator: "")
+            pending = ""
+            stopped = true
+            return false
+        }
+        let hold = max(0, (stops.map(\.count).max() ?? 1) - 1)
+        let emit = pending.count - hold
+        if emit > 0 {
+            let split = pending.index(pending.startIndex, offsetBy: emit)
+            print(pending[..<split], terminator: "")
+            pending = String(pending[split...])
+        }
+        return true
+    }
+
+    mutating func finish(_ text: String) {
+        if !stopped { _ = push(text) }
+        if !stopped { print(pending, terminator: "") }
+        pending = ""
+    }
+}
