@@ -47,5 +47,18 @@ expect_error "unknown format" "format" merge --model $fx/model --adapter-path $f
 expect_error "convert needs a gguf" "not a .gguf" convert --model $fx/model --output "$tmp/c"
 LORA_CACHE="$tmp/empty-cache" expect_error "alias not fetched" "fetch_smollm2" convert --model smollm2-135m --output "$tmp/c"
 
+expect_error "tokenizer missing" "tokenizer" tokenize --model $fx/model "hello"
+expect_error "zero max tokens" "max-tokens" generate --model $fx/model --prompt hi --max-tokens 0
+
+# With the real model (fetched by scripts/fetch_smollm2.sh), when present.
+if "$lora" tokenize --model smollm2-135m --json "Hello, world" >"$tmp/tok" 2>"$tmp/err"; then
+    if grep -q '"ids":\[19556,28,905\]' "$tmp/tok"; then ok "tokenize smollm2-135m"; else bad "tokenize smollm2-135m: $(cat "$tmp/tok")"; fi
+    "$lora" generate --model smollm2-135m --prompt "The capital of France is" --max-tokens 20 >"$tmp/gen" 2>"$tmp/err"
+    if [ "$(cat "$tmp/gen")" = "$(printf ' Paris.\n\nThe answer is: 2018-01-22 ')" ]; then ok "generate (greedy) prints transformers' text"; else bad "generate: $(cat "$tmp/gen")"; fi
+    grep -q "tokens/s" "$tmp/err" && ok "generate reports tokens/s: $(cat "$tmp/err")" || bad "generate report: $(cat "$tmp/err")"
+    "$lora" generate --model smollm2-135m --prompt "Count: one, two, three," --max-tokens 30 --stop "five" >"$tmp/gen" 2>/dev/null
+    grep -q "five" "$tmp/gen" && bad "stop string printed: $(cat "$tmp/gen")" || ok "stop string ends the output before it: $(cat "$tmp/gen" | tr '\n' ' ')"
+fi
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
