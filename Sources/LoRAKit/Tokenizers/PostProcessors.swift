@@ -93,3 +93,54 @@ struct SequenceProcessor: PostProcessor {
     }
     var addedCount: Int { steps.reduce(0) { $0 + $1.addedCount } }
 }
+
+/// tokenizer.json's "truncation", applied to a single sequence as tokenizers does (before special tokens,
+/// whose count is taken off max_length).
+struct Truncation: Sendable {
+    let maxLength: Int
+    let fromLeft: Bool
+
+    init?(json: Any?, source: String) throws {
+        guard let j = json as? [String: Any] else { return nil }
+        guard let maxLength = jsonInt(j["max_length"]) else { throw LoRAError("\(source): truncation without max_length") }
+        if let strategy = j["strategy"] as? String, strategy == "OnlySecond" { return nil }   // no second sequence here
+        self.maxLength = maxLength
+        fromLeft = (j["direction"] as? String) == "Left"
+    }
+
+    func apply(_ ids: [Int], maxLength: Int) -> [Int] {
+        guard ids.count > maxLength else { return ids }
+        return fromLeft ? Array(ids.suffix(maxLength)) : Array(ids.prefix(maxLength))
+    }
+}
+
+/// tokenizer.json's "padding" for a single sequence: BatchLongest pads nothing, Fixed pads to its length,
+/// pad_to_multiple_of rounds the length up.
+struct Padding: Sendable {
+    let fixed: Int?
+    let multiple: Int?
+    let padId: Int
+    let left: Bool
+
+    init?(json: Any?, source: String) throws {
+        guard let j = json as? [String: Any] else { return nil }
+        if let s = j["strategy"] as? [String: Any], let n = jsonInt(s["Fixed"]) {
+            fixed = n
+        } else if (j["strategy"] as? String) == "BatchLongest" || j["strategy"] == nil {
+            fixed = nil
+        } else {
+            throw LoRAError("\(source): padding strategy \(String(describing: j["strategy"])) is not supported")
+        }
+        multiple = jsonInt(j["pad_to_multiple_of"])
+        padId = jsonInt(j["pad_id"]) ?? 0
+        left = (j["direction"] as? String) == "Left"
+    }
+
+    func apply(_ ids: [Int]) -> [Int] {
+        var length = fixed ?? ids.count
+        if let multiple, multiple > 0, length % multiple != 0 { length += multiple - length % multiple }
+        guard ids.count < length else { return ids }
+        let pad = [Int](repeating: padId, count: length - ids.count)
+        return left ? pad + ids : ids + pad
+    }
+}
