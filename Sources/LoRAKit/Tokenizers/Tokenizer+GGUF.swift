@@ -26,48 +26,101 @@ extension Tokenizer {
         }
     }
 
-    /// The tokenizer.json equivalent of a GGUF's `tokenizer.ggml.*` metadata, for byte-level BPE
-    /// vocabularies (`tokenizer.ggml.model` "gpt2"). Control and user-defined tokens become added
+    /// The tokenizer.json equivalent of a GGUF's `tokenizer.ggml.*` metadata: byte-level BPE
+    /// ("gpt2") or SentencePiece BPE ("llama"). Unknown, control and user-defined tokens become added
     /// tokens; add_bos_token / add_eos_token become the post-processor's template.
     public static func tokenizerJSON(gguf file: GGUFFile) throws -> [String: Any] {
-        let source = file.path
         let kind = (try? file.string("tokenizer.ggml.model")) ?? "(none)"
-        guard kind == "gpt2" else {
-            throw LoRAError("\(source): tokenizer.ggml.model \"\(kind)\" is not supported yet (byte-level BPE \"gpt2\" is)")
+        switch kind {
+        case "gpt2": return try byteLevelJSON(file)
+        case "llama": return try sentencePieceJSON(file)
+        default: throw LoRAError("\(file.path): tokenizer.ggml.model \"\(kind)\" is not supported (gpt2 and llama are)")
         }
+    }
+
+    /// Added tokens (GGUF token types 2 unknown, 3 control, 4 user-defined) and the post-processor.
+    private static func specialParts(_ file: GGUFFile, tokens: [String], types: [Int], defaultAddBOS: Bool,
+                                     base post: [String: Any]?) -> (added: [[String: Any]], post: Any) {
+        var added: [[String: Any]] = []
+        for (id, token) in tokens.enumerated() {
+            let type = id < types.count ? types[id] : 1
+            if type == 2 || type == 3 || type == 4 {
+                added.append(["id": id, "content": token, "single_word": false, "lstrip": false, "rstrip": false,
+                              "normalized": type == 4, "special": type != 4])
+            }
+        }
+        func tokenId(_ key: String) -> Int? { file.metadata[key]?.intValue.flatMap { $0 < tokens.count ? $0 : nil } }
+        let bos = tokenId("tokenizer.ggml.bos_token_id"), eos = tokenId("tokenizer.ggml.eos_token_id")
+        let addBOS = ((try? file.bool("tokenizer.ggml.add_bos_token")) ?? defaultAddBOS) && bos != nil
+        let addEOS = ((try? file.bool("tokenizer.ggml.add_eos_token")) ?? false) && eos != nil
+        guard addBOS || addEOS else { return (added, post ?? NSNull()) }
+        func special(_ id: Int) -> [String: Any] { ["SpecialToken": ["id": tokens[id], "type_id": 0]] }
+        var single: [[String: Any]] = [], specials: [String: Any] = [:]
+        for (on, id) in [(addBOS, bos), (addEOS, eos)] where on {
+            specials[tokens[id!]] = ["id": tokens[id!], "ids": [id!], "tokens": [tokens[id!]]]
+        }
+        if addBOS { single.append(special(bos!)) }
+        single.append(["Sequence": ["id": "A", "type_id": 0]])
+        if addEOS { single.append(special(eos!)) }
+        let template: [String: Any] = ["type": "TemplateProcessing", "single": single, "pair": single + single, "special_tokens": specials]
+        return (added, post.map { ["type": "Sequence", "processors": [$0, template]] } ?? template)
+    }
+
+    /// SentencePiece BPE as transformers reads it from a GGUF: merges are every split of a vocabulary
+    /// piece into two vocabulary pieces, ranked by the piece's score (tokenizers' SentencePieceExtractor),
+    /// a Metaspace pre-tokenizer, byte fallback, and BOS added by default.
+    private static func sentencePieceJSON(_ file: GGUFFile) throws -> [String: Any] {
+        let tokens = try file.stringArray("tokenizer.ggml.tokens")
+        let scores = (try? file.floatArray("tokenizer.ggml.scores")) ?? [Float](repeating: 0, count: tokens.count)
+        let types = (try? file.intArray("tokenizer.ggml.token_type")) ?? [Int](repeating: 1, count: tokens.count)
+        var vocab: [String: Int] = [:]
+        for (id, token) in tokens.enumerated() where vocab[token] == nil { vocab[token] = id }
+        var merges: [(left: String, right: String, score: Float)] = []
+        for (id, token) in tokens.enumerated() where id >= types.count || types[id] == 1 {
+            let scalars = Array(token.unicodeScalars)
+            var local: [(Int, Int, String, String)] = []
+            for cut in 1..<max(1, scalars.count) {
+                let l = String(String.UnicodeScalarView(scalars[..<cut])), r = String(String.UnicodeScalarView(scalars[cut...]))
+                if let li = vocab[l], let ri = vocab[r] { local.append((li, ri, l, r)) }
+            }
+            local.sort { ($0.0, $0.1) < ($1.0, $1.1) }
+            let score = id < scores.count ? scores[id] : 0
+            merges += local.map { ($0.2, $0.3, score) }
+        }
+        let ranked = merges.enumerated().sorted { a, b in
+            a.element.score != b.element.score ? a.element.score > b.element.score : a.offset < b.offset
+        }.map { [$0.element.left, $0.element.right] }
+        let unk = types.firstIndex(of: 2).map { tokens[$0] }
+        let (added, post) = specialParts(file, tokens: tokens, types: types, defaultAddBOS: true, base: nil)
+        return [
+            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added, "normalizer": NSNull(),
+            "pre_tokenizer": ["type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false],
+            "post_processor": post,
+            "decoder": ["type": "Sequence", "decoders": [
+                ["type": "Replace", "pattern": ["String": "▁"], "content": " "], ["type": "ByteFallback"], ["type": "Fuse"],
+                ["type": "Strip", "content": " ", "start": 1, "stop": 0]]],
+            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": unk.map { $0 as Any } ?? NSNull(), "continuing_subword_prefix": NSNull(),
+                      "end_of_word_suffix": NSNull(), "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                      "vocab": vocab, "merges": ranked],
+        ]
+    }
+
+    private static func byteLevelJSON(_ file: GGUFFile) throws -> [String: Any] {
+        let source = file.path
         let tokens = try file.stringArray("tokenizer.ggml.tokens")
         let types = (try? file.intArray("tokenizer.ggml.token_type")) ?? [Int](repeating: 1, count: tokens.count)
+        // Split on the first space scalar (not Character: a space followed by a joiner is one Character).
         let merges = try file.stringArray("tokenizer.ggml.merges").map { m -> [String] in
-            guard let space = m.firstIndex(of: " ") else { return [m] }
-            return [String(m[..<space]), String(m[m.index(after: space)...])]
+            let scalars = m.unicodeScalars
+            guard let space = scalars.firstIndex(of: " ") else { return [m] }
+            return [String(scalars[..<space]), String(scalars[scalars.index(after: space)...])]
         }
         guard merges.allSatisfy({ $0.count == 2 }) else { throw LoRAError("\(source): a merge in tokenizer.ggml.merges has no space") }
         let pre = (try? file.string("tokenizer.ggml.pre")) ?? "default"
         var vocab: [String: Int] = [:]
-        var added: [[String: Any]] = []
-        for (id, token) in tokens.enumerated() {
-            vocab[token] = id
-            let type = id < types.count ? types[id] : 1
-            if type == 3 || type == 4 {  // CONTROL, USER_DEFINED
-                added.append(["id": id, "content": token, "single_word": false, "lstrip": false, "rstrip": false,
-                              "normalized": type == 4, "special": type == 3])
-            }
-        }
-        func tokenId(_ key: String) -> Int? { file.metadata[key]?.intValue }
-        let bos = tokenId("tokenizer.ggml.bos_token_id"), eos = tokenId("tokenizer.ggml.eos_token_id")
-        let addBOS = (try? file.bool("tokenizer.ggml.add_bos_token")) ?? false
-        let addEOS = (try? file.bool("tokenizer.ggml.add_eos_token")) ?? false
-        var post: [String: Any] = ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true]
-        if (addBOS && bos != nil) || (addEOS && eos != nil) {
-            func special(_ id: Int) -> [String: Any] { ["SpecialToken": ["id": tokens[id], "type_id": 0]] }
-            var single: [[String: Any]] = []
-            var specials: [String: Any] = [:]
-            if addBOS, let bos { single.append(special(bos)); specials[tokens[bos]] = ["id": tokens[bos], "ids": [bos], "tokens": [tokens[bos]]] }
-            single.append(["Sequence": ["id": "A", "type_id": 0]])
-            if addEOS, let eos { single.append(special(eos)); specials[tokens[eos]] = ["id": tokens[eos], "ids": [eos], "tokens": [tokens[eos]]] }
-            post = ["type": "Sequence", "processors": [post, ["type": "TemplateProcessing", "single": single, "pair": single + single,
-                                                               "special_tokens": specials]]]
-        }
+        for (id, token) in tokens.enumerated() { vocab[token] = id }
+        let byteLevelPost: [String: Any] = ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true]
+        let (added, post) = specialParts(file, tokens: tokens, types: types, defaultAddBOS: false, base: byteLevelPost)
         return [
             "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added, "normalizer": NSNull(),
             "pre_tokenizer": try ggufPreTokenizer(pre, source: source), "post_processor": post,
