@@ -175,6 +175,10 @@ VARIANTS = {
         "han_script": {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [split(r"\p{Han}+|\p{Hiragana}+"), byte_level()]}},
     },
     "sp_bpe": {
+        # Whitespace (\w+|[^\w\s]+) then Punctuation (isolated), then the metaspace.
+        "whitespace_punctuation": {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Whitespace"}, {"type": "Punctuation", "behavior": "Isolated"},
+            {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": False}]}},
         # The legacy Llama 2 conversion: normalizer Prepend + Replace, no pre-tokenizer.
         "legacy": {"normalizer": {"type": "Sequence", "normalizers": [
                        {"type": "Prepend", "prepend": "\u2581"},

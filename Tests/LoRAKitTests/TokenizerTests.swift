@@ -137,10 +137,11 @@ final class TokenizerTests: XCTestCase {
     }
 
     /// Llama 3 / Qwen2 / GPT-4o split regexes, normalizers, every split behavior, added-token flags, legacy
-    /// SentencePiece normalizers, Metaspace schemes, unk handling, and a regex only NSRegularExpression handles.
+    /// SentencePiece normalizers, Metaspace schemes, unk handling, Whitespace and Punctuation pre-tokenizers,
+    /// and a regex only NSRegularExpression handles.
     func testComponentVariantsMatchTokenizers() throws {
         let names = expected.cases.keys.filter { $0.contains("/") }.sorted()
-        XCTAssertEqual(names.count, 9)
+        XCTAssertEqual(names.count, 10)
         for name in names { try checkParity(name) }
     }
 

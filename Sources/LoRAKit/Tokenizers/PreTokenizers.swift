@@ -109,6 +109,12 @@ func makePreTokenizer(_ j: [String: Any], source: String) throws -> PreTokenizer
         return SequencePreTokenizer(steps: try list.map { try makePreTokenizer($0, source: source) })
     case "WhitespaceSplit":
         return WhitespaceSplitPreTokenizer()
+    case "Whitespace":
+        // tokenizers' Whitespace: the matches of \w+|[^\w\s]+, everything else removed.
+        return SplitPreTokenizer(regex: try TokenizerRegex(pattern: #"\w+|[^\w\s]+"#, context: "\(source): Whitespace pre-tokenizer"),
+                                 behavior: .removed, invert: true)
+    case "Punctuation":
+        return PunctuationPreTokenizer(behavior: try splitBehavior(j["behavior"] ?? "Isolated", source: source))
     default:
         throw LoRAError("\(source): pre-tokenizer type \(type) is not supported")
     }
@@ -290,6 +296,32 @@ struct WhitespaceSplitPreTokenizer: PreTokenizer {
         p.text.withUnsafeBufferPointer { buf in
             for s in p.splits {
                 SplitBehavior.removed.apply(scalarPredicateCover(buf, s.start..<s.end, UnicodeTables.isWhitespace), atStart: s.atStart, splitStart: s.start, into: &out)
+            }
+        }
+        p.splits = out
+    }
+}
+
+/// tokenizers' Punctuation: splits at ASCII punctuation and Unicode punctuation (categories P*),
+/// each delimiter handled by `behavior`.
+struct PunctuationPreTokenizer: PreTokenizer {
+    let behavior: SplitBehavior
+
+    static func isPunctuation(_ c: UInt32) -> Bool {
+        if c < 128 { return (33...47).contains(c) || (58...64).contains(c) || (91...96).contains(c) || (123...126).contains(c) }
+        guard let scalar = Unicode.Scalar(c) else { return false }
+        switch scalar.properties.generalCategory {
+        case .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation,
+             .initialPunctuation, .finalPunctuation, .otherPunctuation: return true
+        default: return false
+        }
+    }
+
+    func preTokenize(_ p: inout PreTokenized, _ ctx: inout EncodeContext) {
+        var out: [PreTokenized.Split] = []
+        p.text.withUnsafeBufferPointer { buf in
+            for s in p.splits {
+                behavior.apply(scalarPredicateCover(buf, s.start..<s.end, Self.isPunctuation), atStart: s.atStart, splitStart: s.start, into: &out)
             }
         }
         p.splits = out

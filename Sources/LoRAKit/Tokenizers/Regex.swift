@@ -217,8 +217,11 @@ final class BacktrackingRegex: Sendable {
     }
 
     static func isWord(_ c: UInt32) -> Bool {
-        GeneralCategory.onigWord & (1 << UInt32(UnicodeTables.category(c))) != 0
+        GeneralCategory.onigWord & (1 << UInt32(UnicodeTables.category(c))) != 0 || c == 0x200C || c == 0x200D
     }
+
+    /// `\w`: the word categories plus Join_Control (U+200C, U+200D), which Oniguruma counts as word characters.
+    static let wordSet = CharSet(items: [(.categories(GeneralCategory.onigWord), false), (.range(0x200C, 0x200D), false)])
 
     // MARK: Parsing
 
@@ -411,8 +414,8 @@ final class BacktrackingRegex: Sendable {
             case 0x53: i += 1; return (.whitespace, true)
             case 0x64: i += 1; return (.categories(GeneralCategory.Nd.bit), false)
             case 0x44: i += 1; return (.categories(GeneralCategory.Nd.bit), true)
-            case 0x77: i += 1; return (.categories(GeneralCategory.onigWord), false)
-            case 0x57: i += 1; return (.categories(GeneralCategory.onigWord), true)
+            case 0x77: i += 1; return (.set(BacktrackingRegex.wordSet), false)
+            case 0x57: i += 1; return (.set(BacktrackingRegex.wordSet), true)
             case 0x68, 0x48: // Ruby syntax: \h is a hex digit
                 i += 1
                 let set = CharSet(items: [(.range(0x30, 0x39), false), (.range(0x41, 0x46), false), (.range(0x61, 0x66), false)])

@@ -13,8 +13,9 @@ enum GeneralCategory: UInt8, CaseIterable {
     static let symbols: UInt32 = Sm.bit | Sc.bit | Sk.bit | So.bit
     static let separators: UInt32 = Zs.bit | Zl.bit | Zp.bit
     static let others: UInt32 = Cc.bit | Cf.bit | Cs.bit | Co.bit | Cn.bit
-    /// Oniguruma's `\w` for Unicode text: letters, marks, decimal digits and connector punctuation.
-    static let onigWord: UInt32 = letters | marks | Nd.bit | Pc.bit
+    /// Oniguruma's `\w` for Unicode text by category: letters, letter numbers, marks, decimal digits and
+    /// connector punctuation (the regex adds Join_Control).
+    static let onigWord: UInt32 = letters | Nl.bit | marks | Nd.bit | Pc.bit
 
     /// The category mask a `\p{…}` name denotes (short and long names, as Oniguruma accepts them), or nil.
     static func mask(named raw: String) -> UInt32? {
