@@ -54,7 +54,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// Every tensor in the file, by name.
     public let tensors: [String: SafetensorsTensorInfo]
 
-    private let bytes: FileBytes
+    private let bytes: MappedFile
     private let dataStart: Int
 
     /// Tensor names in sorted order.
@@ -63,7 +63,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// Opens and validates the safetensors file at `path`; throws a `LoRAError` naming the file on any problem.
     public init(path: String) throws {
         self.path = path
-        let bytes = try FileBytes(path: path)
+        let bytes = try MappedFile(path: path, kind: "safetensors file")
         self.bytes = bytes
         let fileSize = bytes.count
 
@@ -274,63 +274,6 @@ private func jsonInteger(_ value: Any) -> Int? {
     switch String(cString: number.objCType) {
     case "c", "C", "B", "f", "d": return nil
     default: return number as? Int
-    }
-}
-
-/// The bytes of a file: memory-mapped read-only when possible, otherwise read into an allocation.
-private final class FileBytes {
-    let base: UnsafeRawPointer
-    let count: Int
-    private let isMapped: Bool
-
-    init(path: String) throws {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else {
-            throw LoRAError("Cannot open safetensors file \(path): \(String(cString: strerror(errno))).")
-        }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            throw LoRAError("Cannot read the size of safetensors file \(path): \(String(cString: strerror(errno))).")
-        }
-        guard (info.st_mode & S_IFMT) == S_IFREG else {
-            throw LoRAError("Safetensors path \(path) is not a regular file.")
-        }
-        let size = Int(info.st_size)
-
-        if size > 0, let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED {
-            base = UnsafeRawPointer(mapped)
-            count = size
-            isMapped = true
-            return
-        }
-
-        // Fallback: read the whole file into memory.
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: 16)
-        var filled = 0
-        while filled < size {
-            let n = read(fd, buffer + filled, size - filled)
-            if n > 0 {
-                filled += n
-            } else if n == 0 {
-                break  // the file shrank while we read it
-            } else if errno != EINTR {
-                let reason = String(cString: strerror(errno))
-                buffer.deallocate()
-                throw LoRAError("Cannot read safetensors file \(path): \(reason).")
-            }
-        }
-        base = UnsafeRawPointer(buffer)
-        count = filled
-        isMapped = false
-    }
-
-    deinit {
-        if isMapped {
-            munmap(UnsafeMutableRawPointer(mutating: base), count)
-        } else {
-            UnsafeMutableRawPointer(mutating: base).deallocate()
-        }
     }
 }
 
