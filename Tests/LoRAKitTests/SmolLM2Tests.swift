@@ -82,7 +82,19 @@ extension SmolLM2Tests {
         XCTAssertEqual(config["model_type"] as? String, "llama")
         XCTAssertEqual(config["tie_word_embeddings"] as? Bool, true)
         let expected = (try reference["loss"] as! NSNumber).doubleValue
-        XCTAssertEqual(try LlamaModel.load(folder: out).loss(batch).loss, expected, accuracy: 1e-4 * expected)
+        let converted = try LlamaModel.load(folder: out)
+        XCTAssertEqual(try converted.loss(batch).loss, expected, accuracy: 1e-4 * expected)
+
+        // An adapter made on the GGUF base (PEFT names, q/k in Hugging Face's order) applies unchanged
+        // to the converted Hugging Face folder.
+        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, targetModules: .allLinear), seed: 5)
+        var random = SeededRandom(seed: 6)
+        for (_, lora) in adapter.modules { for i in 0..<lora.b.value.count { lora.b.value[i] = random.uniform(-0.05, 0.05) } }
+        let adapted = try model.loss(batch).loss
+        XCTAssertGreaterThan(abs(adapted - expected), 1e-3, "the adapter changes the loss")
+        try adapter.save(to: out + "-adapter")
+        _ = try LoRAAdapter.load(from: out + "-adapter", into: converted)
+        XCTAssertEqual(try converted.loss(batch).loss, adapted, accuracy: 1e-5 * adapted)
     }
 }
 
