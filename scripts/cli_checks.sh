@@ -57,6 +57,10 @@ if "$lora" tokenize --model smollm2-135m --json "Hello, world" >"$tmp/tok" 2>"$t
     if [ "$(cat "$tmp/gen")" = "$(printf ' Paris.\n\nThe answer is: 2018-01-22 ')" ]; then ok "generate (greedy) prints transformers' text"; else bad "generate: $(cat "$tmp/gen")"; fi
     grep -q "tokens/s" "$tmp/err" && ok "generate reports tokens/s: $(cat "$tmp/err")" || bad "generate report: $(cat "$tmp/err")"
     "$lora" generate --model smollm2-135m --prompt "Count: one, two, three," --max-tokens 30 --stop "five" >"$tmp/gen" 2>/dev/null
+    if "$lora" eval --model smollm2-135m --data Tests/LoRAKitTests/Fixtures/smollm2/eval.jsonl --json >"$tmp/eval" 2>"$tmp/err" \
+        && grep -q '"tokens":47' "$tmp/eval"; then ok "eval --json: $(cat "$tmp/eval")"; else bad "eval: $(cat "$tmp/eval" "$tmp/err")"; fi
+    printf '{"text": "fine"}\n{"text": 5}\n' >"$tmp/bad.jsonl"
+    expect_error "malformed data row" "bad.jsonl:2" eval --model smollm2-135m --data "$tmp/bad.jsonl"
     grep -q "five" "$tmp/gen" && bad "stop string printed: $(cat "$tmp/gen")" || ok "stop string ends the output before it: $(cat "$tmp/gen" | tr '\n' ' ')"
 fi
 

@@ -114,3 +114,21 @@ extension SmolLM2Tests {
         XCTAssertEqual(tokenizer.encode(sample, addSpecialTokens: true), json.encode(sample, addSpecialTokens: true))
     }
 }
+
+extension SmolLM2Tests {
+    /// `lora eval`'s rule on {"text"} rows, against transformers (scripts/make_eval_reference.py).
+    func testEvalLossEqualsTransformers() throws {
+        let model = try model()
+        let tokenizer = try Tokenizer.load(gguf: GGUFFile(path: Self.modelPath))
+        let set = try DataSet(path: fixturesPath + "/smollm2/eval.jsonl", tokenizer: tokenizer)
+        var total = 0.0, count = 0
+        for batch in set.batches(size: 2, padId: 2) {
+            let (loss, n) = try model.loss(batch)
+            total += loss * Double(n); count += n
+        }
+        let ref = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fixturesPath + "/smollm2/eval_reference.json"))) as! [String: Any]
+        let expected = (ref["loss"] as! NSNumber).doubleValue
+        XCTAssertEqual(count, (ref["tokens"] as! NSNumber).intValue)
+        XCTAssertEqual(total / Double(count), expected, accuracy: 1e-4 * expected)
+    }
+}
