@@ -59,6 +59,27 @@ if "$lora" tokenize --model smollm2-135m --json "Hello, world" >"$tmp/tok" 2>"$t
     "$lora" generate --model smollm2-135m --prompt "Count: one, two, three," --max-tokens 30 --stop "five" >"$tmp/gen" 2>/dev/null
     if "$lora" eval --model smollm2-135m --data Tests/LoRAKitTests/Fixtures/smollm2/eval.jsonl --json >"$tmp/eval" 2>"$tmp/err" \
         && grep -q '"tokens":47' "$tmp/eval"; then ok "eval --json: $(cat "$tmp/eval")"; else bad "eval: $(cat "$tmp/eval" "$tmp/err")"; fi
+    # A short fine-tune that must lower the validation loss, then eval and generate with its adapter.
+    mkdir -p "$tmp/data"
+    for pair in "2 3" "4 5" "1 7" "6 2" "3 3" "8 1"; do
+        set -- $pair
+        printf '{"messages": [{"role": "user", "content": "What is %s plus %s?"}, {"role": "assistant", "content": "%s plus %s is %s."}]}\n' $1 $2 $1 $2 $(($1 + $2))
+    done >"$tmp/data/train.jsonl"
+    head -2 "$tmp/data/train.jsonl" >"$tmp/data/valid.jsonl"
+    before=$("$lora" eval --model smollm2-135m --data "$tmp/data" --split valid --mask-prompt --json 2>/dev/null)
+    if "$lora" train --model smollm2-135m --data "$tmp/data" --adapter-path "$tmp/adapter" --iters 4 --batch-size 3 \
+            --learning-rate 2e-3 --mask-prompt --steps-per-report 2 --metrics-file "$tmp/metrics.jsonl" >"$tmp/train" 2>&1 \
+        && [ -f "$tmp/adapter/adapter_model.safetensors" ] && [ "$(wc -l <"$tmp/metrics.jsonl")" -eq 2 ]; then
+        after=$("$lora" eval --model smollm2-135m --data "$tmp/data" --split valid --mask-prompt --adapter-path "$tmp/adapter" --json 2>/dev/null)
+        if python3 -c "import json,sys; b=json.loads(sys.argv[1])['loss']; a=json.loads(sys.argv[2])['loss']; sys.exit(0 if a < 0.5 * b else 1)" "$before" "$after"; then
+            ok "train lowers the validation loss: before $before, after $after"
+        else
+            bad "train did not lower the validation loss: before $before, after $after"
+        fi
+    else
+        bad "train: $(cat "$tmp/train")"
+    fi
+    expect_error "bad schedule" "lr-schedule" train --model smollm2-135m --data "$tmp/data" --lr-schedule step
     printf '{"text": "fine"}\n{"text": 5}\n' >"$tmp/bad.jsonl"
     expect_error "malformed data row" "bad.jsonl:2" eval --model smollm2-135m --data "$tmp/bad.jsonl"
     grep -q "five" "$tmp/gen" && bad "stop string printed: $(cat "$tmp/gen")" || ok "stop string ends the output before it: $(cat "$tmp/gen" | tr '\n' ' ')"

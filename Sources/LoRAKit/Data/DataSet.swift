@@ -122,6 +122,21 @@ public struct DataSet: Sendable {
         }
     }
 
+    private init(format: Format, examples: [Example], truncated: Int) {
+        self.format = format
+        self.examples = examples
+        self.truncated = truncated
+    }
+
+    /// The same examples in a seeded random order (Fisher–Yates), for one epoch of training.
+    public static func shuffled(_ set: DataSet, using random: inout SeededRandom) -> DataSet {
+        var e = set.examples
+        if e.count > 1 {
+            for i in stride(from: e.count - 1, to: 0, by: -1) { e.swapAt(i, Int(random.next() % UInt64(i + 1))) }
+        }
+        return DataSet(format: set.format, examples: e, truncated: set.truncated)
+    }
+
     /// Batches of `batchSize` examples in order, right-padded to the longest; padding and
     /// non-target positions never contribute to the loss.
     public func batches(size batchSize: Int, padId: Int32) -> [Batch] {
