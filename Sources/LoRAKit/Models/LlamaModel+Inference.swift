@@ -62,13 +62,7 @@ extension LlamaModel {
                     let kb = keys + (h / group) * hd, vb = values + (h / group) * hd
                     Gemm.sgemm(transA: false, transB: true, m: n, n: total, k: hd, alpha: scale,
                                a: q + h * hd, lda: qd, b: kb, ldb: kvd, beta: 0, c: s, ldc: total)
-                    for i in 0..<n {
-                        let row = s + i * total, valid = p0 + i + 1
-                        let mx = rowMax(row, count: valid)
-                        let sum = expShiftedSum(row, count: valid, shift: mx)
-                        scaleRow(row, count: valid, by: 1 / sum)
-                        (row + valid).update(repeating: 0, count: total - valid)
-                    }
+                    for i in 0..<n { _ = causalSoftmaxRow(s + i * total, valid: p0 + i + 1, count: total) }
                     Gemm.sgemm(transA: false, transB: false, m: n, n: hd, k: total, alpha: 1,
                                a: s, lda: total, b: vb, ldb: kvd, beta: 0, c: out + h * hd, ldc: qd)
                 }

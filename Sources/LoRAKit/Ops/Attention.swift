@@ -51,12 +51,7 @@ public struct CausalAttention: Sendable {
             Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
                        a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: s, ldc: keys)
             for i in 0..<rows {
-                let row = s + i * keys, valid = r0 + i + 1
-                let mx = rowMax(row, count: valid)
-                let sum = expShiftedSum(row, count: valid, shift: mx)
-                scaleRow(row, count: valid, by: 1 / sum)
-                (row + valid).update(repeating: 0, count: keys - valid)
-                lseb[r0 + i] = mx + log(sum)
+                lseb[r0 + i] = causalSoftmaxRow(s + i * keys, valid: r0 + i + 1, count: keys)
             }
             Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: 1,
                        a: s, lda: keys, b: vb, ldb: kvd, beta: 0, c: ob + r0 * qd, ldc: qd)

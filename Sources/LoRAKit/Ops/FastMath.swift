@@ -1,3 +1,5 @@
+import Foundation
+
 /// Vectorized exp for the softmax, cross-entropy and SiLU loops, where libm's scalar expf was a
 /// sixth of a training step. exp(x) = 2ⁿ · exp(r) with n = round(x / ln 2) and |r| ≤ ln2 / 2; exp(r)
 /// from a degree-7 Taylor polynomial (truncation below 1e-8 relative) and ln 2 split in two parts
@@ -74,4 +76,15 @@ func scaleRow(_ row: UnsafeMutablePointer<Float>, count: Int, by scale: Float) {
         i += 8
     }
     while i < count { row[i] *= scale; i += 1 }
+}
+
+/// Softmax in place over row[0..<valid] (the keys a causal query may see), zeros over
+/// row[valid..<count]; returns the log-sum-exp of the valid part.
+@inline(__always)
+func causalSoftmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, count: Int) -> Float {
+    let mx = rowMax(row, count: valid)
+    let sum = expShiftedSum(row, count: valid, shift: mx)
+    scaleRow(row, count: valid, by: 1 / sum)
+    (row + valid).update(repeating: 0, count: count - valid)
+    return mx + log(sum)
 }
