@@ -10,6 +10,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         .target(
@@ -18,7 +19,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "lora",
-            dependencies: ["LoRAKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["LoRAKit", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(
             name: "MLPClassifier",

@@ -7,129 +7,176 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Fine-tune a LoRA adapter on a data set and save it in PEFT's format.",
         discussion: """
-            --data is a folder with train.jsonl (and valid.jsonl for --steps-per-eval) or one .jsonl file; rows \
-            {"text"}, {"prompt","completion"} or {"messages"}. Adapter settings use PEFT's names and meaning.
+            --data is a folder with train.jsonl (and optionally valid.jsonl) or one .jsonl file; rows {"text"}, \
+            {"prompt","completion"} or {"messages"}. Adapter settings use PEFT's names and meaning. Any option can \
+            also be set in a YAML file given with -c/--config (keys are the option names, e.g. batch_size: 8); \
+            options on the command line win. The adapter folder also receives checkpoint.safetensors (what \
+            --resume continues from) and loss.svg.
             """)
 
-    @Option(help: "A Hugging Face folder, a .gguf file, or smollm2-135m.") var model: String
-    @Option(help: "A data folder (train.jsonl, valid.jsonl) or a .jsonl file.") var data: String
-    @Option(help: "Where the adapter is written.") var adapterPath = "adapters"
-    @Option(help: "Optimizer steps.") var iters = 100
-    @Option(help: "Sequences per micro-batch.") var batchSize = 4
-    @Option(help: "Micro-batches per optimizer step.") var gradAccumulationSteps = 1
-    @Option(help: "Peak learning rate.") var learningRate: Float = 1e-4
-    @Option(help: "constant, linear or cosine.") var lrSchedule = "constant"
-    @Option(help: "Warmup steps.") var warmup = 0
-    @Option(help: "Clip the global gradient norm to this (0: off).") var maxGradNorm: Float = 1
-    @Option(help: "Longer rows are cut to this many tokens.") var maxSeqLength = 2048
-    @Option(help: "Seed for the adapter's initialization, dropout and data order.") var seed: UInt64 = 0
-    @Option(help: "Print a report every N steps.") var stepsPerReport = 10
-    @Option(help: "Evaluate on the validation split every N steps (0: never).") var stepsPerEval = 0
-    @Option(help: "Validation batches per evaluation (0: all).") var valBatches = 0
-    @Option(help: "Adapt only the last N blocks (0: all).") var numLayers = 0
-    @Option(help: "LoRA rank r.") var rank = 8
-    @Option(help: "LoRA alpha.") var alpha: Float = 16
-    @Option(help: "Dropout on the adapter's input.") var dropout: Float = 0
-    @Option(help: "Comma-separated module names, or all-linear.") var targets = "all-linear"
-    @Flag(help: "Scale by alpha/√r (rsLoRA) instead of alpha/r.") var useRslora = false
-
-    @Option(name: .customLong("init"), help: "kaiming (PEFT's default), gaussian or none.") var initialization = "kaiming"
-    @Flag(help: "Train on completion / assistant tokens only.") var maskPrompt = false
+    @Option(name: [.short, .customLong("config")], help: "A YAML file of settings (keys: the long option names).") var config: String?
+    @Option(help: "A Hugging Face folder, a .gguf file, or smollm2-135m.") var model: String?
+    @Option(help: "A data folder (train.jsonl, valid.jsonl) or a .jsonl file.") var data: String?
+    @Option(help: "Where the adapter and checkpoints are written (default: adapters).") var adapterPath: String?
+    @Option(help: "Optimizer steps (default: 100).") var iters: Int?
+    @Option(help: "Passes over the training set, instead of --iters.") var epochs: Int?
+    @Option(help: "Sequences per micro-batch (default: 4).") var batchSize: Int?
+    @Option(help: "Micro-batches per optimizer step (default: 1).") var gradAccumulationSteps: Int?
+    @Option(help: "Peak learning rate (default: 1e-4).") var learningRate: Float?
+    @Option(help: "constant, linear or cosine (default: constant).") var lrSchedule: String?
+    @Option(help: "Warmup steps (default: 0).") var warmup: Int?
+    @Option(help: "Clip the global gradient norm to this, 0: off (default: 1).") var maxGradNorm: Float?
+    @Option(help: "AdamW's decoupled weight decay (default: 0).") var weightDecay: Float?
+    @Option(help: "Longer rows are cut to this many tokens (default: 2048).") var maxSeqLength: Int?
+    @Option(help: "Seed for the adapter's initialization, dropout and data order (default: 0).") var seed: Int?
+    @Option(help: "Report every N steps (default: 10).") var stepsPerReport: Int?
+    @Option(help: "Also evaluate the validation split every N steps; it is always evaluated before the first and after the last step (default: 0).")
+    var stepsPerEval: Int?
+    @Option(help: "Validation batches per evaluation, 0: all (default: 0).") var valBatches: Int?
+    @Option(help: "Write a checkpoint every N steps, 0: only at the end (default: 0).") var saveEvery: Int?
+    @Flag(inversion: .prefixedNo, help: "Continue from the checkpoint in --adapter-path.") var resume: Bool?
+    @Flag(inversion: .prefixedNo, help: "Recompute each block's activations in the backward pass: less memory, about a third more time.")
+    var gradCheckpoint: Bool?
+    @Option(help: "Adapt only the last N blocks, 0: all (default: 0).") var numLayers: Int?
+    @Option(help: "LoRA rank r (default: 8).") var rank: Int?
+    @Option(help: "LoRA alpha (default: 16).") var alpha: Float?
+    @Option(help: "Dropout on the adapter's input (default: 0).") var dropout: Float?
+    @Option(help: "Comma-separated module names, or all-linear (default: all-linear).") var targets: String?
+    @Flag(inversion: .prefixedNo, help: "Scale by alpha/√r (rsLoRA) instead of alpha/r.") var useRslora: Bool?
+    @Option(name: .customLong("init"), help: "kaiming (PEFT's default), gaussian or none.") var initialization: String?
+    @Flag(inversion: .prefixedNo, help: "Train on completion / assistant tokens only.") var maskPrompt: Bool?
     @Option(help: "Append one JSON object per report to this file.") var metricsFile: String?
+
+    /// The settings a config file may hold: every long option but --config itself.
+    static let settingNames: Set<String> = [
+        "model", "data", "adapter-path", "iters", "epochs", "batch-size", "grad-accumulation-steps", "learning-rate", "lr-schedule",
+        "warmup", "max-grad-norm", "weight-decay", "max-seq-length", "seed", "steps-per-report", "steps-per-eval", "val-batches",
+        "save-every", "resume", "grad-checkpoint", "num-layers", "rank", "alpha", "dropout", "targets", "use-rslora", "init",
+        "mask-prompt", "metrics-file",
+    ]
 
     func run() throws {
         try Lora.reportingErrors { try train() }
     }
 
     private func train() throws {
-        guard iters > 0, batchSize > 0, gradAccumulationSteps > 0, maxSeqLength > 1, stepsPerReport > 0 else {
-            throw LoRAError("--iters, --batch-size, --grad-accumulation-steps and --steps-per-report must be positive")
+        let file = try config.map { try ConfigFile(path: $0, allowedKeys: Self.settingNames) } ?? ConfigFile()
+        func positive(_ flag: Int?, _ key: String, _ fallback: Int, minimum: Int = 1) throws -> Int {
+            let v = try flag ?? file.int(key) ?? fallback
+            guard v >= minimum else { throw LoRAError("--\(key) must be at least \(minimum) (got \(v))") }
+            return v
         }
-        guard let schedule = LRSchedule(rawValue: lrSchedule) else { throw LoRAError("--lr-schedule must be constant, linear or cosine") }
-        let loraInit: LoRAInit
-        switch initialization {
-        case "kaiming", "true": loraInit = .kaiming
-        case "gaussian": loraInit = .gaussian
-        case "none", "false": loraInit = .none
-        default: throw LoRAError("--init must be kaiming, gaussian or none (got \(initialization))")
+        guard let model = try model ?? file.string("model") else { throw LoRAError("--model is required (or model: in the config file)") }
+        guard let data = try data ?? file.string("data") else { throw LoRAError("--data is required (or data: in the config file)") }
+        let adapterPath = try adapterPath ?? file.string("adapter-path") ?? "adapters"
+        var settings = TrainingSettings()
+        settings.batchSize = try positive(batchSize, "batch-size", 4)
+        settings.gradAccumulationSteps = try positive(gradAccumulationSteps, "grad-accumulation-steps", 1)
+        settings.learningRate = try learningRate ?? file.float("learning-rate") ?? 1e-4
+        guard settings.learningRate > 0, settings.learningRate.isFinite else { throw LoRAError("--learning-rate must be above 0") }
+        let scheduleName = try lrSchedule ?? file.string("lr-schedule") ?? "constant"
+        guard let schedule = LRSchedule(rawValue: scheduleName) else {
+            throw LoRAError("--lr-schedule must be constant, linear or cosine (got \(scheduleName))")
         }
+        settings.schedule = schedule
+        settings.warmup = try positive(warmup, "warmup", 0, minimum: 0)
+        let clip = try maxGradNorm ?? file.float("max-grad-norm") ?? 1
+        guard clip >= 0 else { throw LoRAError("--max-grad-norm must be 0 (off) or positive") }
+        settings.maxGradNorm = clip > 0 ? clip : nil
+        settings.weightDecay = try weightDecay ?? file.float("weight-decay") ?? 0
+        guard settings.weightDecay >= 0 else { throw LoRAError("--weight-decay must not be negative") }
+        settings.seed = UInt64(try positive(seed, "seed", 0, minimum: 0))
+        settings.stepsPerReport = try positive(stepsPerReport, "steps-per-report", 10)
+        settings.stepsPerEval = try positive(stepsPerEval, "steps-per-eval", 0, minimum: 0)
+        let valBatches = try positive(self.valBatches, "val-batches", 0, minimum: 0)
+        settings.validationBatches = valBatches > 0 ? valBatches : nil
+        settings.saveEvery = try positive(saveEvery, "save-every", 0, minimum: 0)
+        let maxSeqLength = try positive(self.maxSeqLength, "max-seq-length", 2048, minimum: 2)
+        let resume = try self.resume ?? file.bool("resume") ?? false
+        let maskPrompt = try self.maskPrompt ?? file.bool("mask-prompt") ?? false
+        let metricsFile = try metricsFile ?? file.string("metrics-file")
+
+        var adapterConfig = LoRAConfig(r: try positive(rank, "rank", 8), loraAlpha: try alpha ?? file.float("alpha") ?? 16,
+                                       loraDropout: try dropout ?? file.float("dropout") ?? 0,
+                                       targetModules: TargetModules(commaSeparated: try targets ?? file.string("targets") ?? "all-linear"),
+                                       useRSLoRA: try useRslora ?? file.bool("use-rslora") ?? false)
+        guard (0..<1).contains(adapterConfig.loraDropout) else { throw LoRAError("--dropout must be in [0, 1)") }
+        let initName = try initialization ?? file.string("init") ?? "kaiming"
+        switch initName {
+        case "kaiming", "true": adapterConfig.initialization = .kaiming
+        case "gaussian": adapterConfig.initialization = .gaussian
+        case "none", "false": adapterConfig.initialization = .none
+        default: throw LoRAError("--init must be kaiming, gaussian or none (got \(initName))")
+        }
+        let numLayers = try positive(self.numLayers, "num-layers", 0, minimum: 0)
+        let epochs = try epochs ?? file.int("epochs"), iters = try iters ?? file.int("iters")
+        if epochs != nil && iters != nil { throw LoRAError("give --iters or --epochs, not both") }
+        if let epochs, epochs < 1 { throw LoRAError("--epochs must be at least 1 (got \(epochs))") }
+        if let iters, iters < 1 { throw LoRAError("--iters must be at least 1 (got \(iters))") }
+
+        // Everything checked: now the expensive part.
         let tokenizer = try ModelLocation.tokenizer(model)
         let base = try ModelLocation.load(model)
-        let trainSet = try DataSet(path: DataSet.path(data, split: "train"), tokenizer: tokenizer, maskPrompt: maskPrompt,
-                                   maxSequenceLength: maxSeqLength)
+        let gradientCheckpointing = try gradCheckpoint ?? file.bool("grad-checkpoint") ?? false  // GC-WIRE
+        let trainPath = DataSet.path(data, split: "train")
+        let trainSet = try DataSet(path: trainPath, tokenizer: tokenizer, maskPrompt: maskPrompt, maxSequenceLength: maxSeqLength)
         let validPath = DataSet.path(data, split: "valid")
-        let validSet = stepsPerEval > 0 && FileManager.default.fileExists(atPath: validPath) && validPath != DataSet.path(data, split: "train")
+        let validSet = validPath != trainPath && FileManager.default.fileExists(atPath: validPath)
             ? try DataSet(path: validPath, tokenizer: tokenizer, maskPrompt: maskPrompt, maxSequenceLength: maxSeqLength) : nil
-        if trainSet.truncated > 0 { print("note: \(trainSet.truncated) training rows were cut to \(maxSeqLength) tokens") }
+        settings.iterations = epochs.map {
+            TrainingLoop.iterations(epochs: $0, examples: trainSet.examples.count, batchSize: settings.batchSize,
+                                    gradAccumulationSteps: settings.gradAccumulationSteps)
+        } ?? iters ?? 100
+        let display = ProgressDisplay()
+        var line = "train: \(trainSet.examples.count) examples, \(trainSet.targetCount) target tokens"
+        if trainSet.truncated > 0 { line += " (\(trainSet.truncated) rows cut to \(maxSeqLength) tokens)" }
+        if let validSet { line += "; valid: \(validSet.examples.count) examples" }
+        display.printAbove(line)
 
-        var config = LoRAConfig(r: rank, loraAlpha: alpha, loraDropout: dropout, targetModules: TargetModules(commaSeparated: targets),
-                                useRSLoRA: useRslora, initialization: loraInit)
         if numLayers > 0 {
             let n = base.config.numLayers
-            config.layersToTransform = Array(max(0, n - numLayers)..<n)
+            adapterConfig.layersToTransform = Array(max(0, n - numLayers)..<n)
         }
-        config.baseModelNameOrPath = model
-        let adapter = try LoRAAdapter.attach(to: base, config: config, seed: seed)
+        adapterConfig.baseModelNameOrPath = model
+        let adapter = try LoRAAdapter.attach(to: base, config: adapterConfig, seed: settings.seed)
         let all = base.config.parameterCount + adapter.parameterCount
-        print(String(format: "trainable params: %d || all params: %d || trainable%%: %.4f",
-                     adapter.parameterCount, all, 100 * Double(adapter.parameterCount) / Double(all)))
+        display.printAbove(String(format: "trainable params: %d || all params: %d || trainable%%: %.4f",
+                                  adapter.parameterCount, all, 100 * Double(adapter.parameterCount) / Double(all)))
 
         let pad = Int32(tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
-        var order = SeededRandom(seed: seed &+ 1)
-        var batches: [Batch] = []
-        func nextBatch() -> Batch {
-            if batches.isEmpty {
-                let shuffled = DataSet.shuffled(trainSet, using: &order)
-                batches = shuffled.batches(size: batchSize, padId: pad).reversed()
-            }
-            return batches.removeLast()
+        let loop = try TrainingLoop(model: base, adapter: adapter, trainingSet: trainSet, validationSet: validSet,
+                                    settings: settings, padId: pad)
+        if resume {
+            try loop.resume(from: adapterPath)
+            display.printAbove("resuming at step \(loop.step) of \(settings.iterations)")
+        } else if let before = try loop.validate() {
+            display.printAbove(String(format: "validation loss before training: %.4f", before))
         }
-        let trainer = Trainer(model: base, optimizer: AdamW(parameters: adapter.parameters, learningRate: learningRate),
-                              schedule: schedule, warmupSteps: warmup, totalSteps: iters,
-                              maxGradNorm: maxGradNorm > 0 ? maxGradNorm : nil)
-        let start = DispatchTime.now().uptimeNanoseconds
-        var windowLoss = 0.0, windowSteps = 0, windowTokens = 0, trainedTokens = 0
-        var windowStart = start
-        for step in 1...iters {
-            let r = try trainer.step((0..<gradAccumulationSteps).map { _ in nextBatch() })
-            windowLoss += r.loss; windowSteps += 1; windowTokens += r.tokens; trainedTokens += r.tokens
-            if step % stepsPerReport == 0 || step == iters {
-                let now = DispatchTime.now().uptimeNanoseconds
-                let seconds = Double(now - windowStart) / 1e9
-                var metrics: [String: Any] = ["step": step, "loss": windowLoss / Double(windowSteps), "learning_rate": r.learningRate,
-                                              "tokens_per_second": Double(windowTokens) / seconds, "trained_tokens": trainedTokens,
+        let summary = try loop.run(folder: adapterPath) { p in
+            display.show(p)
+            if let metricsFile, let r = p.report {
+                var metrics: [String: Any] = ["step": p.step, "loss": r.loss, "learning_rate": p.learningRate,
+                                              "tokens_per_second": r.tokensPerSecond, "trained_tokens": p.trainedTokens,
                                               "peak_memory_mb": peakResidentMB()]
-                var line = String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  %.0f MB", step, iters,
-                                  windowLoss / Double(windowSteps), r.learningRate, Double(windowTokens) / seconds, peakResidentMB())
-                if let validSet, step % stepsPerEval == 0 || step == iters {
-                    let v = try evaluate(base, validSet, pad: pad)
-                    metrics["val_loss"] = v
-                    line += String(format: "  val_loss %.4f", v)
-                }
-                print(line)
-                fflush(nil)
-                if let metricsFile { try appendJSONLine(metrics, to: metricsFile) }
-                windowLoss = 0; windowSteps = 0; windowTokens = 0; windowStart = now
+                if let v = r.validationLoss { metrics["val_loss"] = v }
+                try appendJSONLine(metrics, to: metricsFile)
             }
         }
-        try adapter.save(to: adapterPath)
-        let total = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        print(String(format: "trained %d steps, %d tokens in %.1f s; adapter saved to %@", iters, trainedTokens, total, adapterPath))
-    }
-
-    private func evaluate(_ model: LlamaModel, _ set: DataSet, pad: Int32) throws -> Double {
-        var total = 0.0, count = 0
-        for (i, batch) in set.batches(size: batchSize, padId: pad).enumerated() where valBatches == 0 || i < valBatches {
-            let (loss, n) = try model.loss(batch)
-            total += loss * Double(n); count += n
+        print(String(format: "trained %d steps, %d target tokens in %@ (%.0f tok/s), peak memory %.0f MB", summary.steps,
+                     summary.trainedTokens, ProgressDisplay.duration(summary.seconds), Double(summary.trainedTokens) / summary.seconds,
+                     peakResidentMB()))
+        let validation = summary.history.validation
+        if let first = validation.first, let last = validation.last, let best = summary.history.bestValidation {
+            print(String(format: "validation loss %.4f at step %d → %.4f at step %d (best %.4f at step %d)",
+                         first.loss, first.step, last.loss, last.step, best.loss, best.step))
         }
-        return count == 0 ? 0 : total / Double(count)
+        print("adapter saved to \(adapterPath); loss curve \(adapterPath)/loss.svg")
     }
 
     private func appendJSONLine(_ object: [String: Any], to path: String) throws {
         var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         data.append(0x0A)
-        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         guard let handle = FileHandle(forWritingAtPath: path) else { throw LoRAError("cannot write metrics file \(path)") }
         defer { try? handle.close() }
         handle.seekToEndOfFile()

@@ -17,6 +17,9 @@ public struct DataSet: Sendable {
     /// Rows longer than the maximum sequence length, cut to it.
     public let truncated: Int
 
+    /// Tokens the loss is computed on, over all examples.
+    public var targetCount: Int { examples.reduce(0) { $0 + $1.isTarget.lazy.filter { $0 }.count } }
+
     /// A data folder's split ("train", "valid", "test" → NAME.jsonl), or a single .jsonl file.
     public static func path(_ data: String, split: String) -> String {
         var isDir: ObjCBool = false

@@ -31,6 +31,12 @@ public final class Trainer: @unchecked Sendable {
         self.maxGradNorm = maxGradNorm
     }
 
+    /// Continues a run from a checkpoint taken after `step` steps (the optimizer's moments are restored by the caller).
+    public func restore(step: Int) {
+        self.step = step
+        optimizer.restore(step: step)
+    }
+
     /// Accumulates the mean of the micro-batches' gradients (each micro-batch's loss is its own mean
     /// over targets, as in PyTorch loops that divide by the accumulation count), then updates.
     public func step(_ microBatches: [Batch]) throws -> StepResult {

@@ -1,0 +1,172 @@
+import Foundation
+
+/// Where a run stands after a step, for progress displays and metrics.
+public struct TrainingProgress: Sendable {
+    public let step: Int
+    public let totalSteps: Int
+    /// This step's mean loss over its target tokens.
+    public let loss: Double
+    public let learningRate: Float
+    public let gradNorm: Float
+    /// Target tokens trained so far, in this and earlier sessions of the run.
+    public let trainedTokens: Int
+    /// Training time so far, in this and earlier sessions.
+    public let seconds: Double
+    /// Target tokens per second and the estimated time left, from this session's steps.
+    public let tokensPerSecond: Double
+    public let secondsLeft: Double
+    /// Set every `stepsPerReport` steps and at the last step.
+    public let report: Report?
+    /// Whether a checkpoint was written after this step.
+    public let savedCheckpoint: Bool
+
+    public struct Report: Sendable {
+        /// Mean training loss and target tokens per second since the previous report.
+        public let loss: Double
+        public let tokensPerSecond: Double
+        /// Set when the validation set was evaluated at this step.
+        public let validationLoss: Double?
+    }
+}
+
+/// What a finished run did.
+public struct TrainingSummary: Sendable {
+    public let steps: Int
+    public let trainedTokens: Int
+    public let seconds: Double
+    public let history: TrainingHistory
+}
+
+/// A LoRA fine-tuning run: batches from a seeded stream, `Trainer` steps, periodic reports and
+/// validation, and checkpoints from which `resume` continues bit for bit. Writes the adapter (PEFT
+/// files), `checkpoint.safetensors` and `loss.svg` into its folder.
+public final class TrainingLoop: @unchecked Sendable {
+    public let model: LlamaModel
+    public let adapter: LoRAAdapter
+    public let settings: TrainingSettings
+    public let validationSet: DataSet?
+    public private(set) var history = TrainingHistory()
+    public private(set) var trainedTokens = 0
+    private var stream: BatchStream
+    private let trainer: Trainer
+    private let dataFingerprint: UInt64
+    private var secondsBefore = 0.0  // training time of earlier sessions
+
+    public var step: Int { trainer.step }
+
+    public init(model: LlamaModel, adapter: LoRAAdapter, trainingSet: DataSet, validationSet: DataSet? = nil,
+                settings: TrainingSettings, padId: Int32) throws {
+        guard settings.iterations > 0, settings.batchSize > 0, settings.gradAccumulationSteps > 0, settings.stepsPerReport > 0,
+              settings.stepsPerEval >= 0, settings.saveEvery >= 0, settings.warmup >= 0, settings.learningRate > 0 else {
+            throw LoRAError("iterations, batch size, accumulation steps and steps per report must be positive; the learning rate above 0")
+        }
+        guard !trainingSet.examples.isEmpty else { throw LoRAError("the training set has no examples") }
+        self.model = model
+        self.adapter = adapter
+        self.settings = settings
+        self.validationSet = validationSet
+        stream = BatchStream(set: trainingSet, batchSize: settings.batchSize, padId: padId, seed: settings.seed &+ 1)
+        let optimizer = AdamW(parameters: adapter.parameters, learningRate: settings.learningRate, weightDecay: settings.weightDecay)
+        trainer = Trainer(model: model, optimizer: optimizer, schedule: settings.schedule, warmupSteps: settings.warmup,
+                          totalSteps: settings.iterations, maxGradNorm: settings.maxGradNorm)
+        dataFingerprint = TrainingCheckpoint.fingerprint(trainingSet)
+    }
+
+    /// Optimizer steps for `epochs` passes over `examples` examples.
+    public static func iterations(epochs: Int, examples: Int, batchSize: Int, gradAccumulationSteps: Int) -> Int {
+        let batches = (examples + batchSize - 1) / batchSize
+        return (epochs * batches + gradAccumulationSteps - 1) / gradAccumulationSteps
+    }
+
+    /// Restores the checkpoint in `folder`: adapter weights, optimizer moments, step, data position,
+    /// dropout generators and history. The run's settings must match the checkpoint's (its length may differ).
+    public func resume(from folder: String) throws {
+        let state = try TrainingCheckpoint.load(from: folder, into: trainer.optimizer)
+        if let mismatch = state.settings.resumeMismatch(settings) {
+            throw LoRAError("the checkpoint in \(folder) was made with other settings (\(mismatch)); resume with the same ones")
+        }
+        guard state.adapterConfig == (try adapterConfigJSON()) else {
+            throw LoRAError("the checkpoint in \(folder) was made with other adapter settings (rank, alpha, dropout, targets or layers)")
+        }
+        guard state.dataFingerprint == dataFingerprint else {
+            throw LoRAError("the training data differs from the data the checkpoint in \(folder) was trained on")
+        }
+        guard state.dropoutRandom.count == adapter.modules.count else { throw LoRAError("the checkpoint in \(folder) does not fit this adapter") }
+        guard state.step < settings.iterations else {
+            throw LoRAError("the checkpoint in \(folder) is at step \(state.step), the end of a \(settings.iterations)-step run")
+        }
+        for (m, random) in zip(adapter.modules, state.dropoutRandom) { m.lora.random = random }
+        stream = BatchStream(set: stream.set, batchSize: stream.batchSize, padId: stream.padId, position: state.data)
+        trainer.restore(step: state.step)
+        history = state.history
+        trainedTokens = state.trainedTokens
+        secondsBefore = state.seconds
+    }
+
+    /// Evaluates the validation set (nil without one) and records the loss at the current step.
+    @discardableResult
+    public func validate() throws -> Double? {
+        guard let validationSet else { return nil }
+        if let last = history.validation.last, last.step == trainer.step { return last.loss }
+        let loss = try model.evaluate(validationSet, batchSize: settings.batchSize, padId: stream.padId,
+                                      maxBatches: settings.validationBatches).loss
+        history.validation.append(.init(step: trainer.step, loss: loss))
+        return loss
+    }
+
+    /// Trains until `settings.iterations` steps, calling `onStep` after each. With a folder, writes a
+    /// checkpoint every `saveEvery` steps and, at the end, the checkpoint, the adapter and `loss.svg`.
+    public func run(folder: String?, onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainingSummary {
+        if trainer.step == 0 { try validate() }  // the loss before training, for the curve and the summary
+        let sessionStart = DispatchTime.now().uptimeNanoseconds, firstStep = trainer.step
+        var windowLoss = 0.0, windowSteps = 0, windowTokens = 0, windowStart = sessionStart, sessionTokens = 0
+        func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+
+        while trainer.step < settings.iterations {
+            let batches = (0..<settings.gradAccumulationSteps).map { _ in stream.next() }
+            let result = try trainer.step(batches)
+            let step = trainer.step, last = step == settings.iterations
+            trainedTokens += result.tokens; sessionTokens += result.tokens
+            windowLoss += result.loss; windowSteps += 1; windowTokens += result.tokens
+            history.train.append(.init(step: step, loss: result.loss))
+
+            var report: TrainingProgress.Report? = nil
+            if step % settings.stepsPerReport == 0 || last {
+                let evaluate = last || (settings.stepsPerEval > 0 && step % settings.stepsPerEval == 0)
+                let validationLoss = evaluate ? try validate() : nil
+                report = .init(loss: windowLoss / Double(windowSteps), tokensPerSecond: Double(windowTokens) / seconds(since: windowStart),
+                               validationLoss: validationLoss)
+                windowLoss = 0; windowSteps = 0; windowTokens = 0; windowStart = DispatchTime.now().uptimeNanoseconds
+            }
+            let sessionSeconds = seconds(since: sessionStart)
+            let save = folder != nil && (last || (settings.saveEvery > 0 && step % settings.saveEvery == 0))
+            if let folder, save { try saveCheckpoint(to: folder, seconds: secondsBefore + sessionSeconds) }
+            let perStep = sessionSeconds / Double(step - firstStep)
+            try onStep(TrainingProgress(step: step, totalSteps: settings.iterations, loss: result.loss, learningRate: result.learningRate,
+                                        gradNorm: result.gradNorm, trainedTokens: trainedTokens, seconds: secondsBefore + sessionSeconds,
+                                        tokensPerSecond: Double(sessionTokens) / sessionSeconds,
+                                        secondsLeft: perStep * Double(settings.iterations - step), report: report, savedCheckpoint: save))
+        }
+        return TrainingSummary(steps: trainer.step, trainedTokens: trainedTokens, seconds: secondsBefore + seconds(since: sessionStart),
+                               history: history)
+    }
+
+    private func saveCheckpoint(to folder: String, seconds: Double) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let state = TrainingCheckpoint.State(step: trainer.step, settings: settings, adapterConfig: try adapterConfigJSON(),
+                                             dataFingerprint: dataFingerprint, data: stream.position,
+                                             dropoutRandom: adapter.modules.map { $0.lora.random }, trainedTokens: trainedTokens,
+                                             seconds: seconds, history: history)
+        try TrainingCheckpoint.save(state, optimizer: trainer.optimizer, to: folder)
+        try adapter.save(to: folder)
+        let svgPath = folder + "/loss.svg", temporary = svgPath + ".tmp-\(getpid())"
+        try history.svg(title: "LoRA fine-tuning loss").write(toFile: temporary, atomically: false, encoding: .utf8)
+        guard rename(temporary, svgPath) == 0 else { throw LoRAError("cannot write \(svgPath)") }
+    }
+
+    private func adapterConfigJSON() throws -> String {
+        var config = adapter.config
+        config.baseModelNameOrPath = nil
+        return String(decoding: try config.json(), as: UTF8.self)
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import LoRAKit
+import Yams
+
+/// A YAML file of command settings: a mapping whose keys are the command's long option names,
+/// with dashes or underscores (`batch_size: 8` or `batch-size: 8`). Flags given on the command
+/// line win over the file.
+struct ConfigFile {
+    let path: String
+    private let values: [String: Node]
+    /// Each setting's key as the file spells it, for error messages.
+    private let spelling: [String: String]
+
+    /// An empty configuration, for runs without a file.
+    init() { path = ""; values = [:]; spelling = [:] }
+
+    init(path: String, allowedKeys: Set<String>) throws {
+        self.path = path
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw LoRAError("cannot read config file \(path)") }
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch {
+            throw LoRAError("\(path) is not valid YAML: \(String(describing: error).split(separator: "\n").joined(separator: " "))")
+        }
+        guard let root else { values = [:]; spelling = [:]; return }
+        guard let mapping = root.mapping else { throw LoRAError("\(path) must be a mapping of setting: value") }
+        var values: [String: Node] = [:], spelling: [String: String] = [:]
+        for (key, value) in mapping {
+            guard let name = key.string?.replacingOccurrences(of: "_", with: "-") else { throw LoRAError("\(path): a key is not a string") }
+            guard allowedKeys.contains(name) else {
+                throw LoRAError("\(path): unknown setting \"\(key.string!)\" (the settings are the long option names, e.g. batch_size)")
+            }
+            values[name] = value
+            spelling[name] = key.string!
+        }
+        self.values = values
+        self.spelling = spelling
+    }
+
+    private func fail(_ key: String, _ kind: String) -> LoRAError {
+        LoRAError("\(path): \(spelling[key] ?? key) must be \(kind)")
+    }
+
+    func string(_ key: String) throws -> String? {
+        guard let node = values[key] else { return nil }
+        // A list (e.g. targets: [q_proj, v_proj]) reads as its comma-joined items.
+        if let items = node.sequence {
+            let strings = items.compactMap(\.string)
+            guard strings.count == items.count else { throw fail(key, "a string or a list of strings") }
+            return strings.joined(separator: ",")
+        }
+        guard let s = node.string, node.scalar != nil else { throw fail(key, "a string") }
+        return s
+    }
+
+    func int(_ key: String) throws -> Int? {
+        guard let node = values[key] else { return nil }
+        guard let v = node.int else { throw fail(key, "an integer") }
+        return v
+    }
+
+    func float(_ key: String) throws -> Float? {
+        guard let node = values[key] else { return nil }
+        guard let v = node.float else { throw fail(key, "a number") }
+        return Float(v)
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        guard let node = values[key] else { return nil }
+        guard let v = node.bool else { throw fail(key, "true or false") }
+        return v
+    }
+}

@@ -1,0 +1,45 @@
+import Foundation
+import LoRAKit
+
+/// Shows a training run's progress: on a terminal, a bar redrawn in place after every step with
+/// report lines printed above it; elsewhere (a file, a pipe, CI logs) only the report lines.
+struct ProgressDisplay {
+    let live: Bool
+
+    init(live: Bool = isatty(STDOUT_FILENO) != 0) { self.live = live }
+
+    func show(_ p: TrainingProgress) {
+        if let report = p.report { printAbove(reportLine(p, report)) }
+        if live {
+            let width = 24, filled = Int(Double(width) * Double(p.step) / Double(p.totalSteps))
+            let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+            let line = String(format: "%@ %d/%d  loss %.3f  lr %.1e  %.0f tok/s  ETA %@  %.0f MB", bar, p.step, p.totalSteps, p.loss,
+                              p.learningRate, p.tokensPerSecond, Self.duration(p.secondsLeft), peakResidentMB())
+            // \r and "erase line" redraw the bar in place.
+            FileHandle.standardOutput.write(Data(("\r\u{1B}[2K" + line).utf8))
+            if p.step == p.totalSteps { FileHandle.standardOutput.write(Data("\r\u{1B}[2K".utf8)) }
+        }
+        fflush(nil)
+    }
+
+    /// Prints a whole line, above the live bar when there is one (the next step redraws it).
+    func printAbove(_ line: String) {
+        if live { FileHandle.standardOutput.write(Data("\r\u{1B}[2K".utf8)) }
+        print(line)
+        fflush(nil)
+    }
+
+    func reportLine(_ p: TrainingProgress, _ r: TrainingProgress.Report) -> String {
+        var line = String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  %.0f MB", p.step, p.totalSteps, r.loss,
+                          p.learningRate, r.tokensPerSecond, peakResidentMB())
+        if let v = r.validationLoss { line += String(format: "  val_loss %.4f", v) }
+        if p.savedCheckpoint { line += "  (checkpoint saved)" }
+        return line
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        guard seconds.isFinite else { return "--" }
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" : s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
+    }
+}
