@@ -33,14 +33,8 @@ struct EvalCommand: ParsableCommand {
                 FileHandle.standardError.write(Data("note: \(set.truncated) rows were cut to \(maxSeqLength) tokens\n".utf8))
             }
             let pad = Int32(tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
-            var total = 0.0, count = 0
-            for batch in set.batches(size: batchSize, padId: pad) {
-                let (loss, n) = try base.loss(batch)
-                total += loss * Double(n)
-                count += n
-            }
+            let (loss, count) = try base.evaluate(set, batchSize: batchSize, padId: pad)
             guard count > 0 else { throw LoRAError("the data set has no predicted tokens") }
-            let loss = total / Double(count)
             if json {
                 let line: [String: Any] = ["loss": loss, "perplexity": exp(loss), "tokens": count]
                 print(String(decoding: try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]), as: UTF8.self))

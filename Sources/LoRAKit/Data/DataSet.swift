@@ -5,6 +5,12 @@ import Foundation
 public struct Example: Sendable, Equatable {
     public var tokens: [Int32]
     public var isTarget: [Bool]
+
+    public init(tokens: [Int32], isTarget: [Bool]) {
+        precondition(tokens.count == isTarget.count, "one target flag per token")
+        self.tokens = tokens
+        self.isTarget = isTarget
+    }
 }
 
 /// JSON-lines data sets in mlx-lm's formats: rows {"text"}, {"prompt", "completion"} or
@@ -123,6 +129,11 @@ public struct DataSet: Sendable {
             }
             return (all, targets)
         }
+    }
+
+    /// A data set of examples tokenized by the caller.
+    public init(examples: [Example], format: Format = .text) {
+        self.init(format: format, examples: examples, truncated: 0)
     }
 
     private init(format: Format, examples: [Example], truncated: Int) {

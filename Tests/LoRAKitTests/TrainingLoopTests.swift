@@ -1,0 +1,114 @@
+import XCTest
+@testable import LoRAKit
+
+/// The fine-tuning run: batches, checkpoints and resuming. The reference for a resumed run is the
+/// same run left uninterrupted.
+final class TrainingLoopTests: XCTestCase {
+    static let tiny = ModelConfig(hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 4, numKVHeads: 2,
+                                  vocabSize: 50, tieWordEmbeddings: true)
+
+    /// Eleven examples of varied lengths, every token after the first a target.
+    static let examples: DataSet = {
+        var r = SeededRandom(seed: 42)
+        return DataSet(examples: (0..<11).map { i in
+            let n = 4 + i % 5
+            return Example(tokens: (0..<n).map { _ in Int32(r.next() % 50) }, isTarget: (0..<n).map { $0 > 0 })
+        })
+    }()
+
+    func settings(iterations: Int) -> TrainingSettings {
+        var s = TrainingSettings()
+        s.iterations = iterations; s.batchSize = 3; s.gradAccumulationSteps = 2; s.learningRate = 1e-2
+        s.schedule = .cosine; s.warmup = 2; s.seed = 9; s.saveEvery = 3; s.stepsPerReport = 2
+        return s
+    }
+
+    func makeLoop(iterations: Int) throws -> TrainingLoop {
+        let model = LlamaModel.random(config: Self.tiny, seed: 1)
+        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear),
+                                             seed: 9)
+        return try TrainingLoop(model: model, adapter: adapter, trainingSet: Self.examples, validationSet: Self.examples,
+                                settings: settings(iterations: iterations), padId: 0)
+    }
+
+    func bits(_ loop: TrainingLoop) -> [[UInt32]] { loop.adapter.parameters.map { $0.value.array.map(\.bitPattern) } }
+
+    func testBatchStreamResumedFromItsPositionContinuesTheSameSequence() {
+        var a = BatchStream(set: Self.examples, batchSize: 3, padId: 0, seed: 4)
+        XCTAssertEqual(a.batchesPerEpoch, 4)
+        for _ in 0..<6 { _ = a.next() }  // into the second epoch
+        var b = BatchStream(set: Self.examples, batchSize: 3, padId: 0, position: a.position)
+        for _ in 0..<7 { XCTAssertEqual(a.next().tokens, b.next().tokens) }
+        // Each epoch holds every example exactly once.
+        var c = BatchStream(set: Self.examples, batchSize: 3, padId: 0, seed: 4)
+        let epoch = (0..<4).map { _ in c.next() }
+        XCTAssertEqual(epoch.map(\.batchSize), [3, 3, 3, 2])
+        XCTAssertEqual(epoch.map { $0.targets.filter { $0 != Batch.ignoreIndex }.count }.reduce(0, +), Self.examples.targetCount)
+    }
+
+    func testEpochsCountOptimizerSteps() {
+        // 11 examples in batches of 3 → 4 batches per epoch; 3 epochs = 12 batches = 6 steps of 2.
+        XCTAssertEqual(TrainingLoop.iterations(epochs: 3, examples: 11, batchSize: 3, gradAccumulationSteps: 2), 6)
+        XCTAssertEqual(TrainingLoop.iterations(epochs: 1, examples: 11, batchSize: 3, gradAccumulationSteps: 3), 2)
+    }
+
+    func testResumingFromACheckpointEndsWithTheSameBitsAsAnUninterruptedRun() throws {
+        let whole = try makeLoop(iterations: 8)
+        let wholeSummary = try whole.run(folder: try temporaryDirectory("whole"))
+
+        // The "interrupted" run: 4 steps with checkpoints every 3 leave the checkpoint of step 3.
+        let folder = try temporaryDirectory("resumed")
+        let first = try makeLoop(iterations: 8)
+        var steps = 0
+        struct Stop: Error {}
+        XCTAssertThrowsError(try first.run(folder: folder) { p in steps = p.step; if p.step == 4 { throw Stop() } })
+        XCTAssertEqual(steps, 4)
+
+        let second = try makeLoop(iterations: 8)
+        try second.resume(from: folder)
+        XCTAssertEqual(second.step, 3)
+        let summary = try second.run(folder: folder)
+        XCTAssertEqual(bits(second), bits(whole))
+        XCTAssertEqual(summary.history.train.map(\.loss), wholeSummary.history.train.map(\.loss))
+        XCTAssertEqual(summary.history.validation, wholeSummary.history.validation)
+        XCTAssertEqual(summary.trainedTokens, wholeSummary.trainedTokens)
+        XCTAssertEqual(summary.history.validation.map(\.step), [0, 8])
+        XCTAssertLessThan(summary.history.validation[1].loss, summary.history.validation[0].loss)
+        // The adapter written at the end is the trained one.
+        let reloaded = try LoRAAdapter.load(from: folder, into: LlamaModel.random(config: Self.tiny, seed: 1))
+        XCTAssertEqual(reloaded.parameters.map { $0.value.array.map(\.bitPattern) }, bits(whole))
+    }
+
+    func testResumeRefusesOtherSettingsOrData() throws {
+        let folder = try temporaryDirectory()
+        _ = try makeLoop(iterations: 3).run(folder: folder)
+        let model = LlamaModel.random(config: Self.tiny, seed: 1)
+        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear))
+        var other = settings(iterations: 6)
+        other.learningRate = 2e-2
+        let loop = try TrainingLoop(model: model, adapter: adapter, trainingSet: Self.examples, settings: other, padId: 0)
+        XCTAssertThrowsError(try loop.resume(from: folder)) { XCTAssertTrue("\($0)".contains("learning rate: 0.01 → 0.02"), "\($0)") }
+        let fewer = DataSet(examples: Array(Self.examples.examples.dropLast()))
+        let loop2 = try TrainingLoop(model: model, adapter: adapter, trainingSet: fewer, settings: settings(iterations: 6), padId: 0)
+        XCTAssertThrowsError(try loop2.resume(from: folder)) { XCTAssertTrue("\($0)".contains("training data differs"), "\($0)") }
+        let loop3 = try TrainingLoop(model: model, adapter: adapter, trainingSet: Self.examples, settings: settings(iterations: 3), padId: 0)
+        XCTAssertThrowsError(try loop3.resume(from: folder)) { XCTAssertTrue("\($0)".contains("the end of a 3-step run"), "\($0)") }
+        XCTAssertThrowsError(try loop3.resume(from: try temporaryDirectory("empty"))) {
+            XCTAssertTrue("\($0)".contains("no checkpoint.safetensors"), "\($0)")
+        }
+    }
+
+    func testLossCurveSVGPlacesPointsOnTheAxes() {
+        var h = TrainingHistory()
+        h.train = [.init(step: 1, loss: 2), .init(step: 3, loss: 1)]
+        h.validation = [.init(step: 3, loss: 1.5)]
+        let svg = h.svg()
+        // Losses span [1, 2], padded 5% → [0.95, 2.05]; plot area x 60…700, y 40…370.
+        // Step 1 at x = 60; loss 2 at y = 40 + (2.05 − 2)/1.1·330 = 55; step 3 at x = 700; loss 1 at y = 355.
+        XCTAssertTrue(svg.contains("points=\"60.0,55.0 700.0,355.0\""), svg)
+        // Validation 1.5 at y = 40 + 0.55/1.1·330 = 205.
+        XCTAssertTrue(svg.contains("<circle cx=\"700.0\" cy=\"205.0\""), svg)
+        XCTAssertEqual(h.bestValidation, .init(step: 3, loss: 1.5))
+        XCTAssertEqual(h.movingAverage([.init(step: 1, loss: 1), .init(step: 2, loss: 3), .init(step: 3, loss: 5)], window: 2).map(\.loss), [1, 2, 4])
+    }
+}
