@@ -8,6 +8,7 @@ struct Lora: ParsableCommand {
         commandName: "lora",
         abstract: "LoRA fine-tuning for Llama-family language models on the CPU.",
         subcommands: [TrainCommand.self, GenerateCommand.self, EvalCommand.self, TokenizeCommand.self, MergeCommand.self, ConvertCommand.self,
+                      InspectCommand.self,
                       BenchCommand.self])
 
     /// Runs a command body, turning a LoRAError into one line on standard error and exit code 1.

@@ -1,7 +1,7 @@
 import Foundation
 
 /// Which linear layers get an adapter, as PEFT's `target_modules` says it.
-public enum TargetModules: Sendable, Equatable {
+public enum TargetModules: Sendable, Equatable, CustomStringConvertible {
     /// Module names matched exactly or as a dotted suffix ("q_proj" matches "model.layers.0.self_attn.q_proj").
     case names([String])
     /// A regular expression the whole module path must match.
@@ -16,6 +16,14 @@ public enum TargetModules: Sendable, Equatable {
     public init(commaSeparated text: String) {
         if text == "all-linear" { self = .allLinear; return }
         self = .names(text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+    }
+
+    public var description: String {
+        switch self {
+        case .names(let names): return names.joined(separator: ",")
+        case .regex(let pattern): return "regex \(pattern)"
+        case .allLinear: return "all-linear"
+        }
     }
 }
 
@@ -102,7 +110,12 @@ extension LoRAConfig {
         if j["fan_in_fan_out"] as? Bool == true { throw LoRAError("\(path): fan_in_fan_out is only for GPT-2 Conv1D layers, which Llama-family models do not have") }
         if let m = j["modules_to_save"] as? [Any], !m.isEmpty { throw LoRAError("\(path): modules_to_save is not supported") }
         if j["lora_bias"] as? Bool == true { throw LoRAError("\(path): lora_bias is not supported") }
+        return try LoRAConfig(adapterConfig: j, path: path)
+    }
 
+    /// The settings of a parsed `adapter_config.json`, without refusing the options this engine does
+    /// not implement (`load` refuses them; `AdapterSummary` only describes the adapter).
+    public init(adapterConfig j: [String: Any], path: String) throws {
         var c = LoRAConfig()
         if let r = j["r"] as? NSNumber { c.r = r.intValue }
         if let a = j["lora_alpha"] as? NSNumber { c.loraAlpha = a.floatValue }
@@ -128,7 +141,7 @@ extension LoRAConfig {
         if let p = j["alpha_pattern"] as? [String: NSNumber] { c.alphaPattern = p.mapValues(\.floatValue) }
         c.baseModelNameOrPath = j["base_model_name_or_path"] as? String
         guard c.r > 0 else { throw LoRAError("\(path): r must be positive") }
-        return c
+        self = c
     }
 
     /// The JSON PEFT 0.21 writes for this config: every key of `LoraConfig`, sorted, indented by 2.
