@@ -25,7 +25,7 @@ expect_error() {
     local name=$1 words=$2; shift 2
     "$lora" "$@" >"$tmp/out" 2>"$tmp/err"
     local rc=$?
-    if [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "$words" "$tmp/err"; then
+    if [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q -- "$words" "$tmp/err"; then
         ok "$name: $(cat "$tmp/err")"
     else
         bad "$name (exit $rc): $(cat "$tmp/err")"
@@ -49,6 +49,110 @@ LORA_CACHE="$tmp/empty-cache" expect_error "alias not fetched" "fetch_smollm2" c
 
 expect_error "tokenizer missing" "tokenizer" tokenize --model $fx/model "hello"
 expect_error "zero max tokens" "max-tokens" generate --model $fx/model --prompt hi --max-tokens 0
+
+# The whole workflow on a tiny chat model (2 layers, hidden 32): train → eval → merge → generate.
+tiny=Tests/LoRAKitTests/Fixtures/tiny_chat
+mkdir -p "$tmp/tdata"
+for i in $(seq 1 24); do
+    printf '{"messages": [{"role": "user", "content": "word %d"}, {"role": "assistant", "content": "the word is %d"}]}\n' $i $i
+done >"$tmp/tdata/train.jsonl"
+for i in 30 31 32 33; do
+    printf '{"messages": [{"role": "user", "content": "word %d"}, {"role": "assistant", "content": "the word is %d"}]}\n' $i $i
+done >"$tmp/tdata/valid.jsonl"
+targs=(--model $tiny --data "$tmp/tdata" --iters 30 --batch-size 4 --learning-rate 1e-2 --mask-prompt --rank 4 --dropout 0.1 --steps-per-report 10)
+if "$lora" train "${targs[@]}" --adapter-path "$tmp/t1" --metrics-file "$tmp/tm.jsonl" >"$tmp/train" 2>&1 \
+    && [ -f "$tmp/t1/adapter_model.safetensors" ] && [ -f "$tmp/t1/checkpoint.safetensors" ] && grep -q "<svg" "$tmp/t1/loss.svg" \
+    && [ "$(wc -l <"$tmp/tm.jsonl")" -eq 3 ] && grep -q '"val_loss"' "$tmp/tm.jsonl" && grep -q "trainable params: " "$tmp/train"; then
+    ok "train writes the adapter, checkpoint, loss.svg and one metrics line per report"
+else
+    bad "train: $(cat "$tmp/train")"
+fi
+grep -q $'\r' "$tmp/train" && bad "progress bar drawn into a file" || ok "off a terminal, train prints plain lines"
+grep -q "validation loss .* at step 0 → .* at step 30" "$tmp/train" && ok "train's summary: $(grep 'validation loss' "$tmp/train" | tail -1)" \
+    || bad "train summary: $(tail -3 "$tmp/train")"
+eval_args=(--model $tiny --data "$tmp/tdata" --split valid --mask-prompt --json)
+before=$("$lora" eval "${eval_args[@]}" 2>&1)
+after=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/t1" 2>&1)
+python3 -c "import json,sys; sys.exit(0 if json.loads(sys.argv[2])['loss'] < json.loads(sys.argv[1])['loss'] - 1 else 1)" "$before" "$after" \
+    && ok "eval: the adapter lowers the validation loss by more than 1, $before → $after" || bad "eval: $before → $after"
+if "$lora" merge --model $tiny --adapter-path "$tmp/t1" --output "$tmp/tmerged" >/dev/null 2>&1; then
+    merged=$("$lora" eval --model "$tmp/tmerged" --data "$tmp/tdata" --split valid --mask-prompt --json 2>&1)
+    python3 -c "import json,sys; a=json.loads(sys.argv[1])['loss']; b=json.loads(sys.argv[2])['loss']; sys.exit(0 if abs(a-b) <= 1e-5*a else 1)" "$after" "$merged" \
+        && ok "merged model evaluates as base + adapter: $merged" || bad "merged eval $merged vs $after"
+    g1=$("$lora" generate --model $tiny --adapter-path "$tmp/t1" --chat --prompt "word 40" --max-tokens 8 2>/dev/null)
+    g2=$("$lora" generate --model "$tmp/tmerged" --chat --prompt "word 40" --max-tokens 8 2>/dev/null)
+    [ -n "$g1" ] && [ "$g1" = "$g2" ] && ok "generate: adapter and merged model write the same text: $g1" || bad "generate: '$g1' vs '$g2'"
+else
+    bad "merge of the trained adapter"
+fi
+
+# Killed with SIGKILL after a checkpoint, then resumed: the same final adapter bits as an uninterrupted run.
+rargs=(--model $tiny --data "$tmp/tdata" --iters 400 --batch-size 4 --learning-rate 1e-3 --dropout 0.1 --save-every 5 --steps-per-report 100)
+"$lora" train "${rargs[@]}" --adapter-path "$tmp/whole" >/dev/null 2>&1
+"$lora" train "${rargs[@]}" --adapter-path "$tmp/killed" >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 500); do [ -f "$tmp/killed/checkpoint.safetensors" ] && break; sleep 0.01; done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+"$lora" train "${rargs[@]}" --adapter-path "$tmp/killed" --resume >"$tmp/resumed" 2>&1
+at=$(sed -n 's/^resuming at step \([0-9]*\) of 400$/\1/p' "$tmp/resumed")
+if [ -n "$at" ] && [ "$at" -lt 400 ] && cmp -s "$tmp/whole/adapter_model.safetensors" "$tmp/killed/adapter_model.safetensors"; then
+    ok "killed at a checkpoint (step $at of 400) and resumed: identical adapter bits"
+else
+    bad "resume after SIGKILL (resumed at '${at}'): $(tail -2 "$tmp/resumed")"
+fi
+
+# --grad-checkpoint recomputes activations in the backward: the same bits, dropout included.
+"$lora" train "${targs[@]}" --adapter-path "$tmp/gc" --grad-checkpoint >/dev/null 2>&1
+cmp -s "$tmp/t1/adapter_model.safetensors" "$tmp/gc/adapter_model.safetensors" \
+    && ok "--grad-checkpoint trains the same adapter bits" || bad "--grad-checkpoint changed the adapter"
+
+# A config file holds settings; the command line wins.
+printf 'model: %s\ndata: %s\niters: 3\nbatch_size: 2\nlearning_rate: 1e-3\ntargets: [q_proj, v_proj]\nmask_prompt: true\n' $tiny "$tmp/tdata" >"$tmp/c.yaml"
+"$lora" train -c "$tmp/c.yaml" --iters 2 --adapter-path "$tmp/tc" >"$tmp/ctrain" 2>&1
+grep -q "trained 2 steps" "$tmp/ctrain" && grep -q '"v_proj"' "$tmp/tc/adapter_config.json" && ! grep -q '"o_proj"' "$tmp/tc/adapter_config.json" \
+    && ok "a config file sets the run and flags override it" || bad "config file: $(cat "$tmp/ctrain")"
+"$lora" train --model $tiny --data "$tmp/tdata" --epochs 2 --batch-size 5 --adapter-path "$tmp/te" >"$tmp/etrain" 2>&1
+grep -q "trained 10 steps" "$tmp/etrain" && ok "--epochs 2 over 24 rows in batches of 5 is 10 steps" || bad "epochs: $(tail -2 "$tmp/etrain")"
+
+# Malformed data, config and flags: one line each, exit 1.
+bad_data() { printf '%s\n' "$2" >"$tmp/$1.jsonl"; }
+bad_data notjson '{"text": "ok"}
+{"text": "unclosed'
+expect_error "data: not JSON" "notjson.jsonl:2" train --model $tiny --data "$tmp/notjson.jsonl"
+bad_data nokeys '{"question": "why"}'
+expect_error "data: no known keys" "nokeys.jsonl:1" train --model $tiny --data "$tmp/nokeys.jsonl"
+bad_data wrongtype '{"prompt": "a", "completion": 3}'
+expect_error "data: completion not a string" "wrongtype.jsonl:1" train --model $tiny --data "$tmp/wrongtype.jsonl"
+bad_data mixed '{"text": "a b c"}
+{"prompt": "a", "completion": "b"}'
+expect_error "data: mixed row formats" "mixed.jsonl:2" train --model $tiny --data "$tmp/mixed.jsonl"
+bad_data badmsg '{"messages": [{"role": "user"}]}'
+expect_error "data: message without content" "badmsg.jsonl:1" train --model $tiny --data "$tmp/badmsg.jsonl"
+: >"$tmp/empty.jsonl"
+expect_error "data: empty file" "no rows" train --model $tiny --data "$tmp/empty.jsonl"
+expect_error "data: missing" "cannot read" train --model $tiny --data "$tmp/nothere.jsonl"
+expect_error "data: folder without train.jsonl" "cannot read" train --model $tiny --data "$tmp/t1"
+printf 'lerning_rate: 1\n' >"$tmp/k.yaml"
+expect_error "config: unknown key" "lerning_rate" train -c "$tmp/k.yaml"
+printf 'batch_size: four\n' >"$tmp/t.yaml"
+expect_error "config: wrong type" "batch_size must be an integer" train -c "$tmp/t.yaml"
+printf 'iters: [1\n' >"$tmp/y.yaml"
+expect_error "config: not YAML" "not valid YAML" train -c "$tmp/y.yaml"
+printf -- '- a\n- b\n' >"$tmp/l.yaml"
+expect_error "config: not a mapping" "mapping" train -c "$tmp/l.yaml"
+expect_error "config: missing file" "cannot read config" train -c "$tmp/none.yaml"
+expect_error "flags: no model" "--model is required" train --data "$tmp/tdata"
+expect_error "flags: zero iters" "iters" train --model $tiny --data "$tmp/tdata" --iters 0
+expect_error "flags: iters and epochs" "not both" train --model $tiny --data "$tmp/tdata" --iters 5 --epochs 1
+expect_error "flags: negative batch size" "batch-size" train --model $tiny --data "$tmp/tdata" --batch-size -2
+expect_error "flags: dropout 1" "dropout" train --model $tiny --data "$tmp/tdata" --dropout 1
+expect_error "flags: bad init" "init" train --model $tiny --data "$tmp/tdata" --init xavier
+expect_error "flags: bad schedule" "lr-schedule" train --model $tiny --data "$tmp/tdata" --lr-schedule step
+expect_error "flags: negative learning rate" "learning-rate" train --model $tiny --data "$tmp/tdata" --learning-rate -1
+expect_error "flags: unknown target" "match no linear layer" train --model $tiny --data "$tmp/tdata" --targets qq_proj
+expect_error "resume without a checkpoint" "no checkpoint.safetensors" train --model $tiny --data "$tmp/tdata" --adapter-path "$tmp/fresh" --resume
+expect_error "resume with another learning rate" "learning rate" train "${rargs[@]}" --adapter-path "$tmp/killed" --iters 500 --learning-rate 5e-4 --resume
+expect_error "resume a finished run" "end of a 400-step run" train "${rargs[@]}" --adapter-path "$tmp/killed" --resume
 
 # With the real model (fetched by scripts/fetch_smollm2.sh), when present.
 if "$lora" tokenize --model smollm2-135m --json "Hello, world" >"$tmp/tok" 2>"$tmp/err"; then

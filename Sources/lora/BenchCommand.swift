@@ -20,6 +20,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "LoRA alpha.") var alpha: Float = 16
     @Option(help: "Untimed steps first.") var warmup = 1
     @Option(help: "Timed steps.") var steps = 5
+    @Flag(help: "Gradient checkpointing: recompute each block's forward in the backward instead of keeping its activations (less memory, slower).")
+    var gradCheckpoint = false
     @Flag(help: "Print one JSON line instead of a summary.") var json = false
 
     func run() throws {
@@ -35,6 +37,7 @@ struct BenchCommand: ParsableCommand {
 
     private func measure() throws {
         let model = try loadModel()
+        model.gradientCheckpointing = gradCheckpoint
         let config = model.config
         let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: rank, loraAlpha: alpha, targetModules: .allLinear), seed: 2)
         // B starts at zero; give it values so every product is real work, as after a few steps.
@@ -63,6 +66,7 @@ struct BenchCommand: ParsableCommand {
         if json {
             let line: [String: Any] = [
                 "tool": "swift-lora", "model": self.model ?? "random", "dequantize": dequantize, "tokens_per_second": tokensPerSecond, "peak_rss_mb": peak,
+                "grad_checkpoint": gradCheckpoint,
                 "step_seconds": stepSeconds, "threads": Parallel.threadCount, "blas": "\(Gemm.backend)",
                 "gflop_per_token": flopsPerStep / Double(n) / 1e9, "achieved_gflops": achieved / 1e9,
                 "sgemm_gflops": gemmRate / 1e9, "fraction_of_sgemm": achieved / gemmRate,
@@ -73,7 +77,8 @@ struct BenchCommand: ParsableCommand {
             let weights = model.sites.reduce(model.embedding.byteCount) { $0 + ($1.linear === model.head && model.headIsTied ? 0 : $1.linear.matrix.byteCount) }
             print("model: \(self.model ?? "SmolLM2-135M shapes, \(layers) layers, random weights"); LoRA r=\(rank) alpha=\(alpha) on all linear layers")
             print(String(format: "frozen matrices in memory: %.0f MB", Double(weights) / 1e6))
-            print("batch \(batchSize) x \(seqLen) tokens, matrix products: \(Gemm.backend), threads: \(Parallel.threadCount)")
+            print("batch \(batchSize) x \(seqLen) tokens, matrix products: \(Gemm.backend), threads: \(Parallel.threadCount)"
+                  + (gradCheckpoint ? ", gradient checkpointing" : ""))
             print("steps (s): " + stepSeconds.map { String(format: "%.3f", $0) }.joined(separator: " "))
             print(String(format: "throughput: %.1f tokens/s", tokensPerSecond))
             print(String(format: "peak resident memory: %.0f MB", peak))

@@ -3,14 +3,18 @@ import LoRAKit
 
 /// Shows a training run's progress: on a terminal, a bar redrawn in place after every step with
 /// report lines printed above it; elsewhere (a file, a pipe, CI logs) only the report lines.
-struct ProgressDisplay {
+final class ProgressDisplay {
     let live: Bool
+    /// When the bar was last drawn: redrawn at most ten times a second, so tiny models are not slowed by the terminal.
+    private var lastDraw: UInt64 = 0
 
     init(live: Bool = isatty(STDOUT_FILENO) != 0) { self.live = live }
 
     func show(_ p: TrainingProgress) {
         if let report = p.report { printAbove(reportLine(p, report)) }
-        if live {
+        let now = DispatchTime.now().uptimeNanoseconds
+        if live && (now - lastDraw > 100_000_000 || p.report != nil || p.step == p.totalSteps) {
+            lastDraw = now
             let width = 24, filled = Int(Double(width) * Double(p.step) / Double(p.totalSteps))
             let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
             let line = String(format: "%@ %d/%d  loss %.3f  lr %.1e  %.0f tok/s  ETA %@  %.0f MB", bar, p.step, p.totalSteps, p.loss,
@@ -39,7 +43,8 @@ struct ProgressDisplay {
 
     static func duration(_ seconds: Double) -> String {
         guard seconds.isFinite else { return "--" }
+        if seconds < 60 { return String(format: "%.1fs", seconds) }
         let s = Int(seconds.rounded())
-        return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" : s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
+        return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" : "\(s / 60)m\(String(format: "%02d", s % 60))s"
     }
 }

@@ -18,29 +18,29 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "A Hugging Face folder, a .gguf file, or smollm2-135m.") var model: String?
     @Option(help: "A data folder (train.jsonl, valid.jsonl) or a .jsonl file.") var data: String?
     @Option(help: "Where the adapter and checkpoints are written (default: adapters).") var adapterPath: String?
-    @Option(help: "Optimizer steps (default: 100).") var iters: Int?
-    @Option(help: "Passes over the training set, instead of --iters.") var epochs: Int?
-    @Option(help: "Sequences per micro-batch (default: 4).") var batchSize: Int?
-    @Option(help: "Micro-batches per optimizer step (default: 1).") var gradAccumulationSteps: Int?
-    @Option(help: "Peak learning rate (default: 1e-4).") var learningRate: Float?
+    @Option(parsing: .unconditional, help: "Optimizer steps (default: 100).") var iters: Int?
+    @Option(parsing: .unconditional, help: "Passes over the training set, instead of --iters.") var epochs: Int?
+    @Option(parsing: .unconditional, help: "Sequences per micro-batch (default: 4).") var batchSize: Int?
+    @Option(parsing: .unconditional, help: "Micro-batches per optimizer step (default: 1).") var gradAccumulationSteps: Int?
+    @Option(parsing: .unconditional, help: "Peak learning rate (default: 1e-4).") var learningRate: Float?
     @Option(help: "constant, linear or cosine (default: constant).") var lrSchedule: String?
-    @Option(help: "Warmup steps (default: 0).") var warmup: Int?
-    @Option(help: "Clip the global gradient norm to this, 0: off (default: 1).") var maxGradNorm: Float?
-    @Option(help: "AdamW's decoupled weight decay (default: 0).") var weightDecay: Float?
-    @Option(help: "Longer rows are cut to this many tokens (default: 2048).") var maxSeqLength: Int?
-    @Option(help: "Seed for the adapter's initialization, dropout and data order (default: 0).") var seed: Int?
-    @Option(help: "Report every N steps (default: 10).") var stepsPerReport: Int?
-    @Option(help: "Also evaluate the validation split every N steps; it is always evaluated before the first and after the last step (default: 0).")
+    @Option(parsing: .unconditional, help: "Warmup steps (default: 0).") var warmup: Int?
+    @Option(parsing: .unconditional, help: "Clip the global gradient norm to this, 0: off (default: 1).") var maxGradNorm: Float?
+    @Option(parsing: .unconditional, help: "AdamW's decoupled weight decay (default: 0).") var weightDecay: Float?
+    @Option(parsing: .unconditional, help: "Longer rows are cut to this many tokens (default: 2048).") var maxSeqLength: Int?
+    @Option(parsing: .unconditional, help: "Seed for the adapter's initialization, dropout and data order (default: 0).") var seed: Int?
+    @Option(parsing: .unconditional, help: "Report every N steps (default: 10).") var stepsPerReport: Int?
+    @Option(parsing: .unconditional, help: "Also evaluate the validation split every N steps; it is always evaluated before the first and after the last step (default: 0).")
     var stepsPerEval: Int?
-    @Option(help: "Validation batches per evaluation, 0: all (default: 0).") var valBatches: Int?
-    @Option(help: "Write a checkpoint every N steps, 0: only at the end (default: 0).") var saveEvery: Int?
+    @Option(parsing: .unconditional, help: "Validation batches per evaluation, 0: all (default: 0).") var valBatches: Int?
+    @Option(parsing: .unconditional, help: "Write a checkpoint every N steps, 0: only at the end (default: 0).") var saveEvery: Int?
     @Flag(inversion: .prefixedNo, help: "Continue from the checkpoint in --adapter-path.") var resume: Bool?
     @Flag(inversion: .prefixedNo, help: "Recompute each block's activations in the backward pass: less memory, about a third more time.")
     var gradCheckpoint: Bool?
-    @Option(help: "Adapt only the last N blocks, 0: all (default: 0).") var numLayers: Int?
-    @Option(help: "LoRA rank r (default: 8).") var rank: Int?
-    @Option(help: "LoRA alpha (default: 16).") var alpha: Float?
-    @Option(help: "Dropout on the adapter's input (default: 0).") var dropout: Float?
+    @Option(parsing: .unconditional, help: "Adapt only the last N blocks, 0: all (default: 0).") var numLayers: Int?
+    @Option(parsing: .unconditional, help: "LoRA rank r (default: 8).") var rank: Int?
+    @Option(parsing: .unconditional, help: "LoRA alpha (default: 16).") var alpha: Float?
+    @Option(parsing: .unconditional, help: "Dropout on the adapter's input (default: 0).") var dropout: Float?
     @Option(help: "Comma-separated module names, or all-linear (default: all-linear).") var targets: String?
     @Flag(inversion: .prefixedNo, help: "Scale by alpha/√r (rsLoRA) instead of alpha/r.") var useRslora: Bool?
     @Option(name: .customLong("init"), help: "kaiming (PEFT's default), gaussian or none.") var initialization: String?
@@ -66,9 +66,6 @@ struct TrainCommand: ParsableCommand {
             guard v >= minimum else { throw LoRAError("--\(key) must be at least \(minimum) (got \(v))") }
             return v
         }
-        guard let model = try model ?? file.string("model") else { throw LoRAError("--model is required (or model: in the config file)") }
-        guard let data = try data ?? file.string("data") else { throw LoRAError("--data is required (or data: in the config file)") }
-        let adapterPath = try adapterPath ?? file.string("adapter-path") ?? "adapters"
         var settings = TrainingSettings()
         settings.batchSize = try positive(batchSize, "batch-size", 4)
         settings.gradAccumulationSteps = try positive(gradAccumulationSteps, "grad-accumulation-steps", 1)
@@ -114,10 +111,15 @@ struct TrainCommand: ParsableCommand {
         if let epochs, epochs < 1 { throw LoRAError("--epochs must be at least 1 (got \(epochs))") }
         if let iters, iters < 1 { throw LoRAError("--iters must be at least 1 (got \(iters))") }
 
+        guard let model = try model ?? file.string("model") else { throw LoRAError("--model is required (or model: in the config file)") }
+        guard let data = try data ?? file.string("data") else { throw LoRAError("--data is required (or data: in the config file)") }
+
+        let adapterPath = try adapterPath ?? file.string("adapter-path") ?? "adapters"
+
         // Everything checked: now the expensive part.
         let tokenizer = try ModelLocation.tokenizer(model)
         let base = try ModelLocation.load(model)
-        let gradientCheckpointing = try gradCheckpoint ?? file.bool("grad-checkpoint") ?? false  // GC-WIRE
+        base.gradientCheckpointing = try gradCheckpoint ?? file.bool("grad-checkpoint") ?? false
         let trainPath = DataSet.path(data, split: "train")
         let trainSet = try DataSet(path: trainPath, tokenizer: tokenizer, maskPrompt: maskPrompt, maxSequenceLength: maxSeqLength)
         let validPath = DataSet.path(data, split: "valid")

@@ -112,3 +112,32 @@ final class TrainingLoopTests: XCTestCase {
         XCTAssertEqual(h.movingAverage([.init(step: 1, loss: 1), .init(step: 2, loss: 3), .init(step: 3, loss: 5)], window: 2).map(\.loss), [1, 2, 4])
     }
 }
+
+/// `lora eval`'s rule on a Hugging Face folder against transformers. Reference: for f in chat text
+/// completion; do python scripts/make_cli_fixture.py --eval-reference Fixtures/tiny_chat_eval/$f.jsonl; done
+final class HuggingFaceEvalTests: XCTestCase {
+    func testEvalEqualsTransformersOnEveryRowFormat() throws {
+        let folder = fixturesPath + "/tiny_chat", data = fixturesPath + "/tiny_chat_eval"
+        let model = try LlamaModel.load(folder: folder)
+        let tokenizer = try Tokenizer.load(path: folder)
+        let reference = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: data + "/reference.json"))) as! [String: [String: Any]]
+        for format in ["chat", "text", "completion"] {
+            let set = try DataSet(path: "\(data)/\(format).jsonl", tokenizer: tokenizer)
+            let (loss, tokens) = try model.evaluate(set, batchSize: 2, padId: Int32(tokenizer.padTokenId!))
+            let expected = reference[format]!["loss"] as! Double
+            XCTAssertEqual(tokens, reference[format]!["tokens"] as! Int, format)
+            XCTAssertEqual(loss, expected, accuracy: 1e-4 * expected, format)
+        }
+    }
+
+    func testPaddingNeverCountsInTheLoss() throws {
+        // Rows of different lengths: one at a time (no padding) and three per padded batch give the same loss.
+        let folder = fixturesPath + "/tiny_chat"
+        let model = try LlamaModel.load(folder: folder), tokenizer = try Tokenizer.load(path: folder)
+        let set = try DataSet(path: fixturesPath + "/tiny_chat_eval/chat.jsonl", tokenizer: tokenizer, maskPrompt: true)
+        XCTAssertNotEqual(Set(set.examples.map(\.tokens.count)).count, 1)
+        let single = try model.evaluate(set, batchSize: 1, padId: 0), padded = try model.evaluate(set, batchSize: 3, padId: 0)
+        XCTAssertEqual(single.tokens, padded.tokens)
+        XCTAssertEqual(single.loss, padded.loss, accuracy: 1e-6 * single.loss)
+    }
+}

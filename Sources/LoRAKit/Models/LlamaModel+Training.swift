@@ -4,26 +4,35 @@ import Foundation
 /// and reused across steps. Only what cannot be recomputed cheaply is kept per block: the block
 /// input, q/k/v after RoPE, the attention output and its log-sum-exp, the mid-block residual and
 /// the MLP's gate and up projections. Normalized inputs and the SwiGLU product are recomputed.
+///
+/// Only the block inputs are kept for every block when all blocks share one `Block`: inference
+/// runs no backward, and gradient checkpointing refills the shared `Block` from a block's input
+/// right before that block's backward.
 final class Activations: @unchecked Sendable {
     let batch: Int, seqLen: Int, rows: Int, training: Bool
+    /// Whether every block uses blocks[0].
+    let sharesBlock: Bool
 
     final class Block {
         let rstd1: Tensor, q: Tensor, k: Tensor, v: Tensor, attn: Tensor, lse: Tensor
         let x2: Tensor, rstd2: Tensor, gate: Tensor, up: Tensor
         /// Adapter buffers, one per linear layer in `TransformerBlock.linears` order (empty when none).
         let saved: [Tensor]
-        init(_ c: ModelConfig, _ batch: Int, _ T: Int, _ block: TransformerBlock, training: Bool) {
+        init(_ c: ModelConfig, _ batch: Int, _ T: Int, savedFloatsPerRow: [Int]) {
             let n = batch * T, q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
             rstd1 = Tensor(shape: [n]); self.q = Tensor(shape: [n, q]); k = Tensor(shape: [n, kv])
             v = Tensor(shape: [n, kv]); attn = Tensor(shape: [n, q]); lse = Tensor(shape: [batch * c.numHeads * T])
             x2 = Tensor(shape: [n, c.hiddenSize]); rstd2 = Tensor(shape: [n])
             gate = Tensor(shape: [n, c.intermediateSize]); up = Tensor(shape: [n, c.intermediateSize])
-            saved = block.linears.map { Tensor(shape: [n * $0.linear.savedFloatsPerRow(training: training)]) }
+            saved = savedFloatsPerRow.map { Tensor(shape: [n * $0]) }
         }
+
+        var tensors: [Tensor] { [rstd1, q, k, v, attn, lse, x2, rstd2, gate, up] + saved }
     }
 
     /// xs[l] is the input of block l; xs[L] the input of the final norm.
     let xs: [Tensor]
+    /// One per model block, or a single one when `sharesBlock`; use `block(_:)`.
     let blocks: [Block]
     let rstdFinal: Tensor
     // Scratch shared by all blocks.
@@ -35,8 +44,9 @@ final class Activations: @unchecked Sendable {
     init(model: LlamaModel, batch: Int, seqLen: Int, training: Bool) {
         let c = model.config, n = batch * seqLen
         self.batch = batch; self.seqLen = seqLen; self.rows = n; self.training = training
+        sharesBlock = Self.sharesBlock(model, training: training)
         xs = (0...c.numLayers).map { _ in Tensor(shape: [n, c.hiddenSize]) }
-        blocks = model.blocks.map { Block(c, batch, seqLen, $0, training: training) }
+        blocks = Self.savedFloatsPerRow(model, training: training).map { Block(c, batch, seqLen, savedFloatsPerRow: $0) }
         rstdFinal = Tensor(shape: [n])
         let q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
         h = Tensor(shape: [n, c.hiddenSize]); a = Tensor(shape: [n, c.intermediateSize])
@@ -51,12 +61,32 @@ final class Activations: @unchecked Sendable {
         headSaved = Tensor(shape: [chunk * model.head.savedFloatsPerRow(training: training)])
     }
 
+    static func sharesBlock(_ model: LlamaModel, training: Bool) -> Bool {
+        !training || model.gradientCheckpointing
+    }
+
+    /// The adapter buffer sizes of each Block, per row; a shared Block takes the largest at each
+    /// position, so that it fits every block.
+    static func savedFloatsPerRow(_ model: LlamaModel, training: Bool) -> [[Int]] {
+        let perBlock = model.blocks.map { $0.linears.map { $0.linear.savedFloatsPerRow(training: training) } }
+        guard sharesBlock(model, training: training), let first = perBlock.first else { return perBlock }
+        return [perBlock.reduce(first) { zip($0, $1).map { max($0, $1) } }]
+    }
+
+    func block(_ l: Int) -> Block { sharesBlock ? blocks[0] : blocks[l] }
+
     func fits(_ b: Int, _ t: Int, training: Bool, model: LlamaModel) -> Bool {
         b == batch && t == seqLen && training == self.training
+            && sharesBlock == Self.sharesBlock(model, training: training)
             && headSaved.count == LlamaModel.headChunk * model.head.savedFloatsPerRow(training: training)
-            && zip(blocks, model.blocks).allSatisfy { act, block in
-                zip(act.saved, block.linears).allSatisfy { $0.count == rows * $1.linear.savedFloatsPerRow(training: training) }
-            }
+            && blocks.map { $0.saved.map(\.count) } == Self.savedFloatsPerRow(model, training: training).map { $0.map { rows * $0 } }
+    }
+
+    /// The floats the arena holds.
+    var floatCount: Int {
+        let tensors = xs + blocks.flatMap(\.tensors)
+            + [rstdFinal, h, a, da, dres, dh, dattn, dq, dk, dv, headX, headLogits, headDx, headSaved]
+        return tensors.reduce(cos.count + sin.count) { $0 + $1.count }
     }
 }
 
@@ -103,34 +133,38 @@ extension LlamaModel {
     // MARK: forward
 
     private func forwardBlocks(_ batch: Batch, _ act: Activations) {
-        let c = config, n = act.rows, d = c.hiddenSize
-        let rope = self.rope, attention = self.attention, training = act.training
+        let c = config, n = act.rows
         batch.tokens.withUnsafeBufferPointer { ids in
             Embedding.forward(table: embedding, ids: ids.baseAddress!, count: n, out: act.xs[0].data)
         }
-        for (l, block) in blocks.enumerated() {
-            let A = act.blocks[l], x = act.xs[l], h = act.h
-            RMSNorm.forward(x: x.data, weight: block.attentionNorm.data, eps: c.rmsNormEps, rows: n, dim: d,
-                            y: h.data, rstd: A.rstd1.data)
-            block.q.forward(x: h.data, rows: n, y: A.q.data, saved: A.saved[0].data, training: training)
-            block.k.forward(x: h.data, rows: n, y: A.k.data, saved: A.saved[1].data, training: training)
-            block.v.forward(x: h.data, rows: n, y: A.v.data, saved: A.saved[2].data, training: training)
-            rope.apply(A.q.data, rows: n, heads: c.numHeads, seqLen: act.seqLen, cos: act.cos, sin: act.sin)
-            rope.apply(A.k.data, rows: n, heads: c.numKVHeads, seqLen: act.seqLen, cos: act.cos, sin: act.sin)
-            attention.forward(q: A.q.data, k: A.k.data, v: A.v.data, batch: act.batch, seqLen: act.seqLen,
-                              out: A.attn.data, lse: A.lse.data)
-            A.x2.copy(from: x)
-            block.o.forward(x: A.attn.data, rows: n, y: A.x2.data, beta: 1, saved: A.saved[3].data, training: training)
-            RMSNorm.forward(x: A.x2.data, weight: block.mlpNorm.data, eps: c.rmsNormEps, rows: n, dim: d,
-                            y: h.data, rstd: A.rstd2.data)
-            block.gate.forward(x: h.data, rows: n, y: A.gate.data, saved: A.saved[4].data, training: training)
-            block.up.forward(x: h.data, rows: n, y: A.up.data, saved: A.saved[5].data, training: training)
-            SwiGLU.forward(gate: A.gate.data, up: A.up.data, count: A.gate.count, out: act.a.data)
-            act.xs[l + 1].copy(from: A.x2)
-            block.down.forward(x: act.a.data, rows: n, y: act.xs[l + 1].data, beta: 1, saved: A.saved[6].data, training: training)
-        }
-        RMSNorm.forward(x: act.xs[c.numLayers].data, weight: norm.data, eps: c.rmsNormEps, rows: n, dim: d,
+        for l in blocks.indices { forwardBlock(l, act) }
+        RMSNorm.forward(x: act.xs[c.numLayers].data, weight: norm.data, eps: c.rmsNormEps, rows: n, dim: c.hiddenSize,
                         y: act.h.data, rstd: act.rstdFinal.data)
+    }
+
+    /// Runs block l from act.xs[l], filling act.block(l) and act.xs[l + 1].
+    private func forwardBlock(_ l: Int, _ act: Activations) {
+        let c = config, n = act.rows, d = c.hiddenSize
+        let rope = self.rope, attention = self.attention, training = act.training
+        let block = blocks[l], A = act.block(l), x = act.xs[l], h = act.h
+        RMSNorm.forward(x: x.data, weight: block.attentionNorm.data, eps: c.rmsNormEps, rows: n, dim: d,
+                        y: h.data, rstd: A.rstd1.data)
+        block.q.forward(x: h.data, rows: n, y: A.q.data, saved: A.saved[0].data, training: training)
+        block.k.forward(x: h.data, rows: n, y: A.k.data, saved: A.saved[1].data, training: training)
+        block.v.forward(x: h.data, rows: n, y: A.v.data, saved: A.saved[2].data, training: training)
+        rope.apply(A.q.data, rows: n, heads: c.numHeads, seqLen: act.seqLen, cos: act.cos, sin: act.sin)
+        rope.apply(A.k.data, rows: n, heads: c.numKVHeads, seqLen: act.seqLen, cos: act.cos, sin: act.sin)
+        attention.forward(q: A.q.data, k: A.k.data, v: A.v.data, batch: act.batch, seqLen: act.seqLen,
+                          out: A.attn.data, lse: A.lse.data)
+        A.x2.copy(from: x)
+        block.o.forward(x: A.attn.data, rows: n, y: A.x2.data, beta: 1, saved: A.saved[3].data, training: training)
+        RMSNorm.forward(x: A.x2.data, weight: block.mlpNorm.data, eps: c.rmsNormEps, rows: n, dim: d,
+                        y: h.data, rstd: A.rstd2.data)
+        block.gate.forward(x: h.data, rows: n, y: A.gate.data, saved: A.saved[4].data, training: training)
+        block.up.forward(x: h.data, rows: n, y: A.up.data, saved: A.saved[5].data, training: training)
+        SwiGLU.forward(gate: A.gate.data, up: A.up.data, count: A.gate.count, out: act.a.data)
+        act.xs[l + 1].copy(from: A.x2)
+        block.down.forward(x: act.a.data, rows: n, y: act.xs[l + 1].data, beta: 1, saved: A.saved[6].data, training: training)
     }
 
     /// Logits for every position, [batch × seqLen × vocab].
@@ -159,12 +193,15 @@ extension LlamaModel {
     public func forwardBackward(_ batch: Batch, gradScale: Float = 1) throws -> Double {
         try checkBatch(batch)
         let act = activations(batch: batch.batchSize, seqLen: batch.seqLen, training: true)
+        // A block's LoRAs draw their dropout masks only in that block's forward, so the state of
+        // their generators now is the one a recompute of the block must start from.
+        let generators = act.sharesBlock ? dropoutGenerators() : []
         forwardBlocks(batch, act)
         let count = batch.targetCount
         guard count > 0 else { return 0 }
         act.dres.zero()
         let (sum, _) = headLoss(batch, act, gradScale: gradScale / Float(count))
-        backwardBlocks(act)
+        backwardBlocks(act, generators)
         return sum / Double(count)
     }
 
@@ -214,13 +251,28 @@ extension LlamaModel {
         blocks.firstIndex { b in b.linears.contains { $0.linear.activeAdapter != nil } }
     }
 
-    private func backwardBlocks(_ act: Activations) {
+    /// Each block's LoRAs with the current state of their dropout generators.
+    private func dropoutGenerators() -> [[(lora: LoRA, state: SeededRandom)]] {
+        blocks.map { $0.linears.compactMap { ($0.linear.activeAdapter as? LoRA).map { ($0, $0.random) } } }
+    }
+
+    /// With a shared Block, `generators` holds each block's dropout generators as they were before
+    /// the forward pass (see `dropoutGenerators`).
+    private func backwardBlocks(_ act: Activations, _ generators: [[(lora: LoRA, state: SeededRandom)]]) {
         guard let lowest = lowestAdaptedBlock else { return }
         let c = config, n = act.rows, d = c.hiddenSize
         let rope = self.rope, attention = self.attention
         let dres = act.dres, h = act.h
         for l in stride(from: blocks.count - 1, through: lowest, by: -1) {
-            let block = blocks[l], A = act.blocks[l], x = act.xs[l]
+            let block = blocks[l], A = act.block(l), x = act.xs[l]
+            // The shared Block still holds the top block from the forward pass; any other block is
+            // run again from its input, drawing the same dropout masks, which also leaves its
+            // generators where the forward pass left them. Rewriting xs[l + 1] with the same values
+            // is harmless: only the backward of block l + 1, already done, reads it.
+            if act.sharesBlock && l < blocks.count - 1 {
+                for (lora, state) in generators[l] { lora.random = state }
+                forwardBlock(l, act)
+            }
             let needInputGrad = l > lowest
             let attentionAdapted = [block.q, block.k, block.v, block.o].contains { $0.activeAdapter != nil }
             let needAttention = needInputGrad || attentionAdapted
