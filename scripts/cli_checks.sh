@@ -101,6 +101,11 @@ else
     bad "resume after SIGKILL (resumed at '${at}'): $(tail -2 "$tmp/resumed")"
 fi
 
+"$lora" export-adapter --model $tiny --adapter-path "$tmp/t1" --output "$tmp/t1.gguf" >/dev/null 2>&1
+[ "$(head -c 4 "$tmp/t1.gguf" 2>/dev/null)" = "GGUF" ] && ok "export-adapter writes a llama.cpp LoRA GGUF" || bad "export-adapter"
+expect_error "export-adapter: output exists" "already exists" export-adapter --model $tiny --adapter-path "$tmp/t1" --output "$tmp/t1.gguf"
+expect_error "export-adapter: not .gguf" ".gguf" export-adapter --model $tiny --adapter-path "$tmp/t1" --output "$tmp/t1.bin"
+
 # --grad-checkpoint recomputes activations in the backward: the same bits, dropout included.
 "$lora" train "${targs[@]}" --adapter-path "$tmp/gc" --grad-checkpoint >/dev/null 2>&1
 cmp -s "$tmp/t1/adapter_model.safetensors" "$tmp/gc/adapter_model.safetensors" \

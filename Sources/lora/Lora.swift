@@ -7,7 +7,7 @@ struct Lora: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lora",
         abstract: "LoRA fine-tuning for Llama-family language models on the CPU.",
-        subcommands: [TrainCommand.self, GenerateCommand.self, EvalCommand.self, TokenizeCommand.self, MergeCommand.self, ConvertCommand.self,
+        subcommands: [TrainCommand.self, GenerateCommand.self, EvalCommand.self, TokenizeCommand.self, MergeCommand.self, ExportAdapterCommand.self, ConvertCommand.self,
                       InspectCommand.self,
                       BenchCommand.self])
 
