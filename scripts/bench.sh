@@ -3,19 +3,21 @@
 # (scripts/bench_peft.py) on the same machine, the same shapes (SmolLM2-135M, batch 4 x 256,
 # LoRA r=8 alpha 16 on all 7 linear layers, AdamW, fp32), alternating runs so both see the same load.
 #
-#   bash scripts/bench.sh [ROUNDS] [STEPS]        (defaults: 2 rounds of 5 timed steps each)
+#   bash scripts/bench.sh [ROUNDS] [STEPS] [EXTRA FLAGS...]   (defaults: 2 rounds of 5 timed steps each)
+#   e.g. bash scripts/bench.sh 2 3 --seq-len 512 --grad-checkpoint   (flags go to both sides)
 #
 # Needs: a Python with torch, transformers and peft (PYTHON=/path/to/python to choose one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
 steps=${2:-5}
+shift $(( $# < 2 ? $# : 2 ))
 python=${PYTHON:-python3}
 swift build -c release --product lora >/dev/null
 out=$(mktemp)
 for r in $(seq "$rounds"); do
-    ./.build/release/lora bench --steps "$steps" --json >>"$out"
-    "$python" scripts/bench_peft.py --steps "$steps" --json 2>/dev/null | tail -n 1 >>"$out"
+    ./.build/release/lora bench --steps "$steps" --json "$@" >>"$out"
+    "$python" scripts/bench_peft.py --steps "$steps" --json "$@" 2>/dev/null | tail -n 1 >>"$out"
 done
 "$python" - "$out" <<'PY'
 import json, sys

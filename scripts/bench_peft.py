@@ -72,6 +72,8 @@ def parse_args() -> argparse.Namespace:
                    help="transformer blocks (SmolLM2-135M has 30)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
     p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
+    p.add_argument("--grad-checkpoint", action="store_true",
+                   help="transformers' gradient checkpointing (non-reentrant), as --grad-checkpoint in lora bench")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a summary")
     args = p.parse_args()
     if args.steps < 1 or args.warmup < 0:
@@ -157,6 +159,8 @@ def main() -> None:
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora_config)
+    if args.grad_checkpoint:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
