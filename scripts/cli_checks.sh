@@ -93,7 +93,9 @@ rargs=(--model $tiny --data "$tmp/tdata" --iters 400 --batch-size 4 --learning-r
 pid=$!
 for _ in $(seq 1 500); do [ -f "$tmp/killed/checkpoint.safetensors" ] && break; sleep 0.01; done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+echo half >"$tmp/killed/checkpoint.safetensors.tmp-99999"  # as a kill during a write leaves it
 "$lora" train "${rargs[@]}" --adapter-path "$tmp/killed" --resume >"$tmp/resumed" 2>&1
+[ ! -e "$tmp/killed/checkpoint.safetensors.tmp-99999" ] && ok "resume removes a half-written temporary file" || bad "stale temporary file left"
 at=$(sed -n 's/^resuming at step \([0-9]*\) of 400$/\1/p' "$tmp/resumed")
 if [ -n "$at" ] && [ "$at" -lt 400 ] && cmp -s "$tmp/whole/adapter_model.safetensors" "$tmp/killed/adapter_model.safetensors"; then
     ok "killed at a checkpoint (step $at of 400) and resumed: identical adapter bits"

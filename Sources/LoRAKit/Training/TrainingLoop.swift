@@ -117,6 +117,7 @@ public final class TrainingLoop: @unchecked Sendable {
     /// Trains until `settings.iterations` steps, calling `onStep` after each. With a folder, writes a
     /// checkpoint every `saveEvery` steps and, at the end, the checkpoint, the adapter and `loss.svg`.
     public func run(folder: String?, onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainingSummary {
+        if let folder { Self.removeStaleTemporaries(in: folder) }
         if trainer.step == 0 { try validate() }  // the loss before training, for the curve and the summary
         let sessionStart = DispatchTime.now().uptimeNanoseconds, firstStep = trainer.step
         var windowLoss = 0.0, windowSteps = 0, windowTokens = 0, windowStart = sessionStart, sessionTokens = 0
@@ -162,6 +163,15 @@ public final class TrainingLoop: @unchecked Sendable {
         let svgPath = folder + "/loss.svg", temporary = svgPath + ".tmp-\(getpid())"
         try history.svg(title: "LoRA fine-tuning loss").write(toFile: temporary, atomically: false, encoding: .utf8)
         guard rename(temporary, svgPath) == 0 else { throw LoRAError("cannot write \(svgPath)") }
+    }
+
+    /// Files a killed run left half-written under the temporary names this loop writes to ("NAME.tmp-PID").
+    static func removeStaleTemporaries(in folder: String) {
+        let ours = [TrainingCheckpoint.fileName, "adapter_model.safetensors", "adapter_config.json", "loss.svg"].map { $0 + ".tmp-" }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        where ours.contains(where: { name.hasPrefix($0) && name.dropFirst($0.count).allSatisfy(\.isNumber) }) {
+            try? FileManager.default.removeItem(atPath: folder + "/" + name)
+        }
     }
 
     private func adapterConfigJSON() throws -> String {
