@@ -190,6 +190,14 @@ if "$lora" tokenize --model smollm2-135m --json "Hello, world" >"$tmp/tok" 2>"$t
     else
         bad "train: $(cat "$tmp/train")"
     fi
+    # A GGUF base merged into a Hugging Face folder carries its tokenizer: the folder generates on its own.
+    if "$lora" merge --model smollm2-135m --adapter-path "$tmp/adapter" --output "$tmp/smerged" >/dev/null 2>&1; then
+        g1=$("$lora" generate --model smollm2-135m --adapter-path "$tmp/adapter" --chat --prompt "What is 2 plus 6?" --max-tokens 12 2>/dev/null)
+        g2=$("$lora" generate --model "$tmp/smerged" --chat --prompt "What is 2 plus 6?" --max-tokens 12 2>/dev/null)
+        [ -n "$g1" ] && [ "$g1" = "$g2" ] && ok "merge from the GGUF writes a folder with its tokenizer that generates: $g1" || bad "merged folder: '$g1' vs '$g2'"
+    else
+        bad "merge from the GGUF base"
+    fi
     expect_error "bad schedule" "lr-schedule" train --model smollm2-135m --data "$tmp/data" --lr-schedule step
     printf '{"text": "fine"}\n{"text": 5}\n' >"$tmp/bad.jsonl"
     expect_error "malformed data row" "bad.jsonl:2" eval --model smollm2-135m --data "$tmp/bad.jsonl"

@@ -132,7 +132,10 @@ struct TrainCommand: ParsableCommand {
         let display = ProgressDisplay()
         var line = "train: \(trainSet.examples.count) examples, \(trainSet.targetCount) target tokens"
         if trainSet.truncated > 0 { line += " (\(trainSet.truncated) rows cut to \(maxSeqLength) tokens)" }
-        if let validSet { line += "; valid: \(validSet.examples.count) examples" }
+        if let validSet {
+            line += "; valid: \(validSet.examples.count) examples"
+            if validSet.truncated > 0 { line += " (\(validSet.truncated) rows cut to \(maxSeqLength) tokens)" }
+        }
         display.printAbove(line)
 
         if numLayers > 0 {
@@ -142,8 +145,13 @@ struct TrainCommand: ParsableCommand {
         adapterConfig.baseModelNameOrPath = model
         let adapter = try LoRAAdapter.attach(to: base, config: adapterConfig, seed: settings.seed)
         let all = base.config.parameterCount + adapter.parameterCount
-        display.printAbove(String(format: "trainable params: %d || all params: %d || trainable%%: %.4f",
-                                  adapter.parameterCount, all, 100 * Double(adapter.parameterCount) / Double(all)))
+        // PEFT's print_trainable_parameters, thousands separators included.
+        func grouped(_ n: Int) -> String {
+            let digits = String(n)
+            return digits.enumerated().map { i, c in (i > 0 && (digits.count - i) % 3 == 0 ? "," : "") + String(c) }.joined()
+        }
+        display.printAbove("trainable params: \(grouped(adapter.parameterCount)) || all params: \(grouped(all)) || trainable%: "
+                           + String(format: "%.4f", 100 * Double(adapter.parameterCount) / Double(all)))
 
         let pad = Int32(tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
         let loop = try TrainingLoop(model: base, adapter: adapter, trainingSet: trainSet, validationSet: validSet,

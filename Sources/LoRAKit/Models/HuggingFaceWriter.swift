@@ -13,7 +13,8 @@ extension LlamaModel {
                                  "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja"]
 
     /// Writes the model as a Hugging Face folder (config.json, model.safetensors and the source
-    /// folder's tokenizer files) that transformers loads. Adapters must be merged first to be included.
+    /// folder's tokenizer files, or a GGUF source's tokenizer as tokenizer.json + tokenizer_config.json)
+    /// that transformers loads. Adapters must be merged first to be included.
     /// The folder is assembled under a temporary name and renamed, so it is never left half-written;
     /// an existing non-empty folder is refused rather than overwritten.
     public func saveHuggingFace(to output: String, dtype: ExportDType = .f32) throws {
@@ -36,6 +37,9 @@ extension LlamaModel {
 
     private func writeHuggingFace(folder: String, dtype: ExportDType) throws {
         let fm = FileManager.default
+        guard config.ropeFrequencyFactors == nil else {
+            throw LoRAError("this model stores its RoPE scaling as rope_freqs.weight, which config.json cannot express yet")
+        }
         var writer = SafetensorsWriter()
         writer.metadata = ["format": "pt"]
         for (name, t) in namedWeights() {
@@ -56,7 +60,12 @@ extension LlamaModel {
         try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
             .write(to: URL(fileURLWithPath: folder + "/config.json"))
 
-        if let src = sourcePath {
+        if let src = sourcePath, src.hasSuffix(".gguf") {
+            // A GGUF carries its tokenizer in the metadata: write it out as transformers' files.
+            for (name, contents) in try Tokenizer.huggingFaceFiles(gguf: GGUFFile(path: src)) {
+                try contents.write(to: URL(fileURLWithPath: folder + "/" + name))
+            }
+        } else if let src = sourcePath {
             for name in Self.companionFiles where fm.fileExists(atPath: src + "/" + name) {
                 try fm.copyItem(atPath: src + "/" + name, toPath: folder + "/" + name)
             }

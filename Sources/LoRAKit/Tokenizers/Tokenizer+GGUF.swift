@@ -140,4 +140,22 @@ extension Tokenizer {
         tokenizer.chatTemplate = file.metadata["tokenizer.chat_template"]?.stringValue
         return tokenizer
     }
+
+    /// tokenizer.json (from the vocabulary) and tokenizer_config.json (special tokens, chat template),
+    /// so transformers' AutoTokenizer loads a folder made from a GGUF model.
+    public static func huggingFaceFiles(gguf: GGUFFile) throws -> [(name: String, contents: Data)] {
+        let json = try tokenizerJSON(gguf: gguf)
+        let tokens = try gguf.stringArray("tokenizer.ggml.tokens")
+        func token(_ key: String) -> String? { gguf.metadata[key]?.intValue.flatMap { $0 < tokens.count ? tokens[$0] : nil } }
+        var config: [String: Any] = ["tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": false,
+                                     "model_max_length": gguf.metadata[(gguf.architecture ?? "llama") + ".context_length"]?.intValue ?? 2048]
+        if let t = token("tokenizer.ggml.bos_token_id") { config["bos_token"] = t }
+        if let t = token("tokenizer.ggml.eos_token_id") { config["eos_token"] = t }
+        if let t = token("tokenizer.ggml.padding_token_id") { config["pad_token"] = t }
+        if let t = token("tokenizer.ggml.unknown_token_id") { config["unk_token"] = t }
+        if let template = gguf.metadata["tokenizer.chat_template"]?.stringValue { config["chat_template"] = template }
+        return try [("tokenizer.json", json), ("tokenizer_config.json", config)].map { name, object in
+            (name, try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+        }
+    }
 }
