@@ -30,7 +30,8 @@ echo "$before"
 
 echo "== training the LoRA adapter"
 "$LORA" train --model $M --data $D --adapter-path $A --mask-prompt --max-seq-length 128 \
-    --iters 150 --batch-size 4 --learning-rate 5e-4 --lr-schedule cosine --warmup 10 --rank 8 --alpha 16
+    --iters 150 --batch-size 4 --learning-rate 5e-4 --lr-schedule cosine --warmup 10 --rank 8 --alpha 16 \
+    --steps-per-eval 50
 
 echo "== validation loss with the adapter"
 after=$(valid_loss --adapter-path $A)

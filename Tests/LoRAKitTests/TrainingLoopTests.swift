@@ -79,6 +79,19 @@ final class TrainingLoopTests: XCTestCase {
         XCTAssertEqual(reloaded.parameters.map { $0.value.array.map(\.bitPattern) }, bits(whole))
     }
 
+    func testValidationRunsAtItsOwnIntervalWhateverTheReportInterval() throws {
+        let model = LlamaModel.random(config: Self.tiny, seed: 1)
+        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 2, targetModules: .allLinear))
+        var s = settings(iterations: 7)
+        s.stepsPerEval = 3; s.stepsPerReport = 5
+        var reports: [Int] = []
+        let loop = try TrainingLoop(model: model, adapter: adapter, trainingSet: Self.examples, validationSet: Self.examples,
+                                    settings: s, padId: 0)
+        let summary = try loop.run(folder: nil) { p in if p.report != nil { reports.append(p.step) } }
+        XCTAssertEqual(summary.history.validation.map(\.step), [0, 3, 6, 7])
+        XCTAssertEqual(reports, [3, 5, 6, 7])
+    }
+
     func testResumeRefusesOtherSettingsOrData() throws {
         let folder = try temporaryDirectory()
         _ = try makeLoop(iterations: 3).run(folder: folder)
@@ -109,6 +122,9 @@ final class TrainingLoopTests: XCTestCase {
         // Validation 1.5 at y = 40 + 0.55/1.1·330 = 205.
         XCTAssertTrue(svg.contains("<circle cx=\"700.0\" cy=\"205.0\""), svg)
         XCTAssertEqual(h.bestValidation, .init(step: 3, loss: 1.5))
+        XCTAssertEqual(TrainingHistory.roundTicks(0.95, 2.05), [1, 1.2, 1.4, 1.6, 1.8, 2])
+        XCTAssertEqual(TrainingHistory.roundTicks(1, 150), [50, 100, 150])  // 149/4 = 37.25: 20 is under 0.7 × that, 50 is not
+        XCTAssertEqual(TrainingHistory.roundTicks(0, 2.32), [0, 0.5, 1, 1.5, 2])
         XCTAssertEqual(h.movingAverage([.init(step: 1, loss: 1), .init(step: 2, loss: 3), .init(step: 3, loss: 5)], window: 2).map(\.loss), [1, 2, 4])
     }
 }

@@ -29,6 +29,7 @@ public struct TrainingHistory: Codable, Sendable, Equatable {
         if hi - lo < 1e-9 { lo -= 0.5; hi += 0.5 }
         let pad = (hi - lo) * 0.05
         lo -= pad; hi += pad
+        if lo < 0 && losses.allSatisfy({ $0 >= 0 }) { lo = 0 }  // a loss is never negative: keep the axis at 0
         let x0 = Double(first), x1 = Double(max(last, first + 1))
         func x(_ step: Int) -> Double { left + (Double(step) - x0) / (x1 - x0) * (width - left - right) }
         func y(_ loss: Double) -> Double { top + (hi - loss) / (hi - lo) * (height - top - bottom) }
@@ -41,14 +42,15 @@ public struct TrainingHistory: Codable, Sendable, Equatable {
         var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" "
         s += "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
         s += "<text x=\"\(f(width / 2))\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">\(Self.escaped(title))</text>\n"
-        // Axes with five ticks each.
+        // Axes, with gridlines and labels at round values.
         s += "<g stroke=\"#999\"><line x1=\"\(f(left))\" y1=\"\(f(top))\" x2=\"\(f(left))\" y2=\"\(f(height - bottom))\"/>"
         s += "<line x1=\"\(f(left))\" y1=\"\(f(height - bottom))\" x2=\"\(f(width - right))\" y2=\"\(f(height - bottom))\"/></g>\n"
-        for i in 0...4 {
-            let loss = lo + (hi - lo) * Double(i) / 4, step = Int((x0 + (x1 - x0) * Double(i) / 4).rounded())
+        for loss in Self.roundTicks(lo, hi) {
             s += "<line x1=\"\(f(left))\" y1=\"\(f(y(loss)))\" x2=\"\(f(width - right))\" y2=\"\(f(y(loss)))\" stroke=\"#eee\"/>\n"
-            s += "<text x=\"\(f(left - 6))\" y=\"\(f(y(loss) + 4))\" text-anchor=\"end\">\(String(format: "%.3g", loss))</text>\n"
-            s += "<text x=\"\(f(x(step)))\" y=\"\(f(height - bottom + 18))\" text-anchor=\"middle\">\(step)</text>\n"
+            s += "<text x=\"\(f(left - 6))\" y=\"\(f(y(loss) + 4))\" text-anchor=\"end\">\(String(format: "%g", loss))</text>\n"
+        }
+        for step in Self.roundTicks(x0, x1) {
+            s += "<text x=\"\(f(x(Int(step))))\" y=\"\(f(height - bottom + 18))\" text-anchor=\"middle\">\(Int(step))</text>\n"
         }
         s += "<text x=\"\(f((left + width - right) / 2))\" y=\"\(f(height - 10))\" text-anchor=\"middle\">step</text>\n"
         if !train.isEmpty {
@@ -71,6 +73,14 @@ public struct TrainingHistory: Codable, Sendable, Equatable {
         }
         s += "</g>\n</svg>\n"
         return s
+    }
+
+    /// Two to seven values in [lo, hi] at multiples of 1, 2 or 5 × 10^k, spaced at least 0.7 × a quarter of the range.
+    static func roundTicks(_ lo: Double, _ hi: Double) -> [Double] {
+        let rough = (hi - lo) / 4, magnitude = pow(10, floor(log10(rough)))
+        let spacing = [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= rough * 0.7 }!
+        let first = (lo / spacing).rounded(.up)
+        return stride(from: first, through: hi / spacing + 1e-9, by: 1).map { ($0 * spacing * 1e9).rounded() / 1e9 }
     }
 
     /// The mean of the last `window` points at each point.

@@ -15,7 +15,7 @@ public struct TrainingProgress: Sendable {
     /// Target tokens per second and the estimated time left, from this session's steps.
     public let tokensPerSecond: Double
     public let secondsLeft: Double
-    /// Set every `stepsPerReport` steps and at the last step.
+    /// Set every `stepsPerReport` steps, when the validation set was evaluated, and at the last step.
     public let report: Report?
     /// Whether a checkpoint was written after this step.
     public let savedCheckpoint: Bool
@@ -132,8 +132,8 @@ public final class TrainingLoop: @unchecked Sendable {
             history.train.append(.init(step: step, loss: result.loss))
 
             var report: TrainingProgress.Report? = nil
-            if step % settings.stepsPerReport == 0 || last {
-                let evaluate = last || (settings.stepsPerEval > 0 && step % settings.stepsPerEval == 0)
+            let evaluate = validationSet != nil && (last || (settings.stepsPerEval > 0 && step % settings.stepsPerEval == 0))
+            if step % settings.stepsPerReport == 0 || last || evaluate {
                 let validationLoss = evaluate ? try validate() : nil
                 report = .init(loss: windowLoss / Double(windowSteps), tokensPerSecond: Double(windowTokens) / seconds(since: windowStart),
                                validationLoss: validationLoss)
