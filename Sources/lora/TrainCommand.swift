@@ -61,14 +61,15 @@ struct TrainCommand: ParsableCommand {
 
     private func train() throws {
         let file = try config.map { try ConfigFile(path: $0, allowedKeys: Self.settingNames) } ?? ConfigFile()
-        func positive(_ flag: Int?, _ key: String, _ fallback: Int, minimum: Int = 1) throws -> Int {
+        /// An integer setting: the flag, else the config file, else the default; at least `minimum`.
+        func integer(_ flag: Int?, _ key: String, _ fallback: Int, minimum: Int = 1) throws -> Int {
             let v = try flag ?? file.int(key) ?? fallback
             guard v >= minimum else { throw LoRAError("--\(key) must be at least \(minimum) (got \(v))") }
             return v
         }
         var settings = TrainingSettings()
-        settings.batchSize = try positive(batchSize, "batch-size", 4)
-        settings.gradAccumulationSteps = try positive(gradAccumulationSteps, "grad-accumulation-steps", 1)
+        settings.batchSize = try integer(batchSize, "batch-size", 4)
+        settings.gradAccumulationSteps = try integer(gradAccumulationSteps, "grad-accumulation-steps", 1)
         settings.learningRate = try learningRate ?? file.float("learning-rate") ?? 1e-4
         guard settings.learningRate > 0, settings.learningRate.isFinite else { throw LoRAError("--learning-rate must be above 0") }
         let scheduleName = try lrSchedule ?? file.string("lr-schedule") ?? "constant"
@@ -76,24 +77,24 @@ struct TrainCommand: ParsableCommand {
             throw LoRAError("--lr-schedule must be constant, linear or cosine (got \(scheduleName))")
         }
         settings.schedule = schedule
-        settings.warmup = try positive(warmup, "warmup", 0, minimum: 0)
+        settings.warmup = try integer(warmup, "warmup", 0, minimum: 0)
         let clip = try maxGradNorm ?? file.float("max-grad-norm") ?? 1
         guard clip >= 0 else { throw LoRAError("--max-grad-norm must be 0 (off) or positive") }
         settings.maxGradNorm = clip > 0 ? clip : nil
         settings.weightDecay = try weightDecay ?? file.float("weight-decay") ?? 0
         guard settings.weightDecay >= 0 else { throw LoRAError("--weight-decay must not be negative") }
-        settings.seed = UInt64(try positive(seed, "seed", 0, minimum: 0))
-        settings.stepsPerReport = try positive(stepsPerReport, "steps-per-report", 10)
-        settings.stepsPerEval = try positive(stepsPerEval, "steps-per-eval", 0, minimum: 0)
-        let valBatches = try positive(self.valBatches, "val-batches", 0, minimum: 0)
+        settings.seed = UInt64(try integer(seed, "seed", 0, minimum: 0))
+        settings.stepsPerReport = try integer(stepsPerReport, "steps-per-report", 10)
+        settings.stepsPerEval = try integer(stepsPerEval, "steps-per-eval", 0, minimum: 0)
+        let valBatches = try integer(self.valBatches, "val-batches", 0, minimum: 0)
         settings.validationBatches = valBatches > 0 ? valBatches : nil
-        settings.saveEvery = try positive(saveEvery, "save-every", 0, minimum: 0)
-        let maxSeqLength = try positive(self.maxSeqLength, "max-seq-length", 2048, minimum: 2)
+        settings.saveEvery = try integer(saveEvery, "save-every", 0, minimum: 0)
+        let maxSeqLength = try integer(self.maxSeqLength, "max-seq-length", 2048, minimum: 2)
         let resume = try self.resume ?? file.bool("resume") ?? false
         let maskPrompt = try self.maskPrompt ?? file.bool("mask-prompt") ?? false
         let metricsFile = try metricsFile ?? file.string("metrics-file")
 
-        var adapterConfig = LoRAConfig(r: try positive(rank, "rank", 8), loraAlpha: try alpha ?? file.float("alpha") ?? 16,
+        var adapterConfig = LoRAConfig(r: try integer(rank, "rank", 8), loraAlpha: try alpha ?? file.float("alpha") ?? 16,
                                        loraDropout: try dropout ?? file.float("dropout") ?? 0,
                                        targetModules: TargetModules(commaSeparated: try targets ?? file.string("targets") ?? "all-linear"),
                                        useRSLoRA: try useRslora ?? file.bool("use-rslora") ?? false)
@@ -105,7 +106,7 @@ struct TrainCommand: ParsableCommand {
         case "none", "false": adapterConfig.initialization = .none
         default: throw LoRAError("--init must be kaiming, gaussian or none (got \(initName))")
         }
-        let numLayers = try positive(self.numLayers, "num-layers", 0, minimum: 0)
+        let numLayers = try integer(self.numLayers, "num-layers", 0, minimum: 0)
         let epochs = try epochs ?? file.int("epochs"), iters = try iters ?? file.int("iters")
         if epochs != nil && iters != nil { throw LoRAError("give --iters or --epochs, not both") }
         if let epochs, epochs < 1 { throw LoRAError("--epochs must be at least 1 (got \(epochs))") }
