@@ -46,6 +46,7 @@ struct BenchCommand: ParsableCommand {
         let trainer = Trainer(model: model, optimizer: optimizer, totalSteps: warmup + steps)
         var random = SeededRandom(seed: 3)
         let n = batchSize * seqLen
+        let estimate = MemoryEstimate(model: model, batchSize: batchSize, seqLen: seqLen)
         let tokens = (0..<n).map { _ in Int32(random.next() % UInt64(config.vocabSize)) }
         let batch = Batch(batchSize: batchSize, seqLen: seqLen, inputIds: tokens, labels: tokens)
 
@@ -66,6 +67,7 @@ struct BenchCommand: ParsableCommand {
         if json {
             let line: [String: Any] = [
                 "tool": "swift-lora", "model": self.model ?? "random", "dequantize": dequantize, "tokens_per_second": tokensPerSecond, "peak_rss_mb": peak,
+                "estimated_peak_mb": estimate.totalBytes / 1_048_576,
                 "grad_checkpoint": gradCheckpoint,
                 "step_seconds": stepSeconds, "threads": Parallel.threadCount, "blas": "\(Gemm.backend)",
                 "gflop_per_token": flopsPerStep / Double(n) / 1e9, "achieved_gflops": achieved / 1e9,
@@ -81,7 +83,7 @@ struct BenchCommand: ParsableCommand {
                   + (gradCheckpoint ? ", gradient checkpointing" : ""))
             print("steps (s): " + stepSeconds.map { String(format: "%.3f", $0) }.joined(separator: " "))
             print(String(format: "throughput: %.1f tokens/s", tokensPerSecond))
-            print(String(format: "peak resident memory: %.0f MB", peak))
+            print(String(format: "peak resident memory: %.0f MB (estimated before the run: %@)", peak, estimate.summary))
             print(String(format: "work: %.3f GFLOP/token; achieved %.1f GFLOP/s = %.0f%% of sgemm's %.1f GFLOP/s on these shapes",
                          flopsPerStep / Double(n) / 1e9, achieved / 1e9, 100 * achieved / gemmRate, gemmRate / 1e9))
         }

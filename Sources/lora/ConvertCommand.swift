@@ -17,13 +17,17 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: "f32, f16 or bf16.")
     var dtype: String = "f32"
 
+    @Flag(help: "Replace an existing output file or non-empty folder.")
+    var force = false
+
     func run() throws {
         try Lora.reportingErrors {
             guard let type = ExportDType(rawValue: dtype) else { throw LoRAError("--dtype must be f32, f16 or bf16 (got \(dtype))") }
             let path = try ModelLocation.path(model)
             guard path.hasSuffix(".gguf") else { throw LoRAError("\(path) is not a .gguf file") }
+            try OutputPath.check(output, force: force)
             let m = try LlamaModel.load(gguf: path)
-            try m.saveHuggingFace(to: output, dtype: type)
+            try OutputPath.write(output, force: force) { try m.saveHuggingFace(to: $0, dtype: type) }
             print("wrote \(output) (\(m.config.numLayers) layers, \(m.config.parameterCount) parameters, \(dtype))")
         }
     }

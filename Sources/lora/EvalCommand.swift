@@ -26,7 +26,10 @@ struct EvalCommand: ParsableCommand {
             guard batchSize > 0, maxSeqLength > 1 else { throw LoRAError("--batch-size must be positive and --max-seq-length above 1") }
             let tokenizer = try ModelLocation.tokenizer(model)
             let base = try ModelLocation.load(model)
-            if let adapterPath { _ = try LoRAAdapter.load(from: adapterPath, into: base) }
+            if let adapterPath {
+                _ = try LoRAAdapter.load(from: adapterPath, into: base)
+                try AdapterValues.requireFinite(folder: adapterPath)
+            }
             let set = try DataSet(path: DataSet.path(data, split: split), tokenizer: tokenizer, maskPrompt: maskPrompt,
                                   maxSequenceLength: maxSeqLength)
             if set.truncated > 0 {

@@ -29,8 +29,11 @@ struct InspectCommand: ParsableCommand {
                 isDir = true
             }
             if isDir.boolValue {
+                try StepCommit.recover(target)  // a training run killed while saving into this folder
                 if fm.fileExists(atPath: target + "/adapter_config.json") {
-                    print(Self.describe(try AdapterSummary.load(folder: target)), terminator: "")
+                    let summary = try AdapterSummary.load(folder: target)
+                    try AdapterValues.requireFinite(folder: target)
+                    print(Self.describe(summary, trainingSteps: try StepCommit.steps(in: target)), terminator: "")
                 } else if fm.fileExists(atPath: target + "/config.json") {
                     print(Self.describe(try ModelSummary.load(folder: target)), terminator: "")
                 } else {
@@ -86,7 +89,8 @@ struct InspectCommand: ParsableCommand {
         return "\(m.path): \(kind)\n" + keyValues(rows)
     }
 
-    static func describe(_ a: AdapterSummary) -> String {
+    /// `trainingSteps`: the steps stamped in the adapter and in the folder's checkpoint, when a training run saved them.
+    static func describe(_ a: AdapterSummary, trainingSteps: (adapter: Int?, checkpoint: Int?) = (nil, nil)) -> String {
         let c = a.config
         var rows: [(String, String)] = []
         let method = "\(a.peftType) (rsLoRA: \(c.useRSLoRA ? "yes" : "no"), DoRA: \(a.useDoRA ? "yes" : "no"), init: \(a.initialization))"
@@ -109,6 +113,10 @@ struct InspectCommand: ParsableCommand {
         rows.append(("trainable params", count(a.parameterCount)))
         rows.append(("dtypes", a.dtypes.map { "\($0.name) ×\($0.count)" }.joined(separator: ", ")))
         rows.append(("on disk", "\(bytes(a.diskBytes)) (\(grouped(a.diskBytes)) bytes)"))
+        if trainingSteps.adapter != nil || trainingSteps.checkpoint != nil {
+            let checkpoint = trainingSteps.checkpoint.map { "step \($0)" } ?? "none"
+            rows.append(("training step", "\(trainingSteps.adapter.map(String.init) ?? "not recorded") (checkpoint: \(checkpoint))"))
+        }
         var out = "\(a.folder): PEFT LoRA adapter\n" + keyValues(rows) + "\n"
 
         let header = ["site", "rank", "A", "B", "params", "s", "‖ΔW‖_F"]
@@ -127,6 +135,9 @@ struct InspectCommand: ParsableCommand {
             out += "note: \(a.otherTensors.count) other tensor(s), not LoRA parameters: \(a.otherTensors.joined(separator: ", "))\n"
         }
         for w in a.warnings { out += "warning: \(w)\n" }
+        if let adapter = trainingSteps.adapter, let checkpoint = trainingSteps.checkpoint, adapter != checkpoint {
+            out += "warning: the adapter is of step \(adapter) but checkpoint.safetensors of step \(checkpoint)\n"
+        }
         return out
     }
 

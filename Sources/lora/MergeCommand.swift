@@ -27,6 +27,9 @@ struct MergeCommand: ParsableCommand {
     @Option(help: "Storage type of the written weights: f32, f16, bf16 (hf) or f32, f16, q8_0 (gguf).")
     var dtype: String = "f32"
 
+    @Flag(help: "Replace an existing output file or non-empty folder.")
+    var force = false
+
     func run() throws {
         try Lora.reportingErrors {
             let gguf: GGMLType?
@@ -40,13 +43,14 @@ struct MergeCommand: ParsableCommand {
             case ("gguf", _): throw LoRAError("--dtype for --format gguf must be f32, f16 or q8_0 (got \(dtype))")
             default: throw LoRAError("--format must be hf or gguf (got \(format))")
             }
-            if gguf != nil && FileManager.default.fileExists(atPath: output) {
-                throw LoRAError("output file \(output) already exists")
-            }
+            try OutputPath.check(output, force: force)
             let base = try ModelLocation.load(model)
             let adapter = try LoRAAdapter.load(from: adapterPath, into: base)
-            try adapter.merge()
-            if let gguf { try base.saveGGUF(to: output, type: gguf) } else { try base.saveHuggingFace(to: output, dtype: ExportDType(rawValue: dtype)!) }
+            try AdapterValues.requireFinite(folder: adapterPath)
+            try adapter.merge()  // refuses non-finite merged weights
+            try OutputPath.write(output, force: force) { path in
+                if let gguf { try base.saveGGUF(to: path, type: gguf) } else { try base.saveHuggingFace(to: path, dtype: ExportDType(rawValue: dtype)!) }
+            }
             print("merged \(adapter.modules.count) LoRA modules (\(adapter.parameterCount) parameters) into \(output)")
         }
     }

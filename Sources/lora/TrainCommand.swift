@@ -116,6 +116,9 @@ struct TrainCommand: ParsableCommand {
         guard let data = try data ?? file.string("data") else { throw LoRAError("--data is required (or data: in the config file)") }
 
         let adapterPath = try adapterPath ?? file.string("adapter-path") ?? "adapters"
+        // Held until the process ends: a second run on the folder is refused before loading anything.
+        let folderLock = try AdapterFolderLock(folder: adapterPath)
+        let metrics = try metricsFile.map { try MetricsFile(path: $0) }
 
         // Everything checked: now the expensive part.
         let tokenizer = try ModelLocation.tokenizer(model)
@@ -157,6 +160,14 @@ struct TrainCommand: ParsableCommand {
         let pad = Int32(tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
         let loop = try TrainingLoop(model: base, adapter: adapter, trainingSet: trainSet, validationSet: validSet,
                                     settings: settings, padId: pad)
+        loop.folderLock = folderLock
+        let longest = ((validSet?.examples ?? []) + trainSet.examples).map(\.tokens.count).max() ?? 1
+        let memory = MemoryEstimate(model: base, batchSize: settings.batchSize, seqLen: longest)
+        if let available = try MemoryEstimate.availableBytes() {
+            try memory.check(available: available, batchSize: settings.batchSize, seqLen: longest,
+                             gradientCheckpointing: base.gradientCheckpointing)
+        }
+        display.printAbove("estimated peak memory: \(memory.summary)")
         if resume {
             try loop.resume(from: adapterPath)
             display.printAbove("resuming at step \(loop.step) of \(settings.iterations)")
@@ -165,12 +176,12 @@ struct TrainCommand: ParsableCommand {
         }
         let summary = try loop.run(folder: adapterPath) { p in
             display.show(p)
-            if let metricsFile, let r = p.report {
-                var metrics: [String: Any] = ["step": p.step, "loss": r.loss, "learning_rate": p.learningRate,
+            if let metrics, let r = p.report {
+                var line: [String: Any] = ["step": p.step, "loss": r.loss, "learning_rate": p.learningRate,
                                               "tokens_per_second": r.tokensPerSecond, "trained_tokens": p.trainedTokens,
                                               "peak_memory_mb": peakResidentMB()]
-                if let v = r.validationLoss { metrics["val_loss"] = v }
-                try appendJSONLine(metrics, to: metricsFile)
+                if let v = r.validationLoss { line["val_loss"] = v }
+                try metrics.append(line)
             }
         }
         print(String(format: "trained %d steps, %d target tokens in %@ (%.0f tok/s), peak memory %.0f MB", summary.steps,
@@ -182,15 +193,5 @@ struct TrainCommand: ParsableCommand {
                          first.loss, first.step, last.loss, last.step, best.loss, best.step))
         }
         print("adapter saved to \(adapterPath); loss curve \(adapterPath)/loss.svg")
-    }
-
-    private func appendJSONLine(_ object: [String: Any], to path: String) throws {
-        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        data.append(0x0A)
-        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
-        guard let handle = FileHandle(forWritingAtPath: path) else { throw LoRAError("cannot write metrics file \(path)") }
-        defer { try? handle.close() }
-        handle.seekToEndOfFile()
-        handle.write(data)
     }
 }

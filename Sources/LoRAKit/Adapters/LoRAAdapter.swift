@@ -47,19 +47,29 @@ public final class LoRAAdapter: @unchecked Sendable {
         }
     }
 
-    /// W ← W0 + s·B·A on every adapted layer.
-    public func merge() throws { for m in modules { try m.site.linear.merge() } }
+    /// W ← W0 + s·B·A on every adapted layer. Like PEFT's safe_merge, refuses (and leaves the model
+    /// unmerged) when a merged weight is not finite.
+    public func merge() throws {
+        for (i, m) in modules.enumerated() {
+            try m.site.linear.merge()
+            if let bad = firstNonFinite(UnsafeBufferPointer(m.site.linear.weight.buffer)) {
+                for done in modules[...i] { try done.site.linear.unmerge() }
+                throw LoRAError("merging the adapter into \(m.site.path) gives a non-finite weight (NaN or Inf) at index \(bad); the adapter or the base model is broken")
+            }
+        }
+    }
     /// W ← W − s·B·A, restoring W0.
     public func unmerge() throws { for m in modules { try m.site.linear.unmerge() } }
 
     // MARK: PEFT files
 
-    /// Writes `adapter_config.json` and `adapter_model.safetensors` (metadata {"format": "pt"}),
-    /// each to a temporary name first and then renamed.
-    public func save(to folder: String) throws {
+    /// Writes `adapter_config.json` and `adapter_model.safetensors` (metadata {"format": "pt"}, and
+    /// the training step when given), each to a temporary name first and then renamed.
+    public func save(to folder: String, trainingStep: Int? = nil) throws {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         var writer = SafetensorsWriter()
         writer.metadata = ["format": "pt"]
+        if let trainingStep { writer.metadata[StepCommit.trainingStepKey] = "\(trainingStep)" }
         for (_, lora) in modules {
             writer.add(lora.a.name, shape: lora.a.value.shape, floats: UnsafeBufferPointer(lora.a.value.buffer))
             writer.add(lora.b.name, shape: lora.b.value.shape, floats: UnsafeBufferPointer(lora.b.value.buffer))
@@ -74,6 +84,7 @@ public final class LoRAAdapter: @unchecked Sendable {
 
     /// Reads a PEFT LoRA adapter folder and attaches it to `model`.
     public static func load(from folder: String, into model: LlamaModel) throws -> LoRAAdapter {
+        try StepCommit.recover(folder)  // a training run killed while saving into this folder
         let fm = FileManager.default
         let weightsPath = folder + "/adapter_model.safetensors"
         guard fm.fileExists(atPath: folder + "/adapter_config.json") else {

@@ -39,20 +39,36 @@ public final class Trainer: @unchecked Sendable {
 
     /// Accumulates the mean of the micro-batches' gradients (each micro-batch's loss is its own mean
     /// over targets, as in PyTorch loops that divide by the accumulation count), then updates.
+    /// Throws `NonFiniteTrainingError` when the loss or the gradient norm is not finite (before the
+    /// update, which then never happens) or when the update makes a parameter non-finite (the step
+    /// counter then stays put, and the parameters must not be kept).
     public func step(_ microBatches: [Batch]) throws -> StepResult {
         precondition(!microBatches.isEmpty, "a step needs at least one batch")
         optimizer.zeroGrad()
         let scale = 1 / Float(microBatches.count)
         var loss = 0.0
         for batch in microBatches { loss += try model.forwardBackward(batch, gradScale: scale) }
+        guard loss.isFinite else { throw NonFiniteTrainingError(step: step + 1, problem: "the loss is \(loss)") }
         let norm: Float
         if let maxGradNorm { norm = clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm) }
         else { norm = clipGradientNorm(optimizer.parameters, maxNorm: .infinity) }
+        guard norm.isFinite else { throw NonFiniteTrainingError(step: step + 1, problem: "the gradient norm is \(norm) (\(worstGradient()))") }
         let lr = baseLearningRate * schedule.factor(step: step, warmup: warmupSteps, totalSteps: totalSteps)
         optimizer.learningRate = lr
         optimizer.update()
+        if let bad = firstNonFinite(optimizer.parameters) {
+            throw NonFiniteTrainingError(step: step + 1, problem: "the update made \(bad.name) non-finite at index \(bad.index)")
+        }
         step += 1
         return StepResult(loss: loss / Double(microBatches.count), gradNorm: norm, learningRate: lr,
                           tokens: microBatches.reduce(0) { $0 + $1.targetCount })
+    }
+
+    /// The parameter whose gradient made the norm non-finite: the first with a NaN or ±Inf, else the
+    /// largest (finite values whose squares overflow Float32 together).
+    private func worstGradient() -> String {
+        if let bad = firstNonFinite(optimizer.parameters, gradients: true) { return "the first non-finite gradient is in \(bad.name)" }
+        let norms = optimizer.parameters.map { p in (p.name, p.grad.buffer.reduce(0.0) { $0 + Double($1) * Double($1) }) }
+        return "the largest gradient is in \(norms.max { $0.1 < $1.1 }?.0 ?? "?")"
     }
 }

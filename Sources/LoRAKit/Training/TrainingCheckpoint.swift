@@ -3,8 +3,8 @@ import Foundation
 /// Everything a run needs to continue exactly where it stopped, in one safetensors file
 /// (`checkpoint.safetensors` in the adapter folder): the adapter's tensors, AdamW's moments
 /// ("optimizer.m.NAME", "optimizer.v.NAME") and, as JSON in the metadata, the step, the data
-/// position, every dropout generator and the loss history. One file written under a temporary
-/// name and renamed, so a run killed at any moment leaves the previous checkpoint whole.
+/// position, every dropout generator and the loss history. Saved with the adapter of the same step
+/// by `StepCommit`, so a run killed at any moment leaves a whole checkpoint and adapter of one step.
 struct TrainingCheckpoint {
     static let fileName = "checkpoint.safetensors"
     static let format = "swift-lora-checkpoint-1"
@@ -38,13 +38,7 @@ struct TrainingCheckpoint {
         let path = folder + "/" + fileName
         guard FileManager.default.fileExists(atPath: path) else { throw LoRAError("\(folder) has no \(fileName) to resume from") }
         let file = try SafetensorsFile(path: path)
-        guard file.metadata["format"] == format, let json = file.metadata["state"] else {
-            throw LoRAError("\(path) is not a swift-lora training checkpoint")
-        }
-        let state: State
-        do { state = try JSONDecoder().decode(State.self, from: Data(json.utf8)) } catch {
-            throw LoRAError("\(path) has an unreadable training state")
-        }
+        let state = try state(of: file)
         for (i, p) in optimizer.parameters.enumerated() {
             for (name, tensor) in [(p.name, p.value), ("optimizer.m." + p.name, optimizer.m[i]), ("optimizer.v." + p.name, optimizer.v[i])] {
                 guard let info = file.tensors[name], info.shape == tensor.shape else {
@@ -54,6 +48,18 @@ struct TrainingCheckpoint {
             }
         }
         return state
+    }
+
+    /// The training state in the checkpoint at `path`.
+    static func state(at path: String) throws -> State { try state(of: SafetensorsFile(path: path)) }
+
+    private static func state(of file: SafetensorsFile) throws -> State {
+        guard file.metadata["format"] == format, let json = file.metadata["state"] else {
+            throw LoRAError("\(file.path) is not a swift-lora training checkpoint")
+        }
+        do { return try JSONDecoder().decode(State.self, from: Data(json.utf8)) } catch {
+            throw LoRAError("\(file.path) has an unreadable training state")
+        }
     }
 
     /// FNV-1a over the examples' tokens and targets: tells whether a resumed run trains on the same data.

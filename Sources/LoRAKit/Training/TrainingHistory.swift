@@ -26,16 +26,22 @@ public struct TrainingHistory: Codable, Sendable, Equatable {
         }
         let losses = all.map(\.loss).filter(\.isFinite)
         var lo = losses.min() ?? 0, hi = losses.max() ?? 1
-        if hi - lo < 1e-9 { lo -= 0.5; hi += 0.5 }
-        let pad = (hi - lo) * 0.05
-        lo -= pad; hi += pad
+        // Spans are taken as halves, hi/2 − lo/2, so that losses near ±Double.greatestFiniteMagnitude
+        // (a diverged run) give a finite axis instead of an infinite or empty one.
+        func widened(_ v: Double, by d: Double) -> Double { min(max(v + d, -.greatestFiniteMagnitude), .greatestFiniteMagnitude) }
+        if hi / 2 - lo / 2 < 0.5e-9 {
+            let half = max(0.5, max(abs(lo), abs(hi)) * 1e-6)
+            lo = widened(lo, by: -half); hi = widened(hi, by: half)
+        }
+        let pad = (hi / 2 - lo / 2) * 0.1
+        lo = widened(lo, by: -pad); hi = widened(hi, by: pad)
         if lo < 0 && losses.allSatisfy({ $0 >= 0 }) { lo = 0 }  // a loss is never negative: keep the axis at 0
-        let x0 = Double(first), x1 = Double(max(last, first + 1))
-        func x(_ step: Int) -> Double { left + (Double(step) - x0) / (x1 - x0) * (width - left - right) }
-        func y(_ loss: Double) -> Double { top + (hi - loss) / (hi - lo) * (height - top - bottom) }
+        let x0 = Double(first), x1 = last > first ? Double(last) : Double(first) + 1
+        func x(_ step: Double) -> Double { left + (step - x0) / (x1 - x0) * (width - left - right) }
+        func y(_ loss: Double) -> Double { top + (hi / 2 - loss / 2) / (hi / 2 - lo / 2) * (height - top - bottom) }
         func f(_ v: Double) -> String { String(format: "%.1f", v) }
         func polyline(_ points: [Point], _ style: String) -> String {
-            let coordinates = points.filter { $0.loss.isFinite }.map { "\(f(x($0.step))),\(f(y($0.loss)))" }.joined(separator: " ")
+            let coordinates = points.filter { $0.loss.isFinite }.map { "\(f(x(Double($0.step)))),\(f(y($0.loss)))" }.joined(separator: " ")
             return "<polyline fill=\"none\" \(style) points=\"\(coordinates)\"/>\n"
         }
 
@@ -50,7 +56,7 @@ public struct TrainingHistory: Codable, Sendable, Equatable {
             s += "<text x=\"\(f(left - 6))\" y=\"\(f(y(loss) + 4))\" text-anchor=\"end\">\(String(format: "%g", loss))</text>\n"
         }
         for step in Self.roundTicks(x0, x1) {
-            s += "<text x=\"\(f(x(Int(step))))\" y=\"\(f(height - bottom + 18))\" text-anchor=\"middle\">\(Int(step))</text>\n"
+            s += "<text x=\"\(f(x(step)))\" y=\"\(f(height - bottom + 18))\" text-anchor=\"middle\">\(String(format: "%.0f", step))</text>\n"
         }
         s += "<text x=\"\(f((left + width - right) / 2))\" y=\"\(f(height - 10))\" text-anchor=\"middle\">step</text>\n"
         if !train.isEmpty {
@@ -60,7 +66,7 @@ public struct TrainingHistory: Codable, Sendable, Equatable {
         if !validation.isEmpty {
             s += polyline(validation, "stroke=\"#d62728\" stroke-width=\"2\"")
             for p in validation where p.loss.isFinite {
-                s += "<circle cx=\"\(f(x(p.step)))\" cy=\"\(f(y(p.loss)))\" r=\"3.5\" fill=\"#d62728\"/>\n"
+                s += "<circle cx=\"\(f(x(Double(p.step))))\" cy=\"\(f(y(p.loss)))\" r=\"3.5\" fill=\"#d62728\"/>\n"
             }
         }
         // Legend.
@@ -75,12 +81,26 @@ public struct TrainingHistory: Codable, Sendable, Equatable {
         return s
     }
 
-    /// Two to seven values in [lo, hi] at multiples of 1, 2 or 5 × 10^k, spaced at least 0.7 × a quarter of the range.
+    /// Two to seven values in [lo, hi] at multiples of 1, 2 or 5 × 10^k, spaced at least 0.7 × a quarter of the range;
+    /// none when the range is empty or not finite, and at most eight whatever the magnitudes (a tick that
+    /// adding 1 to cannot move, as at 1e300 ± 1e280, would otherwise repeat forever).
     static func roundTicks(_ lo: Double, _ hi: Double) -> [Double] {
-        let rough = (hi - lo) / 4, magnitude = pow(10, floor(log10(rough)))
-        let spacing = [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= rough * 0.7 }!
-        let first = (lo / spacing).rounded(.up)
-        return stride(from: first, through: hi / spacing + 1e-9, by: 1).map { ($0 * spacing * 1e9).rounded() / 1e9 }
+        let rough = hi / 4 - lo / 4
+        guard rough.isNormal, rough > 0 else { return [] }
+        let magnitude = pow(10, floor(log10(rough)))
+        guard magnitude.isNormal, let spacing = [1.0, 2, 5, 10].map({ $0 * magnitude }).first(where: { $0 >= rough * 0.7 }) else {
+            return []
+        }
+        let first = (lo / spacing).rounded(.up), last = hi / spacing + 1e-9
+        guard first.isFinite, last.isFinite else { return [] }
+        var ticks: [Double] = []
+        for i in 0..<8 where first + Double(i) <= last {
+            let v = (first + Double(i)) * spacing
+            // Rounding to 1e-9 clears float noise (0.30000000000000004); large values have none to clear.
+            let tick = abs(v) < 1e6 ? (v * 1e9).rounded() / 1e9 : v
+            if ticks.last != tick { ticks.append(tick) }
+        }
+        return ticks
     }
 
     /// The mean of the last `window` points at each point.

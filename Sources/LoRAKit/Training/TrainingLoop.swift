@@ -39,7 +39,8 @@ public struct TrainingSummary: Sendable {
 
 /// A LoRA fine-tuning run: batches from a seeded stream, `Trainer` steps, periodic reports and
 /// validation, and checkpoints from which `resume` continues bit for bit. Writes the adapter (PEFT
-/// files), `checkpoint.safetensors` and `loss.svg` into its folder.
+/// files), `checkpoint.safetensors` and `loss.svg` of a step together into its folder (`StepCommit`),
+/// holding the folder's lock, and stops at a step whose loss or gradients are not finite.
 public final class TrainingLoop: @unchecked Sendable {
     public let model: LlamaModel
     public let adapter: LoRAAdapter
@@ -51,6 +52,12 @@ public final class TrainingLoop: @unchecked Sendable {
     private let trainer: Trainer
     private let dataFingerprint: UInt64
     private var secondsBefore = 0.0  // training time of earlier sessions
+    /// The step of the checkpoint in the folder, when there is one.
+    private var savedStep: Int?
+    /// The lock on the folder: one given by the caller is kept; one this loop takes is released
+    /// when `run` returns.
+    public var folderLock: AdapterFolderLock?
+    private var ownsLock = false
 
     public var step: Int { trainer.step }
 
@@ -81,6 +88,15 @@ public final class TrainingLoop: @unchecked Sendable {
     /// Restores the checkpoint in `folder`: adapter weights, optimizer moments, step, data position,
     /// dropout generators and history. The run's settings must match the checkpoint's (its length may differ).
     public func resume(from folder: String) throws {
+        try lock(folder)
+        do { try restore(from: folder) } catch {
+            if ownsLock { unlock() }
+            throw error
+        }
+    }
+
+    private func restore(from folder: String) throws {
+        try StepCommit.recover(folder, holding: folderLock)
         let state = try TrainingCheckpoint.load(from: folder, into: trainer.optimizer)
         if let mismatch = state.settings.resumeMismatch(settings) {
             throw LoRAError("the checkpoint in \(folder) was made with other settings (\(mismatch)); resume with the same ones")
@@ -101,6 +117,21 @@ public final class TrainingLoop: @unchecked Sendable {
         history = state.history
         trainedTokens = state.trainedTokens
         secondsBefore = state.seconds
+        savedStep = state.step
+    }
+
+    /// Takes the lock on `folder` unless this loop already holds it.
+    private func lock(_ folder: String) throws {
+        if let held = folderLock, held.folder == folder { return }
+        unlock()
+        folderLock = try AdapterFolderLock(folder: folder)
+        ownsLock = true
+    }
+
+    private func unlock() {
+        folderLock?.release()
+        folderLock = nil
+        ownsLock = false
     }
 
     /// Evaluates the validation set (nil without one) and records the loss at the current step.
@@ -117,7 +148,12 @@ public final class TrainingLoop: @unchecked Sendable {
     /// Trains until `settings.iterations` steps, calling `onStep` after each. With a folder, writes a
     /// checkpoint every `saveEvery` steps and, at the end, the checkpoint, the adapter and `loss.svg`.
     public func run(folder: String?, onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainingSummary {
-        if let folder { Self.removeStaleTemporaries(in: folder) }
+        if let folder {
+            try lock(folder)
+            try StepCommit.recover(folder, holding: folderLock)
+            Self.removeStaleTemporaries(in: folder)
+        }
+        defer { if ownsLock { unlock() } }
         if trainer.step == 0 { try validate() }  // the loss before training, for the curve and the summary
         let sessionStart = DispatchTime.now().uptimeNanoseconds, firstStep = trainer.step
         var windowLoss = 0.0, windowSteps = 0, windowTokens = 0, windowStart = sessionStart, sessionTokens = 0
@@ -125,7 +161,11 @@ public final class TrainingLoop: @unchecked Sendable {
 
         while trainer.step < settings.iterations {
             let batches = (0..<settings.gradAccumulationSteps).map { _ in stream.next() }
-            let result = try trainer.step(batches)
+            let result: Trainer.StepResult
+            do { result = try trainer.step(batches) } catch let e as NonFiniteTrainingError {
+                let kept = folder.map { f in savedStep.map { "\(f) keeps the adapter and checkpoint of step \($0)" } ?? "nothing was saved to \(f)" }
+                throw LoRAError("training stopped at step \(e.step): \(e.problem); \(kept ?? "nothing was saved") (\(NonFiniteTrainingError.usualCauses))")
+            }
             let step = trainer.step, last = step == settings.iterations
             trainedTokens += result.tokens; sessionTokens += result.tokens
             windowLoss += result.loss; windowSteps += 1; windowTokens += result.tokens
@@ -153,16 +193,23 @@ public final class TrainingLoop: @unchecked Sendable {
     }
 
     private func saveCheckpoint(to folder: String, seconds: Double) throws {
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        // The trainer refuses non-finite steps; this keeps any other path from writing such weights.
+        if let bad = firstNonFinite(trainer.optimizer.parameters) {
+            throw LoRAError("not saving step \(trainer.step) to \(folder): \(bad.name) is not finite at index \(bad.index)")
+        }
         let state = TrainingCheckpoint.State(step: trainer.step, settings: settings, adapterConfig: try adapterConfigJSON(),
                                              dataFingerprint: dataFingerprint, data: stream.position,
                                              dropoutRandom: adapter.modules.map { $0.lora.random }, trainedTokens: trainedTokens,
                                              seconds: seconds, history: history)
-        try TrainingCheckpoint.save(state, optimizer: trainer.optimizer, to: folder)
-        try adapter.save(to: folder)
-        let svgPath = folder + "/loss.svg", temporary = svgPath + ".tmp-\(getpid())"
-        try history.svg(title: "LoRA fine-tuning loss").write(toFile: temporary, atomically: false, encoding: .utf8)
-        guard rename(temporary, svgPath) == 0 else { throw LoRAError("cannot write \(svgPath)") }
+        try StepCommit.save(to: folder) { staging in
+            try TrainingCheckpoint.save(state, optimizer: trainer.optimizer, to: staging)
+            try adapter.save(to: staging, trainingStep: trainer.step)
+            let svgPath = staging + "/loss.svg"
+            do { try history.svg(title: "LoRA fine-tuning loss").write(toFile: svgPath, atomically: false, encoding: .utf8) } catch {
+                throw LoRAError("cannot write \(svgPath): \(String(cString: strerror(errno)))")
+            }
+        }
+        savedStep = trainer.step
     }
 
     /// Files a killed run left half-written under the temporary names this loop writes to ("NAME.tmp-PID").
