@@ -204,5 +204,44 @@ if "$lora" tokenize --model smollm2-135m --json "Hello, world" >"$tmp/tok" 2>"$t
     grep -q "five" "$tmp/gen" && bad "stop string printed: $(cat "$tmp/gen")" || ok "stop string ends the output before it: $(cat "$tmp/gen" | tr '\n' ' ')"
 fi
 
+# Guards (issue 9): diverging runs, unwritable metrics, consistent saves, a locked folder, memory, --force.
+expect_error "metrics file on a full disk" "cannot write metrics file /dev/full" train "${targs[@]}" --iters 10 --adapter-path "$tmp/g1" --metrics-file /dev/full
+expect_error "metrics file under /proc" "cannot open metrics file /proc/" train "${targs[@]}" --adapter-path "$tmp/g2" --metrics-file /proc/no-such-file
+expect_error "diverging run (learning rate 1e30, no clipping)" "training stopped at step" train "${targs[@]}" --adapter-path "$tmp/g3" \
+    --learning-rate 1e30 --max-grad-norm 0 --save-every 1
+if [ -f "$tmp/g3/adapter_model.safetensors" ]; then
+    "$lora" inspect "$tmp/g3" >"$tmp/out" 2>&1 && grep -q "training step .*(checkpoint: step" "$tmp/out" \
+        && ok "a diverged run leaves a finite adapter: $(grep 'training step' "$tmp/out")" || bad "diverged run's adapter: $(cat "$tmp/out")"
+else
+    ok "a run that diverged at its first step saved nothing"
+fi
+mkdir -p "$tmp/nan" && cp "$tmp/t1/adapter_config.json" "$tmp/t1/adapter_model.safetensors" "$tmp/nan/"
+python3 - "$tmp/nan/adapter_model.safetensors" <<'PY'
+import json, struct, sys
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + n])
+name = sorted(k for k in header if k != "__metadata__")[0]
+start = 8 + n + header[name]["data_offsets"][0]
+data[start + 12:start + 16] = struct.pack("<f", float("nan"))  # value 3
+open(path, "wb").write(data)
+PY
+expect_error "inspect: NaN in an adapter" "holds a non-finite value (nan) at index 3" inspect "$tmp/nan"
+expect_error "eval: NaN in an adapter" "holds a non-finite value" eval --model $tiny --data "$tmp/tdata" --split valid --adapter-path "$tmp/nan"
+expect_error "merge: NaN in an adapter" "holds a non-finite value" merge --model $tiny --adapter-path "$tmp/nan" --output "$tmp/nanmerged"
+LORA_MEMORY_LIMIT_MB=1 expect_error "memory estimate over the limit" "at its peak, but 1 MB are available; lower --batch-size" \
+    train "${targs[@]}" --adapter-path "$tmp/g4"
+# A second train on a folder in use is refused; the lock goes with the process, even on SIGKILL.
+"$lora" train "${targs[@]}" --iters 100000 --adapter-path "$tmp/g5" >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 500); do [ "$(cat "$tmp/g5/.lock" 2>/dev/null)" = "$pid" ] && break; sleep 0.01; done
+expect_error "adapter folder in use" "$tmp/g5 is in use by another lora train (pid $pid)" train "${targs[@]}" --adapter-path "$tmp/g5"
+kill -9 $pid; wait $pid 2>/dev/null
+"$lora" train "${targs[@]}" --iters 2 --adapter-path "$tmp/g5" >"$tmp/out" 2>&1 && ok "the lock is gone with the SIGKILLed run" || bad "after SIGKILL: $(cat "$tmp/out")"
+expect_error "convert: output exists" "already exists; add --force" convert --model Tests/LoRAKitTests/Fixtures/gguf/metadata.gguf --output "$tmp/merged"
+"$lora" merge --model $tiny --adapter-path "$tmp/t1" --output "$tmp/merged" --force >/dev/null 2>&1 && [ -f "$tmp/merged/model.safetensors" ] \
+    && cmp -s "$tmp/merged/model.safetensors" "$tmp/tmerged/model.safetensors" && ok "merge --force replaces an existing folder" || bad "merge --force"
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -116,8 +116,6 @@ struct TrainCommand: ParsableCommand {
         guard let data = try data ?? file.string("data") else { throw LoRAError("--data is required (or data: in the config file)") }
 
         let adapterPath = try adapterPath ?? file.string("adapter-path") ?? "adapters"
-        // Held until the process ends: a second run on the folder is refused before loading anything.
-        let folderLock = try AdapterFolderLock(folder: adapterPath)
         let metrics = try metricsFile.map { try MetricsFile(path: $0) }
 
         // Everything checked: now the expensive part.
@@ -141,6 +139,8 @@ struct TrainCommand: ParsableCommand {
             if validSet.truncated > 0 { line += " (\(validSet.truncated) rows cut to \(maxSeqLength) tokens)" }
         }
         display.printAbove(line)
+        // Held until the process ends (taken once the inputs are known good, so a failed start leaves no folder behind).
+        let folderLock = try AdapterFolderLock(folder: adapterPath)
 
         if numLayers > 0 {
             let n = base.config.numLayers

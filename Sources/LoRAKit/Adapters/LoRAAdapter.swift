@@ -47,16 +47,17 @@ public final class LoRAAdapter: @unchecked Sendable {
         }
     }
 
-    /// W ← W0 + s·B·A on every adapted layer. Like PEFT's safe_merge, refuses (and leaves the model
-    /// unmerged) when a merged weight is not finite.
+    /// W ← W0 + s·B·A on every adapted layer. Like PEFT's safe_merge, first checks that every merged
+    /// weight would be finite, and refuses, changing nothing, when one would not (W + NaN cannot be
+    /// unmerged back to W).
     public func merge() throws {
-        for (i, m) in modules.enumerated() {
-            try m.site.linear.merge()
-            if let bad = firstNonFinite(UnsafeBufferPointer(m.site.linear.weight.buffer)) {
-                for done in modules[...i] { try done.site.linear.unmerge() }
-                throw LoRAError("merging the adapter into \(m.site.path) gives a non-finite weight (NaN or Inf) at index \(bad); the adapter or the base model is broken")
+        for m in modules {
+            let w = m.site.linear.weight, delta = m.lora.deltaWeight()
+            if let i = (0..<delta.count).first(where: { !(w[$0] + delta[$0]).isFinite }) {
+                throw LoRAError("merging the adapter into \(m.site.path) would give a non-finite weight (NaN or Inf) at index \(i); the adapter or the base model is broken")
             }
         }
+        for m in modules { try m.site.linear.merge() }
     }
     /// W ← W − s·B·A, restoring W0.
     public func unmerge() throws { for m in modules { try m.site.linear.unmerge() } }

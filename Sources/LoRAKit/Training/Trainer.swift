@@ -49,10 +49,10 @@ public final class Trainer: @unchecked Sendable {
         var loss = 0.0
         for batch in microBatches { loss += try model.forwardBackward(batch, gradScale: scale) }
         guard loss.isFinite else { throw NonFiniteTrainingError(step: step + 1, problem: "the loss is \(loss)") }
-        let norm: Float
-        if let maxGradNorm { norm = clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm) }
-        else { norm = clipGradientNorm(optimizer.parameters, maxNorm: .infinity) }
+        // Measured first and clipped after, so that a non-finite norm is reported on unclipped gradients.
+        let norm = clipGradientNorm(optimizer.parameters, maxNorm: .infinity)
         guard norm.isFinite else { throw NonFiniteTrainingError(step: step + 1, problem: "the gradient norm is \(norm) (\(worstGradient()))") }
+        if let maxGradNorm { clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm) }
         let lr = baseLearningRate * schedule.factor(step: step, warmup: warmupSteps, totalSteps: totalSteps)
         optimizer.learningRate = lr
         optimizer.update()

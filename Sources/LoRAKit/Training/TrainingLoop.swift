@@ -148,12 +148,12 @@ public final class TrainingLoop: @unchecked Sendable {
     /// Trains until `settings.iterations` steps, calling `onStep` after each. With a folder, writes a
     /// checkpoint every `saveEvery` steps and, at the end, the checkpoint, the adapter and `loss.svg`.
     public func run(folder: String?, onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainingSummary {
+        if let folder { try lock(folder) }
+        defer { if ownsLock { unlock() } }
         if let folder {
-            try lock(folder)
             try StepCommit.recover(folder, holding: folderLock)
             Self.removeStaleTemporaries(in: folder)
         }
-        defer { if ownsLock { unlock() } }
         if trainer.step == 0 { try validate() }  // the loss before training, for the curve and the summary
         let sessionStart = DispatchTime.now().uptimeNanoseconds, firstStep = trainer.step
         var windowLoss = 0.0, windowSteps = 0, windowTokens = 0, windowStart = sessionStart, sessionTokens = 0
