@@ -33,7 +33,7 @@ struct EvalCommand: ParsableCommand {
             let set = try DataSet(path: DataSet.path(data, split: split), tokenizer: tokenizer, maskPrompt: maskPrompt,
                                   maxSequenceLength: maxSeqLength)
             if set.truncated > 0 {
-                FileHandle.standardError.write(Data("note: \(set.truncated) rows were cut to \(maxSeqLength) tokens\n".utf8))
+                fputs("note: \(set.truncated) rows were cut to \(maxSeqLength) tokens\n", stderr)  // FileHandle.write traps on a write error
             }
             let pad = Int32(tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
             let (loss, count) = try base.evaluate(set, batchSize: batchSize, padId: pad)

@@ -19,16 +19,16 @@ final class ProgressDisplay {
             let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
             let line = String(format: "%@ %d/%d  loss %.3f  lr %.1e  %.0f tok/s  ETA %@  %.0f MB", bar, p.step, p.totalSteps, p.loss,
                               p.learningRate, p.tokensPerSecond, Self.duration(p.secondsLeft), peakResidentMB())
-            // \r and "erase line" redraw the bar in place.
-            FileHandle.standardOutput.write(Data(("\r\u{1B}[2K" + line).utf8))
-            if p.step == p.totalSteps { FileHandle.standardOutput.write(Data("\r\u{1B}[2K".utf8)) }
+            // \r and "erase line" redraw the bar in place. fputs, unlike FileHandle.write, does not trap when the terminal is gone.
+            fputs("\r\u{1B}[2K" + line, stdout)
+            if p.step == p.totalSteps { fputs("\r\u{1B}[2K", stdout) }
         }
         fflush(nil)
     }
 
     /// Prints a whole line, above the live bar when there is one (the next step redraws it).
     func printAbove(_ line: String) {
-        if live { FileHandle.standardOutput.write(Data("\r\u{1B}[2K".utf8)) }
+        if live { fputs("\r\u{1B}[2K", stdout) }
         print(line)
         fflush(nil)
     }
