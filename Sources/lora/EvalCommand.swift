@@ -33,7 +33,8 @@ struct EvalCommand: ParsableCommand {
             let set = try DataSet(path: DataSet.path(data, split: split), tokenizer: tokenizer, maskPrompt: maskPrompt,
                                   maxSequenceLength: maxSeqLength)
             if set.truncated > 0 {
-                fputs("note: \(set.truncated) rows were cut to \(maxSeqLength) tokens\n", stderr)  // FileHandle.write traps on a write error
+                // write(contentsOf:) throws where write(_:) would trap on a failed write.
+                try? FileHandle.standardError.write(contentsOf: Data("note: \(set.truncated) rows were cut to \(maxSeqLength) tokens\n".utf8))
             }
             let pad = Int32(tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
             let (loss, count) = try base.evaluate(set, batchSize: batchSize, padId: pad)

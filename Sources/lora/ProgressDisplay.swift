@@ -19,19 +19,22 @@ final class ProgressDisplay {
             let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
             let line = String(format: "%@ %d/%d  loss %.3f  lr %.1e  %.0f tok/s  ETA %@  %.0f MB", bar, p.step, p.totalSteps, p.loss,
                               p.learningRate, p.tokensPerSecond, Self.duration(p.secondsLeft), peakResidentMB())
-            // \r and "erase line" redraw the bar in place. fputs, unlike FileHandle.write, does not trap when the terminal is gone.
-            fputs("\r\u{1B}[2K" + line, stdout)
-            if p.step == p.totalSteps { fputs("\r\u{1B}[2K", stdout) }
+            // \r and "erase line" redraw the bar in place.
+            write("\r\u{1B}[2K" + line)
+            if p.step == p.totalSteps { write("\r\u{1B}[2K") }
         }
         fflush(nil)
     }
 
     /// Prints a whole line, above the live bar when there is one (the next step redraws it).
     func printAbove(_ line: String) {
-        if live { fputs("\r\u{1B}[2K", stdout) }
+        if live { write("\r\u{1B}[2K") }
         print(line)
         fflush(nil)
     }
+
+    /// Writes to standard output, ignoring failures (a closed terminal): FileHandle.write(_:) would trap on them.
+    private func write(_ text: String) { try? FileHandle.standardOutput.write(contentsOf: Data(text.utf8)) }
 
     func reportLine(_ p: TrainingProgress, _ r: TrainingProgress.Report) -> String {
         var line = String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  %.0f MB", p.step, p.totalSteps, r.loss,
