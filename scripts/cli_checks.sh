@@ -227,7 +227,7 @@ start = 8 + n + header[name]["data_offsets"][0]
 data[start + 12:start + 16] = struct.pack("<f", float("nan"))  # value 3
 open(path, "wb").write(data)
 PY
-expect_error "inspect: NaN in an adapter" "holds a non-finite value (nan) at index 3" inspect "$tmp/nan"
+expect_error "inspect: NaN in an adapter" "holds a non-finite value (NaN) at index 3" inspect "$tmp/nan"
 expect_error "eval: NaN in an adapter" "holds a non-finite value" eval --model $tiny --data "$tmp/tdata" --split valid --adapter-path "$tmp/nan"
 expect_error "merge: NaN in an adapter" "holds a non-finite value" merge --model $tiny --adapter-path "$tmp/nan" --output "$tmp/nanmerged"
 LORA_MEMORY_LIMIT_MB=1 expect_error "memory estimate over the limit" "at its peak, but 1 MB are available; lower --batch-size" \

@@ -35,7 +35,7 @@ final class NumericalGuardTests: XCTestCase {
             saved = loop.adapter.parameters.map { $0.value.array.map(\.bitPattern) }
             loop.adapter.modules[0].lora.b.value[0] = .nan  // step 4's forward turns NaN
         }) { error in
-            XCTAssertEqual("\(error)", "training stopped at step 4: the loss is nan; \(folder) keeps the adapter and checkpoint of step 3 "
+            XCTAssertEqual("\(error)", "training stopped at step 4: the loss is NaN; \(folder) keeps the adapter and checkpoint of step 3 "
                            + "(usual causes: a learning rate too high, --max-grad-norm 0 (no gradient clipping), or values in the data "
                            + "or model that overflow Float32)")
         }
@@ -99,10 +99,14 @@ final class NumericalGuardTests: XCTestCase {
         XCTAssertFalse(svg.contains("nan") || svg.contains("inf"), svg)
         XCTAssertEqual(TrainingHistory.roundTicks(-1.1e308, 1.1e308).map { String(format: "%g", $0) },
                        ["-1e+308", "-5e+307", "0", "5e+307", "1e+308"])
-        // Every loss equal and huge: widened by a millionth, not by 0.5 that cannot move it.
+        // Every loss equal and huge (the case that looped: ±0.5 cannot move 1e300, so the tick spacing
+        // was 0): widened by a millionth instead.
         var flat = TrainingHistory()
         flat.train = [.init(step: 1, loss: 1e300), .init(step: 2, loss: 1e300)]
         XCTAssertTrue(flat.svg().contains("points=\"60.0,205.0 700.0,205.0\""), flat.svg())
+        flat.train = [.init(step: 7, loss: 1e308)]
+        XCTAssertTrue(flat.svg().contains("points=\"60.0,205.0\""), flat.svg())
+        XCTAssertLessThan(Date().timeIntervalSince(start), 1)
         // Ticks that adding 1 cannot move, an empty range, and a subnormal one: few or none, never a hang.
         XCTAssertLessThanOrEqual(TrainingHistory.roundTicks(1e300, 1e300 * (1 + 1e-15)).count, 8)
         XCTAssertEqual(TrainingHistory.roundTicks(5, 5), [])

@@ -10,7 +10,7 @@ public enum AdapterValues {
         for name in file.names where [.F32, .F16, .BF16, .F64].contains(file.tensors[name]!.dtype) {
             let values = try file.floats(name)
             if let i = values.withUnsafeBufferPointer({ firstNonFinite($0) }) {
-                throw LoRAError("\(path): tensor \(name) holds a non-finite value (\(values[i])) at index \(i); the adapter is broken")
+                throw LoRAError("\(path): tensor \(name) holds a non-finite value (\(nonFiniteText(values[i]))) at index \(i); the adapter is broken")
             }
         }
     }

@@ -14,6 +14,9 @@ public struct NonFiniteTrainingError: Error, CustomStringConvertible, Sendable {
     public var description: String { "training stopped at step \(step): \(problem) (\(Self.usualCauses))" }
 }
 
+/// "NaN", "inf" or "-inf" (Swift prints a NaN with its sign bit set as "-nan").
+func nonFiniteText<F: BinaryFloatingPoint & CustomStringConvertible>(_ x: F) -> String { x.isNaN ? "NaN" : x.description }
+
 /// The index of the first NaN or ±Inf among `values`, or nil when all are finite.
 public func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
     // Summing first keeps the common, all-finite case to one vectorizable pass: a sum of finite

@@ -48,10 +48,10 @@ public final class Trainer: @unchecked Sendable {
         let scale = 1 / Float(microBatches.count)
         var loss = 0.0
         for batch in microBatches { loss += try model.forwardBackward(batch, gradScale: scale) }
-        guard loss.isFinite else { throw NonFiniteTrainingError(step: step + 1, problem: "the loss is \(loss)") }
+        guard loss.isFinite else { throw NonFiniteTrainingError(step: step + 1, problem: "the loss is \(nonFiniteText(loss))") }
         // Measured first and clipped after, so that a non-finite norm is reported on unclipped gradients.
         let norm = clipGradientNorm(optimizer.parameters, maxNorm: .infinity)
-        guard norm.isFinite else { throw NonFiniteTrainingError(step: step + 1, problem: "the gradient norm is \(norm) (\(worstGradient()))") }
+        guard norm.isFinite else { throw NonFiniteTrainingError(step: step + 1, problem: "the gradient norm is \(nonFiniteText(norm)) (\(worstGradient()))") }
         if let maxGradNorm { clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm) }
         let lr = baseLearningRate * schedule.factor(step: step, warmup: warmupSteps, totalSteps: totalSteps)
         optimizer.learningRate = lr
