@@ -24,7 +24,7 @@ args=(--model $tiny --data "$tmp/data" --iters $iters --batch-size 4 --learning-
 "$lora" train "${args[@]}" --adapter-path "$tmp/whole" >"$tmp/log" 2>&1 || { echo "FAILED: the uninterrupted run: $(tail -2 "$tmp/log")"; exit 1; }
 
 fail() { echo "FAILED after kill $killed: $1"; exit 1; }
-killed=0 early=0 resume=() steps=()
+killed=0 early=0 pending=0 committed=0 resume=() steps=()
 while [ $killed -lt $kills ]; do
     "$lora" train "${args[@]}" --adapter-path "$tmp/run" "${resume[@]}" >"$tmp/log" 2>&1 &
     pid=$!
@@ -39,6 +39,9 @@ while [ $killed -lt $kills ]; do
         early=$((early + 1)); rm -rf "$tmp/run"; resume=(); continue
     fi
     killed=$((killed + 1))
+    # A kill during a save leaves its staging folder: before the commit (discarded) or after (finished).
+    [ -e "$tmp/run/.save-pending" ] && pending=$((pending + 1))
+    [ -e "$tmp/run/.save-committed" ] && committed=$((committed + 1))
     if "$lora" inspect "$tmp/run" >"$tmp/inspect" 2>&1; then
         line=$(grep "training step" "$tmp/inspect")
         a=$(sed -n 's/^ *training step *\([0-9]*\) (checkpoint: step \([0-9]*\))$/\1/p' <<<"$line")
@@ -58,5 +61,6 @@ done
 "$lora" train "${args[@]}" --adapter-path "$tmp/run" "${resume[@]}" >"$tmp/log" 2>&1 || fail "the last resume: $(tail -2 "$tmp/log")"
 cmp "$tmp/whole/adapter_model.safetensors" "$tmp/run/adapter_model.safetensors" || fail "the resumed adapter differs from the uninterrupted one"
 echo "steps saved at each kill: ${steps[*]}"
-echo "ok: $killed SIGKILLs ($early runs finished before their kill), each leaving an adapter and checkpoint of the same step;" \
+echo "ok: $killed SIGKILLs ($pending while writing a save, $committed between a save's commit and its end; $early runs finished" \
+     "before their kill), each leaving an adapter and checkpoint of the same step;" \
      "resumed to step $iters, the adapter is bit-identical to the uninterrupted run's"
