@@ -139,8 +139,6 @@ struct TrainCommand: ParsableCommand {
             if validSet.truncated > 0 { line += " (\(validSet.truncated) rows cut to \(maxSeqLength) tokens)" }
         }
         display.printAbove(line)
-        // Held until the process ends (taken once the inputs are known good, so a failed start leaves no folder behind).
-        let folderLock = try AdapterFolderLock(folder: adapterPath)
 
         if numLayers > 0 {
             let n = base.config.numLayers
@@ -160,7 +158,6 @@ struct TrainCommand: ParsableCommand {
         let pad = Int32(tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
         let loop = try TrainingLoop(model: base, adapter: adapter, trainingSet: trainSet, validationSet: validSet,
                                     settings: settings, padId: pad)
-        loop.folderLock = folderLock
         let longest = ((validSet?.examples ?? []) + trainSet.examples).map(\.tokens.count).max() ?? 1
         let memory = MemoryEstimate(model: base, batchSize: settings.batchSize, seqLen: longest)
         if let available = try MemoryEstimate.availableBytes() {
@@ -168,6 +165,9 @@ struct TrainCommand: ParsableCommand {
                              gradientCheckpointing: base.gradientCheckpointing)
         }
         display.printAbove("estimated peak memory: \(memory.summary)")
+        // Held until the process ends; taken once the run is known to start, so that a refused one leaves no folder behind.
+        let folderLock = try AdapterFolderLock(folder: adapterPath)
+        loop.folderLock = folderLock
         if resume {
             try loop.resume(from: adapterPath)
             display.printAbove("resuming at step \(loop.step) of \(settings.iterations)")
@@ -178,8 +178,8 @@ struct TrainCommand: ParsableCommand {
             display.show(p)
             if let metrics, let r = p.report {
                 var line: [String: Any] = ["step": p.step, "loss": r.loss, "learning_rate": p.learningRate,
-                                              "tokens_per_second": r.tokensPerSecond, "trained_tokens": p.trainedTokens,
-                                              "peak_memory_mb": peakResidentMB()]
+                                           "tokens_per_second": r.tokensPerSecond, "trained_tokens": p.trainedTokens,
+                                           "peak_memory_mb": peakResidentMB()]
                 if let v = r.validationLoss { line["val_loss"] = v }
                 try metrics.append(line)
             }

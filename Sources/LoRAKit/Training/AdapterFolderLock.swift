@@ -12,6 +12,10 @@ public final class AdapterFolderLock: @unchecked Sendable {
     /// lock holds it (another process, or another lock object in this one).
     public init(folder: String) throws {
         self.folder = folder
+        var isFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder), !isFolder.boolValue {
+            throw LoRAError("the adapter folder \(folder) is a file")
+        }
         do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
             throw LoRAError("cannot create the adapter folder \(folder): \(String(cString: strerror(errno)))")
         }
