@@ -92,6 +92,7 @@ public final class TrainingLoop: @unchecked Sendable {
             throw LoRAError("the training data differs from the data the checkpoint in \(folder) was trained on")
         }
         guard state.dropoutRandom.count == adapter.modules.count else { throw LoRAError("the checkpoint in \(folder) does not fit this adapter") }
+        try state.check(path: folder + "/" + TrainingCheckpoint.fileName, stream: stream, settings: settings)
         guard state.step < settings.iterations else {
             throw LoRAError("the checkpoint in \(folder) is at step \(state.step), the end of a \(settings.iterations)-step run")
         }
