@@ -25,16 +25,20 @@ struct TrainingCheckpoint {
         /// allocating or counting with its numbers.
         func check(path: String, stream: BatchStream, settings: TrainingSettings) throws {
             func fail(_ what: String) -> LoRAError { LoRAError("\(path) is damaged: \(what)") }
+            // Saturating: a bound past Int's range is no bound.
+            func product(_ a: Int, _ b: Int) -> Int {
+                let (p, overflow) = a.multipliedReportingOverflow(by: b)
+                return overflow ? .max : p
+            }
             guard (0...TrainingSettings.maximumSteps).contains(step) else { throw fail("its step is \(step)") }
             // A step takes gradAccumulationSteps batches and an epoch at least one, so these bound the position.
-            let batches = step * settings.gradAccumulationSteps  // both bounded: no overflow
+            let batches = product(step, settings.gradAccumulationSteps)
             guard (0...batches).contains(data.epoch) else { throw fail("epoch \(data.epoch) after \(batches) batches") }
             guard (0...stream.batchesPerEpoch).contains(data.index) else {
                 throw fail("batch \(data.index) of an epoch of \(stream.batchesPerEpoch) batches")
             }
             let longest = stream.set.examples.map(\.tokens.count).max() ?? 0
-            let (tokens, overflow) = (batches * stream.batchSize).multipliedReportingOverflow(by: longest)
-            guard trainedTokens >= 0, overflow || trainedTokens <= tokens else {
+            guard (0...product(product(batches, stream.batchSize), longest)).contains(trainedTokens) else {
                 throw fail("\(trainedTokens) trained tokens after \(batches) batches")
             }
             guard seconds.isFinite && seconds >= 0 else { throw fail("\(seconds) seconds of training") }
