@@ -13,10 +13,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
-        .target(
-            name: "LoRAKit",
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
-        ),
+        .target(name: "LoRAKit"),
         .executableTarget(
             name: "lora",
             dependencies: ["LoRAKit", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -27,7 +27,8 @@ struct ConfigFile {
         for (key, value) in mapping {
             guard let name = key.string?.replacingOccurrences(of: "_", with: "-") else { throw LoRAError("\(path): a key is not a string") }
             guard allowedKeys.contains(name) else {
-                throw LoRAError("\(path): unknown setting \"\(key.string!)\" (the settings are the long option names, e.g. batch_size)")
+                // String(reflecting:) quotes and escapes the key, so the message stays one line.
+                throw LoRAError("\(path): unknown setting \(String(reflecting: key.string!)) (the settings are the long option names, e.g. batch_size)")
             }
             values[name] = value
             spelling[name] = key.string!

@@ -61,44 +61,53 @@ struct TrainCommand: ParsableCommand {
 
     private func train() throws {
         let file = try config.map { try ConfigFile(path: $0, allowedKeys: Self.settingNames) } ?? ConfigFile()
-        /// An integer setting: the flag, else the config file, else the default; at least `minimum`.
-        func integer(_ flag: Int?, _ key: String, _ fallback: Int, minimum: Int = 1) throws -> Int {
+        /// An integer setting: the flag, else the config file, else the default; in minimum...maximum.
+        func integer(_ flag: Int?, _ key: String, _ fallback: Int, minimum: Int = 1,
+                     maximum: Int = TrainingSettings.maximumSteps) throws -> Int {
             let v = try flag ?? file.int(key) ?? fallback
             guard v >= minimum else { throw LoRAError("--\(key) must be at least \(minimum) (got \(v))") }
+            guard v <= maximum else { throw LoRAError("--\(key) must be at most \(maximum) (got \(v))") }
+            return v
+        }
+        /// A real-valued setting: finite, and at least 0 (above 0 when `positive`).
+        func real(_ flag: Float?, _ key: String, _ fallback: Float, positive: Bool = false) throws -> Float {
+            let v = try flag ?? file.float(key) ?? fallback
+            guard v.isFinite, positive ? v > 0 : v >= 0 else {
+                throw LoRAError("--\(key) must be a finite number \(positive ? "above" : "of at least") 0 (got \(v))")
+            }
             return v
         }
         var settings = TrainingSettings()
-        settings.batchSize = try integer(batchSize, "batch-size", 4)
-        settings.gradAccumulationSteps = try integer(gradAccumulationSteps, "grad-accumulation-steps", 1)
-        settings.learningRate = try learningRate ?? file.float("learning-rate") ?? 1e-4
-        guard settings.learningRate > 0, settings.learningRate.isFinite else { throw LoRAError("--learning-rate must be above 0") }
+        settings.batchSize = try integer(batchSize, "batch-size", 4, maximum: TrainingSettings.maximumBatchSize)
+        settings.gradAccumulationSteps = try integer(gradAccumulationSteps, "grad-accumulation-steps", 1,
+                                                     maximum: TrainingSettings.maximumAccumulationSteps)
+        settings.learningRate = try real(learningRate, "learning-rate", 1e-4, positive: true)
         let scheduleName = try lrSchedule ?? file.string("lr-schedule") ?? "constant"
         guard let schedule = LRSchedule(rawValue: scheduleName) else {
             throw LoRAError("--lr-schedule must be constant, linear or cosine (got \(scheduleName))")
         }
         settings.schedule = schedule
         settings.warmup = try integer(warmup, "warmup", 0, minimum: 0)
-        let clip = try maxGradNorm ?? file.float("max-grad-norm") ?? 1
-        guard clip >= 0 else { throw LoRAError("--max-grad-norm must be 0 (off) or positive") }
+        let clip = try real(maxGradNorm, "max-grad-norm", 1)
         settings.maxGradNorm = clip > 0 ? clip : nil
-        settings.weightDecay = try weightDecay ?? file.float("weight-decay") ?? 0
-        guard settings.weightDecay >= 0 else { throw LoRAError("--weight-decay must not be negative") }
-        settings.seed = UInt64(try integer(seed, "seed", 0, minimum: 0))
+        settings.weightDecay = try real(weightDecay, "weight-decay", 0)
+        settings.seed = UInt64(try integer(seed, "seed", 0, minimum: 0, maximum: .max))
         settings.stepsPerReport = try integer(stepsPerReport, "steps-per-report", 10)
         settings.stepsPerEval = try integer(stepsPerEval, "steps-per-eval", 0, minimum: 0)
-        let valBatches = try integer(self.valBatches, "val-batches", 0, minimum: 0)
+        let valBatches = try integer(self.valBatches, "val-batches", 0, minimum: 0, maximum: .max)
         settings.validationBatches = valBatches > 0 ? valBatches : nil
         settings.saveEvery = try integer(saveEvery, "save-every", 0, minimum: 0)
-        let maxSeqLength = try integer(self.maxSeqLength, "max-seq-length", 2048, minimum: 2)
+        let maxSeqLength = try integer(self.maxSeqLength, "max-seq-length", 2048, minimum: 2, maximum: 1 << 20)
         let resume = try self.resume ?? file.bool("resume") ?? false
         let maskPrompt = try self.maskPrompt ?? file.bool("mask-prompt") ?? false
         let metricsFile = try metricsFile ?? file.string("metrics-file")
 
-        var adapterConfig = LoRAConfig(r: try integer(rank, "rank", 8), loraAlpha: try alpha ?? file.float("alpha") ?? 16,
-                                       loraDropout: try dropout ?? file.float("dropout") ?? 0,
+        var adapterConfig = LoRAConfig(r: try integer(rank, "rank", 8, maximum: LoRAConfig.maximumRank),
+                                       loraAlpha: try real(alpha, "alpha", 16, positive: true),
+                                       loraDropout: try real(dropout, "dropout", 0),
                                        targetModules: TargetModules(commaSeparated: try targets ?? file.string("targets") ?? "all-linear"),
                                        useRSLoRA: try useRslora ?? file.bool("use-rslora") ?? false)
-        guard (0..<1).contains(adapterConfig.loraDropout) else { throw LoRAError("--dropout must be in [0, 1)") }
+        guard (0..<1).contains(adapterConfig.loraDropout) else { throw LoRAError("--dropout must be in [0, 1) (got \(adapterConfig.loraDropout))") }
         let initName = try initialization ?? file.string("init") ?? "kaiming"
         switch initName {
         case "kaiming", "true": adapterConfig.initialization = .kaiming
@@ -106,11 +115,11 @@ struct TrainCommand: ParsableCommand {
         case "none", "false": adapterConfig.initialization = .none
         default: throw LoRAError("--init must be kaiming, gaussian or none (got \(initName))")
         }
-        let numLayers = try integer(self.numLayers, "num-layers", 0, minimum: 0)
-        let epochs = try epochs ?? file.int("epochs"), iters = try iters ?? file.int("iters")
-        if epochs != nil && iters != nil { throw LoRAError("give --iters or --epochs, not both") }
-        if let epochs, epochs < 1 { throw LoRAError("--epochs must be at least 1 (got \(epochs))") }
-        if let iters, iters < 1 { throw LoRAError("--iters must be at least 1 (got \(iters))") }
+        let numLayers = try integer(self.numLayers, "num-layers", 0, minimum: 0, maximum: ModelConfig.maximumLayers)
+        let givenEpochs = try epochs ?? file.int("epochs"), givenIters = try iters ?? file.int("iters")
+        if givenEpochs != nil && givenIters != nil { throw LoRAError("give --iters or --epochs, not both") }
+        let epochs = try givenEpochs.map { try integer($0, "epochs", 1) }
+        let iters = try givenIters.map { try integer($0, "iters", 1) }
 
         guard let model = try model ?? file.string("model") else { throw LoRAError("--model is required (or model: in the config file)") }
         guard let data = try data ?? file.string("data") else { throw LoRAError("--data is required (or data: in the config file)") }
@@ -127,10 +136,15 @@ struct TrainCommand: ParsableCommand {
         let validPath = DataSet.path(data, split: "valid")
         let validSet = validPath != trainPath && FileManager.default.fileExists(atPath: validPath)
             ? try DataSet(path: validPath, tokenizer: tokenizer, maskPrompt: maskPrompt, maxSequenceLength: maxSeqLength) : nil
+        // epochs ≤ maximumSteps and examples held in memory: the product cannot overflow.
         settings.iterations = epochs.map {
             TrainingLoop.iterations(epochs: $0, examples: trainSet.examples.count, batchSize: settings.batchSize,
                                     gradAccumulationSteps: settings.gradAccumulationSteps)
         } ?? iters ?? 100
+        if let epochs, settings.iterations > TrainingSettings.maximumSteps {
+            throw LoRAError("--epochs \(epochs) makes \(settings.iterations) steps, more than \(TrainingSettings.maximumSteps)")
+        }
+        try settings.validate()
         let display = ProgressDisplay()
         var line = "train: \(trainSet.examples.count) examples, \(trainSet.targetCount) target tokens"
         if trainSet.truncated > 0 { line += " (\(trainSet.truncated) rows cut to \(maxSeqLength) tokens)" }

@@ -101,6 +101,9 @@ public struct AdapterSummary: Sendable {
                 throw LoRAError("\(weightsPath): module \(path) has a non-floating-point LoRA tensor")
             }
             let rank = a.shape[0]
+            guard rank <= LoRAConfig.maximumRank else {
+                throw LoRAError("\(weightsPath): module \(path) has rank \(rank), more than the \(LoRAConfig.maximumRank) LoRAKit accepts")
+            }
             let configRank = config.rank(path: path)
             if configRank != rank {
                 warnings.append("\(path) has rank \(rank) in the file but adapter_config.json gives it r = \(configRank)")

@@ -17,11 +17,28 @@ public final class LoRAAdapter: @unchecked Sendable {
         self.modules = modules
     }
 
+    /// The most parameters an adapter may have: 2^32 Float32 values are 16 GiB, and training keeps
+    /// three more copies (gradients and AdamW's two moments).
+    public static let maximumParameterCount = 1 << 32
+
     /// Puts a freshly initialized LoRA on every site the config targets (replacing any adapter there).
     public static func attach(to model: LlamaModel, config: LoRAConfig, seed: UInt64 = 0) throws -> LoRAAdapter {
+        try config.validate(source: "the adapter config")
         var random = SeededRandom(seed: seed)
         let sites = model.sites.filter { config.targets(path: $0.path) }
         guard !sites.isEmpty else { throw LoRAError("target_modules \(config.targetModules) match no linear layer of this model") }
+        // A is [r × in] and B [out × r]: sized with overflow checks before anything is allocated.
+        var total = 0
+        for site in sites {
+            let rank = config.rank(path: site.path)
+            let (width, o1) = site.linear.inFeatures.addingReportingOverflow(site.linear.outFeatures)
+            let (count, o2) = rank.multipliedReportingOverflow(by: width)
+            let (sum, o3) = total.addingReportingOverflow(count)
+            guard !(o1 || o2 || o3), sum <= maximumParameterCount else {
+                throw LoRAError("an adapter of rank \(rank) on \(site.path) and the other targeted layers would have more than \(maximumParameterCount) parameters; lower the rank or the targets")
+            }
+            total = sum
+        }
         var modules: [(site: LinearSite, lora: LoRA)] = []
         for site in sites {
             if site.linear.isMerged { throw LoRAError("\(site.path) has a merged adapter; unmerge it before attaching another") }

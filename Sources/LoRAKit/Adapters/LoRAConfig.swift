@@ -117,9 +117,19 @@ extension LoRAConfig {
     /// not implement (`load` refuses them; `AdapterSummary` only describes the adapter).
     public init(adapterConfig j: [String: Any], path: String) throws {
         var c = LoRAConfig()
-        if let r = j["r"] as? NSNumber { c.r = r.intValue }
-        if let a = j["lora_alpha"] as? NSNumber { c.loraAlpha = a.floatValue }
-        if let d = j["lora_dropout"] as? NSNumber { c.loraDropout = d.floatValue }
+        func integer(_ value: Any, _ name: String) throws -> Int {
+            guard let int = jsonInteger(value) else { throw LoRAError("\(path): \(name) must be an integer") }
+            return int
+        }
+        func number(_ value: Any, _ name: String) throws -> Float {
+            guard let n = value as? NSNumber, jsonInteger(value) != nil || String(cString: n.objCType) == "d" else {
+                throw LoRAError("\(path): \(name) must be a number")
+            }
+            return n.floatValue
+        }
+        if let r = j["r"] { c.r = try integer(r, "r") }
+        if let a = j["lora_alpha"] { c.loraAlpha = try number(a, "lora_alpha") }
+        if let d = j["lora_dropout"] { c.loraDropout = try number(d, "lora_dropout") }
         if let s = j["use_rslora"] as? Bool { c.useRSLoRA = s }
         switch j["target_modules"] {
         case let s as String: c.targetModules = s == "all-linear" ? .allLinear : .regex(s)
@@ -133,15 +143,42 @@ extension LoRAConfig {
         default: break  // data-driven inits (pissa, olora, ...) only matter before training; the weights are in the file
         }
         switch j["layers_to_transform"] {
-        case let n as NSNumber: c.layersToTransform = [n.intValue]
-        case let list as [NSNumber]: c.layersToTransform = list.map(\.intValue)
-        default: break
+        case let list as [Any]: c.layersToTransform = try list.map { try integer($0, "layers_to_transform") }
+        case nil, is NSNull: break
+        case let n?: c.layersToTransform = [try integer(n, "layers_to_transform")]
         }
-        if let p = j["rank_pattern"] as? [String: NSNumber] { c.rankPattern = p.mapValues(\.intValue) }
-        if let p = j["alpha_pattern"] as? [String: NSNumber] { c.alphaPattern = p.mapValues(\.floatValue) }
+        if let p = j["rank_pattern"] as? [String: Any] {
+            c.rankPattern = try p.mapValues { try integer($0, "rank_pattern") }
+        }
+        if let p = j["alpha_pattern"] as? [String: Any] {
+            c.alphaPattern = try p.mapValues { try number($0, "alpha_pattern") }
+        }
         c.baseModelNameOrPath = j["base_model_name_or_path"] as? String
-        guard c.r > 0 else { throw LoRAError("\(path): r must be positive") }
+        try c.validate(source: path)
         self = c
+    }
+
+    /// The largest rank accepted: the hidden size of a 70B model, far above any useful rank (one
+    /// beyond the layer's width adds nothing), and small enough that the rank × rank products
+    /// `lora inspect` forms stay under 1 GiB.
+    public static let maximumRank = 8192
+
+    /// Checks the numbers a config holds: r and every rank_pattern value in 1...maximumRank, alphas
+    /// finite and positive, dropout in [0, 1).
+    public func validate(source: String) throws {
+        func rankOK(_ r: Int) -> Bool { (1...Self.maximumRank).contains(r) }
+        func alphaOK(_ a: Float) -> Bool { a.isFinite && a > 0 }
+        guard rankOK(r) else { throw LoRAError("\(source): r must be positive and at most \(Self.maximumRank) (got \(r))") }
+        if let (key, bad) = rankPattern.sorted(by: { $0.key < $1.key }).first(where: { !rankOK($0.value) }) {
+            throw LoRAError("\(source): rank_pattern[\(String(reflecting: key))] must be positive and at most \(Self.maximumRank) (got \(bad))")
+        }
+        guard alphaOK(loraAlpha) else { throw LoRAError("\(source): lora_alpha must be a finite number above 0 (got \(loraAlpha))") }
+        if let (key, bad) = alphaPattern.sorted(by: { $0.key < $1.key }).first(where: { !alphaOK($0.value) }) {
+            throw LoRAError("\(source): alpha_pattern[\(String(reflecting: key))] must be a finite number above 0 (got \(bad))")
+        }
+        guard (0..<1).contains(loraDropout) else {
+            throw LoRAError("\(source): lora_dropout must be at least 0 and below 1 (got \(loraDropout))")
+        }
     }
 
     /// The JSON PEFT 0.21 writes for this config: every key of `LoraConfig`, sorted, indented by 2.

@@ -75,7 +75,7 @@ extension LlamaModel {
             hiddenSize: hidden, intermediateSize: try file.int(k + "feed_forward_length"),
             numLayers: try file.int(k + "block_count"), numHeads: heads,
             numKVHeads: try file.int(k + "attention.head_count_kv", default: heads),
-            headDim: try file.int(k + "rope.dimension_count", default: hidden / heads),
+            headDim: try file.int(k + "rope.dimension_count", default: heads > 0 ? hidden / heads : 0),
             vocabSize: embd.rows, rmsNormEps: try file.float(k + "attention.layer_norm_rms_epsilon", default: 1e-5),
             ropeTheta: try file.float(k + "rope.freq_base", default: 10000),
             tieWordEmbeddings: file.tensors["output.weight"] == nil,
@@ -87,9 +87,14 @@ extension LlamaModel {
         } else if let type = file.metadata[k + "rope.scaling.type"]?.stringValue, type != "none" {
             throw LoRAError("\(file.path): rope scaling \"\(type)\" is not supported")
         }
-        guard heads % c.numKVHeads == 0 else {
-            throw LoRAError("\(file.path): \(heads) attention heads are not a multiple of \(c.numKVHeads) KV heads")
-        }
+        // The metadata's own names in messages; vocab_size comes from token_embd.weight's rows.
+        let keys = ["hidden_size": k + "embedding_length", "intermediate_size": k + "feed_forward_length",
+                    "num_hidden_layers": k + "block_count", "num_attention_heads": k + "attention.head_count",
+                    "num_key_value_heads": k + "attention.head_count_kv", "head_dim": k + "rope.dimension_count",
+                    "vocab_size": "the row count of token_embd.weight", "rms_norm_eps": k + "attention.layer_norm_rms_epsilon",
+                    "rope_theta": k + "rope.freq_base", "rope_scaling.factor": k + "rope.scaling.factor",
+                    "max_position_embeddings": k + "context_length"]
+        try c.validate(source: file.path, keys: keys)
         return c
     }
 }

@@ -38,9 +38,34 @@ extension Tokenizer {
         }
     }
 
+    /// Refuses an empty vocabulary, per-token arrays of another length than `tokenizer.ggml.tokens`,
+    /// and a special-token id that is not a token of it, naming the key.
+    static func checkVocabulary(_ file: GGUFFile) throws {
+        let tokens = try file.stringArray("tokenizer.ggml.tokens")
+        guard !tokens.isEmpty else { throw LoRAError("\(file.path): tokenizer.ggml.tokens is empty") }
+        for key in ["tokenizer.ggml.scores", "tokenizer.ggml.token_type"] {
+            if let count = file.metadata[key]?.arrayValue?.count, count != tokens.count {
+                throw LoRAError("\(file.path): \(key) has \(count) entries but tokenizer.ggml.tokens has \(tokens.count)")
+            }
+        }
+        for key in ["bos", "eos", "padding", "unknown"].map({ "tokenizer.ggml.\($0)_token_id" }) {
+            _ = try specialTokenId(file, key, tokenCount: tokens.count)
+        }
+    }
+
+    /// The id under `key` (bos, eos, padding, unknown), nil when absent; an error unless it is a token of the vocabulary.
+    static func specialTokenId(_ file: GGUFFile, _ key: String, tokenCount: Int) throws -> Int? {
+        guard let value = file.metadata[key] else { return nil }
+        guard let id = value.intValue, (0..<tokenCount).contains(id) else {
+            let shown = value.intValue.map(String.init) ?? "a \(value.type.name)"
+            throw LoRAError("\(file.path): \(key) is \(shown), not a token id of the \(tokenCount)-token vocabulary")
+        }
+        return id
+    }
+
     /// Added tokens (GGUF token types 2 unknown, 3 control, 4 user-defined) and the post-processor.
     private static func specialParts(_ file: GGUFFile, tokens: [String], types: [Int], defaultAddBOS: Bool,
-                                     base post: [String: Any]?) -> (added: [[String: Any]], post: Any) {
+                                     base post: [String: Any]?) throws -> (added: [[String: Any]], post: Any) {
         var added: [[String: Any]] = []
         for (id, token) in tokens.enumerated() {
             let type = id < types.count ? types[id] : 1
@@ -49,8 +74,8 @@ extension Tokenizer {
                               "normalized": type == 4, "special": type != 4])
             }
         }
-        func tokenId(_ key: String) -> Int? { file.metadata[key]?.intValue.flatMap { $0 < tokens.count ? $0 : nil } }
-        let bos = tokenId("tokenizer.ggml.bos_token_id"), eos = tokenId("tokenizer.ggml.eos_token_id")
+        let bos = try specialTokenId(file, "tokenizer.ggml.bos_token_id", tokenCount: tokens.count)
+        let eos = try specialTokenId(file, "tokenizer.ggml.eos_token_id", tokenCount: tokens.count)
         let addBOS = ((try? file.bool("tokenizer.ggml.add_bos_token")) ?? defaultAddBOS) && bos != nil
         let addEOS = ((try? file.bool("tokenizer.ggml.add_eos_token")) ?? false) && eos != nil
         guard addBOS || addEOS else { return (added, post ?? NSNull()) }
@@ -70,6 +95,7 @@ extension Tokenizer {
     /// piece into two vocabulary pieces, ranked by the piece's score (tokenizers' SentencePieceExtractor),
     /// a Metaspace pre-tokenizer, byte fallback, and BOS added by default.
     private static func sentencePieceJSON(_ file: GGUFFile) throws -> [String: Any] {
+        try checkVocabulary(file)
         let tokens = try file.stringArray("tokenizer.ggml.tokens")
         let scores = (try? file.floatArray("tokenizer.ggml.scores")) ?? [Float](repeating: 0, count: tokens.count)
         let types = (try? file.intArray("tokenizer.ggml.token_type")) ?? [Int](repeating: 1, count: tokens.count)
@@ -91,7 +117,7 @@ extension Tokenizer {
             a.element.score != b.element.score ? a.element.score > b.element.score : a.offset < b.offset
         }.map { [$0.element.left, $0.element.right] }
         let unk = types.firstIndex(of: 2).map { tokens[$0] }
-        let (added, post) = specialParts(file, tokens: tokens, types: types, defaultAddBOS: true, base: nil)
+        let (added, post) = try specialParts(file, tokens: tokens, types: types, defaultAddBOS: true, base: nil)
         return [
             "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added, "normalizer": NSNull(),
             "pre_tokenizer": ["type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false],
@@ -106,6 +132,7 @@ extension Tokenizer {
     }
 
     private static func byteLevelJSON(_ file: GGUFFile) throws -> [String: Any] {
+        try checkVocabulary(file)
         let source = file.path
         let tokens = try file.stringArray("tokenizer.ggml.tokens")
         let types = (try? file.intArray("tokenizer.ggml.token_type")) ?? [Int](repeating: 1, count: tokens.count)
@@ -120,7 +147,7 @@ extension Tokenizer {
         var vocab: [String: Int] = [:]
         for (id, token) in tokens.enumerated() { vocab[token] = id }
         let byteLevelPost: [String: Any] = ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true]
-        let (added, post) = specialParts(file, tokens: tokens, types: types, defaultAddBOS: false, base: byteLevelPost)
+        let (added, post) = try specialParts(file, tokens: tokens, types: types, defaultAddBOS: false, base: byteLevelPost)
         return [
             "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added, "normalizer": NSNull(),
             "pre_tokenizer": try ggufPreTokenizer(pre, source: source), "post_processor": post,
@@ -134,9 +161,10 @@ extension Tokenizer {
     /// The tokenizer stored in a GGUF's metadata, with its bos/eos/pad ids and chat template.
     public static func load(gguf file: GGUFFile) throws -> Tokenizer {
         let tokenizer = try Tokenizer(json: try tokenizerJSON(gguf: file), source: file.path)
-        tokenizer.bosTokenId = file.metadata["tokenizer.ggml.bos_token_id"]?.intValue
-        tokenizer.eosTokenId = file.metadata["tokenizer.ggml.eos_token_id"]?.intValue
-        tokenizer.padTokenId = file.metadata["tokenizer.ggml.padding_token_id"]?.intValue
+        let count = try file.stringArray("tokenizer.ggml.tokens").count
+        tokenizer.bosTokenId = try specialTokenId(file, "tokenizer.ggml.bos_token_id", tokenCount: count)
+        tokenizer.eosTokenId = try specialTokenId(file, "tokenizer.ggml.eos_token_id", tokenCount: count)
+        tokenizer.padTokenId = try specialTokenId(file, "tokenizer.ggml.padding_token_id", tokenCount: count)
         tokenizer.chatTemplate = file.metadata["tokenizer.chat_template"]?.stringValue
         return tokenizer
     }
@@ -146,13 +174,13 @@ extension Tokenizer {
     public static func huggingFaceFiles(gguf: GGUFFile) throws -> [(name: String, contents: Data)] {
         let json = try tokenizerJSON(gguf: gguf)
         let tokens = try gguf.stringArray("tokenizer.ggml.tokens")
-        func token(_ key: String) -> String? { gguf.metadata[key]?.intValue.flatMap { $0 < tokens.count ? tokens[$0] : nil } }
+        func token(_ key: String) throws -> String? { try specialTokenId(gguf, key, tokenCount: tokens.count).map { tokens[$0] } }
         var config: [String: Any] = ["tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": false,
                                      "model_max_length": gguf.metadata[(gguf.architecture ?? "llama") + ".context_length"]?.intValue ?? 2048]
-        if let t = token("tokenizer.ggml.bos_token_id") { config["bos_token"] = t }
-        if let t = token("tokenizer.ggml.eos_token_id") { config["eos_token"] = t }
-        if let t = token("tokenizer.ggml.padding_token_id") { config["pad_token"] = t }
-        if let t = token("tokenizer.ggml.unknown_token_id") { config["unk_token"] = t }
+        if let t = try token("tokenizer.ggml.bos_token_id") { config["bos_token"] = t }
+        if let t = try token("tokenizer.ggml.eos_token_id") { config["eos_token"] = t }
+        if let t = try token("tokenizer.ggml.padding_token_id") { config["pad_token"] = t }
+        if let t = try token("tokenizer.ggml.unknown_token_id") { config["unk_token"] = t }
         if let template = gguf.metadata["tokenizer.chat_template"]?.stringValue { config["chat_template"] = template }
         return try [("tokenizer.json", json), ("tokenizer_config.json", config)].map { name, object in
             (name, try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))

@@ -92,14 +92,20 @@ public final class Tokenizer: @unchecked Sendable {
             guard let config = try JSONReader.parse(data, source: configPath) as? [String: Any] else {
                 throw LoRAError("\(configPath) is not a JSON object")
             }
-            func tokenId(_ key: String) -> Int? {
+            // A token that is not in the vocabulary is ignored, as before; one that is must have an
+            // id the model's Int32 token ids can hold.
+            func tokenId(_ key: String) throws -> Int? {
                 let v = config[key]
                 let name = (v as? String) ?? ((v as? [String: Any])?["content"] as? String)
-                return name.flatMap { id(of: $0) }
+                guard let id = name.flatMap({ id(of: $0) }) else { return nil }
+                guard (0...Int(Int32.max)).contains(id) else {
+                    throw LoRAError("\(configPath): \(key) has id \(id), outside the token ids 0...\(Int32.max)")
+                }
+                return id
             }
-            bosTokenId = tokenId("bos_token")
-            eosTokenId = tokenId("eos_token")
-            padTokenId = tokenId("pad_token")
+            bosTokenId = try tokenId("bos_token")
+            eosTokenId = try tokenId("eos_token")
+            padTokenId = try tokenId("pad_token")
             if let t = config["chat_template"] as? String {
                 chatTemplate = t
             } else if let list = config["chat_template"] as? [[String: Any]] {

@@ -19,6 +19,45 @@ struct TrainingCheckpoint {
         var trainedTokens: Int
         var seconds: Double
         var history: TrainingHistory
+
+        /// Checks every number against the run it is to continue (same settings and data, which the
+        /// caller has compared), so a damaged or crafted checkpoint is refused instead of indexing,
+        /// allocating or counting with its numbers.
+        func check(path: String, stream: BatchStream, settings: TrainingSettings) throws {
+            func fail(_ what: String) -> LoRAError { LoRAError("\(path) is damaged: \(what)") }
+            // Saturating: a bound past Int's range is no bound.
+            func product(_ a: Int, _ b: Int) -> Int {
+                let (p, overflow) = a.multipliedReportingOverflow(by: b)
+                return overflow ? .max : p
+            }
+            guard (0...TrainingSettings.maximumSteps).contains(step) else { throw fail("its step is \(step)") }
+            // A step takes gradAccumulationSteps batches and an epoch at least one, so these bound the position.
+            let batches = product(step, settings.gradAccumulationSteps)
+            guard (0...batches).contains(data.epoch) else { throw fail("epoch \(data.epoch) after \(batches) batches") }
+            guard (0...stream.batchesPerEpoch).contains(data.index) else {
+                throw fail("batch \(data.index) of an epoch of \(stream.batchesPerEpoch) batches")
+            }
+            let longest = stream.set.examples.map(\.tokens.count).max() ?? 0
+            guard (0...product(product(batches, stream.batchSize), longest)).contains(trainedTokens) else {
+                throw fail("\(trainedTokens) trained tokens after \(batches) batches")
+            }
+            guard seconds.isFinite && seconds >= 0 else { throw fail("\(seconds) seconds of training") }
+            // At most one point per step, in order, none after the checkpoint's step; losses are cross-entropies.
+            func checkCurve(_ points: [TrainingHistory.Point], _ name: String, from first: Int) throws {
+                var previous = first - 1
+                for point in points {
+                    guard point.step > previous && point.step <= step else {
+                        throw fail("its \(name) loss history has a point at step \(point.step)")
+                    }
+                    guard point.loss.isFinite && point.loss >= 0 else {
+                        throw fail("its \(name) loss history holds \(point.loss) at step \(point.step)")
+                    }
+                    previous = point.step
+                }
+            }
+            try checkCurve(history.train, "training", from: 1)
+            try checkCurve(history.validation, "validation", from: 0)
+        }
     }
 
     static func save(_ state: State, optimizer: AdamW, to folder: String) throws {

@@ -63,10 +63,7 @@ public final class TrainingLoop: @unchecked Sendable {
 
     public init(model: LlamaModel, adapter: LoRAAdapter, trainingSet: DataSet, validationSet: DataSet? = nil,
                 settings: TrainingSettings, padId: Int32) throws {
-        guard settings.iterations > 0, settings.batchSize > 0, settings.gradAccumulationSteps > 0, settings.stepsPerReport > 0,
-              settings.stepsPerEval >= 0, settings.saveEvery >= 0, settings.warmup >= 0, settings.learningRate > 0 else {
-            throw LoRAError("iterations, batch size, accumulation steps and steps per report must be positive; the learning rate above 0")
-        }
+        try settings.validate()
         guard !trainingSet.examples.isEmpty else { throw LoRAError("the training set has no examples") }
         self.model = model
         self.adapter = adapter
@@ -108,6 +105,7 @@ public final class TrainingLoop: @unchecked Sendable {
             throw LoRAError("the training data differs from the data the checkpoint in \(folder) was trained on")
         }
         guard state.dropoutRandom.count == adapter.modules.count else { throw LoRAError("the checkpoint in \(folder) does not fit this adapter") }
+        try state.check(path: folder + "/" + TrainingCheckpoint.fileName, stream: stream, settings: settings)
         guard state.step < settings.iterations else {
             throw LoRAError("the checkpoint in \(folder) is at step \(state.step), the end of a \(settings.iterations)-step run")
         }

@@ -28,6 +28,39 @@ public struct TrainingSettings: Codable, Sendable, Equatable {
 
     public init() {}
 
+    /// Bounds on the counts: far beyond any real run, and small enough that step, batch and token
+    /// arithmetic can never overflow.
+    public static let maximumSteps = 100_000_000
+    public static let maximumBatchSize = 65_536
+    public static let maximumAccumulationSteps = 65_536
+
+    /// Checks every setting against its meaning, naming it by its `lora train` option; one sentence.
+    public func validate() throws {
+        func count(_ flag: String, _ value: Int, _ range: ClosedRange<Int>) throws {
+            guard range.contains(value) else {
+                let bounds = range.upperBound == .max ? "at least \(range.lowerBound)" : "between \(range.lowerBound) and \(range.upperBound)"
+                throw LoRAError("--\(flag) must be \(bounds) (got \(value))")
+            }
+        }
+        try count("iters", iterations, 1...Self.maximumSteps)
+        try count("batch-size", batchSize, 1...Self.maximumBatchSize)
+        try count("grad-accumulation-steps", gradAccumulationSteps, 1...Self.maximumAccumulationSteps)
+        try count("warmup", warmup, 0...Self.maximumSteps)
+        try count("steps-per-report", stepsPerReport, 1...Self.maximumSteps)
+        try count("steps-per-eval", stepsPerEval, 0...Self.maximumSteps)
+        try count("save-every", saveEvery, 0...Self.maximumSteps)
+        if let validationBatches { try count("val-batches", validationBatches, 1...Int.max) }
+        guard learningRate.isFinite && learningRate > 0 else {
+            throw LoRAError("--learning-rate must be a finite number above 0 (got \(learningRate))")
+        }
+        if let maxGradNorm, !(maxGradNorm.isFinite && maxGradNorm > 0) {
+            throw LoRAError("--max-grad-norm must be a finite number above 0, or off (got \(maxGradNorm))")
+        }
+        guard weightDecay.isFinite && weightDecay >= 0 else {
+            throw LoRAError("--weight-decay must be a finite number of at least 0 (got \(weightDecay))")
+        }
+    }
+
     /// The first setting that must match for `resumed` to continue a run made with `self`, as
     /// "name: old → new", or nil.
     func resumeMismatch(_ resumed: TrainingSettings) -> String? {
