@@ -333,10 +333,18 @@ enum JinjaBuiltins {
         return x + y
     }
 
-    /// Python `s * n` within the string limit.
+    /// Python `s * n` within the string limit, by doubling (a few large copies rather than `n`
+    /// small ones, so the time follows the bytes, as the step count does).
     private static func repeated(_ s: String, _ n: Int, _ pos: JinjaPos) throws -> String {
         try JinjaLimits.checkRepeatedString(s.utf8.count, times: max(n, 0), pos)
-        return String(repeating: s, count: max(n, 0))
+        var out = ""
+        var chunk = s, remaining = max(n, 0)
+        while remaining > 0 {
+            if remaining & 1 == 1 { out += chunk }
+            remaining >>= 1
+            if remaining > 0 { chunk += chunk }
+        }
+        return out
     }
 
     /// Python `list * n` within the list limit.
