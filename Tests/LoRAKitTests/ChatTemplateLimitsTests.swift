@@ -30,6 +30,7 @@ final class ChatTemplateLimitsTests: XCTestCase {
                     "chat template 1:104: \(nesting)")
         // "{{ 1 + 1 …": the 100th '+' (column 6 + 4 × 99) holds the first operand 101 levels down.
         assertFails("{{ 1" + String(repeating: " + 1", count: 20_000) + " }}", "chat template 1:402: \(nesting)")
+        // The 100th 'not' (column 4 + 4 × 99) and the 100th '.' (column 5 + 2 × 99) open level 101.
         assertFails("{{ " + String(repeating: "not ", count: 20_000) + "x }}", "chat template 1:400: \(nesting)")
         assertFails("{{ x" + String(repeating: ".a", count: 20_000) + " }}", "chat template 1:203: \(nesting)")
         // Each "{% if true %}" is 13 characters; inside 100 bodies, the 101st one's condition
@@ -132,6 +133,11 @@ final class ChatTemplateLimitsTests: XCTestCase {
                     "chat template 1:71: \(valueNesting)")
         // A namespace holding itself would print forever; the right-hand 'ns' is at column 30 + 15.
         assertFails("{% set ns = namespace(a=1) %}{% set ns.a = ns %}{{ ns }}", "chat template 1:44: \(valueNesting)")
+        var input: Any = "leaf"
+        for _ in 0..<200 { input = [input] }
+        XCTAssertThrowsError(try ChatTemplate("{{ x }}").render(messages: [ChatMessage](), addGenerationPrompt: false, extra: ["x": input])) { e in
+            XCTAssertEqual((e as? LoRAError)?.message, "chat template input nests deeper than the limit of 100 levels")
+        }
         let deep = String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)
         XCTAssertThrowsError(try ChatTemplateJSON(parsing: deep)) { e in
             XCTAssertEqual((e as? LoRAError)?.message, "invalid JSON at offset 100: arrays and objects nest deeper than the limit of 100 levels")
