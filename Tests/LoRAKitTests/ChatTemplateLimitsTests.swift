@@ -59,6 +59,23 @@ final class ChatTemplateLimitsTests: XCTestCase {
         XCTAssertEqual(try ChatTemplate(sum).render(messages: [ChatMessage](), addGenerationPrompt: false), "61")
     }
 
+    func testRealTemplatesRenderAOneMegabyteChat() throws {
+        // 100 alternating messages of about 10 KB each, through every fixture template: all of
+        // the text comes out (messages whole, as sampled), within the step and size limits.
+        let filler = String(repeating: "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ", count: 180)
+        let contents = (0..<100).map { "message \($0): " + filler + "end \($0)." }
+        let messages = contents.enumerated().map { ChatMessage(role: $0.offset % 2 == 0 ? "user" : "assistant", content: $0.element) }
+        let folder = fixturesPath + "/chat_templates"
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(".jinja") }.sorted()
+        XCTAssertEqual(names.count, 12)
+        for name in names {
+            let t = try ChatTemplate(String(contentsOfFile: folder + "/" + name, encoding: .utf8))
+            let out = try t.render(messages: messages, addGenerationPrompt: false, bosToken: "<s>", eosToken: "</s>")
+            XCTAssertGreaterThan(out.utf8.count, contents.reduce(0) { $0 + $1.utf8.count }, name)
+            for i in [0, 57, 99] { XCTAssertTrue(out.contains(contents[i]), "\(name): message \(i)") }
+        }
+    }
+
     func testSelfCallingMacroStopsAtTheRenderNestingLimit() {
         // Each call nests an output statement and a call expression (2 levels); the name 'f'
         // (column 19) is evaluated at level 2 × 249 + 3 = 501.
