@@ -161,6 +161,17 @@ expect_error "resume without a checkpoint" "no checkpoint.safetensors" train --m
 expect_error "resume with another learning rate" "learning rate" train "${rargs[@]}" --adapter-path "$tmp/killed" --iters 500 --learning-rate 5e-4 --resume
 expect_error "resume a finished run" "end of a 400-step run" train "${rargs[@]}" --adapter-path "$tmp/killed" --resume
 
+# User text with a newline is echoed escaped, and an unwritable path is named with the system's
+# reason: still one line each.
+expect_error "dtype with a newline" 'got f8\\nx' merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/o6" --dtype $'f8\nx'
+expect_error "target with a newline" 'q_proj\\nx' train --model $tiny --data "$tmp/tdata" --adapter-path "$tmp/tn" --targets $'q_proj\nx'
+expect_error "flag value with a newline" "invalid for '--rank" train --model $tiny --data "$tmp/tdata" --rank $'1\n2'
+expect_error "merge output under /proc" "cannot write /proc/lora-out: " merge --model $fx/model --adapter-path $fx/adapter --output /proc/lora-out
+expect_error "export-adapter output under /proc" "cannot write /proc/lora-out.gguf: " export-adapter --model $tiny --adapter-path "$tmp/t1" --output /proc/lora-out.gguf
+expect_error "train adapter under /proc" "/proc/lora-out" train --model $tiny --data "$tmp/tdata" --iters 1 --batch-size 4 --adapter-path /proc/lora-out
+expect_error "metrics file under /proc" "/proc/lora-metrics" train --model $tiny --data "$tmp/tdata" --iters 1 --batch-size 4 \
+    --adapter-path "$tmp/tm2" --steps-per-report 1 --metrics-file /proc/lora-metrics
+
 # With the real model (fetched by scripts/fetch_smollm2.sh), when present.
 if "$lora" tokenize --model smollm2-135m --json "Hello, world" >"$tmp/tok" 2>"$tmp/err"; then
     if grep -q '"ids":\[19556,28,905\]' "$tmp/tok"; then ok "tokenize smollm2-135m"; else bad "tokenize smollm2-135m: $(cat "$tmp/tok")"; fi
@@ -199,6 +210,7 @@ if "$lora" tokenize --model smollm2-135m --json "Hello, world" >"$tmp/tok" 2>"$t
         bad "merge from the GGUF base"
     fi
     expect_error "bad schedule" "lr-schedule" train --model smollm2-135m --data "$tmp/data" --lr-schedule step
+    expect_error "convert output under /proc" "cannot write /proc/lora-out: " convert --model smollm2-135m --output /proc/lora-out
     printf '{"text": "fine"}\n{"text": 5}\n' >"$tmp/bad.jsonl"
     expect_error "malformed data row" "bad.jsonl:2" eval --model smollm2-135m --data "$tmp/bad.jsonl"
     grep -q "five" "$tmp/gen" && bad "stop string printed: $(cat "$tmp/gen")" || ok "stop string ends the output before it: $(cat "$tmp/gen" | tr '\n' ' ')"

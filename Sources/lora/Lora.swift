@@ -11,10 +11,26 @@ struct Lora: ParsableCommand {
                       InspectCommand.self,
                       BenchCommand.self])
 
-    /// Runs a command body, turning a LoRAError into one line on standard error and exit code 1.
+    /// Parses the command line and runs the command. ArgumentParser's own errors (an unknown flag,
+    /// a missing or malformed value) get one `error:` line and exit code 1 like every other error,
+    /// rather than its several lines and EX_USAGE; help prints as usual.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if error is ExitCode || exitCode(for: error) == .success { exit(withError: error) }  // already reported, or help
+            FileHandle.standardError.write(Data("error: \(LoRAError.oneLine(message(for: error))) (see --help)\n".utf8))
+            Foundation.exit(1)
+        }
+    }
+
+    /// Runs a command body, turning any error into one `error:` line on standard error and exit
+    /// code 1: a LoRAError's sentence, a file error as "cannot write PATH: REASON" (see
+    /// LoRAError.describing), never a multi-line or raw Foundation message.
     static func reportingErrors(_ body: () throws -> Void) throws {
-        do { try body() } catch let e as LoRAError {
-            FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
+        do { try body() } catch {
+            FileHandle.standardError.write(Data("error: \(LoRAError.describing(error))\n".utf8))
             throw ExitCode(1)
         }
     }

@@ -84,7 +84,7 @@ public final class LoRAAdapter: @unchecked Sendable {
     /// Writes `adapter_config.json` and `adapter_model.safetensors` (metadata {"format": "pt"}, and
     /// the training step when given), each to a temporary name first and then renamed.
     public func save(to folder: String, trainingStep: Int? = nil) throws {
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try LoRAError.writing(folder) { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
         var writer = SafetensorsWriter()
         writer.metadata = ["format": "pt"]
         if let trainingStep { writer.metadata[StepCommit.trainingStepKey] = "\(trainingStep)" }
@@ -96,8 +96,8 @@ public final class LoRAAdapter: @unchecked Sendable {
         var config = self.config
         if config.baseModelNameOrPath == nil { config.baseModelNameOrPath = model.sourcePath }
         let path = folder + "/adapter_config.json", tmp = path + ".tmp-\(getpid())"
-        try config.json().write(to: URL(fileURLWithPath: tmp))
-        if rename(tmp, path) != 0 { throw LoRAError("cannot rename \(tmp) to \(path)") }
+        try LoRAError.writing(path) { try config.json().write(to: URL(fileURLWithPath: tmp)) }
+        if rename(tmp, path) != 0 { throw LoRAError("cannot rename \(tmp) to \(path): \(String(cString: strerror(errno)))") }
     }
 
     /// Reads a PEFT LoRA adapter folder and attaches it to `model`.

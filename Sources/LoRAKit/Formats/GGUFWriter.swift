@@ -106,11 +106,12 @@ public struct GGUFWriter {
             try out.write(to: URL(fileURLWithPath: tmp))
         } catch {
             try? FileManager.default.removeItem(atPath: tmp)
-            throw LoRAError("cannot write \(path): \(error.localizedDescription)")
+            throw LoRAError.cannotWrite(path, error)
         }
         if rename(tmp, path) != 0 {
+            let reason = String(cString: strerror(errno))
             try? FileManager.default.removeItem(atPath: tmp)
-            throw LoRAError("cannot rename \(tmp) to \(path)")
+            throw LoRAError("cannot rename \(tmp) to \(path): \(reason)")
         }
     }
 }

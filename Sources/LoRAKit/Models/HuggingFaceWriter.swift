@@ -24,14 +24,16 @@ extension LlamaModel {
         }
         let folder = output + ".tmp-\(getpid())"
         try? fm.removeItem(atPath: folder)
-        try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        do {
-            try writeHuggingFace(folder: folder, dtype: dtype)
-            if fm.fileExists(atPath: output) { try fm.removeItem(atPath: output) }  // an empty folder
-            try fm.moveItem(atPath: folder, toPath: output)
-        } catch {
-            try? fm.removeItem(atPath: folder)
-            throw error
+        try LoRAError.writing(output) {
+            try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            do {
+                try writeHuggingFace(folder: folder, dtype: dtype)
+                if fm.fileExists(atPath: output) { try fm.removeItem(atPath: output) }  // an empty folder
+                try fm.moveItem(atPath: folder, toPath: output)
+            } catch {
+                try? fm.removeItem(atPath: folder)
+                throw error
+            }
         }
     }
 

@@ -93,7 +93,7 @@ public struct ChatTemplate: Sendable {
                 let rank = { (k: String) in k == "role" ? 0 : k == "content" ? 1 : 2 }
                 return rank(a) != rank(b) ? rank(a) < rank(b) : a < b
             }
-            for k in keys where !Self.isNull(m[k]!) { d[k] = try Self.convert(m[k]!) }
+            for k in keys where !Self.isNull(m[k]!) { d[k] = try Self.convert(m[k]!, level: 3) }
             return .dict(d)
         }
         return try render(list, addGenerationPrompt, bosToken, eosToken, extra)
@@ -121,11 +121,15 @@ public struct ChatTemplate: Sendable {
         return m.displayStyle == .optional && m.children.isEmpty
     }
 
-    static func convert(_ v: Any) throws -> JinjaValue {
+    /// `v` as a template value; `level` counts the containers it is inside, itself included.
+    static func convert(_ v: Any, level: Int = 1) throws -> JinjaValue {
+        guard level <= JinjaLimits.valueNesting else {
+            throw LoRAError("chat template input nests deeper than the limit of \(JinjaLimits.valueNesting) levels")
+        }
         let m = Mirror(reflecting: v)
         if m.displayStyle == .optional {
             guard let wrapped = m.children.first?.value else { return .none }
-            return try convert(wrapped)
+            return try convert(wrapped, level: level)
         }
         // Foundation numbers (JSONSerialization) first: on Darwin they would also cast to Int and Bool.
         if type(of: v) is NSNumber.Type, let n = v as? NSNumber {
@@ -153,14 +157,14 @@ public struct ChatTemplate: Sendable {
             return .dict(d)
         case let kv as KeyValuePairs<String, Any>:
             var d = JinjaDict()
-            for (k, x) in kv where !isNull(x) { d[k] = try convert(x) }
+            for (k, x) in kv where !isNull(x) { d[k] = try convert(x, level: level + 1) }
             return .dict(d)
         case let dict as [String: Any]:
             var d = JinjaDict()
-            for k in dict.keys.sorted() { d[k] = try convert(dict[k]!) }
+            for k in dict.keys.sorted() { d[k] = try convert(dict[k]!, level: level + 1) }
             return .dict(d)
         case let a as [Any]:
-            return .list(try a.map(convert))
+            return .list(try a.map { try convert($0, level: level + 1) })
         default:
             throw LoRAError("chat template input of type \(type(of: v)) is unsupported")
         }
@@ -198,9 +202,12 @@ public struct ChatTemplate: Sendable {
             }
             let (start, stop, step) = ints.count == 1 ? (0, ints[0], 1) : (ints[0], ints[1], ints.count == 3 ? ints[2] : 1)
             guard step != 0 else { throw jinjaError("range() arg 3 must not be zero", args.pos) }
-            let values = Array(stride(from: start, to: stop, by: step))
-            if values.count > 100_000 { throw jinjaError("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).", args.pos) }
-            return .list(values.map { .int($0) })
+            // The length is checked before anything is made (range(2**62) would not fit memory).
+            let (span, overflow) = step > 0 ? stop.subtractingReportingOverflow(start) : start.subtractingReportingOverflow(stop)
+            if overflow || (span > 0 && UInt(span - 1) / step.magnitude >= 100_000) {
+                throw jinjaError("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).", args.pos)
+            }
+            return .list(stride(from: start, to: stop, by: step).map { .int($0) })
         })
         g.vars["namespace"] = .callable(JinjaCallable("namespace") { args in
             var attrs = JinjaDict()
@@ -280,6 +287,7 @@ public struct ChatTemplate: Sendable {
 struct ChatTemplateJSONParser {
     private let s: [Unicode.Scalar]
     private var i = 0
+    private var depth = 0  // arrays and objects open at `i`, at most JinjaLimits.valueNesting
 
     init(_ scalars: [Unicode.Scalar]) { s = scalars }
 
@@ -306,6 +314,12 @@ struct ChatTemplateJSONParser {
     private mutating func parseValue() throws -> ChatTemplateJSON.Node {
         skipWhitespace()
         guard i < s.count else { throw fail("unexpected end") }
+        let opens = s[i] == "{" || s[i] == "["
+        if opens {
+            depth += 1
+            guard depth <= JinjaLimits.valueNesting else { throw fail("arrays and objects nest deeper than the limit of \(JinjaLimits.valueNesting) levels") }
+        }
+        defer { if opens { depth -= 1 } }
         switch s[i] {
         case "{":
             i += 1

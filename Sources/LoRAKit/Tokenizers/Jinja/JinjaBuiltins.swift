@@ -53,7 +53,9 @@ enum JinjaBuiltins {
         case .undefined: return []
         case .list(let l), .tuple(let l): return l
         case .dict(let d): return d.keys.map { .string($0) }
-        case .string(let s), .markup(let s): return s.unicodeScalars.map { .string(String($0)) }
+        case .string(let s), .markup(let s):
+            try JinjaLimits.checkList(s.unicodeScalars.count, pos)
+            return s.unicodeScalars.map { .string(String($0)) }
         case .iterator(let it): return it.drain()
         default: throw jinjaError("'\(v.typeName)' object is not iterable", pos)
         }
@@ -204,7 +206,7 @@ enum JinjaBuiltins {
     // MARK: operators
 
     static func binary(_ op: JinjaBinaryOp, _ a: JinjaValue, _ b: JinjaValue, _ pos: JinjaPos) throws -> JinjaValue {
-        if op == .concat { return .string(try JinjaText.str(a, pos) + JinjaText.str(b, pos)) }
+        if op == .concat { return .string(try concatenated(try JinjaText.str(a, pos), try JinjaText.str(b, pos), pos)) }
         if op == .mod, case .string = a.plain { throw jinjaError("unsupported template construct: '%' string formatting", pos) }
         if case .undefined(let hint) = a { throw jinjaError(hint, pos) }
         if case .undefined(let hint) = b { throw jinjaError(hint, pos) }
@@ -218,26 +220,30 @@ enum JinjaBuiltins {
             return jinjaError("unsupported operand type(s) for \(op.rawValue): '\(a.typeName)' and '\(b.typeName)'", pos)
         }
         switch (op, a, b) {
-        case (.add, .markup(let x), .markup(let y)): return .markup(x + y)
-        case (.add, .markup(let x), .string(let y)): return .markup(x + JinjaText.htmlEscape(y))
-        case (.add, .string(let x), .markup(let y)): return .markup(JinjaText.htmlEscape(x) + y)
+        case (.add, .markup(let x), .markup(let y)): return .markup(try concatenated(x, y, pos))
+        case (.add, .markup(let x), .string(let y)): return .markup(try concatenated(x, JinjaText.htmlEscape(y), pos))
+        case (.add, .string(let x), .markup(let y)): return .markup(try concatenated(JinjaText.htmlEscape(x), y, pos))
         case (.mul, .markup(let s), _), (.mul, _, .markup(let s)):
             guard let n = integer(a.plain.isStringValue ? b : a) else { throw typeError() }
-            return .markup(String(repeating: s, count: max(n, 0)))
-        case (.add, .string(let x), .string(let y)): return .string(x + y)
-        case (.add, .list(let x), .list(let y)): return .list(x + y)
-        case (.add, .tuple(let x), .tuple(let y)): return .tuple(x + y)
+            return .markup(try repeated(s, n, pos))
+        case (.add, .string(let x), .string(let y)): return .string(try concatenated(x, y, pos))
+        case (.add, .list(let x), .list(let y)):
+            try JinjaLimits.checkList(x.count + y.count, pos)
+            return .list(x + y)
+        case (.add, .tuple(let x), .tuple(let y)):
+            try JinjaLimits.checkList(x.count + y.count, pos)
+            return .tuple(x + y)
         case (.mul, .string(let s), _), (.mul, _, .string(let s)):
             guard let n = integer(isString(a) ? b : a) else { throw typeError() }
-            return .string(String(repeating: s, count: max(n, 0)))
+            return .string(try repeated(s, n, pos))
         case (.mul, .list(let l), _), (.mul, _, .list(let l)):
             guard let n = integer(isList(a) ? b : a) else { throw typeError() }
-            return .list(Array([[JinjaValue]](repeating: l, count: max(n, 0)).joined()))
+            return .list(try repeated(l, n, pos))
         case (.mul, .tuple(let l), _), (.mul, _, .tuple(let l)):
             let isTupleA: Bool
             if case .tuple = a { isTupleA = true } else { isTupleA = false }
             guard let n = integer(isTupleA ? b : a) else { throw typeError() }
-            return .tuple(Array([[JinjaValue]](repeating: l, count: max(n, 0)).joined()))
+            return .tuple(try repeated(l, n, pos))
         default:
             break
         }
@@ -319,6 +325,44 @@ enum JinjaBuiltins {
             }
         }
         throw typeError()
+    }
+
+    /// `x + y` within the string limit.
+    private static func concatenated(_ x: String, _ y: String, _ pos: JinjaPos) throws -> String {
+        try JinjaLimits.checkString(x.utf8.count + y.utf8.count, pos)
+        return x + y
+    }
+
+    /// Python `s * n` within the string limit, by doubling (a few large copies rather than `n`
+    /// small ones, so the time follows the bytes, as the step count does).
+    private static func repeated(_ s: String, _ n: Int, _ pos: JinjaPos) throws -> String {
+        try JinjaLimits.checkRepeatedString(s.utf8.count, times: max(n, 0), pos)
+        var out = ""
+        var chunk = s, remaining = max(n, 0)
+        while remaining > 0 {
+            if remaining & 1 == 1 { out += chunk }
+            remaining >>= 1
+            if remaining > 0 { chunk += chunk }
+        }
+        return out
+    }
+
+    /// Python `list * n` within the list limit.
+    private static func repeated(_ l: [JinjaValue], _ n: Int, _ pos: JinjaPos) throws -> [JinjaValue] {
+        try JinjaLimits.checkRepeatedList(l.count, times: max(n, 0), pos)
+        return Array([[JinjaValue]](repeating: l, count: max(n, 0)).joined())
+    }
+
+    /// `parts` joined by `separator` within the string limit.
+    private static func joined(_ parts: [String], _ separator: String, _ pos: JinjaPos) throws -> String {
+        try JinjaText.checkJoin(parts, separator: separator.utf8.count, extra: 0, pos)
+        return parts.joined(separator: separator)
+    }
+
+    /// `n` spaces, for `indent` widths, within the string limit.
+    private static func spaces(_ n: Int, _ pos: JinjaPos) throws -> String {
+        try JinjaLimits.checkString(n, pos)
+        return String(repeating: " ", count: max(n, 0))
     }
 
     private static func isString(_ v: JinjaValue) -> Bool { if case .string = v { return true } else { return false } }
@@ -424,14 +468,17 @@ enum JinjaBuiltins {
             if sep == "" { throw jinjaError("empty separator", pos) }
             let maxSplit = try int(b["maxsplit"], "maxsplit", pos)
             let parts = name == "split" ? JinjaStrings.split(s, sep, maxSplit: maxSplit) : JinjaStrings.rsplit(s, sep, maxSplit: maxSplit)
+            try JinjaLimits.checkList(parts.count, pos)
             return .list(parts.map { .string($0) })
         case "splitlines":
             let b = try JinjaArgBinder(args, what, [("keepends", JinjaValue.bool(false))])
-            return .list(splitLines(s, keepEnds: b["keepends"].truthy).map { .string($0) })
+            let lines = splitLines(s, keepEnds: b["keepends"].truthy)
+            try JinjaLimits.checkList(lines.count, pos)
+            return .list(lines.map { .string($0) })
         case "replace":
             let b = try JinjaArgBinder(args, what, [("old", nil), ("new", nil), ("count", JinjaValue.int(-1))])
-            return .string(JinjaStrings.replace(s, try str(b["old"], "old", pos), try str(b["new"], "new", pos),
-                                                count: try int(b["count"], "count", pos)))
+            return .string(try JinjaStrings.replace(s, try str(b["old"], "old", pos), try str(b["new"], "new", pos),
+                                                    count: try int(b["count"], "count", pos), pos))
         case "find", "rfind", "index", "rindex", "count":
             let b = try JinjaArgBinder(args, what, [("sub", nil), ("start", JinjaValue.none), ("end", JinjaValue.none)])
             let sub = Array(try str(b["sub"], "the substring", pos).unicodeScalars)
@@ -466,7 +513,7 @@ enum JinjaBuiltins {
                 guard case .string(let x) = v else { throw jinjaError("sequence item: expected str instance, \(v.typeName) found", pos) }
                 return x
             }
-            return .string(parts.joined(separator: s))
+            return .string(try joined(parts, s, pos))
         case "removeprefix", "removesuffix":
             let b = try JinjaArgBinder(args, what, [("affix", nil)])
             let a = Array(s.unicodeScalars), p = Array(try str(b["affix"], "the argument", pos).unicodeScalars)
@@ -724,8 +771,8 @@ enum JinjaBuiltins {
         case "replace":
             let b = try bind([("old", nil), ("new", nil), ("count", JinjaValue.none)])
             let count = isNone(b["count"]) ? -1 : try int(b["count"], "count", pos)
-            return .string(JinjaStrings.replace(try JinjaText.str(value, pos), try JinjaText.str(b["old"], pos),
-                                                try JinjaText.str(b["new"], pos), count: count))
+            return .string(try JinjaStrings.replace(try JinjaText.str(value, pos), try JinjaText.str(b["old"], pos),
+                                                    try JinjaText.str(b["new"], pos), count: count, pos))
         case "e", "escape":
             _ = try bind([])
             return .markup(JinjaText.htmlEscape(try JinjaText.str(value, pos)))
@@ -769,7 +816,14 @@ enum JinjaBuiltins {
                 let get = try attributeGetter(b["attribute"], pos)
                 items = try items.map(get)
             }
-            return .string(try items.map { try JinjaText.str($0, pos) }.joined(separator: try JinjaText.str(b["d"], pos)))
+            var parts: [String] = []
+            var total = 0
+            for item in items {  // checked as they are made: items may share one large value
+                parts.append(try JinjaText.str(item, pos))
+                total += parts[parts.count - 1].utf8.count
+                try JinjaLimits.checkString(total, pos)
+            }
+            return .string(try joined(parts, try JinjaText.str(b["d"], pos), pos))
         case "items":
             _ = try bind([])
             switch value {
@@ -896,13 +950,16 @@ enum JinjaBuiltins {
         case "indent":
             let b = try bind([("width", .int(4)), ("first", .bool(false)), ("blank", .bool(false))])
             let indention: String
-            if case .string(let w) = b["width"] { indention = w } else { indention = String(repeating: " ", count: max(try int(b["width"], "width", pos), 0)) }
+            if case .string(let w) = b["width"] { indention = w } else { indention = try spaces(try int(b["width"], "width", pos), pos) }
             // jinja2 appends "\n" with +=, which only strings support.
             guard case .string(let text) = value else {
                 if case .undefined(let hint) = value { throw jinjaError(hint, pos) }
                 throw jinjaError("unsupported operand type(s) for +=: '\(value.typeName)' and 'str'", pos)
             }
             let s = text + "\n"
+            let lineCount = splitLines(s).count
+            try JinjaLimits.checkRepeatedString(indention.utf8.count + 1, times: lineCount + 1, pos)
+            try JinjaLimits.checkString(s.utf8.count + (indention.utf8.count + 1) * (lineCount + 1), pos)
             var rv: String
             if b["blank"].truthy {
                 rv = splitLines(s).joined(separator: "\n" + indention)
@@ -920,7 +977,7 @@ enum JinjaBuiltins {
             switch b["indent"] {
             case .none: indent = nil
             case .string(let s): indent = s
-            case let v: indent = String(repeating: " ", count: max(try int(v, "indent", pos), 0))
+            case let v: indent = try spaces(try int(v, "indent", pos), pos)
             }
             var itemSep = indent == nil ? ", " : ",", keySep = ": "
             if !isNone(b["separators"]) {

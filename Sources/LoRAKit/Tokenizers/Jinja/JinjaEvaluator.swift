@@ -24,13 +24,77 @@ enum JinjaFlow { case normal, breakLoop, continueLoop }
 
 final class JinjaRenderer {
     private var output = ""
+    /// Nesting of evaluation right now, and work done so far (JinjaLimits.renderNesting, .steps).
+    private var depth = 0
+    private var steps = 0
+    /// Where evaluation is, for the limits' errors.
+    private var position = JinjaPos(line: 1, column: 1)
 
     func render(_ nodes: [JinjaNode], globals: JinjaScope) throws -> String {
         let top = JinjaScope(parent: globals)
         output = ""
+        depth = 0
+        steps = 0
         let flow = try execute(nodes, top)
         if flow != .normal { throw LoRAError("chat template: 'break' or 'continue' used outside a for loop") }
         return output
+    }
+
+    // MARK: limits
+
+    /// Counts `count` steps of work against the budget.
+    private func step(_ count: Int = 1) throws {
+        steps += count
+        guard steps <= JinjaLimits.steps else { throw JinjaLimits.stepsError(position) }
+    }
+
+    /// Runs `body` one level deeper.
+    private func nested<T>(_ body: () throws -> T) throws -> T {
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= JinjaLimits.renderNesting else { throw JinjaLimits.renderNestingError(position) }
+        try step()
+        return try body()
+    }
+
+    /// Counts the work of taking or making `v` in an operator (`byOperator`: strings are copied
+    /// whole) or in a filter, test or call (which go through strings character by character).
+    private func charge(_ v: JinjaValue, byOperator: Bool = false) throws {
+        switch v {
+        case .string(let s), .markup(let s):
+            try step(s.utf8.count / (byOperator ? JinjaLimits.bytesPerOperatorStep : JinjaLimits.bytesPerStep))
+        case .list(let l), .tuple(let l): try step(l.count / JinjaLimits.itemsPerStep)
+        case .dict(let d): try step(d.count / JinjaLimits.itemsPerStep)
+        case .iterator(let it): try step(it.allItems.count / JinjaLimits.itemsPerStep)
+        default: break
+        }
+    }
+
+    /// Evaluates an operand of an operator, filter, test or call, counting its size.
+    private func operand(_ e: JinjaExpr, _ scope: JinjaScope, byOperator: Bool = false) throws -> JinjaValue {
+        let v = try eval(e, scope)
+        try charge(v, byOperator: byOperator)
+        return v
+    }
+
+    private func emit(_ text: String) throws {
+        guard text.utf8.count <= JinjaLimits.outputBytes - output.utf8.count else { throw JinjaLimits.outputError }
+        output += text
+    }
+
+    /// Throws if `value`, a container just built, nests too deeply; each item looked at is a step.
+    private func checkNesting(_ value: JinjaValue, level: Int = 1) throws {
+        let items: [JinjaValue]
+        switch value {
+        case .list(let l), .tuple(let l): items = l
+        case .dict(let d): items = d.values
+        case .namespace(let ns): items = ns.attributes.values
+        case .iterator(let it): items = it.allItems
+        default: return
+        }
+        guard level <= JinjaLimits.valueNesting else { throw JinjaLimits.valueNestingError(position) }
+        try step(items.count)
+        for item in items { try checkNesting(item, level: level + 1) }
     }
 
     // MARK: statements
@@ -44,11 +108,15 @@ final class JinjaRenderer {
     }
 
     private func execute(_ node: JinjaNode, _ scope: JinjaScope) throws -> JinjaFlow {
+        try nested { try executeUnchecked(node, scope) }
+    }
+
+    private func executeUnchecked(_ node: JinjaNode, _ scope: JinjaScope) throws -> JinjaFlow {
         switch node {
         case .text(let s):
-            output += s
+            try emit(s)
         case .output(let e):
-            output += try JinjaText.str(try eval(e, scope), e.pos)
+            try emit(try JinjaText.str(try eval(e, scope), e.pos))
         case .ifChain(let branches, let otherwise):
             for (test, body) in branches where try eval(test, scope).truthy {
                 return try execute(body, scope)
@@ -69,7 +137,7 @@ final class JinjaRenderer {
             for (name, args, fpos) in filters {
                 value = try JinjaBuiltins.applyFilter(name, value, try evalArgs(args, scope, fpos), self)
             }
-            output += try JinjaText.str(value, filters.first?.2 ?? JinjaPos(line: 1, column: 1))
+            try emit(try JinjaText.str(value, filters.first?.2 ?? JinjaPos(line: 1, column: 1)))
         case .macro(let name, let params, let body, let pos):
             scope.vars[name] = .callable(makeMacro(name, params, body, scope, pos))
         case .loopBreak:
@@ -87,6 +155,7 @@ final class JinjaRenderer {
         defer { output = saved }
         let flow = try execute(body, scope)
         if flow != .normal { throw jinjaError("'break' or 'continue' used outside a for loop", pos) }
+        try charge(.string(output))
         return output
     }
 
@@ -105,6 +174,8 @@ final class JinjaRenderer {
         }
         let count = items.count
         for (i, item) in items.enumerated() {
+            position = pos
+            try step(JinjaLimits.stepsPerIteration)
             let s = JinjaScope(parent: scope)
             try assign(target, item, s, pos)
             var loop = JinjaDict()
@@ -147,7 +218,14 @@ final class JinjaRenderer {
             guard case .namespace(let ns)? = scope.lookup(n) else {
                 throw jinjaError("cannot assign attribute on non-namespace object '\(n)'", apos)
             }
+            let previous = ns.attributes[attr]
             ns.attributes[attr] = value
+            // Checked once assigned, so a value that holds this namespace is found to never end;
+            // it is then taken back, leaving no namespace that holds itself.
+            do { try checkNesting(value, level: 2) } catch {
+                ns.attributes[attr] = previous
+                throw error
+            }
         }
     }
 
@@ -179,12 +257,31 @@ final class JinjaRenderer {
     // MARK: expressions
 
     func evalArgs(_ args: JinjaArgs, _ scope: JinjaScope, _ pos: JinjaPos) throws -> JinjaCallArgs {
-        JinjaCallArgs(positional: try args.positional.map { try eval($0, scope) },
-                      keyword: try args.keyword.map { ($0.0, try eval($0.1, scope)) },
+        JinjaCallArgs(positional: try args.positional.map { try operand($0, scope) },
+                      keyword: try args.keyword.map { ($0.0, try operand($0.1, scope)) },
                       pos: pos)
     }
 
     func eval(_ expr: JinjaExpr, _ scope: JinjaScope) throws -> JinjaValue {
+        position = expr.pos
+        return try nested {
+            let value = try evalUnchecked(expr, scope)
+            position = expr.pos  // the value's limits are this expression's
+            switch expr {
+            case .filter, .test, .call: try step(JinjaLimits.stepsPerCall - 1)  // `nested` counted one
+            default: break
+            }
+            switch (expr, value) {
+            case (.list, _), (.tuple, _), (.dict, _), (.call, .dict), (.call, .namespace): try checkNesting(value)
+            case (.binary, _): try charge(value, byOperator: true)
+            case (.filter, _), (.call, _): try charge(value)
+            default: break
+            }
+            return value
+        }
+    }
+
+    private func evalUnchecked(_ expr: JinjaExpr, _ scope: JinjaScope) throws -> JinjaValue {
         switch expr {
         case .literal(let lit, _):
             switch lit {
@@ -210,7 +307,7 @@ final class JinjaRenderer {
             }
             return .dict(d)
         case .attribute(let obj, let name, let pos):
-            return try JinjaBuiltins.getAttribute(try eval(obj, scope), name, pos)
+            return try JinjaBuiltins.getAttribute(try operand(obj, scope), name, pos)
         case .item(let obj, let key, let pos):
             return try JinjaBuiltins.getItem(try eval(obj, scope), try eval(key, scope), pos)
         case .slice(let obj, let start, let stop, let step, let pos):
@@ -226,9 +323,9 @@ final class JinjaRenderer {
             default: throw jinjaError("'\(f.typeName)' object is not callable", pos)
             }
         case .filter(let value, let name, let args, let pos):
-            return try JinjaBuiltins.applyFilter(name, try eval(value, scope), try evalArgs(args, scope, pos), self)
+            return try JinjaBuiltins.applyFilter(name, try operand(value, scope), try evalArgs(args, scope, pos), self)
         case .test(let value, let name, let args, let negated, let pos):
-            let r = try JinjaBuiltins.applyTest(name, try eval(value, scope), try evalArgs(args, scope, pos))
+            let r = try JinjaBuiltins.applyTest(name, try operand(value, scope), try evalArgs(args, scope, pos))
             return .bool(r != negated)
         case .negate(let e, let pos):
             switch try eval(e, scope) {
@@ -259,11 +356,11 @@ final class JinjaRenderer {
             if let otherwise { return try eval(otherwise, scope) }
             return .undefined(hint: "the inline if-expression on line \(pos.line) evaluated to false and no else section was defined.")
         case .binary(let op, let a, let b, let pos):
-            return try JinjaBuiltins.binary(op, try eval(a, scope), try eval(b, scope), pos)
+            return try JinjaBuiltins.binary(op, try operand(a, scope, byOperator: true), try operand(b, scope, byOperator: true), pos)
         case .compare(let first, let ops, _):
-            var left = try eval(first, scope)
+            var left = try operand(first, scope, byOperator: true)
             for (op, rightExpr, pos) in ops {
-                let right = try eval(rightExpr, scope)
+                let right = try operand(rightExpr, scope, byOperator: true)
                 if !(try JinjaBuiltins.compare(op, left, right, pos)) { return .bool(false) }
                 left = right
             }

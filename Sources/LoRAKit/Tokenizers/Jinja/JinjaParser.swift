@@ -82,6 +82,10 @@ indirect enum JinjaNode: Sendable {
 struct JinjaParser {
     private let tokens: [JinjaToken]
     private var index = 0
+    /// How deeply the node being parsed nests (JinjaLimits.sourceNesting): blocks, sub-expressions,
+    /// and the operators of a chain (`a + b + c` holds `a` two levels down), so both this
+    /// recursive parser and the trees it builds stay shallow.
+    private var depth = 0
 
     static func parse(_ source: String) throws -> [JinjaNode] {
         var parser = JinjaParser(tokens: try JinjaLexer.tokenize(source))
@@ -153,6 +157,12 @@ struct JinjaParser {
         throw jinjaError("expected a name, found \(describe(current))", current.pos)
     }
 
+    /// One level deeper; the caller restores `depth` when the level ends.
+    private mutating func enter(_ pos: JinjaPos) throws {
+        depth += 1
+        guard depth <= JinjaLimits.sourceNesting else { throw JinjaLimits.sourceNestingError(pos) }
+    }
+
     private mutating func expectBlockEnd() throws {
         guard case .blockEnd = current.kind else {
             throw jinjaError("expected the end of the statement block, found \(describe(current))", current.pos)
@@ -197,6 +207,8 @@ struct JinjaParser {
 
     /// Parses a body up to one of `endTags`, consuming the end keyword (the caller parses its tail).
     private mutating func parseBody(_ endTags: Set<String>, opener: String, openPos: JinjaPos) throws -> ([JinjaNode], String) {
+        try enter(openPos)
+        defer { depth -= 1 }
         let (body, end) = try subparse(until: endTags)
         guard let end else {
             let expected = endTags.sorted().map { "'\($0)'" }.joined(separator: " or ")
@@ -369,7 +381,9 @@ struct JinjaParser {
     // MARK: expressions
 
     private mutating func parseExpression(withCondExpr: Bool = true) throws -> JinjaExpr {
-        withCondExpr ? try parseCondExpr() : try parseOr()
+        try enter(current.pos)
+        defer { depth -= 1 }
+        return withCondExpr ? try parseCondExpr() : try parseOr()
     }
 
     /// A comma-separated list makes a tuple (`{{ a, b }}`, `{% set x = 1, 2 %}`).
@@ -403,8 +417,11 @@ struct JinjaParser {
 
     private mutating func parseCondExpr() throws -> JinjaExpr {
         var expr = try parseOr()
+        let outer = depth
+        defer { depth = outer }
         while isName("if") {
             let pos = advance().pos
+            try enter(pos)
             let test = try parseOr()
             var otherwise: JinjaExpr?
             if skipName("else") { otherwise = try parseCondExpr() }
@@ -415,8 +432,11 @@ struct JinjaParser {
 
     private mutating func parseOr() throws -> JinjaExpr {
         var left = try parseAnd()
+        let outer = depth
+        defer { depth = outer }
         while isName("or") {
             let pos = advance().pos
+            try enter(pos)
             left = .or(left, try parseAnd(), pos)
         }
         return left
@@ -424,8 +444,11 @@ struct JinjaParser {
 
     private mutating func parseAnd() throws -> JinjaExpr {
         var left = try parseNot()
+        let outer = depth
+        defer { depth = outer }
         while isName("and") {
             let pos = advance().pos
+            try enter(pos)
             left = .and(left, try parseNot(), pos)
         }
         return left
@@ -434,6 +457,8 @@ struct JinjaParser {
     private mutating func parseNot() throws -> JinjaExpr {
         if isName("not") {
             let pos = advance().pos
+            try enter(pos)
+            defer { depth -= 1 }
             return .not(try parseNot(), pos)
         }
         return try parseCompare()
@@ -463,8 +488,11 @@ struct JinjaParser {
 
     private mutating func parseMath1() throws -> JinjaExpr {
         var left = try parseConcat()
+        let outer = depth
+        defer { depth = outer }
         while isOp("+") || isOp("-") {
             let t = advance()
+            try enter(t.pos)
             left = .binary(isOp("+", t) ? .add : .sub, left, try parseConcat(), t.pos)
         }
         return left
@@ -472,8 +500,11 @@ struct JinjaParser {
 
     private mutating func parseConcat() throws -> JinjaExpr {
         var left = try parseMath2()
+        let outer = depth
+        defer { depth = outer }
         while isOp("~") {
             let t = advance()
+            try enter(t.pos)
             left = .binary(.concat, left, try parseMath2(), t.pos)
         }
         return left
@@ -481,10 +512,13 @@ struct JinjaParser {
 
     private mutating func parseMath2() throws -> JinjaExpr {
         var left = try parsePow()
+        let outer = depth
+        defer { depth = outer }
         while true {
             let t = current
             guard case .op(let o) = t.kind, let op = ["*": JinjaBinaryOp.mul, "/": .div, "//": .floorDiv, "%": .mod][o] else { break }
             index += 1
+            try enter(t.pos)
             left = .binary(op, left, try parsePow(), t.pos)
         }
         return left
@@ -492,8 +526,11 @@ struct JinjaParser {
 
     private mutating func parsePow() throws -> JinjaExpr {
         var left = try parseUnary()
+        let outer = depth
+        defer { depth = outer }
         while isOp("**") {
             let t = advance()
+            try enter(t.pos)
             left = .binary(.pow, left, try parseUnary(), t.pos)
         }
         return left
@@ -501,11 +538,15 @@ struct JinjaParser {
 
     private mutating func parseUnary(withFilter: Bool = true) throws -> JinjaExpr {
         var node: JinjaExpr
+        let outer = depth
+        defer { depth = outer }
         if isOp("-") {
             let pos = advance().pos
+            try enter(pos)
             node = .negate(try parseUnary(withFilter: false), pos)
         } else if isOp("+") {
             let pos = advance().pos
+            try enter(pos)
             node = .plus(try parseUnary(withFilter: false), pos)
         } else {
             node = try parsePrimary()
@@ -580,8 +621,11 @@ struct JinjaParser {
 
     private mutating func parsePostfix(_ start: JinjaExpr) throws -> JinjaExpr {
         var node = start
+        let outer = depth
+        defer { depth = outer }
         while true {
             let t = current
+            if isOp(".") || isOp("[") || isOp("(") { try enter(t.pos) }
             if isOp(".") {
                 index += 1
                 switch current.kind {
@@ -647,12 +691,15 @@ struct JinjaParser {
     /// chat never takes still renders, and fails with the position when that branch runs.
     private mutating func parseFilterExpr(_ start: JinjaExpr) throws -> JinjaExpr {
         var node = start
+        let outer = depth
+        defer { depth = outer }
         while true {
+            if isOp("|") || isName("is") || isOp("(") { try enter(current.pos) }
             if isOp("|") {
                 index += 1
                 let t = current
                 let name = try parseDottedName()
-                    let args = isOp("(") ? try parseCallArgs() : JinjaArgs()
+                let args = isOp("(") ? try parseCallArgs() : JinjaArgs()
                 node = .filter(node, name, args, t.pos)
             } else if isName("is") {
                 index += 1

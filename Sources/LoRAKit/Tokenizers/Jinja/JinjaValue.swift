@@ -94,6 +94,9 @@ final class JinjaIterator {
     }
 
     var viewCount: Int { items.count }
+
+    /// Every item, consumed or not (what the iterator holds on to).
+    var allItems: [JinjaValue] { items }
 }
 
 enum JinjaValue {
@@ -183,12 +186,15 @@ enum JinjaText {
         case .double(let d): return floatRepr(d)
         case .string(let s): return reprString(s)
         case .markup(let s): return "Markup(" + reprString(s) + ")"
-        case .list(let l): return "[" + (try l.map { try repr($0, pos) }).joined(separator: ", ") + "]"
-        case .tuple(let l):
-            let inner = (try l.map { try repr($0, pos) }).joined(separator: ", ")
-            return "(" + inner + (l.count == 1 ? ",)" : ")")
+        case .list(let l): return "[" + (try joinedRepr(l, pos)) + "]"
+        case .tuple(let l): return "(" + (try joinedRepr(l, pos)) + (l.count == 1 ? ",)" : ")")
         case .dict(let d):
-            return "{" + (try d.pairs.map { "\(reprString($0.0)): \(try repr($0.1, pos))" }).joined(separator: ", ") + "}"
+            var out = "{"
+            for (i, (k, item)) in d.pairs.enumerated() {
+                out += (i > 0 ? ", " : "") + reprString(k) + ": " + (try repr(item, pos))
+                try JinjaLimits.checkString(out.utf8.count, pos)
+            }
+            return out + "}"
         case .namespace(let ns):
             return "<Namespace " + (try repr(.dict(ns.attributes), pos)) + ">"
         case .callable(let c):
@@ -197,11 +203,23 @@ enum JinjaText {
             switch it.kind {
             case .view(let name):
                 let items = it.drain()
-                return name + "([" + (try items.map { try repr($0, pos) }).joined(separator: ", ") + "])"
+                return name + "([" + (try joinedRepr(items, pos)) + "])"
             case .generator:
                 throw jinjaError("printing a generator is unsupported (Python would print its memory address); add '|list'", pos)
             }
         }
+    }
+
+    /// The items' reprs joined by ", ", checked against the string limit as it grows (items may
+    /// share one large value many times over).
+    private static func joinedRepr(_ items: [JinjaValue], _ pos: JinjaPos) throws -> String {
+        var out = ""
+        for (i, item) in items.enumerated() {
+            if i > 0 { out += ", " }
+            out += try repr(item, pos)
+            try JinjaLimits.checkString(out.utf8.count, pos)
+        }
+        return out
     }
 
     /// markupsafe's `escape`.
@@ -312,28 +330,57 @@ enum JinjaText {
             return floatRepr(d)
         case .string(let s), .markup(let s): return jsonString(s)
         case .list(let items), .tuple(let items):
-            return try jsonContainer("[", "]", items.map { item in
+            return try jsonContainer("[", "]", try limitedMap(items, pos) { item in
                 try json(item, indent: indent, itemSeparator: itemSeparator, keySeparator: keySeparator, sortKeys: sortKeys, pos, level: level + 1)
-            }, indent: indent, itemSeparator: itemSeparator, level: level)
+            }, indent: indent, itemSeparator: itemSeparator, level: level, pos)
         case .dict(let d):
             var pairs = d.pairs
             if sortKeys { pairs.sort { codePointLess($0.0, $1.0) } }
-            return try jsonContainer("{", "}", pairs.map { k, item in
+            return try jsonContainer("{", "}", try limitedMap(pairs, pos) { k, item in
                 jsonString(k) + keySeparator
                     + (try json(item, indent: indent, itemSeparator: itemSeparator, keySeparator: keySeparator, sortKeys: sortKeys, pos, level: level + 1))
-            }, indent: indent, itemSeparator: itemSeparator, level: level)
+            }, indent: indent, itemSeparator: itemSeparator, level: level, pos)
         case .undefined, .namespace, .callable, .iterator:
             throw jinjaError("Object of type \(v.typeName) is not JSON serializable", pos)
         }
     }
 
     private static func jsonContainer(_ open: String, _ close: String, _ items: [String], indent: String?,
-                                      itemSeparator: String, level: Int) -> String {
+                                      itemSeparator: String, level: Int, _ pos: JinjaPos) throws -> String {
         if items.isEmpty { return open + close }
-        guard let indent else { return open + items.joined(separator: itemSeparator) + close }
+        guard let indent else {
+            try checkJoin(items, separator: itemSeparator.utf8.count, extra: 2, pos)
+            return open + items.joined(separator: itemSeparator) + close
+        }
+        try JinjaLimits.checkRepeatedString(indent.utf8.count, times: level + 2, pos)
         let inner = "\n" + String(repeating: indent, count: level + 1)
         let outer = "\n" + String(repeating: indent, count: level)
+        try checkJoin(items, separator: itemSeparator.utf8.count + inner.utf8.count, extra: inner.utf8.count + outer.utf8.count + 2, pos)
         return open + inner + items.joined(separator: itemSeparator + inner) + outer + close
+    }
+
+    /// `items.map(transform)`, checking the total size of the strings against the limit as they
+    /// are made (items may share one large value many times over).
+    private static func limitedMap<T>(_ items: [T], _ pos: JinjaPos, _ transform: (T) throws -> String) throws -> [String] {
+        var parts: [String] = []
+        var total = 0
+        for item in items {
+            let part = try transform(item)
+            total += part.utf8.count
+            try JinjaLimits.checkString(total, pos)
+            parts.append(part)
+        }
+        return parts
+    }
+
+    /// Throws unless `parts` joined by a separator of `separator` bytes, plus `extra` bytes, fit
+    /// the string limit (checked before anything is built).
+    static func checkJoin(_ parts: [String], separator: Int, extra: Int, _ pos: JinjaPos) throws {
+        var total = extra
+        for (i, p) in parts.enumerated() {
+            total += p.utf8.count + (i > 0 ? separator : 0)
+            try JinjaLimits.checkString(total, pos)
+        }
     }
 
     static func jsonString(_ s: String) -> String {
@@ -444,12 +491,19 @@ enum JinjaStrings {
         return make(a[lo..<hi])
     }
 
+    /// Whether `needle` (not empty) occurs in `hay` at `i`, which leaves room for it.
+    private static func matches(_ hay: [Unicode.Scalar], _ needle: [Unicode.Scalar], at i: Int) -> Bool {
+        var j = 0
+        while j < needle.count && hay[i + j] == needle[j] { j += 1 }
+        return j == needle.count
+    }
+
     static func find(_ hay: [Unicode.Scalar], _ needle: [Unicode.Scalar], from: Int = 0) -> Int? {
         if needle.isEmpty { return from <= hay.count ? from : nil }
         guard hay.count >= needle.count else { return nil }
         var i = from
         while i + needle.count <= hay.count {
-            if hay[i] == needle[0] && Array(hay[i..<(i + needle.count)]) == needle { return i }
+            if matches(hay, needle, at: i) { return i }
             i += 1
         }
         return nil
@@ -459,26 +513,33 @@ enum JinjaStrings {
         find(scalars(s), scalars(sub)) != nil
     }
 
-    /// Python `str.replace(old, new, count)`.
-    static func replace(_ s: String, _ old: String, _ new: String, count: Int = -1) -> String {
+    /// Python `str.replace(old, new, count)`, within the string limit.
+    static func replace(_ s: String, _ old: String, _ new: String, count: Int = -1, _ pos: JinjaPos) throws -> String {
         let a = scalars(s), o = scalars(old), n = scalars(new)
         var out: [Unicode.Scalar] = []
         var done = 0
+        // Each replacement grows the text by at most `new`; checked before it is appended.
+        var bytes = s.utf8.count
+        func insertNew() throws {
+            bytes += new.utf8.count
+            try JinjaLimits.checkString(bytes, pos)
+            out += n
+            done += 1
+        }
         if o.isEmpty {
             // Python inserts `new` before every character and at the end.
             for c in a {
-                if count < 0 || done < count { out += n; done += 1 }
+                if count < 0 || done < count { try insertNew() }
                 out.append(c)
             }
-            if count < 0 || done < count { out += n }
+            if count < 0 || done < count { try insertNew() }
             return make(out)
         }
         var i = 0
         while i < a.count {
-            if (count < 0 || done < count), i + o.count <= a.count, a[i] == o[0], Array(a[i..<(i + o.count)]) == o {
-                out += n
+            if (count < 0 || done < count), i + o.count <= a.count, matches(a, o, at: i) {
+                try insertNew()
                 i += o.count
-                done += 1
             } else {
                 out.append(a[i])
                 i += 1
