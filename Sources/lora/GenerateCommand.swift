@@ -75,7 +75,7 @@ struct GenerateCommand: ParsableCommand {
             let report = String(format: "prompt: %d tokens, %.1f tokens/s; generation: %d tokens, %.1f tokens/s (stopped: %@)",
                                 ids.count, Double(ids.count) / max(result.promptSeconds, 1e-9), result.tokens.count,
                                 Double(result.tokens.count) / max(result.generationSeconds, 1e-9), result.stoppedBy)
-            FileHandle.standardError.write(Data((report + "\n").utf8))
+            try? FileHandle.standardError.write(contentsOf: Data((report + "\n").utf8))  // write(_:) traps when the write fails
         }
     }
 

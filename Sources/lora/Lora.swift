@@ -20,7 +20,7 @@ struct Lora: ParsableCommand {
             try command.run()
         } catch {
             if error is ExitCode || exitCode(for: error) == .success { exit(withError: error) }  // already reported, or help
-            FileHandle.standardError.write(Data("error: \(LoRAError.oneLine(message(for: error))) (see --help)\n".utf8))
+            try? FileHandle.standardError.write(contentsOf: Data(("error: \(LoRAError.oneLine(message(for: error))) (see --help)\n").utf8))  // write(_:) traps when the write fails
             Foundation.exit(1)
         }
     }
@@ -30,7 +30,7 @@ struct Lora: ParsableCommand {
     /// LoRAError.describing), never a multi-line or raw Foundation message.
     static func reportingErrors(_ body: () throws -> Void) throws {
         do { try body() } catch {
-            FileHandle.standardError.write(Data("error: \(LoRAError.describing(error))\n".utf8))
+            try? FileHandle.standardError.write(contentsOf: Data(("error: \(LoRAError.describing(error))\n").utf8))  // write(_:) traps when the write fails
             throw ExitCode(1)
         }
     }

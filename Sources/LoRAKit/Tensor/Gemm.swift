@@ -162,8 +162,7 @@ enum GemmState {
         if let name = requested {
             if name.lowercased() == "builtin" { return .builtin }
             if let lib = BLASLibrary.named(name) { return .blas(lib) }
-            FileHandle.standardError.write(Data(
-                "LoRAKit: LORA_BLAS=\(name) cannot be loaded (or has no sgemm); using the built-in kernel\n".utf8))
+            try? FileHandle.standardError.write(contentsOf: Data(("LoRAKit: LORA_BLAS=\(name) cannot be loaded (or has no sgemm); using the built-in kernel\n").utf8))  // write(_:) traps when the write fails
             return .builtin
         }
         if let lib = BLASLibrary.discovered { return .blas(lib) }
