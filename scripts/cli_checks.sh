@@ -148,6 +148,10 @@ expect_error "config: not YAML" "not valid YAML" train -c "$tmp/y.yaml"
 printf -- '- a\n- b\n' >"$tmp/l.yaml"
 expect_error "config: not a mapping" "mapping" train -c "$tmp/l.yaml"
 expect_error "config: missing file" "cannot read config" train -c "$tmp/none.yaml"
+printf 'model: %s\ndata: %s\nrank: 4294967296\n' $tiny "$tmp/tdata" >"$tmp/r.yaml"
+expect_error "config: absurd rank" "--rank must be at most 8192" train -c "$tmp/r.yaml" --adapter-path "$tmp/never"
+printf 'model: %s\ndata: %s\nepochs: 9223372036854775807\n' $tiny "$tmp/tdata" >"$tmp/e.yaml"
+expect_error "config: absurd epochs" "--epochs must be at most" train -c "$tmp/e.yaml" --adapter-path "$tmp/never"
 expect_error "flags: no model" "--model is required" train --data "$tmp/tdata"
 expect_error "flags: zero iters" "iters" train --model $tiny --data "$tmp/tdata" --iters 0
 expect_error "flags: iters and epochs" "not both" train --model $tiny --data "$tmp/tdata" --iters 5 --epochs 1
