@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Fuzzes the readers of outside input with libFuzzer and AddressSanitizer.
+#   scripts/fuzz.sh [HARNESS|all] [RUNS]     (default: all 10000)
+# Harnesses: safetensors gguf tokenizer tokenize chat-template model-config adapter-config dataset
+# yaml-config checkpoint (Sources/LoRAFuzzHarnesses). Each starts from the committed seeds in
+# Fuzz/Seeds/HARNESS and grows a working corpus in $FUZZ_WORK/HARNESS (default: /tmp/lora-fuzz).
+# A crash, a sanitizer report, an input slower than 1 s or a 2 GB process is a finding: its input is
+# saved to $FUZZ_WORK/HARNESS-findings/ and the script exits 1 after the remaining harnesses.
+# Replay a finding without sanitizers: swift run lora-fuzz HARNESS FILE.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+all=(safetensors gguf tokenizer tokenize chat-template model-config adapter-config dataset yaml-config checkpoint)
+which=${1:-all}
+runs=${2:-10000}
+work=${FUZZ_WORK:-/tmp/lora-fuzz}
+if [[ $which == all ]]; then harnesses=("${all[@]}"); else harnesses=("$which"); fi
+
+# The largest input worth trying, per harness: a little above its largest seed.
+max_len() {
+    case $1 in
+        gguf) echo 65536 ;;
+        tokenizer) echo 24576 ;;
+        safetensors | chat-template) echo 8192 ;;
+        checkpoint) echo 16384 ;;
+        *) echo 4096 ;;
+    esac
+}
+
+scratch=.build-fuzz
+log=$(mktemp)
+# Debug build: Swift's checks stay on and ASan sees every access.
+if ! swift build --scratch-path "$scratch" --product lora-fuzz \
+        -Xswiftc -sanitize=fuzzer,address -Xswiftc -DLIBFUZZER >"$log" 2>&1; then
+    grep -v "Cannot export local symbol" "$log" | tail -40
+    exit 1
+fi
+binary=$scratch/debug/lora-fuzz
+
+failed=0
+for name in "${harnesses[@]}"; do
+    [[ -d Fuzz/Seeds/$name ]] || { echo "unknown harness $name (harnesses: ${all[*]})"; exit 2; }
+    mkdir -p "$work/$name" "$work/$name-findings"
+    start=$(date +%s)
+    status=0
+    LORA_FUZZ_HARNESS=$name ASAN_OPTIONS=detect_leaks=0 "$binary" "$work/$name" "Fuzz/Seeds/$name" \
+        -runs="$runs" -timeout=1 -rss_limit_mb=2048 -max_len="$(max_len "$name")" -detect_leaks=0 \
+        -print_final_stats=1 -artifact_prefix="$work/$name-findings/" >"$log" 2>&1 || status=$?
+    seconds=$(( $(date +%s) - start ))
+    executed=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    slowest=$(sed -n 's/^stat::slowest_unit_time_sec: *//p' "$log")
+    if [[ $status == 0 ]]; then
+        result=ok
+    else
+        failed=1
+        finding=$(sed -n 's/.*Test unit written to //p' "$log" | tail -1)
+        result="FINDING ($(grep -m1 -oE 'ERROR: [A-Za-z]+: [a-z-]+|Fatal error.*|deadly signal|timeout|out-of-memory' "$log" || echo "exit $status")): ${finding:-see log}"
+        cp "$log" "$work/$name-findings/last.log"
+    fi
+    printf '%-15s %10s inputs %6s s  slowest %ss  %s\n' "$name" "${executed:-?}" "$seconds" "${slowest:-?}" "$result"
+done
+rm -f "$log"
+exit $failed
