@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the readers of outside input with libFuzzer and AddressSanitizer.
 #   scripts/fuzz.sh [HARNESS|all] [RUNS]     (default: all 10000)
+# FUZZ_MAX_SECONDS=N also stops each harness after N seconds (libFuzzer's -max_total_time).
 # Harnesses: safetensors gguf tokenizer tokenize chat-template model-config adapter-config dataset
 # yaml-config checkpoint (Sources/LoRAFuzzHarnesses). Each starts from the committed seeds in
 # Fuzz/Seeds/HARNESS and grows a working corpus in $FUZZ_WORK/HARNESS (default: /tmp/lora-fuzz).
@@ -29,9 +30,10 @@ max_len() {
 
 scratch=.build-fuzz
 log=$(mktemp)
-# Debug build: Swift's checks stay on and ASan sees every access.
+# Debug build: Swift's checks stay on and ASan sees every access. --export-dynamic lets lora-fuzz find
+# libFuzzer's LLVMFuzzerRunDriver.
 if ! swift build --scratch-path "$scratch" --product lora-fuzz \
-        -Xswiftc -sanitize=fuzzer,address -Xswiftc -DLIBFUZZER >"$log" 2>&1; then
+        -Xswiftc -sanitize=fuzzer,address -Xswiftc -DLIBFUZZER -Xlinker --export-dynamic >"$log" 2>&1; then
     grep -v "Cannot export local symbol" "$log" | tail -40
     exit 1
 fi
@@ -45,7 +47,7 @@ for name in "${harnesses[@]}"; do
     status=0
     LORA_FUZZ_HARNESS=$name ASAN_OPTIONS=detect_leaks=0 "$binary" "$work/$name" "Fuzz/Seeds/$name" \
         -runs="$runs" -timeout=1 -rss_limit_mb=2048 -max_len="$(max_len "$name")" -detect_leaks=0 \
-        -print_final_stats=1 -artifact_prefix="$work/$name-findings/" >"$log" 2>&1 || status=$?
+        -max_total_time="${FUZZ_MAX_SECONDS:-0}" -print_final_stats=1 -artifact_prefix="$work/$name-findings/" >"$log" 2>&1 || status=$?
     seconds=$(( $(date +%s) - start ))
     executed=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     slowest=$(sed -n 's/^stat::slowest_unit_time_sec: *//p' "$log")
@@ -54,7 +56,7 @@ for name in "${harnesses[@]}"; do
     else
         failed=1
         finding=$(sed -n 's/.*Test unit written to //p' "$log" | tail -1)
-        result="FINDING ($(grep -m1 -oE 'ERROR: [A-Za-z]+: [a-z-]+|Fatal error.*|deadly signal|timeout|out-of-memory' "$log" || echo "exit $status")): ${finding:-see log}"
+        result="FINDING ($(grep -m1 -oE 'ERROR: [A-Za-z]+: [a-z-]+|Fatal error.*|deadly signal|timeout|out-of-memory' "$log" | head -1 || echo "exit $status")): ${finding:-see log}"
         cp "$log" "$work/$name-findings/last.log"
     fi
     printf '%-15s %10s inputs %6s s  slowest %ss  %s\n' "$name" "${executed:-?}" "$seconds" "${slowest:-?}" "$result"

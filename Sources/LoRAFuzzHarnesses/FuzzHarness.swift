@@ -21,13 +21,13 @@ public struct FuzzHarness: Sendable {
         case otherError(String)
     }
 
-    /// Runs one input.
+    /// Runs one input. Messages name the harness's scratch files without their folder (`fuzz.gguf`).
     public func run(_ bytes: [UInt8]) -> Outcome {
         do {
             try body(bytes)
             return .accepted
         } catch let error as LoRAError {
-            return .refused(error.description)
+            return .refused(error.description.replacingOccurrences(of: Scratch.folder + "/", with: ""))
         } catch {
             return .otherError(String(describing: error))
         }

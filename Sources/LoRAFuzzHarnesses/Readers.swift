@@ -17,8 +17,9 @@ enum Readers {
     static func gguf(_ bytes: [UInt8]) throws {
         let path = try Scratch.write(bytes, as: "fuzz.gguf")
         let file = try GGUFFile(path: path)
-        _ = try? Tokenizer.load(gguf: file)
+        let tokenizer = Result { try Tokenizer.load(gguf: file) }
         _ = try LlamaModel.load(gguf: path)
+        try use(tokenizer.get())
     }
 
     static func modelConfig(_ bytes: [UInt8]) throws {
@@ -33,7 +34,11 @@ enum Readers {
     // MARK: text
 
     static func tokenizerJSON(_ bytes: [UInt8]) throws {
-        let tokenizer = try Tokenizer(data: Data(bytes))
+        try use(Tokenizer(data: Data(bytes)))
+    }
+
+    /// Encodes and decodes text with special tokens, then decodes ids at and beyond the vocabulary's ends.
+    static func use(_ tokenizer: Tokenizer) {
         let ids = tokenizer.encode(Fixtures.sampleText, addSpecialTokens: true)
         _ = tokenizer.decode(ids + [0, 1, tokenizer.vocabSize - 1, tokenizer.vocabSize, -1])
     }
@@ -145,7 +150,7 @@ enum Fixtures {
 /// A folder of this process's own for the files harnesses write.
 enum Scratch {
     static let folder: String = {
-        let path = NSTemporaryDirectory() + "/lora-fuzz-\(getpid())"
+        let path = (NSTemporaryDirectory() as NSString).appendingPathComponent("lora-fuzz-\(getpid())")
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }()
