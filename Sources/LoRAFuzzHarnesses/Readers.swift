@@ -38,8 +38,9 @@ enum Readers {
     }
 
     /// Encodes and decodes text with special tokens, then decodes ids at and beyond the vocabulary's ends.
+    /// Batches and the embedding trust encoded ids, so one outside the vocabulary is a finding too.
     static func use(_ tokenizer: Tokenizer) {
-        let ids = tokenizer.encode(Fixtures.sampleText, addSpecialTokens: true)
+        let ids = encode(Fixtures.sampleText, tokenizer)
         _ = tokenizer.decode(ids + [0, 1, tokenizer.vocabSize - 1, tokenizer.vocabSize, -1])
     }
 
@@ -47,9 +48,16 @@ enum Readers {
     static func tokenize(_ bytes: [UInt8]) throws {
         let text = String(decoding: bytes, as: UTF8.self)
         for tokenizer in Fixtures.tokenizers {
-            let ids = tokenizer.encode(text, addSpecialTokens: true)
-            _ = tokenizer.decode(ids)
+            _ = tokenizer.decode(encode(text, tokenizer))
         }
+    }
+
+    static func encode(_ text: String, _ tokenizer: Tokenizer) -> [Int] {
+        let ids = tokenizer.encode(text, addSpecialTokens: true)
+        if let bad = ids.first(where: { !(0..<tokenizer.vocabSize).contains($0) }) {
+            fatalError("encode produced id \(bad), outside the vocabulary of \(tokenizer.vocabSize) tokens")
+        }
+        return ids
     }
 
     static func chatTemplate(_ bytes: [UInt8]) throws {
