@@ -8,14 +8,14 @@ enum Readers {
     // MARK: model files
 
     static func safetensors(_ bytes: [UInt8]) throws {
-        let file = try SafetensorsFile(path: try Scratch.write(bytes, as: "fuzz.safetensors"))
+        let file = try SafetensorsFile(path: Scratch.write(bytes, as: "fuzz.safetensors"))
         for info in file.tensors.values {
             if info.dtype.isFloatingPoint { _ = try file.floats(info.name) } else { _ = try file.ints(info.name) }
         }
     }
 
     static func gguf(_ bytes: [UInt8]) throws {
-        let path = try Scratch.write(bytes, as: "fuzz.gguf")
+        let path = Scratch.write(bytes, as: "fuzz.gguf")
         let file = try GGUFFile(path: path)
         let tokenizer = Result { try Tokenizer.load(gguf: file) }
         _ = try LlamaModel.load(gguf: path)
@@ -23,12 +23,12 @@ enum Readers {
     }
 
     static func modelConfig(_ bytes: [UInt8]) throws {
-        let config = try ModelConfig.load(path: try Scratch.write(bytes, as: "config.json"))
+        let config = try ModelConfig.load(path: Scratch.write(bytes, as: "config.json"))
         _ = config.parameterCount
     }
 
     static func adapterConfig(_ bytes: [UInt8]) throws {
-        _ = try LoRAConfig.load(path: try Scratch.write(bytes, as: "adapter_config.json"))
+        _ = try LoRAConfig.load(path: Scratch.write(bytes, as: "adapter_config.json"))
     }
 
     // MARK: text
@@ -66,12 +66,12 @@ enum Readers {
     }
 
     static func dataSet(_ bytes: [UInt8]) throws {
-        let path = try Scratch.write(bytes, as: "data.jsonl")
+        let path = Scratch.write(bytes, as: "data.jsonl")
         _ = try DataSet(path: path, tokenizer: Fixtures.chatTokenizer, maskPrompt: true, maxSequenceLength: 64)
     }
 
     static func yamlConfig(_ bytes: [UInt8]) throws {
-        let file = try ConfigFile(path: try Scratch.write(bytes, as: "config.yaml"), allowedKeys: trainSettingNames)
+        let file = try ConfigFile(path: Scratch.write(bytes, as: "config.yaml"), allowedKeys: trainSettingNames)
         for key in trainSettingNames {
             _ = try? file.string(key)
             _ = try? file.int(key)
@@ -95,7 +95,7 @@ enum Readers {
     static func checkpoint(_ bytes: [UInt8]) throws {
         let folder = Scratch.folder + "/checkpoint"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        _ = try Scratch.write(bytes, as: "checkpoint/checkpoint.safetensors")
+        _ = Scratch.write(bytes, as: "checkpoint/checkpoint.safetensors")
         let loop = try TinyRun.loop(iterations: 4)
         try loop.resume(from: folder)
         _ = try loop.run(folder: nil)
@@ -163,9 +163,12 @@ enum Scratch {
         return path
     }()
 
-    static func write(_ bytes: [UInt8], as name: String) throws -> String {
+    /// Writes `bytes` to `name` in the folder: plainly, as atomic writes cost a temporary file and a rename per input.
+    static func write(_ bytes: [UInt8], as name: String) -> String {
         let path = folder + "/" + name
-        guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { fatalError("cannot write \(path)") }
+        guard let file = fopen(path, "wb") else { fatalError("cannot write \(path)") }
+        let written = fwrite(bytes, 1, bytes.count, file)
+        guard fclose(file) == 0, written == bytes.count else { fatalError("cannot write \(path)") }
         return path
     }
 }
