@@ -23,7 +23,7 @@ max_len() {
         gguf) echo 65536 ;;
         tokenizer) echo 24576 ;;
         safetensors | chat-template) echo 8192 ;;
-        checkpoint) echo 16384 ;;
+        checkpoint) echo 32768 ;;
         *) echo 4096 ;;
     esac
 }

@@ -27,8 +27,10 @@ enum Readers {
         _ = config.parameterCount
     }
 
+    /// Reads the config, then attaches it to a tiny model, where its rank and targets are used.
     static func adapterConfig(_ bytes: [UInt8]) throws {
-        _ = try LoRAConfig.load(path: Scratch.write(bytes, as: "adapter_config.json"))
+        let config = try LoRAConfig.load(path: Scratch.write(bytes, as: "adapter_config.json"))
+        _ = try LoRAAdapter.attach(to: LlamaModel.random(config: TinyRun.config, seed: 1), config: config)
     }
 
     // MARK: text
@@ -104,7 +106,7 @@ enum Readers {
 
 /// The run whose checkpoints the checkpoint harness reads; the seed is one of its checkpoints.
 public enum TinyRun {
-    static let config = ModelConfig(hiddenSize: 16, intermediateSize: 32, numLayers: 1, numHeads: 2, numKVHeads: 1,
+    static let config = ModelConfig(hiddenSize: 16, intermediateSize: 32, numLayers: 2, numHeads: 2, numKVHeads: 1,
                                     vocabSize: 20, tieWordEmbeddings: true)
 
     static let examples = DataSet(examples: (0..<5).map { i in
