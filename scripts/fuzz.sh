@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the readers of outside input with libFuzzer and AddressSanitizer.
 #   scripts/fuzz.sh [HARNESS|all] [RUNS]     (default: all 10000)
-# FUZZ_MAX_SECONDS=N also stops each harness after N seconds (libFuzzer's -max_total_time).
+# FUZZ_MAX_SECONDS=N also stops each harness after N seconds (libFuzzer's -max_total_time); FUZZ_FLAGS
+# adds libFuzzer flags (e.g. "-seed=1", or "-fork=1 -ignore_crashes=1" to go on past a known crash).
 # Harnesses: safetensors gguf tokenizer tokenize chat-template model-config adapter-config dataset
 # yaml-config checkpoint (Sources/LoRAFuzzHarnesses). Each starts from the committed seeds in
 # Fuzz/Seeds/HARNESS and grows a working corpus in $FUZZ_WORK/HARNESS (default: /tmp/lora-fuzz).
@@ -49,9 +50,12 @@ for name in "${harnesses[@]}"; do
     # Swift's own backtracer off, so libFuzzer reports a trap with its stack and saves the input.
     LORA_FUZZ_HARNESS=$name ASAN_OPTIONS=detect_leaks=0 SWIFT_BACKTRACE=enable=no "$binary" "$work/$name" "Fuzz/Seeds/$name" \
         -runs="$runs" -timeout=1 -rss_limit_mb=2048 -max_len="$(max_len "$name")" -detect_leaks=0 \
-        -max_total_time="${FUZZ_MAX_SECONDS:-0}" -print_final_stats=1 -artifact_prefix="$work/$name-findings/" >"$log" 2>&1 || status=$?
+        -max_total_time="${FUZZ_MAX_SECONDS:-0}" -print_final_stats=1 -artifact_prefix="$work/$name-findings/" ${FUZZ_FLAGS:-} \
+        >"$log" 2>&1 || status=$?
     seconds=$(( $(date +%s) - start ))
     executed=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    # Fork mode prints no final stats: its last status line counts the inputs.
+    [[ -n $executed ]] || executed=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
     slowest=$(sed -n 's/^stat::slowest_unit_time_sec: *//p' "$log")
     if [[ $status == 0 ]]; then
         result=ok
