@@ -55,14 +55,16 @@ for name in "${harnesses[@]}"; do
     seconds=$(( $(date +%s) - start ))
     executed=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     # Fork mode prints no final stats: its last status line counts the inputs.
-    [[ -n $executed ]] || executed=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+    [[ -n $executed ]] || executed=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)
     slowest=$(sed -n 's/^stat::slowest_unit_time_sec: *//p' "$log")
     if [[ $status == 0 ]]; then
         result=ok
     else
         failed=1
         finding=$(sed -n 's/.*Test unit written to //p' "$log" | tail -1)
-        result="FINDING ($(grep -m1 -oE 'ERROR: [A-Za-z]+: [a-z-]+|Fatal error.*|deadly signal|timeout|out-of-memory' "$log" | head -1 || echo "exit $status")): ${finding:-see log}"
+        reason=$(grep -oE 'Fatal error: .*|ERROR: [A-Za-z]+: [a-z -]+|timeout after [0-9]+ seconds|out-of-memory' "$log" | head -1 || true)
+        at=$(grep -oE 'Sources/[A-Za-z0-9/+_-]+\.swift:[0-9]+' "$log" | head -1 || true)
+        result="FINDING (${reason:-exit $status}${at:+ at $at}): ${finding:-see log}"
         cp "$log" "$work/$name-findings/last.log"
     fi
     printf '%-15s %10s inputs %6s s  slowest %ss  %s\n' "$name" "${executed:-?}" "$seconds" "${slowest:-?}" "$result"
