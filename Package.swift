@@ -24,9 +24,19 @@ let package = Package(
             dependencies: ["LoRAKit"],
             path: "Examples/MLPClassifier"
         ),
+        // Fuzzing: the harnesses (one per reader of outside input) and the executable that runs them,
+        // under libFuzzer when built with -DLIBFUZZER (scripts/fuzz.sh), or on given files otherwise.
+        .target(
+            name: "LoRAFuzzHarnesses",
+            dependencies: ["LoRAKit", .product(name: "Yams", package: "Yams")]
+        ),
+        .executableTarget(
+            name: "lora-fuzz",
+            dependencies: ["LoRAFuzzHarnesses"]
+        ),
         .testTarget(
             name: "LoRAKitTests",
-            dependencies: ["LoRAKit"],
+            dependencies: ["LoRAKit", "LoRAFuzzHarnesses"],
             exclude: ["Fixtures"]
         ),
     ]

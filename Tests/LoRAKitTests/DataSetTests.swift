@@ -55,6 +55,15 @@ final class DataSetTests: XCTestCase {
         XCTAssertEqual(Array(batch.targets[(4 + short - 1)..<8]), [Int32](repeating: Batch.ignoreIndex, count: 5 - short))
     }
 
+    func testAMaximumLengthBelowTwoIsRefused() throws {
+        let path = try write([#"{"text": "Hello world"}"#])
+        for length in [1, 0, -1] {
+            XCTAssertThrowsError(try DataSet(path: path, tokenizer: tokenizer, maxSequenceLength: length)) {
+                XCTAssertEqual("\($0)", "the maximum sequence length must be at least 2 (got \(length))")
+            }
+        }
+    }
+
     func testMalformedRowsNameFileAndLine() throws {
         func refuse(_ lines: [String], _ words: String) throws {
             let path = try write(lines)

@@ -38,6 +38,8 @@ public struct DataSet: Sendable {
     /// (completion rows are otherwise concatenated). EOS closes every example. With `maskPrompt`
     /// only completion / assistant tokens are targets; otherwise every token after the first.
     public init(path: String, tokenizer: Tokenizer, maskPrompt: Bool = false, maxSequenceLength: Int = 2048) throws {
+        // An example is cut to the length and needs two tokens: one predicting the other.
+        guard maxSequenceLength >= 2 else { throw LoRAError("the maximum sequence length must be at least 2 (got \(maxSequenceLength))") }
         guard let data = FileManager.default.contents(atPath: path) else { throw LoRAError("cannot read data file \(path)") }
         let template = try tokenizer.chatTemplate.map { try ChatTemplate($0) }
         let eos = tokenizer.eosTokenId.map(Int32.init)

@@ -33,6 +33,9 @@ final class BPEModel: @unchecked Sendable {
         var idToToken = [Int: String](minimumCapacity: v.count)
         for (token, value) in v {
             guard let id = jsonInt(value) else { throw LoRAError("\(source): vocab entry \(token.debugDescription) has no integer id") }
+            guard isTokenId(id) else {
+                throw LoRAError("\(source): vocab entry \(token.debugDescription) has id \(id), outside 0...\(maximumTokenId)")
+            }
             vocab[token] = id
             idToToken[id] = token
         }
@@ -417,6 +420,12 @@ final class WordCache: @unchecked Sendable {
 }
 
 /// An integer from a parsed JSON value.
+/// The largest token id read, 2^24 − 1 (the largest real vocabularies have about 256k tokens): ids fit
+/// the Int32 of batches and tables sized by the vocabulary stay small.
+let maximumTokenId = (1 << 24) - 1
+
+func isTokenId(_ id: Int) -> Bool { (0...maximumTokenId).contains(id) }
+
 func jsonInt(_ v: Any?) -> Int? {
     if v is Bool { return nil }
     if let n = v as? Int { return n }

@@ -80,6 +80,10 @@ final class BacktrackingRegex: Sendable {
     let asciiMaps: [UInt64]
 
     struct Unsupported: Error { let reason: String }
+    /// Groups and classes nested deeper than `maximumNesting`: refused outright (no fallback), as parsing,
+    /// compiling and matching them recurse.
+    struct TooDeep: Error {}
+    static let maximumNesting = 100
 
     init(pattern: String) throws {
         var parser = Parser(Array(pattern.unicodeScalars.map { $0.value }))
@@ -93,13 +97,19 @@ final class BacktrackingRegex: Sendable {
         asciiMaps = compiler.sets.flatMap { [$0.asciiLow, $0.asciiHigh] }
     }
 
+    /// Steps one search may take: a million, plus a thousand per scalar searched. Real tokenizer patterns take
+    /// a few per scalar; a pattern that backtracks exponentially (`(.|.)*x`) would otherwise never finish.
+    /// Like Oniguruma's retry limit, running out ends the search: the text left counts as unmatched.
+    static func searchBudget(_ count: Int) -> Int { 1_000_000 + 1_000 * count }
+
     /// Non-overlapping leftmost matches in `text[range]`, as Oniguruma's search loop finds them.
     func matches(in text: UnsafeBufferPointer<UInt32>, _ range: Range<Int>, stack: inout [Backtrack]) -> [Range<Int>] {
         var out: [Range<Int>] = []
         var pos = range.lowerBound
         let end = range.upperBound
-        while pos <= end {
-            if let stop = match(text, from: pos, start: range.lowerBound, end: end, stack: &stack) {
+        var budget = Self.searchBudget(range.count)
+        while pos <= end && budget > 0 {
+            if let stop = match(text, from: pos, start: range.lowerBound, end: end, stack: &stack, budget: &budget) {
                 out.append(pos..<stop)
                 pos = stop > pos ? stop : pos + 1
             } else {
@@ -116,12 +126,13 @@ final class BacktrackingRegex: Sendable {
         var kind: UInt8    // 0 plain, 1 greedy repeat (pos descends to bound), 2 lazy repeat (pos ascends to bound), 3 barrier
     }
 
-    func match(_ text: UnsafeBufferPointer<UInt32>, from pos: Int, start: Int, end: Int, stack: inout [Backtrack]) -> Int? {
+    func match(_ text: UnsafeBufferPointer<UInt32>, from pos: Int, start: Int, end: Int, stack: inout [Backtrack],
+               budget: inout Int) -> Int? {
         stack.removeAll(keepingCapacity: true)
         return insts.withUnsafeBufferPointer { code in
             sets.withUnsafeBufferPointer { sets in
                 asciiMaps.withUnsafeBufferPointer { maps in
-                    run(code, sets, maps, text, pc: 0, pos: pos, start: start, end: end, stack: &stack)
+                    run(code, sets, maps, text, pc: 0, pos: pos, start: start, end: end, stack: &stack, budget: &budget)
                 }
             }
         }
@@ -129,7 +140,7 @@ final class BacktrackingRegex: Sendable {
 
     private func run(_ code: UnsafeBufferPointer<Inst>, _ sets: UnsafeBufferPointer<CharSet>, _ maps: UnsafeBufferPointer<UInt64>,
                      _ text: UnsafeBufferPointer<UInt32>,
-                     pc startPC: Int, pos startPos: Int, start: Int, end: Int, stack: inout [Backtrack]) -> Int? {
+                     pc startPC: Int, pos startPos: Int, start: Int, end: Int, stack: inout [Backtrack], budget: inout Int) -> Int? {
         @inline(__always) func member(_ i: Int, _ c: UInt32) -> Bool {
             if c < 128 { return maps[2 * i + Int(c >> 6)] & (1 << UInt64(c & 63)) != 0 }
             return sets[i].slowContains(c)
@@ -138,6 +149,8 @@ final class BacktrackingRegex: Sendable {
         var pc = startPC
         var pos = startPos
         while true {
+            budget -= 1
+            if budget < 0 { return nil }
             var ok = true
             switch code[pc] {
             case .char(let c):
@@ -174,12 +187,12 @@ final class BacktrackingRegex: Sendable {
                 pc += 1
             case .look(let negate, let next):
                 let mark = stack.count
-                let found = run(code, sets, maps, text, pc: pc + 1, pos: pos, start: start, end: end, stack: &stack) != nil
+                let found = run(code, sets, maps, text, pc: pc + 1, pos: pos, start: start, end: end, stack: &stack, budget: &budget) != nil
                 stack.removeSubrange(mark...)
                 if found != negate { pc = next } else { ok = false }
             case .atomic(let next):
                 let mark = stack.count
-                let stop = run(code, sets, maps, text, pc: pc + 1, pos: pos, start: start, end: end, stack: &stack)
+                let stop = run(code, sets, maps, text, pc: pc + 1, pos: pos, start: start, end: end, stack: &stack, budget: &budget)
                 stack.removeSubrange(mark...)
                 if let stop { pos = stop; pc = next } else { ok = false }
             case .lineStart:
@@ -253,6 +266,12 @@ final class BacktrackingRegex: Sendable {
         let s: [UInt32]
         var i = 0
         var caseInsensitive = false
+        var depth = 0
+
+        mutating func enter() throws {
+            depth += 1
+            guard depth <= BacktrackingRegex.maximumNesting else { throw TooDeep() }
+        }
 
         init(_ s: [UInt32]) { self.s = s }
 
@@ -311,7 +330,7 @@ final class BacktrackingRegex: Sendable {
                 if c == 0x2A { i += 1 } // *
                 else if c == 0x2B { min = 1; i += 1 } // +
                 else if c == 0x3F { max = 1; i += 1 } // ?
-                else if c == 0x7B, let (lo, hi, len) = countedQuantifier() { min = lo; max = hi; i += len }
+                else if c == 0x7B, let (lo, hi, len) = try countedQuantifier() { min = lo; max = hi; i += len }
                 else { break }
                 var greedy = true, possessive = false
                 if isChar("?") { greedy = false; i += 1 } else if isChar("+") && c != 0x7B { possessive = true; i += 1 }
@@ -322,18 +341,23 @@ final class BacktrackingRegex: Sendable {
         }
 
         /// `{n}`, `{n,}`, `{n,m}`, `{,m}` at i, or nil when the brace is a literal (as Oniguruma reads it).
-        func countedQuantifier() -> (Int, Int, Int)? {
+        func countedQuantifier() throws -> (Int, Int, Int)? {
             var k = 1
-            func number() -> Int? {
+            func number() throws -> Int? {
                 var v: Int?
-                while let c = peek(k), c >= 0x30 && c <= 0x39 { v = (v ?? 0) * 10 + Int(c - 0x30); k += 1 }
+                while let c = peek(k), c >= 0x30 && c <= 0x39 {
+                    v = (v ?? 0) * 10 + Int(c - 0x30)
+                    k += 1
+                    // Oniguruma's own limit (ONIG_MAX_REPEAT_NUM); it also keeps the arithmetic from overflowing.
+                    if v! > 100_000 { throw Unsupported(reason: "repetition count over 100000") }
+                }
                 return v
             }
-            let lo = number()
+            let lo = try number()
             if peek(k) == 0x7D { return lo.map { ($0, $0, k + 1) } }
             guard peek(k) == 0x2C else { return nil }
             k += 1
-            let hi = number()
+            let hi = try number()
             guard peek(k) == 0x7D, lo != nil || hi != nil else { return nil }
             return (lo ?? 0, hi ?? -1, k + 1)
         }
@@ -343,8 +367,9 @@ final class BacktrackingRegex: Sendable {
             switch c {
             case 0x28: // (
                 i += 1
+                try enter()
                 let savedCI = caseInsensitive
-                defer { caseInsensitive = savedCI }
+                defer { caseInsensitive = savedCI; depth -= 1 }
                 var kind = 0 // 0 group, 1 lookahead, 2 negative lookahead, 3 atomic
                 if isChar("?") {
                     if isChar(":", at: 1) { i += 2 }
@@ -439,7 +464,7 @@ final class BacktrackingRegex: Sendable {
 
         /// The scalar an escape at i (just after the backslash) denotes.
         mutating func escapedScalar() throws -> UInt32 {
-            let c = s[i]
+            guard let c = peek() else { throw Unsupported(reason: "trailing backslash") }
             i += 1
             switch c {
             case 0x74: return 9     // \t
@@ -454,7 +479,10 @@ final class BacktrackingRegex: Sendable {
                 if isChar("{") {
                     i += 1
                     var v: UInt32 = 0
-                    while let d = peek(), d != 0x7D { guard let h = hexValue(d) else { throw Unsupported(reason: "bad \\x{}") }; v = v * 16 + h; i += 1 }
+                    while let d = peek(), d != 0x7D {
+                        guard let h = hexValue(d), v <= 0x10FFFF else { throw Unsupported(reason: "bad \\x{}") }
+                        v = v * 16 + h; i += 1
+                    }
                     i += 1
                     return v
                 }
@@ -484,6 +512,8 @@ final class BacktrackingRegex: Sendable {
 
         mutating func parseClass() throws -> CharSet {
             i += 1 // [
+            try enter()
+            defer { depth -= 1 }
             var negated = false
             if isChar("^") { negated = true; i += 1 }
             var items: [(item: CharSet.Item, negated: Bool)] = []
@@ -657,10 +687,12 @@ final class TokenizerRegex: @unchecked Sendable {
 
     init(pattern: String, context: String) throws {
         self.pattern = pattern
-        if let e = try? BacktrackingRegex(pattern: pattern) {
-            engine = e
+        do {
+            engine = try BacktrackingRegex(pattern: pattern)
             fallback = nil
-        } else {
+        } catch is BacktrackingRegex.TooDeep {
+            throw LoRAError("\(context): regex nests groups or classes more than \(BacktrackingRegex.maximumNesting) deep")
+        } catch {
             engine = nil
             do {
                 fallback = try NSRegularExpression(pattern: pattern, options: [])

@@ -83,6 +83,10 @@ public final class Tokenizer: @unchecked Sendable {
         }
         added = AddedVocabulary(list: list, model: model, normalizer: normalizer)
         vocabSize = max(model.idToToken.keys.max() ?? -1, added.maxId ?? -1) + 1
+        // Every id encode can produce must name a token, so what reads the ids can trust them.
+        for id in (postProcessor?.specialIds ?? []) + (padding.map { [$0.padId] } ?? []) where id >= vocabSize {
+            throw LoRAError("\(source): special token id \(id) is outside the vocabulary of \(vocabSize) tokens")
+        }
     }
 
     /// Reads bos_token / eos_token / pad_token and chat_template from tokenizer_config.json in `folder`.

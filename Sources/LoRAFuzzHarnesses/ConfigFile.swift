@@ -1,0 +1,1 @@
+../lora/ConfigFile.swift
