@@ -14,10 +14,15 @@ let package = Package(
     ],
     targets: [
         .target(name: "LoRAKit"),
+        // What the CLI reads besides models and data: train's YAML config files (a library, so the fuzz
+        // harnesses test the very code `lora train` runs).
+        .target(
+            name: "LoRACommandLine",
+            dependencies: ["LoRAKit", .product(name: "Yams", package: "Yams")]
+        ),
         .executableTarget(
             name: "lora",
-            dependencies: ["LoRAKit", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                           .product(name: "Yams", package: "Yams")]
+            dependencies: ["LoRAKit", "LoRACommandLine", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "MLPClassifier",
@@ -28,7 +33,7 @@ let package = Package(
         // under libFuzzer when built with -DLIBFUZZER (scripts/fuzz.sh), or on given files otherwise.
         .target(
             name: "LoRAFuzzHarnesses",
-            dependencies: ["LoRAKit", .product(name: "Yams", package: "Yams")]
+            dependencies: ["LoRAKit", "LoRACommandLine"]
         ),
         .executableTarget(
             name: "lora-fuzz",

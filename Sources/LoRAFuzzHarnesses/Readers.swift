@@ -1,4 +1,5 @@
 import Foundation
+import LoRACommandLine
 import LoRAKit
 
 /// The harness bodies: each feeds bytes to one reader the way the CLI does, then uses what it read, so
@@ -81,14 +82,6 @@ enum Readers {
             _ = try? file.bool(key)
         }
     }
-
-    /// `lora train`'s setting names (TrainCommand.settingNames, which lives in the executable).
-    static let trainSettingNames: Set<String> = [
-        "model", "data", "adapter-path", "iters", "epochs", "batch-size", "grad-accumulation-steps", "learning-rate", "lr-schedule",
-        "warmup", "max-grad-norm", "weight-decay", "max-seq-length", "seed", "steps-per-report", "steps-per-eval", "val-batches",
-        "save-every", "resume", "grad-checkpoint", "num-layers", "rank", "alpha", "dropout", "targets", "use-rslora", "init",
-        "mask-prompt", "metrics-file",
-    ]
 
     // MARK: checkpoints
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LoRACommandLine
 import LoRAKit
 
 struct TrainCommand: ParsableCommand {
@@ -47,20 +48,12 @@ struct TrainCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Train on completion / assistant tokens only.") var maskPrompt: Bool?
     @Option(help: "Append one JSON object per report to this file.") var metricsFile: String?
 
-    /// The settings a config file may hold: every long option but --config itself.
-    static let settingNames: Set<String> = [
-        "model", "data", "adapter-path", "iters", "epochs", "batch-size", "grad-accumulation-steps", "learning-rate", "lr-schedule",
-        "warmup", "max-grad-norm", "weight-decay", "max-seq-length", "seed", "steps-per-report", "steps-per-eval", "val-batches",
-        "save-every", "resume", "grad-checkpoint", "num-layers", "rank", "alpha", "dropout", "targets", "use-rslora", "init",
-        "mask-prompt", "metrics-file",
-    ]
-
     func run() throws {
         try Lora.reportingErrors { try train() }
     }
 
     private func train() throws {
-        let file = try config.map { try ConfigFile(path: $0, allowedKeys: Self.settingNames) } ?? ConfigFile()
+        let file = try config.map { try ConfigFile(path: $0, allowedKeys: trainSettingNames) } ?? ConfigFile()
         /// An integer setting: the flag, else the config file, else the default; in minimum...maximum.
         func integer(_ flag: Int?, _ key: String, _ fallback: Int, minimum: Int = 1,
                      maximum: Int = TrainingSettings.maximumSteps) throws -> Int {

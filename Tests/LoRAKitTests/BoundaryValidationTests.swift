@@ -278,6 +278,8 @@ final class BoundaryValidationTests: XCTestCase {
         XCTAssertEqual([tokenizer.bosTokenId, tokenizer.eosTokenId, tokenizer.padTokenId], [1, 2, 0])
     }
 
+    /// A special token named in tokenizer_config.json whose id lies beyond the token-id range: the
+    /// vocabulary already refuses that id, before the special token could carry it into Int32 ids.
     func testTokenizerConfigSpecialTokenWithAnIdBeyondInt32IsRefused() throws {
         let folder = try copy("tiny_chat", editing: "tokenizer.json") { json in
             var model = json["model"] as! [String: Any], vocab = model["vocab"] as! [String: Any]
@@ -289,6 +291,7 @@ final class BoundaryValidationTests: XCTestCase {
         var j = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: config))) as? [String: Any])
         j["pad_token"] = "<huge>"
         try JSONSerialization.data(withJSONObject: j).write(to: URL(fileURLWithPath: config))
-        assertRefuses(try Tokenizer.load(path: folder), "\(config): pad_token has id 1099511627776, outside the token ids 0...2147483647")
+        assertRefuses(try Tokenizer.load(path: folder),
+                      "\(folder)/tokenizer.json: vocab entry \"<huge>\" has id 1099511627776, outside 0...16777215")
     }
 }

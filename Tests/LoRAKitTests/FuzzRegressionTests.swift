@@ -25,6 +25,14 @@ final class FuzzRegressionTests: XCTestCase {
             "regex-exponential.json": nil,  // (.|.)*x backtracks 2^n ways; the search budget stops it
             "regex-trailing-escape.json": #"tokenizer.json: Split pre-tokenizer: regex "[a-\\" is not supported"#,
         ],
+        "model-config": [
+            "heads-zero.json": "config.json: num_attention_heads is 0; it must be between 1 and 4096",
+            "kv-heads-zero.json": "config.json: num_key_value_heads is 0; it must be between 1 and 4",
+            "parameter-count-overflow.json": #"config.json: "intermediate_size" must be an integer"#,
+        ],
+        "adapter-config": [
+            "rank-pattern-zero.json": #"adapter_config.json: rank_pattern["v_proj"] must be positive and at most 8192 (got 0)"#,
+        ],
     ]
 
     /// Seeds that are real files a reader refuses, and why: the rest must be accepted.

@@ -5,16 +5,16 @@ import Yams
 /// A YAML file of command settings: a mapping whose keys are the command's long option names,
 /// with dashes or underscores (`batch_size: 8` or `batch-size: 8`). Flags given on the command
 /// line win over the file.
-struct ConfigFile {
-    let path: String
+public struct ConfigFile {
+    public let path: String
     private let values: [String: Node]
     /// Each setting's key as the file spells it, for error messages.
     private let spelling: [String: String]
 
     /// An empty configuration, for runs without a file.
-    init() { path = ""; values = [:]; spelling = [:] }
+    public init() { path = ""; values = [:]; spelling = [:] }
 
-    init(path: String, allowedKeys: Set<String>) throws {
+    public init(path: String, allowedKeys: Set<String>) throws {
         self.path = path
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw LoRAError("cannot read config file \(path)") }
         let root: Node?
@@ -41,7 +41,7 @@ struct ConfigFile {
         LoRAError("\(path): \(spelling[key] ?? key) must be \(kind)")
     }
 
-    func string(_ key: String) throws -> String? {
+    public func string(_ key: String) throws -> String? {
         guard let node = values[key] else { return nil }
         // A list (e.g. targets: [q_proj, v_proj]) reads as its comma-joined items.
         if let items = node.sequence {
@@ -53,21 +53,29 @@ struct ConfigFile {
         return s
     }
 
-    func int(_ key: String) throws -> Int? {
+    public func int(_ key: String) throws -> Int? {
         guard let node = values[key] else { return nil }
         guard let v = node.int else { throw fail(key, "an integer") }
         return v
     }
 
-    func float(_ key: String) throws -> Float? {
+    public func float(_ key: String) throws -> Float? {
         guard let node = values[key] else { return nil }
         guard let v = node.float else { throw fail(key, "a number") }
         return Float(v)
     }
 
-    func bool(_ key: String) throws -> Bool? {
+    public func bool(_ key: String) throws -> Bool? {
         guard let node = values[key] else { return nil }
         guard let v = node.bool else { throw fail(key, "true or false") }
         return v
     }
 }
+
+/// The settings a `lora train` config file may hold: every long option but --config itself.
+public let trainSettingNames: Set<String> = [
+    "model", "data", "adapter-path", "iters", "epochs", "batch-size", "grad-accumulation-steps", "learning-rate", "lr-schedule",
+    "warmup", "max-grad-norm", "weight-decay", "max-seq-length", "seed", "steps-per-report", "steps-per-eval", "val-batches",
+    "save-every", "resume", "grad-checkpoint", "num-layers", "rank", "alpha", "dropout", "targets", "use-rslora", "init",
+    "mask-prompt", "metrics-file",
+]
