@@ -3,7 +3,7 @@
 #   scripts/fuzz.sh [HARNESS|all] [RUNS]     (default: all 10000)
 # FUZZ_MAX_SECONDS=N also stops each harness after N seconds (libFuzzer's -max_total_time); FUZZ_FLAGS
 # adds libFuzzer flags (e.g. "-seed=1", or "-fork=1 -ignore_crashes=1" to go on past a known crash).
-# Harnesses: safetensors gguf tokenizer tokenize chat-template model-config adapter-config dataset
+# Harnesses: safetensors gguf-header gguf tokenizer tokenize chat-template model-config adapter-config dataset
 # yaml-config checkpoint (Sources/LoRAFuzzHarnesses). Each starts from the committed seeds in
 # Fuzz/Seeds/HARNESS and grows a working corpus in $FUZZ_WORK/HARNESS (default: /tmp/lora-fuzz).
 # A crash, a sanitizer report, an input slower than 1 s or a 2 GB process is a finding: its input is
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all=(safetensors gguf tokenizer tokenize chat-template model-config adapter-config dataset yaml-config checkpoint)
+all=(safetensors gguf-header gguf tokenizer tokenize chat-template model-config adapter-config dataset yaml-config checkpoint)
 which=${1:-all}
 runs=${2:-10000}
 work=${FUZZ_WORK:-/tmp/lora-fuzz}
@@ -21,7 +21,7 @@ if [[ $which == all ]]; then harnesses=("${all[@]}"); else harnesses=("$which");
 # The largest input worth trying, per harness: a little above its largest seed.
 max_len() {
     case $1 in
-        gguf) echo 65536 ;;
+        gguf | gguf-header) echo 65536 ;;
         tokenizer) echo 24576 ;;
         safetensors | chat-template) echo 8192 ;;
         checkpoint) echo 32768 ;;

@@ -35,6 +35,7 @@ public struct FuzzHarness: Sendable {
 
     public static let all: [FuzzHarness] = [
         FuzzHarness("safetensors", Readers.safetensors),
+        FuzzHarness("gguf-header", Readers.ggufHeader),
         FuzzHarness("gguf", Readers.gguf),
         FuzzHarness("tokenizer", Readers.tokenizerJSON),
         FuzzHarness("tokenize", Readers.tokenize),

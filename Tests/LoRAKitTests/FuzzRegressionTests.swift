@@ -39,6 +39,7 @@ final class FuzzRegressionTests: XCTestCase {
     static let refusedSeeds: [String: String] = [
         "gguf/metadata.gguf": "GGUF file fuzz.gguf has no metadata key llama.attention.head_count.",
         "gguf/smollm2_head.gguf": "GGUF file fuzz.gguf declares an array of 49152 STRING values for metadata key tokenizer.ggml.tokens, more than its remaining 64429 bytes can hold.",
+        "gguf-header/smollm2_head.gguf": "GGUF file fuzz.gguf declares an array of 49152 STRING values for metadata key tokenizer.ggml.tokens, more than its remaining 64429 bytes can hold.",
         "gguf/sp_bpe_vocab.gguf": "There is no tensor named blk.0.attn_norm.weight in GGUF file fuzz.gguf.",
         "chat-template/mistral-v0.1.jinja": "Conversation roles must alternate user/assistant/user/assistant/...",
         "chat-template/mixtral-v0.1.jinja": "Conversation roles must alternate user/assistant/user/assistant/...",
