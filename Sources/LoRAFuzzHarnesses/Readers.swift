@@ -39,7 +39,7 @@ enum Readers {
     /// Reads the config, then attaches it to a tiny model, where its rank and targets are used.
     static func adapterConfig(_ bytes: [UInt8]) throws {
         let config = try LoRAConfig.load(path: Scratch.write(bytes, as: "adapter_config.json"))
-        _ = try LoRAAdapter.attach(to: LlamaModel.random(config: TinyRun.config, seed: 1), config: config)
+        _ = try Adapter.attach(to: LlamaModel.random(config: TinyRun.config, seed: 1), config: config)
     }
 
     // MARK: text
@@ -123,7 +123,7 @@ public enum TinyRun {
         settings.saveEvery = 0
         settings.seed = 3
         let model = LlamaModel.random(config: config, seed: 1)
-        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 2, loraAlpha: 4, loraDropout: 0.1, targetModules: .allLinear),
+        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 2, loraAlpha: 4, loraDropout: 0.1, targetModules: .allLinear),
                                              seed: 2)
         return try TrainingLoop(model: model, adapter: adapter, trainingSet: examples, settings: settings, padId: 0)
     }

@@ -39,9 +39,9 @@ struct BenchCommand: ParsableCommand {
         let model = try loadModel()
         model.gradientCheckpointing = gradCheckpoint
         let config = model.config
-        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: rank, loraAlpha: alpha, targetModules: .allLinear), seed: 2)
+        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: rank, loraAlpha: alpha, targetModules: .allLinear), seed: 2)
         // B starts at zero; give it values so every product is real work, as after a few steps.
-        for (_, lora) in adapter.modules { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.001 } }
+        for (_, lora) in adapter.sites(of: LoRA.self) { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.001 } }
         let optimizer = AdamW(parameters: adapter.parameters, learningRate: 1e-4)
         let trainer = Trainer(model: model, optimizer: optimizer, totalSteps: warmup + steps)
         var random = SeededRandom(seed: 3)

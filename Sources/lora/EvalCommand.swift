@@ -27,7 +27,7 @@ struct EvalCommand: ParsableCommand {
             let tokenizer = try ModelLocation.tokenizer(model)
             let base = try ModelLocation.load(model)
             if let adapterPath {
-                _ = try LoRAAdapter.load(from: adapterPath, into: base)
+                _ = try Adapter.load(from: adapterPath, into: base)
                 try AdapterValues.requireFinite(folder: adapterPath)
             }
             let set = try DataSet(path: DataSet.path(data, split: split), tokenizer: tokenizer, maskPrompt: maskPrompt,

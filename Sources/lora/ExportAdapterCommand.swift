@@ -20,7 +20,7 @@ struct ExportAdapterCommand: ParsableCommand {
             guard output.hasSuffix(".gguf") else { throw LoRAError("--output must be a .gguf file (got \(output))") }
             guard !FileManager.default.fileExists(atPath: output) else { throw LoRAError("output file \(output) already exists") }
             let base = try ModelLocation.load(model)
-            let adapter = try LoRAAdapter.load(from: adapterPath, into: base)
+            let adapter = try Adapter.load(from: adapterPath, into: base)
             try adapter.saveLlamaCpp(to: output)
             print("wrote \(adapter.modules.count) LoRA modules (\(adapter.parameterCount) parameters) to \(output)")
         }

@@ -54,7 +54,7 @@ struct GenerateCommand: ParsableCommand {
             }
             let tokenizer = try ModelLocation.tokenizer(model)
             let base = try ModelLocation.load(model)
-            if let adapterPath { _ = try LoRAAdapter.load(from: adapterPath, into: base) }
+            if let adapterPath { _ = try Adapter.load(from: adapterPath, into: base) }
             let ids = try promptIds(tokenizer)
             var stopTokens = Set<Int32>()
             if let eos = tokenizer.eosTokenId { stopTokens.insert(Int32(eos)) }

@@ -45,7 +45,7 @@ struct MergeCommand: ParsableCommand {
             }
             try OutputPath.check(output, force: force)
             let base = try ModelLocation.load(model)
-            let adapter = try LoRAAdapter.load(from: adapterPath, into: base)
+            let adapter = try Adapter.load(from: adapterPath, into: base)
             try AdapterValues.requireFinite(folder: adapterPath)
             try adapter.merge()  // refuses non-finite merged weights
             try OutputPath.write(output, force: force) { path in

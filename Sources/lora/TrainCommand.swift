@@ -152,7 +152,7 @@ struct TrainCommand: ParsableCommand {
             adapterConfig.layersToTransform = Array(max(0, n - numLayers)..<n)
         }
         adapterConfig.baseModelNameOrPath = model
-        let adapter = try LoRAAdapter.attach(to: base, config: adapterConfig, seed: settings.seed)
+        let adapter = try Adapter.attach(to: base, config: adapterConfig, seed: settings.seed)
         let all = base.config.parameterCount + adapter.parameterCount
         // PEFT's print_trainable_parameters, thousands separators included.
         func grouped(_ n: Int) -> String {

@@ -107,7 +107,7 @@ final class BoundaryValidationTests: XCTestCase {
         let model = try LlamaModel.load(folder: fixturesPath + "/llama_tied/model")
         func refuses(_ edit: @escaping (inout [String: Any]) -> Void, _ problem: String, line: UInt = #line) throws {
             let folder = try copy("llama_tied/adapter", editing: "adapter_config.json", edit)
-            assertRefuses(try LoRAAdapter.load(from: folder, into: model), "\(folder)/adapter_config.json: \(problem)", line: line)
+            assertRefuses(try Adapter.load(from: folder, into: model), "\(folder)/adapter_config.json: \(problem)", line: line)
             XCTAssertTrue(model.trainableParameters.isEmpty, "a refused adapter left modules attached", line: line)
         }
         try refuses({ $0["r"] = 1 << 40 }, "r must be positive and at most 8192 (got 1099511627776)")
@@ -123,8 +123,8 @@ final class BoundaryValidationTests: XCTestCase {
         try refuses({ $0["lora_dropout"] = -0.5 }, "lora_dropout must be at least 0 and below 1 (got -0.5)")
         try refuses({ $0["layers_to_transform"] = [0, 1e30] }, "layers_to_transform must be an integer")
         // The fixture itself still loads.
-        let adapter = try LoRAAdapter.load(from: fixturesPath + "/llama_tied/adapter", into: model)
-        XCTAssertEqual(adapter.modules.first?.lora.rank, 4)
+        let adapter = try Adapter.load(from: fixturesPath + "/llama_tied/adapter", into: model)
+        XCTAssertEqual(adapter.sites(of: LoRA.self).first?.adapter.rank, 4)
     }
 
     /// A matrix that claims any size and holds nothing: the adapter's size check must refuse before allocating.
@@ -143,9 +143,9 @@ final class BoundaryValidationTests: XCTestCase {
                                      gate: b.gate, up: b.up, down: b.down)
         let model = LlamaModel(config: tiny.config, embedding: tiny.embedding, blocks: [block], norm: tiny.norm, head: tiny.head)
         // 8192 × (2^20 + 2^20) = 2^34 values.
-        assertRefuses(try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 8192, targetModules: .names(["q_proj"]))),
-                      "an adapter of rank 8192 on model.layers.0.self_attn.q_proj and the other targeted layers would have more than 4294967296 parameters; lower the rank or the targets")
-        assertRefuses(try LoRAAdapter.attach(to: tiny, config: LoRAConfig(r: 0)),
+        assertRefuses(try Adapter.attach(to: model, config: LoRAConfig(r: 8192, targetModules: .names(["q_proj"]))),
+                      "an adapter with these settings on model.layers.0.self_attn.q_proj and the other targeted layers would have more than 4294967296 parameters; lower the rank or the targets")
+        assertRefuses(try Adapter.attach(to: tiny, config: LoRAConfig(r: 0)),
                       "the adapter config: r must be positive and at most 8192 (got 0)")
     }
 
@@ -189,7 +189,7 @@ final class BoundaryValidationTests: XCTestCase {
     /// TrainingLoopTests' run: 11 examples in batches of 3, 2 batches per step, a checkpoint every 3 steps.
     private func makeLoop(iterations: Int) throws -> TrainingLoop {
         let model = LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1)
-        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear),
+        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear),
                                              seed: 9)
         var s = TrainingSettings()
         s.iterations = iterations; s.batchSize = 3; s.gradAccumulationSteps = 2; s.learningRate = 1e-2

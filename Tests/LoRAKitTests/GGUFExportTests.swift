@@ -9,7 +9,7 @@ final class GGUFExportTests: XCTestCase {
     func testLlamaCppAdapterReproducesEveryDelta() throws {
         for name in ["llama_tied", "qwen2_bias"] {
             let model = try LlamaModel.load(folder: fixturesPath + "/\(name)/model")
-            let adapter = try LoRAAdapter.load(from: fixturesPath + "/\(name)/adapter", into: model)
+            let adapter = try Adapter.load(from: fixturesPath + "/\(name)/adapter", into: model)
             let path = try temporaryDirectory() + "/adapter.gguf"
             try adapter.saveLlamaCpp(to: path)
             let file = try GGUFFile(path: path)
@@ -18,7 +18,7 @@ final class GGUFExportTests: XCTestCase {
             XCTAssertEqual(try file.string("general.architecture"), name == "qwen2_bias" ? "qwen2" : "llama")
             let alpha = try file.float("adapter.lora.alpha")
             XCTAssertEqual(file.tensors.count, 2 * adapter.modules.count)
-            for (site, lora) in adapter.modules {
+            for (site, lora) in adapter.sites(of: LoRA.self) {
                 let base = LlamaModel.llamaCppName(site.path)! + ".weight"
                 let a = try file.info(base + ".lora_a"), b = try file.info(base + ".lora_b")
                 XCTAssertEqual(a.shape, [lora.inFeatures, lora.rank], "ggml order: fastest dimension first")

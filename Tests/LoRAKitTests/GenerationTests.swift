@@ -11,7 +11,7 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(cases.count, 4)
         for (name, c) in cases {
             let model = try LlamaModel.load(folder: fixturesPath + "/\(name)/model")
-            _ = try LoRAAdapter.load(from: fixturesPath + "/\(name)/adapter", into: model)
+            _ = try Adapter.load(from: fixturesPath + "/\(name)/adapter", into: model)
             let prompt = (c["prompt"] as! [Int]).map(Int32.init), expected = (c["generated"] as! [Int]).map(Int32.init)
             let result = try Generator(model: model).generate(prompt: prompt, maxTokens: expected.count)
             XCTAssertEqual(result.tokens, expected, name)
@@ -23,7 +23,7 @@ final class GenerationTests: XCTestCase {
     func testCachedDecodingGivesTheFullForwardLogits() throws {
         for name in ["llama3_untied", "qwen2_bias"] {
             let model = try LlamaModel.load(folder: fixturesPath + "/\(name)/model")
-            _ = try LoRAAdapter.load(from: fixturesPath + "/\(name)/adapter", into: model)
+            _ = try Adapter.load(from: fixturesPath + "/\(name)/adapter", into: model)
             let ids: [Int32] = [5, 17, 42, 99, 3, 250, 7, 64, 11, 200, 31, 8]
             let full = try model.logits(Batch(batchSize: 1, seqLen: ids.count, inputIds: ids, labels: ids)).array
             let cache = KVCache(model: model, capacity: 16)

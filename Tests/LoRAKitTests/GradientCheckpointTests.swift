@@ -8,14 +8,14 @@ final class GradientCheckpointTests: XCTestCase {
 
     /// A random 4-block model with LoRA (dropout 0.1) on every linear layer of blocks 1–3; block 0
     /// is left out so that the backward stops above it.
-    func model(checkpointing: Bool) throws -> (LlamaModel, LoRAAdapter) {
+    func model(checkpointing: Bool) throws -> (LlamaModel, Adapter) {
         let model = LlamaModel.random(config: Self.config, seed: 7)
         model.gradientCheckpointing = checkpointing
         let config = LoRAConfig(r: Self.rank, loraAlpha: 8, loraDropout: 0.1, targetModules: .allLinear,
                                 layersToTransform: [1, 2, 3])
-        let adapter = try LoRAAdapter.attach(to: model, config: config, seed: 3)
+        let adapter = try Adapter.attach(to: model, config: config, seed: 3)
         // B starts at zero, which would leave every A gradient zero.
-        for (_, lora) in adapter.modules { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.01 * Float(i % 7 - 3) } }
+        for (_, lora) in adapter.sites(of: LoRA.self) { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.01 * Float(i % 7 - 3) } }
         return (model, adapter)
     }
 
@@ -29,7 +29,7 @@ final class GradientCheckpointTests: XCTestCase {
         let (plain, plainAdapter) = try model(checkpointing: false)
         let (checkpointed, checkpointedAdapter) = try model(checkpointing: true)
         XCTAssertEqual(plain.lowestAdaptedBlock, 1)
-        let initial = plainAdapter.modules.map(\.lora.random)
+        let initial = plainAdapter.sites(of: LoRA.self).map(\.adapter.random)
 
         let loss = try plain.forwardBackward(batch(seed: 1))
         XCTAssertEqual(try checkpointed.forwardBackward(batch(seed: 1)), loss)
@@ -37,9 +37,9 @@ final class GradientCheckpointTests: XCTestCase {
             XCTAssertTrue(p.grad.array.contains { $0 != 0 }, p.name)
             XCTAssertEqual(q.grad.array, p.grad.array, p.name)
         }
-        let after = plainAdapter.modules.map(\.lora.random)
+        let after = plainAdapter.sites(of: LoRA.self).map(\.adapter.random)
         XCTAssertNotEqual(after, initial, "dropout drew no masks")
-        XCTAssertEqual(checkpointedAdapter.modules.map(\.lora.random), after)
+        XCTAssertEqual(checkpointedAdapter.sites(of: LoRA.self).map(\.adapter.random), after)
     }
 
     func testCheckpointedTrainingStepsGiveBitwiseTheSameAdapter() throws {
@@ -49,7 +49,7 @@ final class GradientCheckpointTests: XCTestCase {
                                   totalSteps: 3, maxGradNorm: 1)
             var losses: [Double] = []
             for s: UInt64 in 0..<3 { losses.append(try trainer.step([batch(seed: 2 * s), batch(seed: 2 * s + 1)]).loss) }
-            return (losses, adapter.parameters.map(\.value.array), adapter.modules.map(\.lora.random))
+            return (losses, adapter.parameters.map(\.value.array), adapter.sites(of: LoRA.self).map(\.adapter.random))
         }
         let plain = try train(checkpointing: false), checkpointed = try train(checkpointing: true)
         XCTAssertEqual(checkpointed.losses, plain.losses)

@@ -22,7 +22,7 @@ final class InspectTests: XCTestCase {
     func checkSites(_ summary: AdapterSummary, scaling: (String, Int) -> Double) throws {
         let file = try SafetensorsFile(path: summary.folder + "/adapter_model.safetensors")
         for site in summary.sites {
-            let key = LoRAAdapter.keyPrefix + site.path
+            let key = Adapter.keyPrefix + site.path
             let a = try file.info(key + ".lora_A.weight"), b = try file.info(key + ".lora_B.weight")
             XCTAssertEqual(site.shapeA, a.shape, site.path)
             XCTAssertEqual(site.shapeB, b.shape, site.path)
@@ -73,9 +73,9 @@ final class InspectTests: XCTestCase {
         }
         // The adapter as the engine attaches it agrees on every site's rank and scaling.
         let model = try LlamaModel.load(folder: fixturesPath + "/qwen2_bias/model")
-        let adapter = try LoRAAdapter.load(from: folder, into: model)
+        let adapter = try Adapter.load(from: folder, into: model)
         XCTAssertEqual(adapter.modules.count, summary.sites.count)
-        for (site, lora) in adapter.modules {
+        for (site, lora) in adapter.sites(of: LoRA.self) {
             let s = try XCTUnwrap(summary.sites.first { $0.path == site.path }, site.path)
             XCTAssertEqual(s.rank, lora.rank)
             XCTAssertEqual(s.scaling, Double(lora.scaling), accuracy: 1e-6 * s.scaling)
@@ -112,7 +112,7 @@ final class InspectTests: XCTestCase {
         config["use_dora"] = true
         try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: dir + "/adapter_config.json"))
         var w = SafetensorsWriter()
-        let key = LoRAAdapter.keyPrefix + "model.layers.0.self_attn.q_proj"
+        let key = Adapter.keyPrefix + "model.layers.0.self_attn.q_proj"
         w.add(key + ".lora_A.weight", shape: [2, 3], floats: [1, 0, 0, 0, 1, 0])
         w.add(key + ".lora_B.weight", shape: [4, 2], floats: [1, 0, 0, 1, 0, 0, 0, 0])
         w.add(key + ".lora_magnitude_vector", shape: [4], floats: [1, 1, 1, 1])

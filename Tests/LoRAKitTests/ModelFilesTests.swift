@@ -24,7 +24,7 @@ final class ModelFilesTests: XCTestCase {
         let dir = try copyAdapter()
         try FileManager.default.moveItem(atPath: dir + "/adapter_model.safetensors", toPath: dir + "/adapter_model.bin")
         let model = try LlamaModel.load(folder: llama + "/model")
-        assertRefused({ _ = try LoRAAdapter.load(from: dir, into: model) }, mentions: ["adapter_model.bin", "pickle"])
+        assertRefused({ _ = try Adapter.load(from: dir, into: model) }, mentions: ["adapter_model.bin", "pickle"])
     }
 
     func testAdapterWithWrongShapeIsRefusedNamingTheTensor() throws {
@@ -34,14 +34,14 @@ final class ModelFilesTests: XCTestCase {
         json = json.replacingOccurrences(of: "\"r\": 4", with: "\"r\": 2")
         try json.write(toFile: dir + "/adapter_config.json", atomically: true, encoding: .utf8)
         let model = try LlamaModel.load(folder: llama + "/model")
-        assertRefused({ _ = try LoRAAdapter.load(from: dir, into: model) },
+        assertRefused({ _ = try Adapter.load(from: dir, into: model) },
                       mentions: ["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", "[4, 64]", "[2, 64]"])
         XCTAssertTrue(model.sites.allSatisfy { $0.linear.adapter == nil }, "a refused adapter leaves the model untouched")
     }
 
     func testAdapterForAnotherModelIsRefused() throws {
         let model = try LlamaModel.load(folder: fixturesPath + "/mistral_layers/model")  // kv heads 1: v_proj out is 16
-        assertRefused({ _ = try LoRAAdapter.load(from: llama + "/adapter", into: model) }, mentions: ["has shape"])
+        assertRefused({ _ = try Adapter.load(from: llama + "/adapter", into: model) }, mentions: ["has shape"])
     }
 
     func testUnsupportedArchitectureIsRefusedByName() throws {
@@ -58,7 +58,7 @@ final class ModelFilesTests: XCTestCase {
         try #"{"model": {"type": "BPE"}}"#.write(toFile: source + "/tokenizer.json", atomically: true, encoding: .utf8)
         try "{}".write(toFile: source + "/tokenizer_config.json", atomically: true, encoding: .utf8)
         let model = try LlamaModel.load(folder: source)
-        let adapter = try LoRAAdapter.load(from: llama + "/adapter", into: model)
+        let adapter = try Adapter.load(from: llama + "/adapter", into: model)
         let batch = Batch(batchSize: 1, seqLen: 5, inputIds: [1, 7, 9, 4, 2], labels: [1, 7, 9, 4, 2])
         let adapted = try model.logits(batch).array
         try adapter.merge()

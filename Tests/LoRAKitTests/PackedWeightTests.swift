@@ -27,7 +27,7 @@ final class PackedWeightTests: XCTestCase {
         return config
     }
 
-    func build(packed: Bool) throws -> (LlamaModel, LoRAAdapter) {
+    func build(packed: Bool) throws -> (LlamaModel, Adapter) {
             let config = Self.config
             let m = LlamaModel.random(config: config, seed: 21)
             let round: (Tensor) -> FrozenMatrix = { t in
@@ -42,8 +42,8 @@ final class PackedWeightTests: XCTestCase {
                                  down: Linear(matrix: round(b.down.weight)))
             }
             let model = LlamaModel(config: config, embedding: embedding, blocks: blocks, norm: m.norm, head: Linear(matrix: embedding))
-            let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, targetModules: .allLinear), seed: 3)
-            for (_, lora) in adapter.modules { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.01 * Float(i % 5) - 0.02 } }
+            let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 4, targetModules: .allLinear), seed: 3)
+            for (_, lora) in adapter.sites(of: LoRA.self) { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.01 * Float(i % 5) - 0.02 } }
             return (model, adapter)
     }
 

@@ -9,7 +9,7 @@ final class PyTorchParityTests: XCTestCase {
 
     struct Case {
         let model: LlamaModel
-        let adapter: LoRAAdapter
+        let adapter: Adapter
         let reference: SafetensorsFile
         let batch: Batch
         /// Positions with attention_mask 1 (pad positions' logits follow transformers' mask convention, not ours).
@@ -19,7 +19,7 @@ final class PyTorchParityTests: XCTestCase {
     func load(_ name: String) throws -> Case {
         let dir = fixturesPath + "/" + name
         let model = try LlamaModel.load(folder: dir + "/model")
-        let adapter = try LoRAAdapter.load(from: dir + "/adapter", into: model)
+        let adapter = try Adapter.load(from: dir + "/adapter", into: model)
         let ref = try SafetensorsFile(path: dir + "/reference.safetensors")
         let shape = ref.tensors["input_ids"]!.shape
         let ids = try ref.ints("input_ids").map(Int32.init), labels = try ref.ints("labels").map(Int32.init)
@@ -114,7 +114,7 @@ final class PyTorchParityTests: XCTestCase {
         XCTAssertEqual(config.rankPattern, ["v_proj": 2])
         XCTAssertEqual(config.alphaPattern, ["o_proj": 4])
         XCTAssertTrue(config.useRSLoRA)
-        XCTAssertEqual(c.adapter.modules.first { $0.site.path.hasSuffix("layers.0.self_attn.v_proj") }!.lora.scaling,
+        XCTAssertEqual(c.adapter.sites(of: LoRA.self).first { $0.site.path.hasSuffix("layers.0.self_attn.v_proj") }!.adapter.scaling,
                        8 / Float(2).squareRoot(), accuracy: 1e-6)
     }
 }
@@ -129,7 +129,7 @@ final class InteropExportTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let dir = fixturesPath + "/llama3_untied"
         let model = try LlamaModel.load(folder: dir + "/model")
-        let adapter = try LoRAAdapter.load(from: dir + "/adapter", into: model)
+        let adapter = try Adapter.load(from: dir + "/adapter", into: model)
         let ref = try SafetensorsFile(path: dir + "/reference.safetensors")
         let ids = try ref.ints("input_ids").map(Int32.init), labels = try ref.ints("labels").map(Int32.init)
         let batch = Batch(batchSize: 2, seqLen: 12, inputIds: ids, labels: labels)
@@ -144,7 +144,7 @@ final class InteropExportTests: XCTestCase {
 
         // Reloading our own files gives the same outputs.
         let fresh = try LlamaModel.load(folder: dir + "/model")
-        let reloaded = try LoRAAdapter.load(from: root + "/adapter", into: fresh)
+        let reloaded = try Adapter.load(from: root + "/adapter", into: fresh)
         XCTAssertEqual(try fresh.loss(batch).loss, loss, accuracy: 1e-6)
         try reloaded.merge()
         try fresh.saveHuggingFace(to: root + "/merged")

@@ -87,13 +87,13 @@ extension SmolLM2Tests {
 
         // An adapter made on the GGUF base (PEFT names, q/k in Hugging Face's order) applies unchanged
         // to the converted Hugging Face folder.
-        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, targetModules: .allLinear), seed: 5)
+        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, targetModules: .allLinear), seed: 5)
         var random = SeededRandom(seed: 6)
-        for (_, lora) in adapter.modules { for i in 0..<lora.b.value.count { lora.b.value[i] = random.uniform(-0.05, 0.05) } }
+        for (_, lora) in adapter.sites(of: LoRA.self) { for i in 0..<lora.b.value.count { lora.b.value[i] = random.uniform(-0.05, 0.05) } }
         let adapted = try model.loss(batch).loss
         XCTAssertGreaterThan(abs(adapted - expected), 1e-3, "the adapter changes the loss")
         try adapter.save(to: out + "-adapter")
-        _ = try LoRAAdapter.load(from: out + "-adapter", into: converted)
+        _ = try Adapter.load(from: out + "-adapter", into: converted)
         XCTAssertEqual(try converted.loss(batch).loss, adapted, accuracy: 1e-5 * adapted)
     }
 }

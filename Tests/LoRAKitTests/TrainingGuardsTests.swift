@@ -11,7 +11,7 @@ private func settings(iterations: Int, saveEvery: Int = 3) -> TrainingSettings {
 
 private func makeLoop(iterations: Int, saveEvery: Int = 3) throws -> TrainingLoop {
     let model = LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1)
-    let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear),
+    let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear),
                                          seed: 9)
     return try TrainingLoop(model: model, adapter: adapter, trainingSet: TrainingLoopTests.examples,
                             validationSet: TrainingLoopTests.examples, settings: settings(iterations: iterations, saveEvery: saveEvery),
@@ -23,7 +23,7 @@ private func makeLoop(iterations: Int, saveEvery: Int = 3) throws -> TrainingLoo
 final class NumericalGuardTests: XCTestCase {
     func makeLoop(_ settings: TrainingSettings) throws -> TrainingLoop {
         let model = LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1)
-        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, targetModules: .allLinear), seed: 9)
+        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, targetModules: .allLinear), seed: 9)
         return try TrainingLoop(model: model, adapter: adapter, trainingSet: TrainingLoopTests.examples, settings: settings, padId: 0)
     }
 
@@ -33,7 +33,7 @@ final class NumericalGuardTests: XCTestCase {
         XCTAssertThrowsError(try loop.run(folder: folder) { p in
             guard p.step == 3 else { return }
             saved = loop.adapter.parameters.map { $0.value.array.map(\.bitPattern) }
-            loop.adapter.modules[0].lora.b.value[0] = .nan  // step 4's forward turns NaN
+            loop.adapter.sites(of: LoRA.self)[0].adapter.b.value[0] = .nan  // step 4's forward turns NaN
         }) { error in
             XCTAssertEqual("\(error)", "training stopped at step 4: the loss is NaN; \(folder) keeps the adapter and checkpoint of step 3 "
                            + "(usual causes: a learning rate too high, --max-grad-norm 0 (no gradient clipping), or values in the data "
@@ -43,7 +43,7 @@ final class NumericalGuardTests: XCTestCase {
         let steps = try StepCommit.steps(in: folder)
         XCTAssertEqual(steps.adapter, 3)
         XCTAssertEqual(steps.checkpoint, 3)
-        let reloaded = try LoRAAdapter.load(from: folder, into: LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1))
+        let reloaded = try Adapter.load(from: folder, into: LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1))
         XCTAssertEqual(reloaded.parameters.map { $0.value.array.map(\.bitPattern) }, saved)
     }
 
@@ -70,14 +70,14 @@ final class NumericalGuardTests: XCTestCase {
 
     func testNonFiniteAdapterValuesAreAnErrorNamingTheTensorAndMergeRefusesThem() throws {
         let model = LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1)
-        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 2, targetModules: .allLinear), seed: 3)
-        let site = adapter.modules[1]
-        site.lora.b.value[0] = 1
-        site.lora.a.value[5] = .infinity
+        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 2, targetModules: .allLinear), seed: 3)
+        let site = adapter.sites(of: LoRA.self)[1]
+        site.adapter.b.value[0] = 1
+        site.adapter.a.value[5] = .infinity
         let folder = try temporaryDirectory()
         try adapter.save(to: folder)
         XCTAssertThrowsError(try AdapterValues.requireFinite(folder: folder)) {
-            XCTAssertEqual("\($0)", "\(folder)/adapter_model.safetensors: tensor \(site.lora.a.name) holds a non-finite value (inf) at index 5; the adapter is broken")
+            XCTAssertEqual("\($0)", "\(folder)/adapter_model.safetensors: tensor \(site.adapter.a.name) holds a non-finite value (inf) at index 5; the adapter is broken")
         }
         let before = model.sites.map { $0.linear.weight.array.map(\.bitPattern) }
         XCTAssertThrowsError(try adapter.merge()) {
@@ -172,7 +172,7 @@ final class StepCommitTests: XCTestCase {
                 let loop = try makeLoop(iterations: 5)
                 try loop.resume(from: folder)
                 XCTAssertEqual(loop.step, expected, name)
-                XCTAssertNoThrow(try LoRAAdapter.load(from: folder, into: LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1)), name)
+                XCTAssertNoThrow(try Adapter.load(from: folder, into: LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1)), name)
             }
         }
     }
@@ -181,7 +181,7 @@ final class StepCommitTests: XCTestCase {
         let (_, step2) = try twoSteps()
         let folder = try temporaryDirectory()
         try copy(files, from: step2, to: folder + "/" + StepCommit.committed)
-        let adapter = try LoRAAdapter.load(from: folder, into: LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1))
+        let adapter = try Adapter.load(from: folder, into: LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1))
         XCTAssertEqual(adapter.modules.count, 14)
         XCTAssertEqual(try contents(folder), files.sorted())
     }
@@ -228,7 +228,7 @@ final class MemoryEstimateTests: XCTestCase {
     /// The estimate's arena is the layout `Activations` allocates, with and without checkpointing.
     func testArenaEstimateIsWhatTheArenaAllocates() throws {
         let model = LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1)
-        _ = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, loraDropout: 0.1, targetModules: .allLinear))
+        _ = try Adapter.attach(to: model, config: LoRAConfig(r: 4, loraDropout: 0.1, targetModules: .allLinear))
         for checkpointing in [false, true] {
             model.gradientCheckpointing = checkpointing
             for training in [false, true] {
@@ -244,7 +244,7 @@ final class MemoryEstimateTests: XCTestCase {
     /// → peak resident memory 1314 MB at 4 × 256, 2026 MB at 4 × 512, 836 MB at 4 × 512 with --grad-checkpoint.
     func testEstimateIsWithinAQuarterOfMeasuredPeaks() throws {
         let model = LlamaModel.random(config: .smolLM2_135M, seed: 1)
-        _ = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 8, loraAlpha: 16, targetModules: .allLinear), seed: 2)
+        _ = try Adapter.attach(to: model, config: LoRAConfig(r: 8, loraAlpha: 16, targetModules: .allLinear), seed: 2)
         for (seqLen, checkpointing, measuredMB) in [(256, false, 1314.0), (512, false, 2026), (512, true, 836)] {
             model.gradientCheckpointing = checkpointing
             let estimate = MemoryEstimate(model: model, batchSize: 4, seqLen: seqLen).totalBytes / 1_048_576
@@ -254,7 +254,7 @@ final class MemoryEstimateTests: XCTestCase {
 
     func testARunOverTheLimitIsRefusedNamingTheFlags() throws {
         let model = LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1)
-        _ = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, targetModules: .allLinear))
+        _ = try Adapter.attach(to: model, config: LoRAConfig(r: 4, targetModules: .allLinear))
         let estimate = MemoryEstimate(model: model, batchSize: 2, seqLen: 8)
         XCTAssertNoThrow(try estimate.check(available: 1e12, batchSize: 2, seqLen: 8, gradientCheckpointing: false))
         XCTAssertThrowsError(try estimate.check(available: 10 * 1_048_576, batchSize: 2, seqLen: 8, gradientCheckpointing: false)) {

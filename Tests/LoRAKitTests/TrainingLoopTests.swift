@@ -25,7 +25,7 @@ final class TrainingLoopTests: XCTestCase {
 
     func makeLoop(iterations: Int) throws -> TrainingLoop {
         let model = LlamaModel.random(config: Self.tiny, seed: 1)
-        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear),
+        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear),
                                              seed: 9)
         return try TrainingLoop(model: model, adapter: adapter, trainingSet: Self.examples, validationSet: Self.examples,
                                 settings: settings(iterations: iterations), padId: 0)
@@ -75,13 +75,13 @@ final class TrainingLoopTests: XCTestCase {
         XCTAssertEqual(summary.history.validation.map(\.step), [0, 8])
         XCTAssertLessThan(summary.history.validation[1].loss, summary.history.validation[0].loss)
         // The adapter written at the end is the trained one.
-        let reloaded = try LoRAAdapter.load(from: folder, into: LlamaModel.random(config: Self.tiny, seed: 1))
+        let reloaded = try Adapter.load(from: folder, into: LlamaModel.random(config: Self.tiny, seed: 1))
         XCTAssertEqual(reloaded.parameters.map { $0.value.array.map(\.bitPattern) }, bits(whole))
     }
 
     func testValidationRunsAtItsOwnIntervalWhateverTheReportInterval() throws {
         let model = LlamaModel.random(config: Self.tiny, seed: 1)
-        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 2, targetModules: .allLinear))
+        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 2, targetModules: .allLinear))
         var s = settings(iterations: 7)
         s.stepsPerEval = 3; s.stepsPerReport = 5
         var reports: [Int] = []
@@ -96,7 +96,7 @@ final class TrainingLoopTests: XCTestCase {
         let folder = try temporaryDirectory()
         _ = try makeLoop(iterations: 3).run(folder: folder)
         let model = LlamaModel.random(config: Self.tiny, seed: 1)
-        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear))
+        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear))
         var other = settings(iterations: 6)
         other.learningRate = 2e-2
         let loop = try TrainingLoop(model: model, adapter: adapter, trainingSet: Self.examples, settings: other, padId: 0)

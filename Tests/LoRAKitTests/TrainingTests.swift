@@ -14,7 +14,7 @@ final class TrainingTests: XCTestCase {
     /// Trains a fresh tiny model for three steps (dropout on, accumulation, clipping, cosine schedule).
     func train(seed: UInt64) throws -> [[Float]] {
         let model = LlamaModel.random(config: Self.tiny, seed: 11)
-        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: .allLinear), seed: seed)
+        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: .allLinear), seed: seed)
         let trainer = Trainer(model: model, optimizer: AdamW(parameters: adapter.parameters, learningRate: 1e-2),
                               schedule: .cosine, warmupSteps: 1, totalSteps: 3, maxGradNorm: 1)
         for s in 0..<3 { _ = try trainer.step([batch(seed: UInt64(2 * s)), batch(seed: UInt64(2 * s + 1))]) }
@@ -29,8 +29,8 @@ final class TrainingTests: XCTestCase {
 
     func testGradientAccumulationEqualsTheCombinedBatch() throws {
         let model = LlamaModel.random(config: Self.tiny, seed: 3)
-        let adapter = try LoRAAdapter.attach(to: model, config: LoRAConfig(r: 2, targetModules: .allLinear), seed: 1)
-        for (_, lora) in adapter.modules { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.01 * Float(i % 7) } }
+        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 2, targetModules: .allLinear), seed: 1)
+        for (_, lora) in adapter.sites(of: LoRA.self) { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.01 * Float(i % 7) } }
         let one = batch(seed: 1, rows: 1), two = batch(seed: 2, rows: 1)
         for p in adapter.parameters { p.grad.zero() }
         try model.forwardBackward(one, gradScale: 0.5)
@@ -48,7 +48,7 @@ final class TrainingTests: XCTestCase {
         try Gemm.withBackend(.builtin) {
             let dir = fixturesPath + "/llama_tied"
             let model = try LlamaModel.load(folder: dir + "/model")
-            let adapter = try LoRAAdapter.load(from: dir + "/adapter", into: model)
+            let adapter = try Adapter.load(from: dir + "/adapter", into: model)
             let ref = try SafetensorsFile(path: dir + "/reference.safetensors")
             let ids = try ref.ints("input_ids").map(Int32.init), labels = try ref.ints("labels").map(Int32.init)
             let loss = try model.forwardBackward(Batch(batchSize: 2, seqLen: 12, inputIds: ids, labels: labels))
@@ -62,7 +62,7 @@ final class TrainingTests: XCTestCase {
     func testInputGradientsStopAtTheLowestAdaptedBlock() throws {
         let model = LlamaModel.random(config: Self.tiny, seed: 4)
         XCTAssertNil(model.lowestAdaptedBlock)
-        _ = try LoRAAdapter.attach(to: model, config: LoRAConfig(targetModules: .names(["v_proj"]), layersToTransform: [1]))
+        _ = try Adapter.attach(to: model, config: LoRAConfig(targetModules: .names(["v_proj"]), layersToTransform: [1]))
         XCTAssertEqual(model.lowestAdaptedBlock, 1)
         XCTAssertNotNil(model.blocks[1].v.adapter)
         XCTAssertNil(model.blocks[0].v.adapter)

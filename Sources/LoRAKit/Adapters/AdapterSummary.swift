@@ -84,7 +84,7 @@ public struct AdapterSummary: Sendable {
         for name in file.names {
             guard let kind = kinds.first(where: { name.hasSuffix($0.suffix) }) else { other.append(name); continue }
             var module = String(name.dropLast(kind.suffix.count))
-            if module.hasPrefix(LoRAAdapter.keyPrefix) { module.removeFirst(LoRAAdapter.keyPrefix.count) }
+            if module.hasPrefix(Adapter.keyPrefix) { module.removeFirst(Adapter.keyPrefix.count) }
             parts[module, default: [:]][kind.part] = name
         }
         var warnings: [String] = []

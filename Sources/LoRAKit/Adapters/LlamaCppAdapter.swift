@@ -1,21 +1,24 @@
 import Foundation
 
-extension LoRAAdapter {
+extension Adapter {
     /// Writes the adapter in llama.cpp's LoRA format (`llama-cli --lora FILE`): general.type
     /// "adapter", adapter.type "lora", adapter.lora.alpha, and tensors `blk.N.attn_q.weight.lora_a`
     /// ([r × in]) and `.lora_b` ([out × r]) in F32. llama.cpp scales every module by alpha / r with
     /// one alpha for the file, so a module whose own scaling differs (rsLoRA, rank or alpha
     /// patterns) has the difference folded into its B; q and k rows of B follow llama.cpp's RoPE order.
     public func saveLlamaCpp(to path: String) throws {
-        guard let first = modules.first else { throw LoRAError("the adapter has no modules") }
-        let alpha = first.lora.scaling * Float(first.lora.rank)
+        let loras = sites(of: LoRA.self)
+        guard loras.count == modules.count, let first = loras.first else {
+            throw LoRAError("llama.cpp's LoRA GGUF holds plain LoRA adapters only (this one is \(type(of: config).peftType)); merge it into the model with lora merge instead")
+        }
+        let alpha = first.adapter.scaling * Float(first.adapter.rank)
         let arch = model.ggufArchitecture, c = model.config
         var w = GGUFWriter()
         w.set("general.architecture", .string(arch))
         w.set("general.type", .string("adapter"))
         w.set("adapter.type", .string("lora"))
         w.set("adapter.lora.alpha", .float32(alpha))
-        for (site, lora) in modules {
+        for (site, lora) in loras {
             guard let name = LlamaModel.llamaCppName(site.path) else {
                 throw LoRAError("module \(site.path) has no llama.cpp tensor name")
             }

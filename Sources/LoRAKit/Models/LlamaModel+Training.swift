@@ -251,14 +251,14 @@ extension LlamaModel {
         blocks.firstIndex { b in b.linears.contains { $0.linear.activeAdapter != nil } }
     }
 
-    /// Each block's LoRAs with the current state of their dropout generators.
-    private func dropoutGenerators() -> [[(lora: LoRA, state: SeededRandom)]] {
-        blocks.map { $0.linears.compactMap { ($0.linear.activeAdapter as? LoRA).map { ($0, $0.random) } } }
+    /// Each block's adapters with the current state of their random generators (dropout masks).
+    private func dropoutGenerators() -> [[(adapter: any LinearAdapter, state: [SeededRandom])]] {
+        blocks.map { $0.linears.compactMap { $0.linear.activeAdapter.map { ($0, $0.generators) } } }
     }
 
     /// With a shared Block, `generators` holds each block's dropout generators as they were before
     /// the forward pass (see `dropoutGenerators`).
-    private func backwardBlocks(_ act: Activations, _ generators: [[(lora: LoRA, state: SeededRandom)]]) {
+    private func backwardBlocks(_ act: Activations, _ generators: [[(adapter: any LinearAdapter, state: [SeededRandom])]]) {
         guard let lowest = lowestAdaptedBlock else { return }
         let c = config, n = act.rows, d = c.hiddenSize
         let rope = self.rope, attention = self.attention
@@ -270,7 +270,7 @@ extension LlamaModel {
             // generators where the forward pass left them. Rewriting xs[l + 1] with the same values
             // is harmless: only the backward of block l + 1, already done, reads it.
             if act.sharesBlock && l < blocks.count - 1 {
-                for (lora, state) in generators[l] { lora.random = state }
+                for (adapter, state) in generators[l] { adapter.generators = state }
                 forwardBlock(l, act)
             }
             let needInputGrad = l > lowest

@@ -2,18 +2,43 @@
 ///
 /// The adapter keeps no per-batch state: what its backward needs from the forward is written to
 /// `saved`, a caller-owned buffer of `savedFloatsPerRow · rows` floats, so the model lays out all
-/// activations once per (batch, sequence) shape.
+/// activations once per (batch, sequence) shape. The layer's bias is added after the adapter, so
+/// the adapter sees the base output x·Wᵀ without it (DoRA rescales that output).
 public protocol LinearAdapter: AnyObject {
+    /// What the optimizer trains, named as in the adapter file.
     var parameters: [Parameter] { get }
     func savedFloatsPerRow(training: Bool) -> Int
-    /// y += delta(x) for `rows` rows.
+    /// Whether `forward` reads the base output. When true, y holds x·Wᵀ alone on entry; when false
+    /// it may also hold a residual the layer adds onto, and the adapter may only add to it.
+    var readsBaseOutput: Bool { get }
+    /// On entry y holds x·Wᵀ (see `readsBaseOutput`); on exit the adapted output, still without bias.
     func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>,
                  saved: UnsafeMutablePointer<Float>, training: Bool)
-    /// Accumulates parameter gradients from dy; adds the input gradient into dx when dx is non-nil.
+    /// The gradient the base path x·Wᵀ receives, when it is not dy itself: writes it into `into`
+    /// ([rows × out]) and returns true (DoRA scales dy per output); returns false to use dy.
+    func baseOutputGradient(dy: UnsafePointer<Float>, rows: Int, saved: UnsafeMutablePointer<Float>,
+                            into: UnsafeMutablePointer<Float>) -> Bool
+    /// Accumulates parameter gradients from dy; adds the adapter path's input gradient into dx when dx is non-nil.
     func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int,
                   saved: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?)
-    /// The change to the base weight, [out × in], that merging adds.
-    func deltaWeight() -> Tensor
+    /// The weight that merging puts in place of the dense base weight W ([out × in]).
+    func mergedWeight(_ weight: Tensor) -> Tensor
+    /// W back from the weight `mergedWeight` returned.
+    func unmergedWeight(_ merged: Tensor) -> Tensor
+    /// The generators the forward draws random numbers from (dropout masks), in a fixed order:
+    /// checkpoints save them and gradient checkpointing rewinds them, so every method resumes and
+    /// recomputes bit for bit.
+    var generators: [SeededRandom] { get set }
+}
+
+extension LinearAdapter {
+    public var readsBaseOutput: Bool { false }
+    public func baseOutputGradient(dy: UnsafePointer<Float>, rows: Int, saved: UnsafeMutablePointer<Float>,
+                                   into: UnsafeMutablePointer<Float>) -> Bool { false }
+    public var generators: [SeededRandom] {
+        get { [] }
+        set {}
+    }
 }
 
 /// A frozen linear layer y = x·Wᵀ + b (W is [out × in], Hugging Face's layout) with an optional adapter.
@@ -57,9 +82,31 @@ public final class Linear: @unchecked Sendable {
         forward(x: x, rows: rows, y: y, beta: 0, saved: saved, training: training)
     }
 
-    /// y = beta·y + x·Wᵀ + b + delta(x); beta 1 adds onto a residual already in y.
+    /// y = beta·y + adapted(x·Wᵀ) + b; beta 1 adds onto a residual already in y.
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, beta: Float,
                         saved: UnsafeMutablePointer<Float>?, training: Bool) {
+        let adapter = activeAdapter
+        if let adapter, adapter.readsBaseOutput, beta != 0 {
+            // The adapter rescales x·Wᵀ, so it gets it without the residual, which is added after.
+            let base = UnsafeMutablePointer<Float>.allocate(capacity: rows * outFeatures)
+            defer { base.deallocate() }
+            forward(x: x, rows: rows, y: base, beta: 0, saved: saved, training: training)
+            let n = rows * outFeatures
+            Parallel.forRanges(n, minChunk: 4096) { range in for i in range { y[i] = beta * y[i] + base[i] } }
+            return
+        }
+        baseProduct(x: x, rows: rows, y: y, beta: beta)
+        adapter?.forward(x: x, rows: rows, y: y, saved: saved!, training: training)
+        if let bias {
+            let b = bias.data, n = outFeatures
+            Parallel.forRanges(rows, minChunk: 64) { range in
+                for r in range { let yr = y + r * n; for j in 0..<n { yr[j] += b[j] } }
+            }
+        }
+    }
+
+    /// y = beta·y + x·Wᵀ.
+    private func baseProduct(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, beta: Float) {
         if matrix.isPacked && rows <= Self.decodeRows {
             packedDecodeProduct(x: x, rows: rows, y: y, beta: beta)
         } else {
@@ -67,15 +114,6 @@ public final class Linear: @unchecked Sendable {
                 Gemm.sgemm(transA: false, transB: true, m: rows, n: n, k: inFeatures, alpha: 1,
                            a: x, lda: inFeatures, b: w, ldb: inFeatures, beta: beta, c: y + r0, ldc: outFeatures)
             }
-        }
-        if let bias {
-            let b = bias.data, n = outFeatures
-            Parallel.forRanges(rows, minChunk: 64) { range in
-                for r in range { let yr = y + r * n; for j in 0..<n { yr[j] += b[j] } }
-            }
-        }
-        if let adapter = activeAdapter {
-            adapter.forward(x: x, rows: rows, y: y, saved: saved!, training: training)
         }
     }
 
@@ -103,43 +141,49 @@ public final class Linear: @unchecked Sendable {
     }
 
     /// From dy ([rows × out]): accumulates the adapter's gradients and, when dx is non-nil, writes
-    /// (accumulate false) or adds (accumulate true) the input gradient dy·W (+ the adapter's share).
+    /// (accumulate false) or adds (accumulate true) the input gradient: the base path's, dy·W or
+    /// the adapter's rescaled dy times W, plus the adapter path's share.
     public func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int,
                          saved: UnsafeMutablePointer<Float>?, dx: UnsafeMutablePointer<Float>?, accumulate: Bool) {
+        let adapter = activeAdapter
         if let dx {
+            var baseDy = dy
+            let scaled = adapter == nil ? nil : UnsafeMutablePointer<Float>.allocate(capacity: rows * outFeatures)
+            defer { scaled?.deallocate() }
+            if let adapter, let scaled, adapter.baseOutputGradient(dy: dy, rows: rows, saved: saved!, into: scaled) {
+                baseDy = UnsafePointer(scaled)
+            }
             // dx = Σ over panels of dy[:, panel] · W[panel, :]
             matrix.forEachPanel { r0, n, w in
                 Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: n, alpha: 1,
-                           a: dy + r0, lda: outFeatures, b: w, ldb: inFeatures, beta: accumulate || r0 > 0 ? 1 : 0,
+                           a: baseDy + r0, lda: outFeatures, b: w, ldb: inFeatures, beta: accumulate || r0 > 0 ? 1 : 0,
                            c: dx, ldc: inFeatures)
             }
         }
-        if let adapter = activeAdapter {
-            adapter.backward(dy: dy, x: x, rows: rows, saved: saved!, dx: dx)
-        }
+        adapter?.backward(dy: dy, x: x, rows: rows, saved: saved!, dx: dx)
     }
 
-    /// W ← W + ΔW. Merging twice is refused, so W can always be restored exactly by unmerge.
-    /// A packed (quantized) W is expanded to Float32 first: re-quantizing would change W0.
-    public func merge() throws {
+    /// The weight merging would put in place: W dense, then the adapter's merged weight.
+    public func mergedWeight() throws -> Tensor {
         guard let adapter, !isMerged else {
             throw LoRAError(isMerged ? "this layer's adapter is already merged" : "this layer has no adapter to merge")
         }
-        matrix.makeDense()
-        add(adapter.deltaWeight(), sign: 1)
+        return adapter.mergedWeight(weight)
+    }
+
+    /// W ← the adapter's merged weight. Merging twice is refused, so W can always be restored by unmerge.
+    /// A packed (quantized) W is expanded to Float32 first: re-quantizing would change W0.
+    public func merge() throws {
+        let merged = try mergedWeight()
+        matrix = FrozenMatrix(merged)
         isMerged = true
     }
 
-    /// W ← W − ΔW, undoing merge.
+    /// W ← W0, undoing merge.
     public func unmerge() throws {
         guard let adapter, isMerged else { throw LoRAError("this layer has no merged adapter to unmerge") }
-        add(adapter.deltaWeight(), sign: -1)
+        matrix = FrozenMatrix(adapter.unmergedWeight(weight))
         isMerged = false
-    }
-
-    private func add(_ delta: Tensor, sign: Float) {
-        let w = weight.data, d = delta.data
-        for i in 0..<delta.count { w[i] += sign * d[i] }
     }
 }
 

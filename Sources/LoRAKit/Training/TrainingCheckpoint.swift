@@ -15,10 +15,47 @@ struct TrainingCheckpoint {
         var adapterConfig: String
         var dataFingerprint: UInt64
         var data: BatchStream.Position
-        var dropoutRandom: [SeededRandom]
+        /// Each adapter's random generators (`LinearAdapter.generators`), in site order.
+        var generators: [[SeededRandom]]
         var trainedTokens: Int
         var seconds: Double
         var history: TrainingHistory
+
+        init(step: Int, settings: TrainingSettings, adapterConfig: String, dataFingerprint: UInt64, data: BatchStream.Position,
+             generators: [[SeededRandom]], trainedTokens: Int, seconds: Double, history: TrainingHistory) {
+            self.step = step
+            self.settings = settings
+            self.adapterConfig = adapterConfig
+            self.dataFingerprint = dataFingerprint
+            self.data = data
+            self.generators = generators
+            self.trainedTokens = trainedTokens
+            self.seconds = seconds
+            self.history = history
+        }
+
+        private enum CodingKeys: String, CodingKey {
+            case step, settings, adapterConfig, dataFingerprint, data, generators, trainedTokens, seconds, history
+        }
+        /// Checkpoints written before the adapter family kept one LoRA dropout generator per site.
+        private enum LegacyKeys: String, CodingKey { case dropoutRandom }
+
+        init(from decoder: any Swift.Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            step = try c.decode(Int.self, forKey: .step)
+            settings = try c.decode(TrainingSettings.self, forKey: .settings)
+            adapterConfig = try c.decode(String.self, forKey: .adapterConfig)
+            dataFingerprint = try c.decode(UInt64.self, forKey: .dataFingerprint)
+            data = try c.decode(BatchStream.Position.self, forKey: .data)
+            if let generators = try c.decodeIfPresent([[SeededRandom]].self, forKey: .generators) {
+                self.generators = generators
+            } else {
+                generators = try decoder.container(keyedBy: LegacyKeys.self).decode([SeededRandom].self, forKey: .dropoutRandom).map { [$0] }
+            }
+            trainedTokens = try c.decode(Int.self, forKey: .trainedTokens)
+            seconds = try c.decode(Double.self, forKey: .seconds)
+            history = try c.decode(TrainingHistory.self, forKey: .history)
+        }
 
         /// Checks every number against the run it is to continue (same settings and data, which the
         /// caller has compared), so a damaged or crafted checkpoint is refused instead of indexing,

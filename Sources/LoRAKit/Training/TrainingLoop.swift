@@ -43,7 +43,7 @@ public struct TrainingSummary: Sendable {
 /// holding the folder's lock, and stops at a step whose loss or gradients are not finite.
 public final class TrainingLoop: @unchecked Sendable {
     public let model: LlamaModel
-    public let adapter: LoRAAdapter
+    public let adapter: Adapter
     public let settings: TrainingSettings
     public let validationSet: DataSet?
     public private(set) var history = TrainingHistory()
@@ -61,7 +61,7 @@ public final class TrainingLoop: @unchecked Sendable {
 
     public var step: Int { trainer.step }
 
-    public init(model: LlamaModel, adapter: LoRAAdapter, trainingSet: DataSet, validationSet: DataSet? = nil,
+    public init(model: LlamaModel, adapter: Adapter, trainingSet: DataSet, validationSet: DataSet? = nil,
                 settings: TrainingSettings, padId: Int32) throws {
         try settings.validate()
         guard !trainingSet.examples.isEmpty else { throw LoRAError("the training set has no examples") }
@@ -104,12 +104,14 @@ public final class TrainingLoop: @unchecked Sendable {
         guard state.dataFingerprint == dataFingerprint else {
             throw LoRAError("the training data differs from the data the checkpoint in \(folder) was trained on")
         }
-        guard state.dropoutRandom.count == adapter.modules.count else { throw LoRAError("the checkpoint in \(folder) does not fit this adapter") }
+        guard state.generators.map(\.count) == adapter.generators.map(\.count) else {
+            throw LoRAError("the checkpoint in \(folder) does not fit this adapter")
+        }
         try state.check(path: folder + "/" + TrainingCheckpoint.fileName, stream: stream, settings: settings)
         guard state.step < settings.iterations else {
             throw LoRAError("the checkpoint in \(folder) is at step \(state.step), the end of a \(settings.iterations)-step run")
         }
-        for (m, random) in zip(adapter.modules, state.dropoutRandom) { m.lora.random = random }
+        adapter.generators = state.generators
         stream = BatchStream(set: stream.set, batchSize: stream.batchSize, padId: stream.padId, position: state.data)
         trainer.restore(step: state.step)
         history = state.history
@@ -197,7 +199,7 @@ public final class TrainingLoop: @unchecked Sendable {
         }
         let state = TrainingCheckpoint.State(step: trainer.step, settings: settings, adapterConfig: try adapterConfigJSON(),
                                              dataFingerprint: dataFingerprint, data: stream.position,
-                                             dropoutRandom: adapter.modules.map { $0.lora.random }, trainedTokens: trainedTokens,
+                                             generators: adapter.generators, trainedTokens: trainedTokens,
                                              seconds: seconds, history: history)
         try StepCommit.save(to: folder) { staging in
             try TrainingCheckpoint.save(state, optimizer: trainer.optimizer, to: staging)

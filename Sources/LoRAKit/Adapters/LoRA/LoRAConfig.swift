@@ -1,34 +1,9 @@
 import Foundation
 
-/// Which linear layers get an adapter, as PEFT's `target_modules` says it.
-public enum TargetModules: Sendable, Equatable, CustomStringConvertible {
-    /// Module names matched exactly or as a dotted suffix ("q_proj" matches "model.layers.0.self_attn.q_proj").
-    case names([String])
-    /// A regular expression the whole module path must match.
-    case regex(String)
-    /// Every linear layer except the output head.
-    case allLinear
-
-    /// The module names "all-linear" expands to for Llama-family models (PEFT saves the expansion).
-    public static let llamaLinearNames = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-    /// Parses a command-line style value: "all-linear" or a comma-separated list of names.
-    public init(commaSeparated text: String) {
-        if text == "all-linear" { self = .allLinear; return }
-        self = .names(text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
-    }
-
-    public var description: String {
-        switch self {
-        case .names(let names): return names.joined(separator: ",")
-        case .regex(let pattern): return "regex \(pattern)"
-        case .allLinear: return "all-linear"
-        }
-    }
-}
-
 /// A LoRA adapter's settings with PEFT's names, defaults and meaning (`LoraConfig`).
-public struct LoRAConfig: Sendable, Equatable {
+public struct LoRAConfig: AdapterConfiguration, Equatable {
+    public static let peftType = "LORA"
+
     public var r: Int = 8
     public var loraAlpha: Float = 8
     public var loraDropout: Float = 0
@@ -56,27 +31,6 @@ public struct LoRAConfig: Sendable, Equatable {
         self.alphaPattern = alphaPattern
     }
 
-    /// Whether PEFT would put an adapter on the module at `path` ("model.layers.3.mlp.up_proj").
-    public func targets(path: String) -> Bool {
-        let names: [String]
-        switch targetModules {
-        case .regex(let pattern): return fullMatch(pattern, path)
-        case .allLinear: names = TargetModules.llamaLinearNames
-        case .names(let n): names = n
-        }
-        if names.contains(path) { return true }  // an exact path ignores layers_to_transform, as in PEFT
-        guard names.contains(where: { path.hasSuffix("." + $0) }) else { return false }
-        guard let layers = layersToTransform, !layers.isEmpty else { return true }
-        guard let layer = Self.layerIndex(of: path) else { return false }
-        return layers.contains(layer)
-    }
-
-    /// The first numbered path segment, PEFT's default layer pattern.
-    static func layerIndex(of path: String) -> Int? {
-        let parts = path.split(separator: ".")
-        return parts.dropFirst().lazy.compactMap { Int($0) }.first
-    }
-
     public func rank(path: String) -> Int { patternValue(rankPattern, path) ?? r }
     public func alpha(path: String) -> Float { patternValue(alphaPattern, path) ?? loraAlpha }
 
@@ -86,31 +40,43 @@ public struct LoRAConfig: Sendable, Equatable {
         for key in pattern.keys.sorted() where fullMatch("(.*\\.)?(\(key))", path) { return pattern[key] }
         return nil
     }
+    /// A is [r × in] and B [out × r].
+    public func parameterCount(site: LinearSite) -> Int? {
+        let (width, o1) = site.linear.inFeatures.addingReportingOverflow(site.linear.outFeatures)
+        let (count, o2) = rank(path: site.path).multipliedReportingOverflow(by: width)
+        return o1 || o2 ? nil : count
+    }
 
-    private func fullMatch(_ pattern: String, _ text: String) -> Bool {
-        guard let re = try? NSRegularExpression(pattern: "^(?:\(pattern))$") else { return false }
-        return re.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+    public func makeAdapters(sites: [LinearSite], keyPrefix: String, random: inout SeededRandom) -> [any LinearAdapter] {
+        sites.map { site in
+            LoRA(inFeatures: site.linear.inFeatures, outFeatures: site.linear.outFeatures,
+                 rank: rank(path: site.path), alpha: alpha(path: site.path), rsLoRA: useRSLoRA, dropout: loraDropout,
+                 initialization: initialization, name: keyPrefix + site.path, random: &random)
+        }
     }
 }
 
 // MARK: adapter_config.json
 
 extension LoRAConfig {
-    /// Reads PEFT's `adapter_config.json`. Methods other than LoRA, and LoRA options this engine does
-    /// not implement (DoRA, bias training, fan_in_fan_out), are refused by name.
+    /// Reads PEFT's `adapter_config.json` of a LoRA adapter.
     public static func load(path: String) throws -> LoRAConfig {
-        guard let data = FileManager.default.contents(atPath: path) else { throw LoRAError("cannot read \(path)") }
-        guard let j = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw LoRAError("\(path) is not a JSON object")
+        let config = try AdapterMethods.loadConfig(path: path)
+        guard let lora = config as? LoRAConfig else {
+            throw LoRAError("\(path): peft_type \(type(of: config).peftType) is not LORA")
         }
-        let type = j["peft_type"] as? String ?? "(missing)"
-        guard type == "LORA" else { throw LoRAError("\(path): peft_type \(type) is not supported here (expected LORA)") }
+        return lora
+    }
+
+    /// A parsed adapter_config.json whose peft_type is LORA. LoRA options this engine does not
+    /// implement (DoRA, bias training, fan_in_fan_out) are refused by name.
+    public init(adapterConfigFile j: [String: Any], path: String) throws {
         if j["use_dora"] as? Bool == true { throw LoRAError("\(path): use_dora is set; DoRA adapters are not supported yet") }
         if let bias = j["bias"] as? String, bias != "none" { throw LoRAError("\(path): bias \"\(bias)\" is not supported (only \"none\")") }
         if j["fan_in_fan_out"] as? Bool == true { throw LoRAError("\(path): fan_in_fan_out is only for GPT-2 Conv1D layers, which Llama-family models do not have") }
         if let m = j["modules_to_save"] as? [Any], !m.isEmpty { throw LoRAError("\(path): modules_to_save is not supported") }
         if j["lora_bias"] as? Bool == true { throw LoRAError("\(path): lora_bias is not supported") }
-        return try LoRAConfig(adapterConfig: j, path: path)
+        try self.init(adapterConfig: j, path: path)
     }
 
     /// The settings of a parsed `adapter_config.json`, without refusing the options this engine does

@@ -118,4 +118,20 @@ public final class LoRA: LinearAdapter, @unchecked Sendable {
                    a: b.value.data, lda: rank, b: a.value.data, ldb: inFeatures, beta: 0, c: d.data, ldc: inFeatures)
         return d
     }
+
+    /// W + s·B·A.
+    public func mergedWeight(_ weight: Tensor) -> Tensor { adding(deltaWeight(), sign: 1, to: weight) }
+    /// W' − s·B·A.
+    public func unmergedWeight(_ merged: Tensor) -> Tensor { adding(deltaWeight(), sign: -1, to: merged) }
+
+    private func adding(_ delta: Tensor, sign: Float, to weight: Tensor) -> Tensor {
+        let w = weight.data, d = delta.data
+        for i in 0..<delta.count { d[i] = w[i] + sign * d[i] }
+        return delta
+    }
+
+    public var generators: [SeededRandom] {
+        get { [random] }
+        set { if let first = newValue.first { random = first } }
+    }
 }
