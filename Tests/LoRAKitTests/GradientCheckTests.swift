@@ -372,6 +372,80 @@ final class GradientCheckTests: XCTestCase {
     }
 }
 
+// MARK: An adapter that rescales the base output (the shape DoRA needs)
+
+extension GradientCheckTests {
+    /// y = r + (1 + c) ∘ (x·Wᵀ) + b through `Linear` with a residual r already in y (beta 1): the
+    /// adapter must get x·Wᵀ alone, the bias must come after it, the base path's input gradient must
+    /// take the adapter's rescaled dy, and merging must put diag(1 + c)·W in place.
+    func testAdapterThatRescalesTheBaseOutput() throws {
+        let rows = 4, inF = 6, outF = 5
+        let weight = randomTensor([outF, inF], seed: 901), bias = randomTensor([outF], seed: 902)
+        let x = randomTensor([rows, inF], seed: 903), residual = randomTensor([rows, outF], seed: 904)
+        let w = randomTensor([rows, outF], seed: 905)
+        let linear = Linear(weight: weight.copy(), bias: bias)
+        let scale = OutputScale(outFeatures: outF)
+        for j in 0..<outF { scale.c.value[j] = 0.1 * Float(j) - 0.2 }
+        linear.adapter = scale
+        let saved = Tensor(shape: [rows * scale.savedFloatsPerRow(training: true)])
+        let y = Tensor(shape: [rows, outF])
+        func objective() -> Double {
+            for i in 0..<y.count { y[i] = residual[i] }
+            linear.forward(x: x.data, rows: rows, y: y.data, beta: 1, saved: saved.data, training: true)
+            return weightedSum(y, w)
+        }
+        _ = objective()
+        for r in 0..<rows {
+            for j in 0..<outF {
+                let base = (0..<inF).reduce(Float(0)) { $0 + x[r * inF + $1] * weight[j * inF + $1] }
+                XCTAssertEqual(y[r * outF + j], residual[r * outF + j] + (1 + scale.c.value[j]) * base + bias[j], accuracy: 1e-5)
+            }
+        }
+        let dx = Tensor(shape: [rows, inF])
+        linear.backward(dy: w.data, x: x.data, rows: rows, saved: saved.data, dx: dx.data, accumulate: false)
+        checkGradient(dx.array, centralDifferences(x, h: Self.h, objective), tol: Self.linearTolerance, "rescaling adapter dx")
+        checkGradient(scale.c.grad.array, centralDifferences(scale.c.value, h: Self.h, objective), tol: Self.linearTolerance,
+                      "rescaling adapter dc")
+
+        _ = objective()  // the differences left y at a perturbed input
+        let unmergedY = y.array
+        try linear.merge()
+        _ = objective()
+        XCTAssertLessThan(relativeError(y.array, unmergedY), 1e-6, "merged output")
+        try linear.unmerge()
+        XCTAssertLessThan(relativeError(linear.weight.array, weight.array), 1e-6, "unmerge restores W")
+    }
+}
+
+/// y = (1 + c) ∘ base per output column, with c trainable.
+private final class OutputScale: LinearAdapter {
+    let c: Parameter
+    init(outFeatures: Int) { c = Parameter(name: "c", value: Tensor(shape: [outFeatures])) }
+    var parameters: [Parameter] { [c] }
+    var readsBaseOutput: Bool { true }
+    func savedFloatsPerRow(training: Bool) -> Int { c.value.count }
+    func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, saved: UnsafeMutablePointer<Float>, training: Bool) {
+        let n = c.value.count
+        for r in 0..<rows { for j in 0..<n { saved[r * n + j] = y[r * n + j]; y[r * n + j] *= 1 + c.value[j] } }
+    }
+    func baseOutputGradient(dy: UnsafePointer<Float>, rows: Int, saved: UnsafeMutablePointer<Float>, into: UnsafeMutablePointer<Float>) -> Bool {
+        let n = c.value.count
+        for r in 0..<rows { for j in 0..<n { into[r * n + j] = dy[r * n + j] * (1 + c.value[j]) } }
+        return true
+    }
+    func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int, saved: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?) {
+        let n = c.value.count
+        for r in 0..<rows { for j in 0..<n { c.grad[j] += dy[r * n + j] * saved[r * n + j] } }
+    }
+    func mergedWeight(_ weight: Tensor) -> Tensor { rowsScaled(weight) { 1 + $0 } }
+    func unmergedWeight(_ merged: Tensor) -> Tensor { rowsScaled(merged) { 1 / (1 + $0) } }
+    private func rowsScaled(_ weight: Tensor, _ factor: (Float) -> Float) -> Tensor {
+        let out = weight.copy(), n = weight.count / c.value.count
+        for j in 0..<c.value.count { for i in 0..<n { out[j * n + i] *= factor(c.value[j]) } }
+        return out
+    }
+}
+
 // MARK: - Helpers
 
 /// L = Σ w ∘ y, summed in Double.
