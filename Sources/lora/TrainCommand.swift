@@ -39,6 +39,9 @@ struct TrainCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Recompute each block's activations in the backward pass: less memory, about a third more time.")
     var gradCheckpoint: Bool?
     @Option(parsing: .unconditional, help: "Adapt only the last N blocks, 0: all (default: 0).") var numLayers: Int?
+    @Option(help: "lora, lora-plus (B learns --lora-plus-ratio times faster) or lora-fa (A frozen, B projected) (default: lora).")
+    var method: String?
+    @Option(parsing: .unconditional, help: "LoRA+'s ratio of B's learning rate to A's (default: 16).") var loraPlusRatio: Float?
     @Option(parsing: .unconditional, help: "LoRA rank r (default: 8).") var rank: Int?
     @Option(parsing: .unconditional, help: "LoRA alpha (default: 16).") var alpha: Float?
     @Option(parsing: .unconditional, help: "Dropout on the adapter's input (default: 0).") var dropout: Float?
@@ -87,6 +90,12 @@ struct TrainCommand: ParsableCommand {
         settings.seed = UInt64(try integer(seed, "seed", 0, minimum: 0, maximum: .max))
         settings.stepsPerReport = try integer(stepsPerReport, "steps-per-report", 10)
         settings.stepsPerEval = try integer(stepsPerEval, "steps-per-eval", 0, minimum: 0)
+        let methodName = try method ?? file.string("method") ?? "lora"
+        guard let method = TrainingMethod(rawValue: methodName) else {
+            throw LoRAError("--method must be \(TrainingMethod.allCases.map(\.rawValue).joined(separator: ", ")) (got \(methodName))")
+        }
+        settings.method = method
+        settings.loraPlusRatio = try real(loraPlusRatio, "lora-plus-ratio", 16, positive: true)
         let valBatches = try integer(self.valBatches, "val-batches", 0, minimum: 0, maximum: .max)
         settings.validationBatches = valBatches > 0 ? valBatches : nil
         settings.saveEvery = try integer(saveEvery, "save-every", 0, minimum: 0)
@@ -153,7 +162,11 @@ struct TrainCommand: ParsableCommand {
         }
         adapterConfig.baseModelNameOrPath = model
         let adapter = try Adapter.attach(to: base, config: adapterConfig, seed: settings.seed)
-        let all = base.config.parameterCount + adapter.parameterCount
+        let pad = Int32(tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
+        let loop = try TrainingLoop(model: base, adapter: adapter, trainingSet: trainSet, validationSet: validSet,
+                                    settings: settings, padId: pad)
+        // LoRA-FA freezes A when the loop makes its optimizer, so the count comes after.
+        let all = base.config.parameterCount + adapter.weightCount
         // PEFT's print_trainable_parameters, thousands separators included.
         func grouped(_ n: Int) -> String {
             let digits = String(n)
@@ -162,9 +175,6 @@ struct TrainCommand: ParsableCommand {
         display.printAbove("trainable params: \(grouped(adapter.parameterCount)) || all params: \(grouped(all)) || trainable%: "
                            + String(format: "%.4f", 100 * Double(adapter.parameterCount) / Double(all)))
 
-        let pad = Int32(tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
-        let loop = try TrainingLoop(model: base, adapter: adapter, trainingSet: trainSet, validationSet: validSet,
-                                    settings: settings, padId: pad)
         let longest = ((validSet?.examples ?? []) + trainSet.examples).map(\.tokens.count).max() ?? 1
         let memory = MemoryEstimate(model: base, batchSize: settings.batchSize, seqLen: longest)
         if let available = try MemoryEstimate.availableBytes() {

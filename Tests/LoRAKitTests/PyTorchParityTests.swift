@@ -16,7 +16,7 @@ final class PyTorchParityTests: XCTestCase {
         let realPositions: [Int]
     }
 
-    func load(_ name: String) throws -> Case {
+    static func load(_ name: String) throws -> Case {
         let dir = fixturesPath + "/" + name
         let model = try LlamaModel.load(folder: dir + "/model")
         let adapter = try Adapter.load(from: dir + "/adapter", into: model)
@@ -37,7 +37,7 @@ final class PyTorchParityTests: XCTestCase {
 
     func testLogitsAndLossMatchPyTorch() throws {
         for name in Self.cases {
-            let c = try load(name)
+            let c = try Self.load(name)
             let logits = try c.model.logits(c.batch)
             let err = relativeError(realLogits(logits.array, c), realLogits(try c.reference.floats("logits"), c))
             XCTAssertLessThan(err, 1e-5, "\(name) logits")
@@ -48,7 +48,7 @@ final class PyTorchParityTests: XCTestCase {
 
     func testGradientsMatchPyTorch() throws {
         for name in Self.cases {
-            let c = try load(name)
+            let c = try Self.load(name)
             for p in c.adapter.parameters { p.grad.zero() }
             let loss = try c.model.forwardBackward(c.batch)
             XCTAssertEqual(loss, Double(try c.reference.floats("loss")[0]), accuracy: 1e-4, "\(name) loss")
@@ -62,7 +62,7 @@ final class PyTorchParityTests: XCTestCase {
 
     func testThreeAdamWStepsMatchPyTorch() throws {
         for name in Self.cases {
-            let c = try load(name)
+            let c = try Self.load(name)
             let info = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fixturesPath + "/\(name)/info.json")))
             let opt = (info as! [String: Any])["optimizer"] as! [String: Any]
             let eps = (opt["eps"] as! NSNumber).floatValue
@@ -84,7 +84,7 @@ final class PyTorchParityTests: XCTestCase {
 
     func testMergeMatchesPyTorchAndUnmergeRestoresWeights() throws {
         for name in Self.cases {
-            let c = try load(name)
+            let c = try Self.load(name)
             let unmerged = try c.model.logits(c.batch).array
             let original = c.adapter.modules.map { $0.site.linear.weight.array }
             try c.adapter.merge()
@@ -102,7 +102,7 @@ final class PyTorchParityTests: XCTestCase {
     }
 
     func testAdapterRoundTripsThroughPEFTFormat() throws {
-        let c = try load("qwen2_bias")
+        let c = try Self.load("qwen2_bias")
         let dir = try temporaryDirectory()
         try c.adapter.save(to: dir)
         let saved = try SafetensorsFile(path: dir + "/adapter_model.safetensors")

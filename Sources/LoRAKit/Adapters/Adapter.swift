@@ -59,6 +59,9 @@ public final class Adapter: @unchecked Sendable {
     /// Every trainable parameter, in site order (each site's in its adapter's order).
     public var parameters: [Parameter] { modules.flatMap { $0.adapter.parameters } }
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
+    /// Every tensor of the adapter file, trained or frozen, in site order.
+    public var weights: [Parameter] { modules.flatMap { $0.adapter.weights } }
+    public var weightCount: Int { weights.reduce(0) { $0 + $1.value.count } }
 
     /// The sites whose adapter is of type `T`, with it (e.g. `sites(of: LoRA.self)`).
     public func sites<T: LinearAdapter>(of type: T.Type) -> [(site: LinearSite, adapter: T)] {
@@ -104,7 +107,7 @@ public final class Adapter: @unchecked Sendable {
         var writer = SafetensorsWriter()
         writer.metadata = ["format": "pt"]
         if let trainingStep { writer.metadata[StepCommit.trainingStepKey] = "\(trainingStep)" }
-        for p in parameters {
+        for p in weights {
             writer.add(p.name, shape: p.value.shape, floats: UnsafeBufferPointer(p.value.buffer))
         }
         try writer.write(to: folder + "/adapter_model.safetensors")
@@ -134,7 +137,7 @@ public final class Adapter: @unchecked Sendable {
         let adapter = try attach(to: model, config: config)
         do {
             var expected = Set<String>()
-            for p in adapter.parameters {
+            for p in adapter.weights {
                 expected.insert(p.name)
                 guard let info = file.tensors[p.name] else { throw LoRAError("\(weightsPath) has no tensor \(p.name)") }
                 guard info.shape == p.value.shape else {

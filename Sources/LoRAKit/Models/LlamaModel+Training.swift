@@ -278,11 +278,16 @@ extension LlamaModel {
             let needAttention = needInputGrad || attentionAdapted
 
             // MLP: dres holds ∂L/∂(block output).
-            SwiGLU.forward(gate: A.gate.data, up: A.up.data, count: A.gate.count, out: act.a.data)
+            // The recomputed inputs (SwiGLU product, normalized inputs) are read only by adapters' backward.
+            if block.down.readsInputInBackward {
+                SwiGLU.forward(gate: A.gate.data, up: A.up.data, count: A.gate.count, out: act.a.data)
+            }
             block.down.backward(dy: dres.data, x: act.a.data, rows: n, saved: A.saved[6].data, dx: act.da.data, accumulate: false)
             SwiGLU.backward(da: act.da.data, gate: A.gate.data, up: A.up.data, count: A.gate.count,
                             dGate: A.gate.data, dUp: A.up.data)
-            RMSNorm.recompute(x: A.x2.data, weight: block.mlpNorm.data, rstd: A.rstd2.data, rows: n, dim: d, y: h.data)
+            if block.gate.readsInputInBackward || block.up.readsInputInBackward {
+                RMSNorm.recompute(x: A.x2.data, weight: block.mlpNorm.data, rstd: A.rstd2.data, rows: n, dim: d, y: h.data)
+            }
             let dh2: UnsafeMutablePointer<Float>? = needAttention ? act.dh.data : nil
             block.gate.backward(dy: A.gate.data, x: h.data, rows: n, saved: A.saved[4].data, dx: dh2, accumulate: false)
             block.up.backward(dy: A.up.data, x: h.data, rows: n, saved: A.saved[5].data, dx: dh2, accumulate: true)
@@ -297,7 +302,9 @@ extension LlamaModel {
                                dq: act.dq.data, dk: act.dk.data, dv: act.dv.data)
             rope.apply(act.dq.data, rows: n, heads: c.numHeads, seqLen: act.seqLen, cos: act.cos, sin: act.sin, inverse: true)
             rope.apply(act.dk.data, rows: n, heads: c.numKVHeads, seqLen: act.seqLen, cos: act.cos, sin: act.sin, inverse: true)
-            RMSNorm.recompute(x: x.data, weight: block.attentionNorm.data, rstd: A.rstd1.data, rows: n, dim: d, y: h.data)
+            if [block.q, block.k, block.v].contains(where: \.readsInputInBackward) {
+                RMSNorm.recompute(x: x.data, weight: block.attentionNorm.data, rstd: A.rstd1.data, rows: n, dim: d, y: h.data)
+            }
             let dh1: UnsafeMutablePointer<Float>? = needInputGrad ? act.dh.data : nil
             block.q.backward(dy: act.dq.data, x: h.data, rows: n, saved: A.saved[0].data, dx: dh1, accumulate: false)
             block.k.backward(dy: act.dk.data, x: h.data, rows: n, saved: A.saved[1].data, dx: dh1, accumulate: true)

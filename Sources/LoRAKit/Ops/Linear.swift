@@ -7,6 +7,9 @@
 public protocol LinearAdapter: AnyObject {
     /// What the optimizer trains, named as in the adapter file.
     var parameters: [Parameter] { get }
+    /// Every tensor the adapter file holds for this layer: the trained ones and any frozen ones
+    /// (LoRA-FA's A), in a fixed order.
+    var weights: [Parameter] { get }
     func savedFloatsPerRow(training: Bool) -> Int
     /// Whether `forward` reads the base output. When true, y holds x·Wᵀ alone on entry; when false
     /// it may also hold a residual the layer adds onto, and the adapter may only add to it.
@@ -18,6 +21,9 @@ public protocol LinearAdapter: AnyObject {
     /// ([rows × out]) and returns true (DoRA scales dy per output); returns false to use dy.
     func baseOutputGradient(dy: UnsafePointer<Float>, rows: Int, saved: UnsafeMutablePointer<Float>,
                             into: UnsafeMutablePointer<Float>) -> Bool
+    /// Whether `backward` reads x. When no adapter of a block does (LoRA-FA: A frozen), the model
+    /// skips recomputing the normalized inputs and the SwiGLU product in the backward pass.
+    var readsInputInBackward: Bool { get }
     /// Accumulates parameter gradients from dy; adds the adapter path's input gradient into dx when dx is non-nil.
     func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int,
                   saved: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?)
@@ -32,6 +38,8 @@ public protocol LinearAdapter: AnyObject {
 }
 
 extension LinearAdapter {
+    public var weights: [Parameter] { parameters }
+    public var readsInputInBackward: Bool { true }
     public var readsBaseOutput: Bool { false }
     public func baseOutputGradient(dy: UnsafePointer<Float>, rows: Int, saved: UnsafeMutablePointer<Float>,
                                    into: UnsafeMutablePointer<Float>) -> Bool { false }
@@ -71,6 +79,9 @@ public final class Linear: @unchecked Sendable {
     public func untie() { matrix = FrozenMatrix(weight.copy()) }
 
     var activeAdapter: (any LinearAdapter)? { isMerged ? nil : adapter }
+
+    /// Whether `backward` reads its x argument (only an adapter ever does).
+    var readsInputInBackward: Bool { activeAdapter?.readsInputInBackward ?? false }
 
     public func savedFloatsPerRow(training: Bool) -> Int {
         activeAdapter?.savedFloatsPerRow(training: training) ?? 0

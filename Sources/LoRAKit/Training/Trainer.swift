@@ -1,10 +1,10 @@
 import Foundation
 
 /// One optimizer step at a time: gradient accumulation over micro-batches, global-norm clipping,
-/// the learning-rate schedule and AdamW. Same seed, data and thread count give the same bits.
+/// the learning-rate schedule and the optimizer (AdamW or a method's own). Same seed, data and thread count give the same bits.
 public final class Trainer: @unchecked Sendable {
     public let model: LlamaModel
-    public let optimizer: AdamW
+    public let optimizer: any Optimizer
     public var schedule: LRSchedule
     public var baseLearningRate: Float
     public var warmupSteps: Int
@@ -20,7 +20,7 @@ public final class Trainer: @unchecked Sendable {
         public let tokens: Int
     }
 
-    public init(model: LlamaModel, optimizer: AdamW, schedule: LRSchedule = .constant, warmupSteps: Int = 0,
+    public init(model: LlamaModel, optimizer: any Optimizer, schedule: LRSchedule = .constant, warmupSteps: Int = 0,
                 totalSteps: Int, maxGradNorm: Float? = nil) {
         self.model = model
         self.optimizer = optimizer

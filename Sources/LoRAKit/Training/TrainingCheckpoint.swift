@@ -97,31 +97,34 @@ struct TrainingCheckpoint {
         }
     }
 
-    static func save(_ state: State, optimizer: AdamW, to folder: String) throws {
+    /// Writes every adapter tensor (trained or frozen) and the optimizer's moments of the trained ones.
+    static func save(_ state: State, weights: [Parameter], optimizer: any Optimizer, to folder: String) throws {
         var writer = SafetensorsWriter()
         let json = try JSONEncoder().encode(state)
         writer.metadata = ["format": format, "state": String(decoding: json, as: UTF8.self)]
+        for p in weights { writer.add(p.name, shape: p.value.shape, floats: UnsafeBufferPointer(p.value.buffer)) }
         for (i, p) in optimizer.parameters.enumerated() {
-            writer.add(p.name, shape: p.value.shape, floats: UnsafeBufferPointer(p.value.buffer))
             writer.add("optimizer.m." + p.name, shape: p.value.shape, floats: UnsafeBufferPointer(optimizer.m[i].buffer))
             writer.add("optimizer.v." + p.name, shape: p.value.shape, floats: UnsafeBufferPointer(optimizer.v[i].buffer))
         }
         try writer.write(to: folder + "/" + fileName)
     }
 
-    /// Reads the checkpoint in `folder` into the optimizer's parameters and moments; returns its state.
-    static func load(from folder: String, into optimizer: AdamW) throws -> State {
+    /// Reads the checkpoint in `folder` into the adapter's tensors and the optimizer's moments; returns its state.
+    static func load(from folder: String, weights: [Parameter], into optimizer: any Optimizer) throws -> State {
         let path = folder + "/" + fileName
         guard FileManager.default.fileExists(atPath: path) else { throw LoRAError("\(folder) has no \(fileName) to resume from") }
         let file = try SafetensorsFile(path: path)
         let state = try state(of: file)
+        var tensors = weights.map { ($0.name, $0.value) }
         for (i, p) in optimizer.parameters.enumerated() {
-            for (name, tensor) in [(p.name, p.value), ("optimizer.m." + p.name, optimizer.m[i]), ("optimizer.v." + p.name, optimizer.v[i])] {
-                guard let info = file.tensors[name], info.shape == tensor.shape else {
-                    throw LoRAError("\(path) does not fit this adapter (tensor \(name) is missing or has another shape)")
-                }
-                try file.floats(name, into: tensor.data, count: tensor.count)
+            tensors += [("optimizer.m." + p.name, optimizer.m[i]), ("optimizer.v." + p.name, optimizer.v[i])]
+        }
+        for (name, tensor) in tensors {
+            guard let info = file.tensors[name], info.shape == tensor.shape else {
+                throw LoRAError("\(path) does not fit this adapter (tensor \(name) is missing or has another shape)")
             }
+            try file.floats(name, into: tensor.data, count: tensor.count)
         }
         return state
     }

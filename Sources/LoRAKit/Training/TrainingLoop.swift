@@ -70,7 +70,7 @@ public final class TrainingLoop: @unchecked Sendable {
         self.settings = settings
         self.validationSet = validationSet
         stream = BatchStream(set: trainingSet, batchSize: settings.batchSize, padId: padId, seed: settings.seed &+ 1)
-        let optimizer = AdamW(parameters: adapter.parameters, learningRate: settings.learningRate, weightDecay: settings.weightDecay)
+        let optimizer = try settings.method.makeOptimizer(adapter: adapter, settings: settings)
         trainer = Trainer(model: model, optimizer: optimizer, schedule: settings.schedule, warmupSteps: settings.warmup,
                           totalSteps: settings.iterations, maxGradNorm: settings.maxGradNorm)
         dataFingerprint = TrainingCheckpoint.fingerprint(trainingSet)
@@ -94,7 +94,7 @@ public final class TrainingLoop: @unchecked Sendable {
 
     private func restore(from folder: String) throws {
         try StepCommit.recover(folder, holding: folderLock)
-        let state = try TrainingCheckpoint.load(from: folder, into: trainer.optimizer)
+        let state = try TrainingCheckpoint.load(from: folder, weights: adapter.weights, into: trainer.optimizer)
         if let mismatch = state.settings.resumeMismatch(settings) {
             throw LoRAError("the checkpoint in \(folder) was made with other settings (\(mismatch)); resume with the same ones")
         }
@@ -202,7 +202,7 @@ public final class TrainingLoop: @unchecked Sendable {
                                              generators: adapter.generators, trainedTokens: trainedTokens,
                                              seconds: seconds, history: history)
         try StepCommit.save(to: folder) { staging in
-            try TrainingCheckpoint.save(state, optimizer: trainer.optimizer, to: staging)
+            try TrainingCheckpoint.save(state, weights: adapter.weights, optimizer: trainer.optimizer, to: staging)
             try adapter.save(to: staging, trainingStep: trainer.step)
             let svgPath = staging + "/loss.svg"
             do { try history.svg(title: "LoRA fine-tuning loss").write(toFile: svgPath, atomically: false, encoding: .utf8) } catch {

@@ -25,8 +25,15 @@ public struct TrainingSettings: Codable, Sendable, Equatable {
     public var validationBatches: Int? = nil
     /// Write a checkpoint every N steps (and always at the end); 0: only at the end.
     public var saveEvery = 0
+    /// How the adapter trains (LoRA, LoRA+, LoRA-FA).
+    public var method: TrainingMethod = .lora
+    /// LoRA+'s ratio of B's learning rate to A's.
+    public var loraPlusRatio: Float = 16
 
     public init() {}
+
+    /// The largest LoRA+ ratio accepted (the paper's and PEFT's examples use 16 to 20).
+    public static let maximumLoRAPlusRatio: Float = 1e6
 
     /// Bounds on the counts: far beyond any real run, and small enough that step, batch and token
     /// arithmetic can never overflow.
@@ -56,6 +63,9 @@ public struct TrainingSettings: Codable, Sendable, Equatable {
         if let maxGradNorm, !(maxGradNorm.isFinite && maxGradNorm > 0) {
             throw LoRAError("--max-grad-norm must be a finite number above 0, or off (got \(maxGradNorm))")
         }
+        guard loraPlusRatio.isFinite && loraPlusRatio > 0 && loraPlusRatio <= Self.maximumLoRAPlusRatio else {
+            throw LoRAError("--lora-plus-ratio must be a number above 0 and at most 1000000 (got \(loraPlusRatio))")
+        }
         guard weightDecay.isFinite && weightDecay >= 0 else {
             throw LoRAError("--weight-decay must be a finite number of at least 0 (got \(weightDecay))")
         }
@@ -73,7 +83,36 @@ public struct TrainingSettings: Codable, Sendable, Equatable {
             ("max gradient norm", "\(maxGradNorm.map { "\($0)" } ?? "off")", "\(resumed.maxGradNorm.map { "\($0)" } ?? "off")"),
             ("weight decay", "\(weightDecay)", "\(resumed.weightDecay)"),
             ("seed", "\(seed)", "\(resumed.seed)"),
+            ("method", method.rawValue, resumed.method.rawValue),
+            ("LoRA+ ratio", method == .loraPlus ? "\(loraPlusRatio)" : "-", resumed.method == .loraPlus ? "\(resumed.loraPlusRatio)" : "-"),
         ]
         return pairs.first { $0.1 != $0.2 }.map { "\($0.0): \($0.1) → \($0.2)" }
+    }
+}
+
+extension TrainingSettings {
+    /// Decodes a checkpoint's settings; a setting the checkpoint predates keeps its default (runs
+    /// saved before `method` existed were plain LoRA).
+    public init(from decoder: any Swift.Decoder) throws {
+        self.init()
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func read<T: Decodable>(_ value: inout T, _ key: CodingKeys) throws {
+            if let decoded = try c.decodeIfPresent(T.self, forKey: key) { value = decoded }
+        }
+        try read(&iterations, .iterations)
+        try read(&batchSize, .batchSize)
+        try read(&gradAccumulationSteps, .gradAccumulationSteps)
+        try read(&learningRate, .learningRate)
+        try read(&schedule, .schedule)
+        try read(&warmup, .warmup)
+        maxGradNorm = try c.decodeIfPresent(Float.self, forKey: .maxGradNorm)
+        try read(&weightDecay, .weightDecay)
+        try read(&seed, .seed)
+        try read(&stepsPerReport, .stepsPerReport)
+        try read(&stepsPerEval, .stepsPerEval)
+        validationBatches = try c.decodeIfPresent(Int.self, forKey: .validationBatches)
+        try read(&saveEvery, .saveEvery)
+        try read(&method, .method)
+        try read(&loraPlusRatio, .loraPlusRatio)
     }
 }

@@ -49,7 +49,13 @@ public final class LoRA: LinearAdapter, @unchecked Sendable {
         for i in 0..<t.count { t[i] = random.uniform(-bound, bound) }
     }
 
-    public var parameters: [Parameter] { [a, b] }
+    /// False when A stays as initialized (LoRA-FA): only B trains, and the backward skips A's gradient.
+    public var trainsA = true
+
+    public var parameters: [Parameter] { trainsA ? [a, b] : [b] }
+    public var weights: [Parameter] { [a, b] }
+    /// Only A's gradient reads x (the dropout mask for dx is saved).
+    public var readsInputInBackward: Bool { trainsA }
 
     /// Per row: u = A·x̃ (r floats) and, with dropout in training, the mask scale (in floats).
     public func savedFloatsPerRow(training: Bool) -> Int {
@@ -83,6 +89,7 @@ public final class LoRA: LinearAdapter, @unchecked Sendable {
         // dB += s · dyᵀ·u
         Gemm.sgemm(transA: true, transB: false, m: outFeatures, n: rank, k: rows, alpha: scaling,
                    a: dy, lda: outFeatures, b: u, ldb: rank, beta: 1, c: b.grad.data, ldc: rank)
+        guard trainsA || dx != nil else { return }  // nothing reads du
         // du = s · dy·B
         let du = UnsafeMutablePointer<Float>.allocate(capacity: rows * rank)
         defer { du.deallocate() }
@@ -92,9 +99,11 @@ public final class LoRA: LinearAdapter, @unchecked Sendable {
             let mask = saved + rows * rank, n = rows * inFeatures
             let xd = UnsafeMutablePointer<Float>.allocate(capacity: n)
             defer { xd.deallocate() }
-            for i in 0..<n { xd[i] = x[i] * mask[i] }
-            Gemm.sgemm(transA: true, transB: false, m: rank, n: inFeatures, k: rows, alpha: 1,
-                       a: du, lda: rank, b: xd, ldb: inFeatures, beta: 1, c: a.grad.data, ldc: inFeatures)
+            if trainsA {
+                for i in 0..<n { xd[i] = x[i] * mask[i] }
+                Gemm.sgemm(transA: true, transB: false, m: rank, n: inFeatures, k: rows, alpha: 1,
+                           a: du, lda: rank, b: xd, ldb: inFeatures, beta: 1, c: a.grad.data, ldc: inFeatures)
+            }
             if let dx {
                 // The dropout's backward: dx += mask ∘ (du·A), reusing xd as the scratch.
                 Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: rank, alpha: 1,
@@ -102,8 +111,10 @@ public final class LoRA: LinearAdapter, @unchecked Sendable {
                 for i in 0..<n { dx[i] += xd[i] * mask[i] }
             }
         } else {
-            Gemm.sgemm(transA: true, transB: false, m: rank, n: inFeatures, k: rows, alpha: 1,
-                       a: du, lda: rank, b: x, ldb: inFeatures, beta: 1, c: a.grad.data, ldc: inFeatures)
+            if trainsA {
+                Gemm.sgemm(transA: true, transB: false, m: rank, n: inFeatures, k: rows, alpha: 1,
+                           a: du, lda: rank, b: x, ldb: inFeatures, beta: 1, c: a.grad.data, ldc: inFeatures)
+            }
             if let dx {
                 Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: rank, alpha: 1,
                            a: du, lda: rank, b: a.value.data, ldb: inFeatures, beta: 1, c: dx, ldc: inFeatures)

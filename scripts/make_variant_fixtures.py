@@ -1,0 +1,706 @@
+#!/usr/bin/env python3
+"""Generate PyTorch/PEFT reference fixtures for two LoRA *optimizer* variants,
+LoRA+ and LoRA-FA, for the swift-lora test suite.
+
+Both variants change only the optimizer, not the model or the adapter, so this
+script reuses the existing `llama_tied` case written by scripts/make_fixtures.py
+(it does NOT regenerate it):
+
+    Tests/LoRAKitTests/Fixtures/llama_tied/model/     base model (loaded as is)
+    Tests/LoRAKitTests/Fixtures/llama_tied/adapter/   initial LoRA weights (loaded,
+                                                      is_trainable=True)
+    Tests/LoRAKitTests/Fixtures/llama_tied/reference.safetensors
+                                                      the batch (input_ids,
+                                                      attention_mask, labels)
+
+and runs, for each variant, the same 3-step loop as make_fixtures.py
+(zero_grad -> HF causal-LM loss -> backward -> clip_grad_norm_(max_norm=0.5)
+-> optimizer.step()) with the same lr / weight decay / betas / eps / clipping
+as llama_tied/info.json records, except where the variant's PEFT factory fixes
+a value itself (see info.json of each variant). Output:
+
+    Tests/LoRAKitTests/Fixtures/variants/lora_plus/
+        reference.safetensors
+        info.json
+    Tests/LoRAKitTests/Fixtures/variants/lora_fa/
+        reference.safetensors
+        info.json
+
+lora_plus: optimizer = peft.optimizers.create_loraplus_optimizer(model,
+    torch.optim.AdamW, lr=1e-2, loraplus_lr_ratio=16, loraplus_weight_decay=1e-2,
+    betas=(0.9, 0.999), eps=1e-4)  -> torch AdamW with lr 1e-2 on lora_A and
+    1.6e-1 on lora_B (both weight decay 1e-2).
+lora_fa:   optimizer = peft.optimizers.create_lorafa_optimizer(model, r=4,
+    lora_alpha=8, lr=1e-2, weight_decay=1e-2) -> peft LoraFAOptimizer: lora_A is
+    frozen (requires_grad=False), lora_B's gradient is projected with
+    (1/s^2) (A A^T + 1e-8 I)^+ before an HF-style AdamW update. The factory does
+    not take eps; PEFT's default eps=1e-6 is overridden to 1e-4 in the param
+    group after creation (the same value and reason as make_fixtures.py; see
+    info.json "eps_note").
+
+reference.safetensors keys (all float32)
+----------------------------------------
+    losses              [3]  loss at each step (before the update)
+    grad_norms          [3]  total L2 grad norm returned by clip_grad_norm_
+                             (pre-clip) at each step
+    grad.<K>            gradient of LoRA weight K after the first backward
+                        (raw, before clipping). lora_plus: every lora_A and
+                        lora_B; lora_fa: lora_B only (lora_A is frozen and has
+                        no gradient)
+    step3.<K>           every LoRA weight K (A and B) after the 3rd step
+                        (for lora_fa the A entries equal the initial adapter
+                        bit for bit; the script asserts it)
+    projected_grad.<K>  lora_fa only, K = every lora_B: the projected gradient
+                        LoraFAOptimizer uses at step 1, i.e. computed from the
+                        CLIPPED step-1 gradient of B (clip coefficient in
+                        info.json), bf16-autocast product as PEFT does it,
+                        cast back to float32
+where <K> is the key exactly as written in
+llama_tied/adapter/adapter_model.safetensors, e.g.
+base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight.
+The batch itself is not copied: read it from llama_tied/reference.safetensors.
+
+Besides running PEFT's optimizers, the script re-implements both update rules
+with plain torch ops (the formulas written in info.json) and asserts that the
+re-implementation reproduces PEFT's 3 steps bit for bit, and that the step-1
+projected gradient it stores is the one PEFT's optimizer consumed (its
+exp_avg_B / exp_avg_sq_B state after step 1 match bitwise).
+
+Requirements: torch, transformers, peft (>= 0.16 for LoRA-FA), safetensors.
+Run from the repository root:
+
+    python scripts/make_variant_fixtures.py
+
+Deterministic: no random numbers are drawn; re-running gives the same files
+(up to library-version / thread-count differences in float32 kernels).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaForCausalLM
+
+import peft
+from peft import PeftModel
+from peft.optimizers import create_lorafa_optimizer, create_loraplus_optimizer
+from peft.optimizers import lorafa as peft_lorafa
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT / "Tests" / "LoRAKitTests" / "Fixtures"
+SRC_CASE = FIXTURES / "llama_tied"
+OUT_ROOT = FIXTURES / "variants"
+ADAPTER_NAME = "default"
+
+LORAPLUS_LR_RATIO = 16.0
+
+# --------------------------------------------------------------------------
+# Settings taken from the llama_tied case (make_fixtures.py OPT)
+# --------------------------------------------------------------------------
+
+SRC_INFO = json.loads((SRC_CASE / "info.json").read_text())
+_O = SRC_INFO["optimizer"]
+LR = float(_O["lr"])  # 1e-2
+BETAS = (float(_O["betas"][0]), float(_O["betas"][1]))  # (0.9, 0.999)
+EPS = float(_O["eps"])  # 1e-4
+WD = float(_O["weight_decay"])  # 1e-2
+MAX_NORM = float(_O["max_norm"])  # 0.5
+STEPS = int(_O["steps"])  # 3
+assert (LR, BETAS, EPS, WD, MAX_NORM, STEPS) == (1e-2, (0.9, 0.999), 1e-4, 1e-2, 0.5, 3), _O
+
+ADAPTER_CFG = json.loads((SRC_CASE / "adapter" / "adapter_config.json").read_text())
+R = int(ADAPTER_CFG["r"])
+ALPHA = ADAPTER_CFG["lora_alpha"]
+assert not ADAPTER_CFG["use_rslora"] and not ADAPTER_CFG["rank_pattern"] and not ADAPTER_CFG["alpha_pattern"]
+SCALING = ALPHA / R  # 2.0 for every module
+
+CLIP_DESC = (
+    "torch.nn.utils.clip_grad_norm_(params, max_norm=0.5) after backward, before "
+    "optimizer.step(): total L2 norm over the grads of the listed params (params whose "
+    ".grad is None are skipped), every grad multiplied in place by "
+    "clamp(max_norm / (norm + 1e-6), max=1.0); returns the pre-clip norm"
+)
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def saved_key(param_name: str) -> str:
+    """PEFT param name -> key in adapter_model.safetensors (drops '.default')."""
+    return param_name.replace(f".{ADAPTER_NAME}.", ".")
+
+
+def load_peft_model(dtype: torch.dtype = torch.float32) -> PeftModel:
+    base = LlamaForCausalLM.from_pretrained(
+        SRC_CASE / "model", dtype=torch.float32, attn_implementation="eager"
+    )
+    model = PeftModel.from_pretrained(base, SRC_CASE / "adapter", is_trainable=True)
+    model.train()
+    if dtype != torch.float32:  # diagnostics only
+        model = model.to(dtype)
+    return model
+
+
+def lora_params(model) -> dict[str, torch.nn.Parameter]:
+    """Every LoRA parameter (trainable or not), keyed by its adapter-file name,
+    in named_parameters order."""
+    return {saved_key(n): p for n, p in model.named_parameters() if ".lora_" in n}
+
+
+def load_batch():
+    ref = load_file(SRC_CASE / "reference.safetensors")
+    return ref, (ref["input_ids"], ref["attention_mask"], ref["labels"])
+
+
+def module_of(key: str) -> str:
+    """adapter key -> module prefix (without .lora_A.weight / .lora_B.weight)."""
+    return key.rsplit(".lora_", 1)[0]
+
+
+def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.double() - b.double()).abs().max().item()
+
+
+def train_loop(model, opt, clip_params, batch, after_clip=None, after_step=None):
+    """make_fixtures.py's 3-step loop. after_clip(step) runs between
+    clip_grad_norm_ and opt.step(); after_step(step) right after opt.step()."""
+    input_ids, attention_mask, labels = batch
+    losses, grad_norms, first_grads = [], [], None
+    for step in range(STEPS):
+        opt.zero_grad()
+        o = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        o.loss.backward()
+        if step == 0:
+            first_grads = {k: p.grad.detach().clone() for k, p in clip_params.items()}
+        gn = torch.nn.utils.clip_grad_norm_(list(clip_params.values()), max_norm=MAX_NORM)
+        losses.append(o.loss.item())
+        grad_norms.append(gn.item())
+        if after_clip is not None:
+            after_clip(step)
+        opt.step()
+        if after_step is not None:
+            after_step(step)
+    assert all(g > MAX_NORM for g in grad_norms), f"clipping did not trigger: {grad_norms}"
+    return losses, grad_norms, first_grads
+
+
+def clip_coef(norm: float) -> float:
+    """clip_grad_norm_'s coefficient, in float32 as torch computes it."""
+    n = torch.tensor(norm, dtype=torch.float32)
+    return torch.clamp(MAX_NORM / (n + 1e-6), max=1.0).item()
+
+
+def write_case(out_dir: Path, ref: dict, info: dict) -> int:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    ref = {k: v.detach().to(torch.float32).contiguous() for k, v in ref.items()}
+    save_file(ref, out_dir / "reference.safetensors")
+    (out_dir / "reference.safetensors").chmod(0o644)  # save_file creates it 0600
+    (out_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return sum(f.stat().st_size for f in out_dir.iterdir())
+
+
+def versions() -> dict:
+    import safetensors
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "safetensors": safetensors.__version__,
+        "llama_tied_generated_with": SRC_INFO["versions"],
+    }
+
+
+def sanity_vs_llama_tied(src_ref, losses, first_grads) -> dict:
+    """The step-1 forward/backward is the plain LoRA one: compare with llama_tied."""
+    loss_diff = abs(losses[0] - SRC_INFO["optimizer"]["losses"][0])
+    grad_diff = max(max_abs(g, src_ref[f"grad.{k}"]) for k, g in first_grads.items())
+    assert loss_diff < 1e-5 and grad_diff < 1e-5, (loss_diff, grad_diff)
+    return {
+        "step1_loss_vs_llama_tied_abs_diff": loss_diff,
+        "step1_grads_vs_llama_tied_max_abs_diff": grad_diff,
+    }
+
+
+# --------------------------------------------------------------------------
+# LoRA+
+# --------------------------------------------------------------------------
+
+GROUP_NAMES = ["groupA", "embedding", "groupB", "groupB_no_decay"]  # PEFT's order
+
+
+def manual_adamw_step(p, g, m, v, step, lr, wd):
+    """torch.optim.AdamW, single-tensor path (CPU default: foreach=False,
+    fused=False, amsgrad=False, maximize=False), written out. step is 1-based."""
+    b1, b2 = BETAS
+    p.mul_(1 - lr * wd)
+    m.lerp_(g, 1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    bc1 = 1 - b1**step
+    bc2 = 1 - b2**step
+    step_size = lr / bc1
+    denom = (v.sqrt() / bc2**0.5).add_(EPS)
+    p.addcdiv_(m, denom, value=-step_size)
+
+
+def make_lora_plus(src_ref, batch) -> dict:
+    model = load_peft_model()
+    params = lora_params(model)
+    assert all(p.requires_grad for p in params.values())
+    name_of = {id(p): saved_key(n) for n, p in model.named_parameters()}
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt = create_loraplus_optimizer(
+            model,
+            torch.optim.AdamW,
+            lr=LR,
+            loraplus_lr_ratio=LORAPLUS_LR_RATIO,
+            loraplus_weight_decay=WD,
+            betas=BETAS,
+            eps=EPS,
+        )
+    assert len(opt.param_groups) == 4
+    groups = []
+    lr_of, wd_of = {}, {}
+    for gname, g in zip(GROUP_NAMES, opt.param_groups):
+        keys = [name_of[id(p)] for p in g["params"]]
+        for k in keys:
+            lr_of[k], wd_of[k] = g["lr"], g["weight_decay"]
+        groups.append(
+            {
+                "name": gname,
+                "lr": g["lr"],
+                "weight_decay": g["weight_decay"],
+                "betas": list(g["betas"]),
+                "eps": g["eps"],
+                "amsgrad": g["amsgrad"],
+                "maximize": g["maximize"],
+                "foreach": g["foreach"],
+                "fused": g["fused"],
+                "decoupled_weight_decay": g["decoupled_weight_decay"],
+                "num_params": len(keys),
+                "param_keys": keys,
+            }
+        )
+    # Expected membership for this adapter: A in groupA, B in groupB, others empty.
+    assert all(".lora_A." in k for k in groups[0]["param_keys"]) and len(groups[0]["param_keys"]) == 14
+    assert groups[1]["num_params"] == 0 and groups[3]["num_params"] == 0
+    assert all(".lora_B." in k for k in groups[2]["param_keys"]) and len(groups[2]["param_keys"]) == 14
+    assert groups[0]["lr"] == LR and groups[2]["lr"] == LR * LORAPLUS_LR_RATIO
+    assert groups[0]["weight_decay"] == WD and groups[2]["weight_decay"] == WD
+    assert groups[1]["lr"] == 1e-6  # loraplus_lr_embedding default (unused here)
+
+    losses, grad_norms, first_grads = train_loop(model, opt, params, batch)
+    step3 = {k: p.detach().clone() for k, p in params.items()}
+    checks = sanity_vs_llama_tied(src_ref, losses, first_grads)
+
+    # ---- re-implementation: per-parameter lr/wd + written-out AdamW ----------
+    model2 = load_peft_model()
+    params2 = lora_params(model2)
+    state = {k: (torch.zeros_like(p), torch.zeros_like(p)) for k, p in params2.items()}
+    input_ids, attention_mask, labels = batch
+    for step in range(1, STEPS + 1):
+        for p in params2.values():
+            p.grad = None
+        model2(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params2.values()), max_norm=MAX_NORM)
+        with torch.no_grad():
+            for k, p in params2.items():
+                m, v = state[k]
+                manual_adamw_step(p, p.grad, m, v, step, lr_of[k], wd_of[k])
+    manual_diff = max(max_abs(params2[k].detach(), step3[k]) for k in params)
+    assert manual_diff == 0.0, f"LoRA+ re-implementation differs from PEFT/torch: {manual_diff}"
+    checks["reimplementation_step3_max_abs_diff"] = manual_diff
+
+    ref = {
+        "losses": torch.tensor(losses),
+        "grad_norms": torch.tensor(grad_norms),
+    }
+    for k in params:
+        ref[f"grad.{k}"] = first_grads[k]
+    for k in params:
+        ref[f"step3.{k}"] = step3[k]
+
+    info = {
+        "case": "lora_plus",
+        "source_case": "llama_tied (model/, adapter/ and the batch in reference.safetensors "
+        "are reused; nothing is regenerated)",
+        "optimizer": {
+            "factory": "peft.optimizers.create_loraplus_optimizer(model, torch.optim.AdamW, "
+            f"lr={LR}, loraplus_lr_ratio={LORAPLUS_LR_RATIO}, loraplus_weight_decay={WD}, "
+            f"betas={BETAS}, eps={EPS})",
+            "class": f"{type(opt).__module__}.{type(opt).__qualname__}",
+            "lr": LR,
+            "loraplus_lr_ratio": LORAPLUS_LR_RATIO,
+            "loraplus_weight_decay": WD,
+            "loraplus_lr_embedding": 1e-6,
+            "betas": list(BETAS),
+            "eps": EPS,
+            "amsgrad": False,
+            "bias_correction": True,
+            "param_groups_in_optimizer_order": groups,
+            "group_rule": (
+                "PEFT loraplus.py: for each trainable param (named_parameters order): if its "
+                "owning module (name minus last 2 segments) is a peft lora.Embedding -> "
+                "'embedding' (lr=loraplus_lr_embedding, wd=loraplus_weight_decay); elif 'lora_B' "
+                "in name or param.ndim == 1 -> 'groupB' (lr=lr*ratio, wd=loraplus_weight_decay) if "
+                "the name is in transformers' decay list (not inside nn.LayerNorm, no 'bias' in "
+                "the name) else 'groupB_no_decay' (lr=lr*ratio, wd=0); else -> 'groupA' (lr=lr, "
+                "wd=loraplus_weight_decay). Groups are passed in the order groupA, embedding, "
+                "groupB, groupB_no_decay (empty groups included). loraplus_weight_decay defaults "
+                "to 0.0, not AdamW's 0.01; a plain weight_decay kwarg would only set the "
+                "optimizer default, which every group overrides."
+            ),
+            "update_formula": (
+                "torch.optim.AdamW single-tensor path (CPU: foreach=False, fused=False), per "
+                "param with its group's lr and wd, t = 1-based step: p <- p * (1 - lr*wd) "
+                "[decoupled weight decay FIRST, on the pre-update weights]; m <- m.lerp(g, 1-b1) "
+                "(= b1*m + (1-b1)*g); v <- b2*v + (1-b2)*g*g; bc1 = 1 - b1^t; bc2 = 1 - b2^t; "
+                "p <- p - (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps) [eps added AFTER dividing "
+                "sqrt(v) by sqrt(bc2)]. m, v start at 0. g is the clipped gradient."
+            ),
+            "max_norm": MAX_NORM,
+            "clip": CLIP_DESC + "; params = all 28 LoRA params (A and B)",
+            "steps": STEPS,
+            "losses": losses,
+            "grad_norms_pre_clip": grad_norms,
+            "clip_coefs": [clip_coef(n) for n in grad_norms],
+        },
+        "lora": {"r": R, "lora_alpha": ALPHA, "scaling": SCALING, "use_rslora": False},
+        "peft_warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+        "checks": checks,
+        "versions": versions(),
+    }
+    size = write_case(OUT_ROOT / "lora_plus", ref, info)
+    return dict(case="lora_plus", size=size, losses=losses, grad_norms=grad_norms, checks=checks)
+
+
+# --------------------------------------------------------------------------
+# LoRA-FA
+# --------------------------------------------------------------------------
+
+LORAFA_DELTA = 1e-8  # lorafa.py: delta added to A A^T before pinv
+
+
+def lorafa_projection(A: torch.Tensor, gB: torch.Tensor, scaling: float, bf16: bool) -> torch.Tensor:
+    """lorafa.py's projection, op for op."""
+    AA_T = A @ A.T
+    AA_T_inv = torch.linalg.pinv(AA_T + LORAFA_DELTA * torch.eye(A.shape[0]).to(A.device))
+    if bf16:
+        with torch.autocast(device_type=peft_lorafa.infer_device(), dtype=torch.bfloat16):
+            out = (1 / scaling**2) * (gB @ AA_T_inv)
+    else:
+        out = (1 / scaling**2) * (gB @ AA_T_inv)
+    if out.dtype != gB.dtype:
+        out = out.to(gB.dtype)
+    return out
+
+
+def manual_lorafa_step(B, gproj, m, v, step, lr, wd, eps):
+    """LoraFAOptimizer's B update (HF adamw), written out. step is 1-based."""
+    b1, b2 = BETAS
+    m.mul_(b1).add_(gproj, alpha=1.0 - b1)
+    v.mul_(b2).addcmul_(gproj, gproj, value=1.0 - b2)
+    denom = v.sqrt().add_(eps)
+    step_size = lr * math.sqrt(1.0 - b2**step) / (1.0 - b1**step)
+    B.addcdiv_(m, denom, value=-step_size)
+    if wd > 0.0:
+        B.add_(B, alpha=-lr * wd)
+
+
+def run_manual_lorafa(batch, bf16: bool, eps: float, dtype: torch.dtype = torch.float32):
+    """Independent LoRA-FA run (no PEFT optimizer). Returns step3 weights,
+    step-1 projected grads, losses, grad norms. dtype=float64 (with bf16=False)
+    gives a high-precision run for the diagnostics."""
+    model = load_peft_model(dtype)
+    params = lora_params(model)
+    for k, p in params.items():
+        if ".lora_A." in k:
+            p.requires_grad_(False)
+    Bs = {k: p for k, p in params.items() if ".lora_B." in k}
+    As = {k: params[k.replace(".lora_B.", ".lora_A.")] for k in Bs}
+    state = {k: (torch.zeros_like(p), torch.zeros_like(p)) for k, p in Bs.items()}
+    input_ids, attention_mask, labels = batch
+    proj1, losses, norms = {}, [], []
+    for step in range(1, STEPS + 1):
+        for p in Bs.values():
+            p.grad = None
+        o = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        o.loss.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(list(Bs.values()), max_norm=MAX_NORM).item())
+        losses.append(o.loss.item())
+        with torch.no_grad():
+            for k, B in Bs.items():
+                gp = lorafa_projection(As[k], B.grad, SCALING, bf16)
+                if step == 1:
+                    proj1[k] = gp.clone()
+                m, v = state[k]
+                manual_lorafa_step(B, gp, m, v, step, LR, WD, eps)
+    return {k: p.detach().clone() for k, p in params.items()}, proj1, losses, norms
+
+
+def make_lora_fa(src_ref, batch, adapter_init) -> dict:
+    model = load_peft_model()
+    params = lora_params(model)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt = create_lorafa_optimizer(model, r=R, lora_alpha=ALPHA, lr=LR, weight_decay=WD)
+    assert isinstance(opt, peft_lorafa.LoraFAOptimizer)
+    assert len(opt.param_groups) == 1
+    group = opt.param_groups[0]
+    peft_default_eps = group["eps"]
+    assert peft_default_eps == 1e-6, peft_default_eps
+    # create_lorafa_optimizer has no eps argument; set the llama_tied value.
+    group["eps"] = EPS
+    bf16 = bool(peft_lorafa.is_bf16_available())
+    autocast_device = peft_lorafa.infer_device()
+
+    # A frozen, B trainable; scaling factor per LoRA param = alpha/r.
+    A_keys = [k for k in params if ".lora_A." in k]
+    B_keys = [k for k in params if ".lora_B." in k]
+    assert all(not params[k].requires_grad for k in A_keys)
+    assert all(params[k].requires_grad for k in B_keys)
+    lora_sf = [
+        (saved_key(n), sf) for n, sf in zip(group["names"], group["scaling_factors"]) if ".lora_" in n
+    ]
+    assert all(sf == SCALING for _, sf in lora_sf), lora_sf
+    # The optimizer pairs consecutive lora params: must be A then B of one module.
+    lora_names = [saved_key(n) for n in group["names"] if "lora" in n]
+    for a, b in zip(lora_names[0::2], lora_names[1::2]):
+        assert ".lora_A." in a and b == a.replace(".lora_A.", ".lora_B."), (a, b)
+    n_group_params = len(group["params"])
+    n_frozen_non_lora = sum(1 for n in group["names"] if "lora" not in n)
+
+    Bs = {k: params[k] for k in B_keys}
+    As = {k: params[k.replace(".lora_B.", ".lora_A.")] for k in B_keys}
+
+    # ---- hooks: capture step-1 inputs of the optimizer and verify step 1 -----
+    cap = {}
+
+    def after_clip(step):
+        if step == 0:
+            for k in A_keys:
+                assert params[k].grad is None, f"frozen A has a grad: {k}"
+            cap["B0"] = {k: B.detach().clone() for k, B in Bs.items()}
+            cap["gB"] = {k: B.grad.detach().clone() for k, B in Bs.items()}  # clipped
+            cap["proj"] = {
+                k: lorafa_projection(As[k].detach(), cap["gB"][k], SCALING, bf16) for k in B_keys
+            }
+
+    def after_step(step):
+        if step != 0:
+            return
+        b1, b2 = BETAS
+        for k, B in Bs.items():
+            st = opt.state[k[: k.find("lora")] + "lora"]
+            gp = cap["proj"][k]
+            assert st["step"] == 1
+            m = torch.zeros_like(gp).mul_(b1).add_(gp, alpha=1.0 - b1)
+            v = torch.zeros_like(gp).mul_(b2).addcmul_(gp, gp, value=1.0 - b2)
+            assert torch.equal(st["exp_avg_B"], m), f"projected grad mismatch (exp_avg_B) {k}"
+            assert torch.equal(st["exp_avg_sq_B"], v), f"projected grad mismatch (exp_avg_sq_B) {k}"
+            B1 = cap["B0"][k].clone()
+            manual_lorafa_step(B1, gp, torch.zeros_like(gp), torch.zeros_like(gp), 1, LR, WD, EPS)
+            assert torch.equal(B1, B.detach()), f"step-1 update mismatch {k}"
+
+    losses, grad_norms, first_grads = train_loop(
+        model, opt, Bs, batch, after_clip=after_clip, after_step=after_step
+    )
+    step3 = {k: p.detach().clone() for k, p in params.items()}
+    for k in A_keys:
+        assert torch.equal(step3[k], adapter_init[k]), f"lora_A changed: {k}"
+    for k in B_keys:
+        assert not torch.equal(step3[k], adapter_init[k]), f"lora_B did not change: {k}"
+    checks = sanity_vs_llama_tied(src_ref, losses, first_grads)
+    checks["step1_projected_grad_matches_optimizer_state_bitwise"] = True
+    checks["step1_update_matches_formula_bitwise"] = True
+    checks["lora_A_bitwise_unchanged_after_3_steps"] = True
+    checks["step1_clip_coef"] = clip_coef(grad_norms[0])
+
+    # ---- independent re-implementation, 3 steps -----------------------------
+    m_step3, m_proj1, m_losses, m_norms = run_manual_lorafa(batch, bf16=bf16, eps=EPS)
+    d = max(max_abs(m_step3[k], step3[k]) for k in params)
+    assert d == 0.0 and m_losses == losses and m_norms == grad_norms, d
+    assert all(torch.equal(m_proj1[k], cap["proj"][k]) for k in B_keys)
+    checks["reimplementation_step3_max_abs_diff"] = d
+
+    # ---- diagnostics for implementers ---------------------------------------
+    diag = {}
+    with torch.no_grad():
+        delta_noop, inv_vs_pinv, fp32_vs_bf16, fp32_vs_bf16_rel, conds = [], [], [], [], []
+        recipe_mismatch = recipe_total = 0
+        for k in B_keys:
+            A = As[k].detach()
+            AA_T = A @ A.T
+            delta_noop.append(torch.equal(AA_T + LORAFA_DELTA * torch.eye(R), AA_T))
+            P_pinv = torch.linalg.pinv(AA_T + LORAFA_DELTA * torch.eye(R))
+            P_inv = torch.linalg.inv(AA_T.double()).float()
+            inv_vs_pinv.append(max_abs(P_pinv, P_inv) / P_inv.abs().max().item())
+            conds.append(torch.linalg.cond(AA_T.double()).item())
+            p32 = lorafa_projection(A, cap["gB"][k], SCALING, bf16=False)
+            fp32_vs_bf16.append(max_abs(p32, cap["proj"][k]))
+            fp32_vs_bf16_rel.append(max_abs(p32, cap["proj"][k]) / p32.abs().max().item())
+            # Recipe without autocast: round inputs to bf16, fp32 matmul, round to
+            # bf16, multiply by 1/s^2 in fp32 and round to bf16 again.
+            bf = lambda t: t.to(torch.bfloat16).to(torch.float32)  # noqa: E731
+            P = torch.linalg.pinv(AA_T + LORAFA_DELTA * torch.eye(R))
+            emul = bf(bf(bf(cap["gB"][k]) @ bf(P)) * torch.tensor(1 / SCALING**2, dtype=torch.float32))
+            recipe_mismatch += int((emul != cap["proj"][k]).sum())
+            recipe_total += emul.numel()
+        diag["delta_1e-8_changes_AAt_in_fp32"] = (
+            f"{sum(not x for x in delta_noop)} of {len(delta_noop)} modules "
+            "(it is lost to rounding where a diagonal entry of A A^T is >= 0.25)"
+        )
+        diag["AAt_condition_number_range"] = [min(conds), max(conds)]
+        diag["pinv_vs_fp64_inverse_max_rel_diff"] = max(inv_vs_pinv)
+        diag["step1_projection_fp32_vs_bf16_max_abs_diff"] = max(fp32_vs_bf16)
+        diag["step1_projection_fp32_vs_bf16_max_abs_diff_over_max_abs"] = max(fp32_vs_bf16_rel)
+        diag["bf16_recipe_elements_differing_from_autocast"] = f"{recipe_mismatch} of {recipe_total}"
+        diag["step1_projected_grad_max_abs"] = max(cap["proj"][k].abs().max().item() for k in B_keys)
+    f_step3, _, f_losses, _ = run_manual_lorafa(batch, bf16=False, eps=EPS)
+    diag["fp32_projection_run_step3_B_max_abs_diff"] = max(max_abs(f_step3[k], step3[k]) for k in B_keys)
+    diag["fp32_projection_run_losses"] = f_losses
+    e_step3, _, e_losses, _ = run_manual_lorafa(batch, bf16=bf16, eps=peft_default_eps)
+    diag["peft_default_eps_1e-6_run_step3_B_max_abs_diff"] = max(max_abs(e_step3[k], step3[k]) for k in B_keys)
+    diag["peft_default_eps_1e-6_run_losses"] = e_losses
+    # Sensitivity of the 3-step result to float32 rounding (fp32 projection,
+    # float32 run vs float64 run), at the fixture's eps and at PEFT's default.
+    for eps, tag in ((EPS, "1e-4"), (peft_default_eps, "1e-6")):
+        a32 = run_manual_lorafa(batch, bf16=False, eps=eps)[0]
+        a64 = run_manual_lorafa(batch, bf16=False, eps=eps, dtype=torch.float64)[0]
+        diag[f"eps_{tag}_fp32_vs_fp64_run_step3_B_max_abs_diff"] = max(
+            max_abs(a32[k], a64[k]) for k in B_keys
+        )
+
+    ref = {
+        "losses": torch.tensor(losses),
+        "grad_norms": torch.tensor(grad_norms),
+    }
+    for k in B_keys:
+        ref[f"grad.{k}"] = first_grads[k]
+    for k in params:
+        ref[f"step3.{k}"] = step3[k]
+    for k in B_keys:
+        ref[f"projected_grad.{k}"] = cap["proj"][k]
+
+    info = {
+        "case": "lora_fa",
+        "source_case": "llama_tied (model/, adapter/ and the batch in reference.safetensors "
+        "are reused; nothing is regenerated)",
+        "optimizer": {
+            "factory": f"peft.optimizers.create_lorafa_optimizer(model, r={R}, lora_alpha={ALPHA}, "
+            f"lr={LR}, weight_decay={WD}); then optimizer.param_groups[0]['eps'] = {EPS}",
+            "class": f"{type(opt).__module__}.{type(opt).__qualname__}",
+            "base": "HF transformers' old AdamW ('adamw-hf'), not torch.optim.AdamW",
+            "lr": LR,
+            "betas": list(group["betas"]),
+            "eps": group["eps"],
+            "eps_peft_default": peft_default_eps,
+            "eps_note": (
+                "create_lorafa_optimizer takes no eps, so PEFT always uses LoraFAOptimizer's "
+                "default 1e-6. These fixtures set the group's eps to 1e-4 after creation, the "
+                "llama_tied value, for the reason make_fixtures.py gives (near g = 0 the step "
+                "follows float32 noise when eps is tiny). Implement the default as 1e-6."
+            ),
+            "weight_decay": group["weight_decay"],
+            "correct_bias": group["correct_bias"],
+            "bias_correction": "step_size = lr * sqrt(1 - b2^t) / (1 - b1^t); applied to the "
+            "step size only, eps is NOT rescaled (HF adamw form, unlike torch AdamW)",
+            "r": R,
+            "lora_alpha": ALPHA,
+            "use_rslora": False,
+            "scaling_factor_s": SCALING,
+            "projection_delta": LORAFA_DELTA,
+            "projection_dtype": (
+                f"bf16 autocast (device_type={autocast_device!r}) because accelerate's "
+                f"is_bf16_available() returned {bf16}: gB (clipped, fp32) and P = pinv(...) (fp32) "
+                "are rounded to bf16, the matmul result is rounded to bf16, the scalar multiply "
+                "by 1/s^2 runs in bf16, then the result is cast back to float32"
+                if bf16
+                else "float32 (is_bf16_available() was False)"
+            ),
+            "frozen": "lora_A: create_lorafa_optimizer calls requires_grad_(False) on every "
+            "param whose name contains 'lora_A'; A never gets a grad and never changes",
+            "param_group": {
+                "num_params_in_group": n_group_params,
+                "num_non_lora_frozen_params_in_group": n_frozen_non_lora,
+                "note": "the single group holds ALL named_parameters of the model (frozen base "
+                "weights too); step() skips non-LoRA params whose grad is None and pairs "
+                "consecutive LoRA params as (lora_A, lora_B) in named_parameters order; state "
+                "is keyed by the name up to 'lora' (e.g. "
+                "'base_model.model.model.layers.0.self_attn.q_proj.lora')",
+                "scaling_factors": "module.scaling['default'] of each LoRA module (alpha/r = "
+                f"{SCALING} for every module here)",
+            },
+            "update_formula": (
+                "For each LoRA module, with A (r x in, frozen), B (out x r), g = B.grad "
+                "(after clip_grad_norm_), s = module scaling (alpha/r, or alpha/sqrt(r) for "
+                "rsLoRA), t = 1-based step of that module: "
+                "(1) projection: AA_T = A @ A.T; AA_T_inv = torch.linalg.pinv(AA_T + 1e-8 * I_r); "
+                "g~ = (1 / s^2) * (g @ AA_T_inv) [under bf16 autocast when available, then cast "
+                "to g's dtype]. lorafa.py comment: g^B = (r/alpha)^2 (A^T A)^{-1} g^B_LoRA-FA "
+                "(the code right-multiplies by (A A^T)^{-1}). "
+                "(2) moments: m <- m*b1 + (1-b1)*g~ (mul_ then add_, not lerp); "
+                "v <- v*b2 + (1-b2)*g~*g~; m, v start at 0. "
+                "(3) denom = sqrt(v) + eps [eps added to the UN-corrected sqrt(v)]. "
+                "(4) step_size = lr; if correct_bias: step_size = lr * sqrt(1 - b2^t) / (1 - b1^t). "
+                "(5) B <- B - step_size * m / denom (addcdiv_). "
+                "(6) weight decay AFTER the Adam update, on the updated B: if wd > 0: "
+                "B <- B + (-lr*wd) * B (B.add_(B, alpha=-lr*wd); uses lr, not step_size). "
+                "Non-LoRA trainable params (none here) get the same HF AdamW without projection."
+            ),
+            "max_norm": MAX_NORM,
+            "clip": CLIP_DESC + "; params = the 14 lora_B weights (A is frozen, grad None). "
+            "Clipping therefore sees the RAW B gradient: the projection happens inside "
+            "optimizer.step(), after clipping, on the clipped gradient. LoraFAOptimizer has no "
+            "clipping of its own and says nothing about it; this is the order HF Trainer uses "
+            "(clip in the training loop, then optimizer.step()).",
+            "steps": STEPS,
+            "losses": losses,
+            "grad_norms_pre_clip": grad_norms,
+            "clip_coefs": [clip_coef(n) for n in grad_norms],
+            "projected_grad_is": "step 1, from the clipped gradient (clip_coefs[0] * grad.<K>)",
+        },
+        "lora": {"r": R, "lora_alpha": ALPHA, "scaling": SCALING, "use_rslora": False},
+        "peft_warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+        "checks": checks,
+        "diagnostics": diag,
+        "versions": versions(),
+    }
+    size = write_case(OUT_ROOT / "lora_fa", ref, info)
+    return dict(case="lora_fa", size=size, losses=losses, grad_norms=grad_norms, checks=checks, diag=diag)
+
+
+def main() -> None:
+    torch.use_deterministic_algorithms(True)
+    torch.set_default_dtype(torch.float32)
+    src_ref, batch = load_batch()
+    adapter_init = load_file(SRC_CASE / "adapter" / "adapter_model.safetensors")
+    rows = [make_lora_plus(src_ref, batch), make_lora_fa(src_ref, batch, adapter_init)]
+    for r in rows:
+        print(
+            f"{r['case']:<10} {r['size'] / 1024:7.1f} KB  losses "
+            + " ".join(f"{x:.6f}" for x in r["losses"])
+            + "  grad norms "
+            + " ".join(f"{x:.5f}" for x in r["grad_norms"])
+        )
+        print("   checks:", json.dumps(r["checks"]))
+        if "diag" in r:
+            print("   diagnostics:", json.dumps(r["diag"]))
+
+
+if __name__ == "__main__":
+    main()
