@@ -113,6 +113,24 @@ expect_error "export-adapter: not .gguf" ".gguf" export-adapter --model $tiny --
 cmp -s "$tmp/t1/adapter_model.safetensors" "$tmp/gc/adapter_model.safetensors" \
     && ok "--grad-checkpoint trains the same adapter bits" || bad "--grad-checkpoint changed the adapter"
 
+# The training methods: LoRA+ and LoRA-FA train plain LoRA adapters that eval reads like any other.
+"$lora" train "${targs[@]}" --method lora-fa --adapter-path "$tmp/fa" >"$tmp/fatrain" 2>&1
+"$lora" train "${targs[@]}" --method lora-fa --adapter-path "$tmp/fagc" --grad-checkpoint >/dev/null 2>&1
+fa_trainable=$(sed -n 's/^trainable params: \([0-9,]*\) .*/\1/p' "$tmp/fatrain")
+lora_trainable=$(sed -n 's/^trainable params: \([0-9,]*\) .*/\1/p' "$tmp/train")
+fa_after=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/fa" 2>&1)
+[ -n "$fa_trainable" ] && [ "$fa_trainable" != "$lora_trainable" ] && python3 -c "
+import json, sys; b = json.loads(sys.argv[1])['loss']; a = json.loads(sys.argv[2])['loss']; sys.exit(0 if a < b - 0.5 else 1)" "$before" "$fa_after" \
+    && ok "--method lora-fa trains B only ($fa_trainable of LoRA's $lora_trainable parameters) and lowers the validation loss: $fa_after" \
+    || bad "lora-fa: $(tail -3 "$tmp/fatrain") $fa_after"
+cmp -s "$tmp/fa/adapter_model.safetensors" "$tmp/fagc/adapter_model.safetensors" \
+    && ok "--method lora-fa with --grad-checkpoint trains the same adapter bits" || bad "lora-fa --grad-checkpoint changed the adapter"
+"$lora" train "${targs[@]}" --method lora-plus --lora-plus-ratio 4 --iters 3 --adapter-path "$tmp/lp" >"$tmp/lptrain" 2>&1 \
+    && grep -q '"peft_type" *: *"LORA"' "$tmp/lp/adapter_config.json" && ok "--method lora-plus saves a PEFT LoRA adapter" || bad "lora-plus: $(tail -2 "$tmp/lptrain")"
+expect_error "resume with another method" "method: lora-plus → lora" train "${targs[@]}" --iters 5 --adapter-path "$tmp/lp" --resume
+expect_error "flags: unknown method" "--method must be lora, lora-plus, lora-fa" train --model $tiny --data "$tmp/tdata" --method vera2
+expect_error "flags: zero LoRA+ ratio" "lora-plus-ratio" train --model $tiny --data "$tmp/tdata" --method lora-plus --lora-plus-ratio 0
+
 # A config file holds settings; the command line wins.
 printf 'model: %s\ndata: %s\niters: 3\nbatch_size: 2\nlearning_rate: 1e-3\ntargets: [q_proj, v_proj]\nmask_prompt: true\n' $tiny "$tmp/tdata" >"$tmp/c.yaml"
 "$lora" train -c "$tmp/c.yaml" --iters 2 --adapter-path "$tmp/tc" >"$tmp/ctrain" 2>&1

@@ -77,6 +77,9 @@ Deterministic: no random numbers are drawn; re-running gives the same files
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
 import math
 import shutil
@@ -85,13 +88,17 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from transformers import LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 import peft
-from peft import PeftModel
+from peft import LoraConfig, PeftModel, VeraConfig, get_peft_model
 from peft.optimizers import create_lorafa_optimizer, create_loraplus_optimizer
 from peft.optimizers import lorafa as peft_lorafa
+from peft.tuners import lora as peft_lora
+from peft.tuners.lora import dora as peft_dora
+from peft.tuners.lora import variants as peft_variants
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "Tests" / "LoRAKitTests" / "Fixtures"
@@ -100,6 +107,7 @@ OUT_ROOT = FIXTURES / "variants"
 ADAPTER_NAME = "default"
 
 LORAPLUS_LR_RATIO = 16.0
+ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # --------------------------------------------------------------------------
 # Settings taken from the llama_tied case (make_fixtures.py OPT)
@@ -198,15 +206,26 @@ def clip_coef(norm: float) -> float:
     return torch.clamp(MAX_NORM / (n + 1e-6), max=1.0).item()
 
 
-def write_case(out_dir: Path, ref: dict, info: dict) -> int:
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+def write_case(out_dir: Path, ref: dict, info: dict, clear: bool = True) -> int:
+    if clear:
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True)
     ref = {k: v.detach().to(torch.float32).contiguous() for k, v in ref.items()}
     save_file(ref, out_dir / "reference.safetensors")
     (out_dir / "reference.safetensors").chmod(0o644)  # save_file creates it 0600
     (out_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-    return sum(f.stat().st_size for f in out_dir.iterdir())
+    return sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file())
+
+
+def manual_causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """HF's ForCausalLMLoss (as in make_fixtures.py): position t predicts
+    labels[t+1]; mean cross-entropy over targets != -100."""
+    shift_logits = logits[:, :-1, :].reshape(-1, logits.shape[-1])
+    shift_labels = labels[:, 1:].reshape(-1)
+    return torch.nn.functional.cross_entropy(
+        shift_logits, shift_labels, ignore_index=-100, reduction="mean"
+    )
 
 
 def versions() -> dict:
@@ -684,12 +703,541 @@ def make_lora_fa(src_ref, batch, adapter_init) -> dict:
     return dict(case="lora_fa", size=size, losses=losses, grad_norms=grad_norms, checks=checks, diag=diag)
 
 
-def main() -> None:
+# --------------------------------------------------------------------------
+# DoRA
+# --------------------------------------------------------------------------
+
+DORA_SEED = 1005  # seeds the magnitude factor (and PEFT's throw-away lora_A init)
+DORA_FACTOR_RANGE = (0.8, 1.2)  # m = ||W + s B A||_row * U(0.8, 1.2)
+DORA_DIR = OUT_ROOT / "dora"
+DORA_ADAPTER_DIR = DORA_DIR / "adapter"
+MAG = "lora_magnitude_vector"
+
+
+def dora_saved_key(param_name: str) -> str:
+    """PEFT param name -> key in a DoRA adapter_model.safetensors: drops
+    '.default' and, for the magnitude, the '.weight' suffix (lora/model.py
+    _get_adapter_state_dict keeps the pre-refactor key)."""
+    k = saved_key(param_name)
+    return k.removesuffix(".weight") if k.endswith(f".{MAG}.weight") else k
+
+
+def dora_config() -> LoraConfig:
+    """llama_tied's LoraConfig with use_dora=True (and trainable)."""
+    cfg = LoraConfig.from_pretrained(SRC_CASE / "adapter")
+    assert cfg.lora_dropout == 0.0 and not cfg.use_dora and cfg.bias == "none" and not cfg.lora_bias
+    assert cfg.init_lora_weights is True and not cfg.fan_in_fan_out
+    return dataclasses.replace(cfg, use_dora=True, inference_mode=False)
+
+
+def load_dora_model(adapter_dir: Path | None, trainable: bool = True) -> PeftModel:
+    """adapter_dir=None: a fresh get_peft_model (PEFT's own init); else the saved adapter."""
+    base = LlamaForCausalLM.from_pretrained(
+        SRC_CASE / "model", dtype=torch.float32, attn_implementation="eager"
+    )
+    if adapter_dir is None:
+        return get_peft_model(base, dora_config())
+    return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
+
+
+def dora_modules(model) -> dict[str, peft_lora.Linear]:
+    """module key prefix (as in the adapter file) -> peft lora.Linear with DoRA."""
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, peft_lora.Linear) and ADAPTER_NAME in mod.lora_magnitude_vector:
+            out[name] = mod
+    return out
+
+
+def trainable_params(model) -> dict[str, torch.nn.Parameter]:
+    out = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert ".lora_" in n, n
+            out[dora_saved_key(n)] = p
+    return out
+
+
+def trainable_line(model) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        model.print_trainable_parameters()
+    return buf.getvalue().strip()
+
+
+def dora_init_adapter(adapter_init: dict) -> dict:
+    """Build and save the initial DoRA adapter. Returns notes for info.json."""
+    torch.manual_seed(DORA_SEED)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_dora_model(None)
+    mods = dora_modules(model)
+    assert len(mods) == 14, list(mods)
+    gen = torch.Generator().manual_seed(DORA_SEED)
+    lo, hi = DORA_FACTOR_RANGE
+    factor_range = [math.inf, -math.inf]
+    ratio_range = [math.inf, -math.inf]
+    with torch.no_grad():
+        copied = set()
+        for n, p in model.named_parameters():
+            if ".lora_A." in n or ".lora_B." in n:
+                k = saved_key(n)
+                p.copy_(adapter_init[k])
+                copied.add(k)
+        assert copied == set(adapter_init), sorted(set(adapter_init) ^ copied)
+        for name, mod in mods.items():
+            dl = mod.lora_magnitude_vector[ADAPTER_NAME]
+            A, B = mod.lora_A[ADAPTER_NAME].weight, mod.lora_B[ADAPTER_NAME].weight
+            W, s = mod.get_base_layer().weight, mod.scaling[ADAPTER_NAME]
+            # PEFT's init (DoraLinearVariant.init -> DoraLinearLayer.update_layer),
+            # now on the copied A and B: m = ||W + s * (B @ A)||_row.
+            dl.update_layer(base_layer=mod.get_base_layer(), lora_A=A, lora_B=B, scaling=s)
+            m = dl.weight
+            assert m.requires_grad and m.shape == (W.shape[0],)
+            assert torch.equal(m, torch.linalg.norm(W + s * (B @ A), dim=1)), name
+            f = lo + (hi - lo) * torch.rand(m.shape[0], generator=gen, dtype=torch.float32)
+            m.mul_(f)
+            factor_range = [min(factor_range[0], f.min().item()), max(factor_range[1], f.max().item())]
+            r = m / torch.linalg.norm(W, dim=1)
+            ratio_range = [min(ratio_range[0], r.min().item()), max(ratio_range[1], r.max().item())]
+    n_trainable, n_all = model.get_nb_trainable_parameters()
+    line = trainable_line(model)
+
+    DORA_ADAPTER_DIR.mkdir(parents=True)
+    with warnings.catch_warnings(record=True) as save_warnings:
+        warnings.simplefilter("always")
+        model.save_pretrained(DORA_ADAPTER_DIR)
+    (DORA_ADAPTER_DIR / "README.md").unlink(missing_ok=True)
+    # Same normalisation as make_fixtures.py (target_modules is a set in PEFT).
+    acfg_path = DORA_ADAPTER_DIR / "adapter_config.json"
+    acfg = json.loads(acfg_path.read_text())
+    if isinstance(acfg.get("target_modules"), list):
+        acfg["target_modules"] = sorted(acfg["target_modules"])
+    # PEFT records the absolute path the base model was loaded from; keep the
+    # file machine-independent and equal to llama_tied's (null there).
+    acfg["base_model_name_or_path"] = None
+    acfg_path.write_text(json.dumps(acfg, indent=2, sort_keys=True))
+    (DORA_ADAPTER_DIR / "adapter_model.safetensors").chmod(0o644)
+    diff_keys = sorted(k for k in set(acfg) | set(ADAPTER_CFG) if acfg.get(k) != ADAPTER_CFG.get(k))
+    assert diff_keys == ["use_dora"], diff_keys
+
+    sd = load_file(DORA_ADAPTER_DIR / "adapter_model.safetensors")
+    params = trainable_params(model)
+    assert set(sd) == set(params), sorted(set(sd) ^ set(params))
+    for k, p in params.items():
+        assert torch.equal(sd[k], p.detach()), k
+    mag_keys = sorted(k for k in sd if k.endswith(MAG))
+    assert len(mag_keys) == 14 and not any(k.endswith(f"{MAG}.weight") for k in sd)
+    return {
+        "trainable_params": n_trainable,
+        "all_params": n_all,
+        "print_trainable_parameters": line,
+        "factor_range_drawn": factor_range,
+        "magnitude_over_base_row_norm_range": ratio_range,
+        "adapter_config_differs_from_llama_tied_only_in": diff_keys,
+        "warnings": sorted(
+            {f"{w.category.__name__}: {w.message}" for w in list(caught) + list(save_warnings)}
+        ),
+        "keys": {k: list(v.shape) for k, v in sorted(sd.items())},
+    }
+
+
+def dora_forward_opwise(module, active_adapter, x, result, **kwargs):
+    """DoraLinearVariant.forward + DoraLinearLayer.forward for this case
+    (dropout = Identity, no bias, fan_in_fan_out False, caching off), written
+    out with plain torch ops in PEFT's order."""
+    A = module.lora_A[active_adapter].weight
+    B = module.lora_B[active_adapter].weight
+    W = module.get_base_layer().weight
+    m = module.lora_magnitude_vector[active_adapter].weight
+    s = module.scaling[active_adapter]
+    eye = torch.eye(A.shape[1], dtype=A.dtype)
+    lora_weight = F.linear(F.linear(eye, A), B).T  # = B @ A, via forward calls
+    weight_norm = torch.linalg.norm(W + s * lora_weight.detach(), dim=1).detach()
+    k = (m / weight_norm).view(1, -1)
+    lora = F.linear(F.linear(x, A), B)
+    return result + ((k - 1) * result + k * lora * s)
+
+
+def dora_forward_textbook(detach_norm: bool):
+    """W' = m * (W + s B A) / ||W + s B A||_row ; y = x W'^T (+ bias)."""
+
+    def fwd(module, active_adapter, x, result, **kwargs):
+        A = module.lora_A[active_adapter].weight
+        B = module.lora_B[active_adapter].weight
+        base = module.get_base_layer()
+        m = module.lora_magnitude_vector[active_adapter].weight
+        s = module.scaling[active_adapter]
+        V = base.weight + s * (B @ A)
+        norm = torch.linalg.norm(V, dim=1)
+        if detach_norm:
+            norm = norm.detach()
+        return F.linear(x, (m / norm).view(-1, 1) * V, base.bias)
+
+    return fwd
+
+
+def run_dora(batch, forward=None):
+    """Initial adapter (train mode): logits, loss, first grads; then the
+    make_fixtures.py AdamW loop. forward: optional replacement of
+    DoraLinearVariant.forward."""
+    orig = peft_variants.DoraLinearVariant.__dict__["forward"]  # the staticmethod
+    if forward is not None:
+        peft_variants.DoraLinearVariant.forward = staticmethod(forward)
+    try:
+        model = load_dora_model(DORA_ADAPTER_DIR, trainable=True)
+        model.train()
+        params = trainable_params(model)
+        input_ids, attention_mask, labels = batch
+        with torch.no_grad():
+            o = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        logits, loss = o.logits.clone(), o.loss.clone()
+        opt = torch.optim.AdamW(
+            list(params.values()), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD
+        )
+        losses, grad_norms, first_grads = train_loop(model, opt, params, batch)
+        step3 = {k: p.detach().clone() for k, p in params.items()}
+    finally:
+        peft_variants.DoraLinearVariant.forward = orig
+    assert losses[0] == loss.item()
+    return dict(model=model, opt=opt, params=params, logits=logits, loss=loss,
+                losses=losses, grad_norms=grad_norms, grads=first_grads, step3=step3)
+
+
+def smollm2_trainable_parameters() -> dict:
+    """PEFT's print_trainable_parameters for SmolLM2-135M-Instruct's
+    architecture (random weights on the meta device; only the shapes count)."""
+    sizes = dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+    )
+    configs = {
+        "lora_r8_all7": LoraConfig(task_type="CAUSAL_LM", r=8, target_modules=ALL7),
+        "dora_r8_all7": LoraConfig(task_type="CAUSAL_LM", r=8, target_modules=ALL7, use_dora=True),
+        "vera_r256_all7": VeraConfig(task_type="CAUSAL_LM", r=256, target_modules=ALL7),
+    }
+    out = {"model": {**sizes, "head_dim": 576 // 9, "built_on": "meta device (LlamaConfig, random init)"}}
+    for name, cfg in configs.items():
+        with torch.device("meta"):
+            base = LlamaForCausalLM(LlamaConfig(**sizes))
+        n_base = sum(p.numel() for p in base.parameters())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pm = get_peft_model(base, cfg)
+        n_tr, n_all = pm.get_nb_trainable_parameters()
+        out[name] = {
+            "trainable_params": n_tr,
+            "all_params": n_all,
+            "base_params": n_base,
+            "print_trainable_parameters": trainable_line(pm),
+            "config": {
+                k: getattr(cfg, k)
+                for k in ("peft_type", "r", "lora_alpha", "lora_dropout", "use_dora", "d_initial",
+                          "projection_prng_key", "save_projection", "vera_dropout", "bias")
+                if hasattr(cfg, k)
+            },
+        }
+    assert out["lora_r8_all7"]["trainable_params"] == 2_442_240, out
+    assert out["dora_r8_all7"]["trainable_params"] == 2_597_760, out
+    assert out["vera_r256_all7"]["trainable_params"] == 209_280, out
+    out["note"] = (
+        "per layer, out features of q,k,v,o,gate,up,down = 576,192,192,576,1536,1536,576 "
+        "(sum 5184), in features 576 x6 and 1536 (down). LoRA r=8: 8*(in+out) per module = "
+        "81,408 per layer x 30. DoRA adds one magnitude per out feature: +5,184 per layer x 30 "
+        "= +155,520. VeRA r=256: lambda_d [r] + lambda_b [out] per module = 7*256 + 5184 = "
+        "6,976 per layer x 30; the shared vera_A/vera_B are buffers, not counted. "
+        "all_params counts the tied embedding once."
+    )
+    return out
+
+
+def make_dora(src_ref, batch, adapter_init) -> dict:
+    if DORA_DIR.exists():
+        shutil.rmtree(DORA_DIR)
+    DORA_DIR.mkdir(parents=True)
+    init = dora_init_adapter(adapter_init)
+    input_ids, attention_mask, labels = batch
+
+    # ---- PEFT: logits, loss, grads, 3 AdamW steps ----------------------------
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = run_dora(batch)
+    params = run["params"]
+    saved = load_file(DORA_ADAPTER_DIR / "adapter_model.safetensors")
+    assert set(params) == set(saved)
+    for k, g in run["grads"].items():
+        assert g.abs().max() > 0, f"zero gradient for {k}"
+    checks = {
+        "loss_vs_manual_causal_lm_loss_abs_diff": abs(
+            manual_causal_lm_loss(run["logits"], labels).item() - run["loss"].item()
+        ),
+    }
+
+    # ---- op-for-op re-implementation (bitwise) and textbook formula ---------
+    opw = run_dora(batch, dora_forward_opwise)
+    d = max(max_abs(opw["step3"][k], run["step3"][k]) for k in params)
+    assert torch.equal(opw["logits"], run["logits"]) and d == 0.0
+    assert all(torch.equal(opw["grads"][k], run["grads"][k]) for k in params)
+    assert opw["losses"] == run["losses"] and opw["grad_norms"] == run["grad_norms"]
+    checks["opwise_reimplementation_bitwise"] = True
+    tb = run_dora(batch, dora_forward_textbook(detach_norm=True))
+    checks["textbook_detached_norm_logits_max_abs_diff"] = max_abs(tb["logits"], run["logits"])
+    checks["textbook_detached_norm_grads_max_abs_diff"] = max(
+        max_abs(tb["grads"][k], run["grads"][k]) for k in params
+    )
+    checks["textbook_detached_norm_step3_max_abs_diff"] = max(
+        max_abs(tb["step3"][k], run["step3"][k]) for k in params
+    )
+    assert checks["textbook_detached_norm_logits_max_abs_diff"] < 1e-5
+    assert checks["textbook_detached_norm_grads_max_abs_diff"] < 1e-5
+    nd = run_dora(batch, dora_forward_textbook(detach_norm=False))
+    diag = {
+        "undetached_norm_logits_max_abs_diff": max_abs(nd["logits"], run["logits"]),
+        "undetached_norm_grads_max_abs_diff": {
+            part: max(max_abs(nd["grads"][k], run["grads"][k]) for k in params if part in k)
+            for part in (".lora_A.", ".lora_B.", MAG)
+        },
+    }
+    assert diag["undetached_norm_grads_max_abs_diff"][".lora_B."] > 1e-4
+
+    # ---- eval-mode logits, unmerged and merged -------------------------------
+    with torch.no_grad():
+        um = load_dora_model(DORA_ADAPTER_DIR, trainable=False)
+        um.eval()
+        unmerged_logits = um(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
+        checks["eval_vs_train_logits_bitwise_equal"] = bool(torch.equal(unmerged_logits, run["logits"]))
+
+        # merge_adapter (keeps the LoRA modules) -> weight_norm cache -> unmerge
+        mods = dora_modules(um)
+        W0 = {n: m.get_base_layer().weight.detach().clone() for n, m in mods.items()}
+        um.merge_adapter()
+        cache_keys = sorted({k for m in mods.values() for k in m._caches})
+        merged_w, formula_diff, norm_cache_ok = {}, 0.0, True
+        for n, m in mods.items():
+            A, B = m.lora_A[ADAPTER_NAME].weight, m.lora_B[ADAPTER_NAME].weight
+            mag, s = m.lora_magnitude_vector[ADAPTER_NAME].weight, m.scaling[ADAPTER_NAME]
+            delta = (B @ A) * s  # get_delta_weight
+            norm = torch.linalg.norm(W0[n] + delta, dim=1)
+            norm_cache_ok &= bool(torch.equal(m._caches[f"{ADAPTER_NAME}-weight_norm"], norm))
+            expect = (mag / norm).view(-1, 1) * (W0[n] + delta)
+            merged_w[n] = m.get_base_layer().weight.detach().clone()
+            formula_diff = max(formula_diff, max_abs(merged_w[n], expect))
+            assert torch.equal(merged_w[n], expect), n
+        merged_adapter_logits = um(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
+        um.unmerge_adapter()
+        checks["merge_weight_formula_bitwise"] = formula_diff == 0.0
+        checks["merge_caches_weight_norm_of_unmerged_W_plus_delta_bitwise"] = norm_cache_ok
+        checks["merge_cache_keys"] = cache_keys
+        checks["cache_keys_after_unmerge"] = sorted({k for m in mods.values() for k in m._caches})
+        checks["unmerge_roundtrip_W_max_abs_diff"] = max(
+            max_abs(m.get_base_layer().weight, W0[n]) for n, m in mods.items()
+        )
+
+        mu = load_dora_model(DORA_ADAPTER_DIR, trainable=False).merge_and_unload()
+        mu.eval()
+        assert all(not hasattr(mod, "lora_A") for mod in mu.modules())
+        merged_logits = mu(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
+        mu_w = dict(mu.named_parameters())
+        for n in mods:
+            w = mu_w[n.removeprefix("base_model.model.") + ".weight"]
+            assert torch.equal(w, merged_w[n]), n
+        checks["merge_and_unload_weights_equal_merge_adapter_bitwise"] = True
+        checks["merged_adapter_vs_merge_and_unload_logits_bitwise_equal"] = bool(
+            torch.equal(merged_adapter_logits, merged_logits)
+        )
+    checks["merged_vs_unmerged_logits_max_abs_diff"] = max_abs(merged_logits, unmerged_logits)
+    assert checks["merged_vs_unmerged_logits_max_abs_diff"] < 1e-5
+    checks["step1_clip_coef"] = clip_coef(run["grad_norms"][0])
+    checks["step3_changed_every_tensor"] = all(
+        not torch.equal(run["step3"][k], saved[k]) for k in params
+    )
+    assert checks["step3_changed_every_tensor"]
+
+    ref = {
+        "logits": run["logits"],
+        "loss": run["loss"].reshape(1),
+        "losses": torch.tensor(run["losses"]),
+        "grad_norms": torch.tensor(run["grad_norms"]),
+        "merged_logits": merged_logits,
+        "unmerged_logits": unmerged_logits,
+    }
+    for k in params:
+        ref[f"grad.{k}"] = run["grads"][k]
+    for k in params:
+        ref[f"step3.{k}"] = run["step3"][k]
+
+    mag_keys = [k for k in params if k.endswith(MAG)]
+    info = {
+        "case": "dora",
+        "source_case": "llama_tied: model/ (loaded as is), the batch in reference.safetensors, "
+        "lora_A/lora_B of adapter/adapter_model.safetensors and the optimizer settings of "
+        "info.json are reused; nothing there is regenerated",
+        "adapter": {
+            "dir": "adapter/ (PEFT save_pretrained; README.md dropped, target_modules sorted, "
+            "as make_fixtures.py does)",
+            "config": "llama_tied/adapter/adapter_config.json with use_dora=true; every other "
+            "field identical (the script asserts it)",
+            "r": R,
+            "lora_alpha": ALPHA,
+            "scaling": SCALING,
+            "use_rslora": False,
+            "lora_dropout": 0.0,
+            "lora_dropout_note": "llama_tied already uses 0.0, so nothing was changed",
+            "bias": "none (no lora_bias; the Llama projections have no bias)",
+            "target_modules": sorted(ADAPTER_CFG["target_modules"]),
+            "init": (
+                "get_peft_model(base, config) under torch.manual_seed(%d) (its lora_A draw is "
+                "thrown away); lora_A and lora_B := llama_tied's adapter tensors (B is llama_tied's "
+                "0.1*randn, not zero); then for every module PEFT's own DoRA init "
+                "DoraLinearLayer.update_layer(base_layer, lora_A, lora_B, scaling) is re-run on the "
+                "copied weights, giving m0 = torch.linalg.norm(W + s * (B @ A), dim=1) (asserted "
+                "bitwise); finally m = m0 * f, f = 0.8 + 0.4 * torch.rand(out, "
+                "generator=torch.Generator().manual_seed(%d)), one fresh draw per module in "
+                "named_modules order (layer 0 q,k,v,o,gate,up,down, then layer 1). So m != "
+                "||W + sBA||_row and the magnitude changes the output." % (DORA_SEED, DORA_SEED)
+            ),
+            "magnitude_factor_range": list(DORA_FACTOR_RANGE),
+            "magnitude_factor_range_drawn": init["factor_range_drawn"],
+            "magnitude_over_base_row_norm_range": init["magnitude_over_base_row_norm_range"],
+            "magnitude_key_format": (
+                "<module>.lora_magnitude_vector (NO '.weight' suffix, no adapter name), e.g. "
+                "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector, shape "
+                "[out_features]. In the live model the parameter is "
+                "<module>.lora_magnitude_vector.default.weight (a DoraLinearLayer's 'weight'); "
+                "lora/model.py strips '.weight' on save and re-appends it on load."
+            ),
+            "magnitude_keys": mag_keys,
+            "keys_and_shapes": init["keys"],
+            "peft_warnings": init["warnings"],
+        },
+        "trainable_parameters": {
+            "print_trainable_parameters": init["print_trainable_parameters"],
+            "trainable_params": init["trainable_params"],
+            "all_params": init["all_params"],
+            "breakdown": "28 LoRA tensors (8,960 values, as llama_tied) + 14 magnitudes "
+            "(2 layers x (64+32+32+64+160+160+64) = 1,152)",
+        },
+        "dora_formulas": {
+            "source": "peft %s: tuners/lora/variants.py DoraLinearVariant, tuners/lora/dora.py "
+            "DoraLinearLayer, tuners/lora/layer.py Linear.forward/merge/unmerge" % peft.__version__,
+            "notation": "x [.., in], W [out, in] base weight, b base bias (None here), A [r, in], "
+            "B [out, r], s = alpha/r (alpha/sqrt(r) with rsLoRA), m [out]; all float32 here (the "
+            "norm and the scale are computed in x's dtype: W and B@A are cast to x.dtype first)",
+            "weight_norm": "n = torch.linalg.norm(W + s * lora_weight, dim=1): L2 norm of each ROW "
+            "of W + s*B*A (one value per output feature, shape [out]); lora_weight = "
+            "lora_B(lora_A(eye(in))).T, i.e. B@A computed through the two Linear forwards (PEFT: "
+            "'because of FSDP'), detached before use",
+            "norm_detached": "yes: weight_norm.detach() (DoRA paper sec. 4.3). No gradient flows "
+            "through n; it is recomputed from the CURRENT A, B on every forward (caching is off: "
+            "dora.ENABLE_DORA_CACHING = %s)" % peft_dora.ENABLE_DORA_CACHING,
+            "forward": (
+                "result = base_layer(x) = x W^T + b; k = (m / n).view(1, -1); "
+                "if lora_dropout is nn.Identity (p = 0, as here) OR the module is in eval mode: "
+                "base = result - b (the base output is REUSED, bias removed when the base layer has "
+                "one), x_d = x; else (training with p > 0): x_d = dropout(x), base = "
+                "F.linear(x_d, W) (RECOMPUTED on the dropped-out input, no bias). "
+                "lora = B(A(x_d)); out = result + [(k - 1) * base + k * lora * s]. So "
+                "out = k * (x_d W^T + s * x_d A^T B^T) + b when p = 0: the bias is NOT scaled by "
+                "m/n. Evaluation order matters for bitwise equality: the bracket is formed first "
+                "and added to result (not k * result)."
+            ),
+            "backward": (
+                "autograd through the forward with n constant: d out/d m = (base + s*lora) / n; "
+                "A and B get the gradient of k * s * B(A(x_d)) only (not through n); W is frozen. "
+                "Same as y = x W'^T with W' = (m/n)[:,None] * (W + s B A) and n detached (checked "
+                "numerically, see checks.textbook_*)."
+            ),
+            "merge": (
+                "Linear.merge -> DoraLinearVariant.merge_unsafe (merge_and_unload default "
+                "safe_merge=False; merge_safe is the same on a copy): delta = (B @ A) * s "
+                "(get_delta_weight: matmul, then scaling); with the base weight UNMERGED "
+                "(_unmerged_base_weight, for several adapters): n = "
+                "get_weight_norm(W, delta, scaling=1).detach() = ||W + delta||_row; "
+                "module._caches['default-weight_norm'] = n; W <- (m / n).view(-1, 1) * (W + delta); "
+                "bias untouched (lora_bias False)."
+            ),
+            "unmerge": (
+                "n = module._caches.pop('default-weight_norm') (the norm cached at merge time, "
+                "NOT recomputed from the merged weight); delta = (B @ A) * s; "
+                "W <- W_merged / (m / n).view(-1, 1) - delta"
+            ),
+            "weight_norm_cache": (
+                "two different caches: (1) LoraLayer._caches['<adapter>-weight_norm'], written by "
+                "merge, popped by unmerge (a merged DoRA layer can only be unmerged with it; "
+                "'unmerged_base_weight' is a transient entry inside merge); (2) DoraLinearLayer's "
+                "'weight-norm-<adapter>' / 'lora-weight-<adapter>' forward cache, used only if "
+                "peft.tuners.lora.dora.ENABLE_DORA_CACHING is True AND the layer is in eval mode "
+                "(default False; cleared by .train())"
+            ),
+            "init": "DoraLinearLayer.update_layer: m = nn.Parameter(torch.linalg.norm(W + s * "
+            "(B @ A), dim=1)) (B @ A here is a plain matmul); with PEFT's default init B = 0, so "
+            "m = ||W||_row and the initial adapter is a no-op",
+        },
+        "optimizer": {
+            "type": "torch.optim.AdamW (one param group with all 42 trainable tensors, as "
+            "make_fixtures.py; the magnitudes get weight decay too, as HF Trainer's "
+            "get_decay_parameter_names would also decay them)",
+            "lr": LR,
+            "betas": list(BETAS),
+            "eps": EPS,
+            "weight_decay": WD,
+            "amsgrad": False,
+            "max_norm": MAX_NORM,
+            "clip": CLIP_DESC + "; params = all 42 trainable tensors (A, B and m)",
+            "steps": STEPS,
+            "loop": "per step: zero_grad -> train-mode forward with labels (HF causal-LM loss) "
+            "-> backward -> clip_grad_norm_ -> step",
+            "losses": run["losses"],
+            "grad_norms_pre_clip": run["grad_norms"],
+            "clip_coefs": [clip_coef(n) for n in run["grad_norms"]],
+        },
+        "reference_keys": {
+            "logits": "[B,T,V] train-mode forward of the initial adapter",
+            "loss": "[1] HF causal-LM loss of that forward",
+            "grad.<K>": "raw gradient after the first backward, every trainable tensor: "
+            "lora_A, lora_B, lora_magnitude_vector; K exactly as in adapter/adapter_model.safetensors",
+            "losses": "[3] loss at each step (before the update)",
+            "grad_norms": "[3] pre-clip total norm at each step",
+            "step3.<K>": "every trainable tensor after step 3",
+            "merged_logits": "eval-mode logits after merge_and_unload() of the initial adapter",
+            "unmerged_logits": "eval-mode logits of the initial adapter (not merged); equal bit "
+            "for bit to logits here (dropout 0)",
+            "batch": "not copied: read input_ids, attention_mask, labels from "
+            "llama_tied/reference.safetensors",
+        },
+        "smollm2_trainable_parameters": smollm2_trainable_parameters(),
+        "peft_warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+        "checks": checks,
+        "diagnostics": diag,
+        "versions": versions(),
+    }
+    size = write_case(DORA_DIR, ref, info, clear=False)
+    size += sum(f.stat().st_size for f in DORA_ADAPTER_DIR.iterdir())
+    return dict(case="dora", size=size, losses=run["losses"], grad_norms=run["grad_norms"],
+                checks=checks, diag=diag)
+
+
+CASES = {
+    "lora_plus": lambda src_ref, batch, adapter_init: make_lora_plus(src_ref, batch),
+    "lora_fa": make_lora_fa,
+    "dora": make_dora,
+}
+
+
+def main(argv: list[str]) -> None:
+    unknown = [n for n in argv if n not in CASES]
+    if unknown:
+        sys.exit(f"unknown case(s) {unknown}; choose from {list(CASES)}")
     torch.use_deterministic_algorithms(True)
     torch.set_default_dtype(torch.float32)
     src_ref, batch = load_batch()
     adapter_init = load_file(SRC_CASE / "adapter" / "adapter_model.safetensors")
-    rows = [make_lora_plus(src_ref, batch), make_lora_fa(src_ref, batch, adapter_init)]
+    rows = [CASES[n](src_ref, batch, adapter_init) for n in (argv or list(CASES))]
     for r in rows:
         print(
             f"{r['case']:<10} {r['size'] / 1024:7.1f} KB  losses "
@@ -703,4 +1251,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

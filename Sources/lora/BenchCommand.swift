@@ -18,6 +18,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Transformer blocks (SmolLM2-135M has 30).") var layers = 30
     @Option(help: "LoRA rank.") var rank = 8
     @Option(help: "LoRA alpha.") var alpha: Float = 16
+    @Option(help: "lora, lora-plus or lora-fa.") var method = "lora"
     @Option(help: "Untimed steps first.") var warmup = 1
     @Option(help: "Timed steps.") var steps = 5
     @Flag(help: "Gradient checkpointing: recompute each block's forward in the backward instead of keeping its activations (less memory, slower).")
@@ -42,7 +43,13 @@ struct BenchCommand: ParsableCommand {
         let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: rank, loraAlpha: alpha, targetModules: .allLinear), seed: 2)
         // B starts at zero; give it values so every product is real work, as after a few steps.
         for (_, lora) in adapter.sites(of: LoRA.self) { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.001 } }
-        let optimizer = AdamW(parameters: adapter.parameters, learningRate: 1e-4)
+        guard let method = TrainingMethod(rawValue: method) else {
+            throw LoRAError("--method must be \(TrainingMethod.allCases.map(\.rawValue).joined(separator: ", ")) (got \(self.method))")
+        }
+        var settings = TrainingSettings()
+        settings.method = method
+        let optimizer = try method.makeOptimizer(adapter: adapter, settings: settings)
+        let optimizerStateBytes = (optimizer.m + optimizer.v).reduce(0) { $0 + $1.count * 4 }
         let trainer = Trainer(model: model, optimizer: optimizer, totalSteps: warmup + steps)
         var random = SeededRandom(seed: 3)
         let n = batchSize * seqLen
@@ -60,13 +67,15 @@ struct BenchCommand: ParsableCommand {
         let elapsed = stepSeconds.reduce(0, +)
         let tokensPerSecond = Double(n * steps) / elapsed
         let peak = peakResidentMB()
-        let flopsPerStep = StepFLOPs(config: config, batch: batchSize, seqLen: seqLen, rank: rank).total
+        let flopsPerStep = StepFLOPs(config: config, batch: batchSize, seqLen: seqLen, rank: rank,
+                                 trainsA: method != .loraFA).total
         let achieved = flopsPerStep * Double(steps) / elapsed
         let gemmRate = measureGemmRate(config: config, rows: n)
 
         if json {
             let line: [String: Any] = [
-                "tool": "swift-lora", "model": self.model ?? "random", "dequantize": dequantize, "tokens_per_second": tokensPerSecond, "peak_rss_mb": peak,
+                "tool": "swift-lora", "model": self.model ?? "random", "method": method.rawValue,
+                "trainable_parameters": adapter.parameterCount, "optimizer_state_bytes": optimizerStateBytes, "dequantize": dequantize, "tokens_per_second": tokensPerSecond, "peak_rss_mb": peak,
                 "estimated_peak_mb": estimate.totalBytes / 1_048_576,
                 "grad_checkpoint": gradCheckpoint,
                 "step_seconds": stepSeconds, "threads": Parallel.threadCount, "blas": "\(Gemm.backend)",
@@ -77,7 +86,8 @@ struct BenchCommand: ParsableCommand {
             print(String(decoding: data, as: UTF8.self))
         } else {
             let weights = model.sites.reduce(model.embedding.byteCount) { $0 + ($1.linear === model.head && model.headIsTied ? 0 : $1.linear.matrix.byteCount) }
-            print("model: \(self.model ?? "SmolLM2-135M shapes, \(layers) layers, random weights"); LoRA r=\(rank) alpha=\(alpha) on all linear layers")
+            print("model: \(self.model ?? "SmolLM2-135M shapes, \(layers) layers, random weights"); \(method.rawValue) r=\(rank) alpha=\(alpha) on all linear layers")
+            print(String(format: "trainable parameters: %d; optimizer state: %.1f MB", adapter.parameterCount, Double(optimizerStateBytes) / 1e6))
             print(String(format: "frozen matrices in memory: %.0f MB", Double(weights) / 1e6))
             print("batch \(batchSize) x \(seqLen) tokens, matrix products: \(Gemm.backend), threads: \(Parallel.threadCount)"
                   + (gradCheckpoint ? ", gradient checkpointing" : ""))
@@ -96,6 +106,8 @@ struct BenchCommand: ParsableCommand {
 /// plus the recomputed QKᵀ), and the LoRA products.
 struct StepFLOPs {
     let config: ModelConfig, batch: Int, seqLen: Int, rank: Int
+    /// False for LoRA-FA, whose backward runs no A-gradient product.
+    var trainsA = true
 
     var total: Double {
         let c = config, n = Double(batch * seqLen), d = Double(c.hiddenSize), f = Double(c.intermediateSize)
@@ -108,7 +120,7 @@ struct StepFLOPs {
         let causalPairs = Double(batch) * Double(seqLen) * Double(seqLen + 1) / 2
         flops += L * Double(c.numHeads) * causalPairs * Double(c.headDim) * 2 * (2 + 5)  // 2 products fwd, 5 bwd
         let loraDims = (d + q) + (d + kv) * 2 + (q + d) + (d + f) * 2 + (f + d)
-        flops += L * n * Double(rank) * loraDims * 2 * 4  // u, delta forward; dB, du, dA, dx backward (≈4 products)
+        flops += L * n * Double(rank) * loraDims * 2 * (trainsA ? 4 : 3)  // u, delta forward; dB, du, dA, dx backward (≈4 products)
         return flops
     }
 }
