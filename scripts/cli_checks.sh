@@ -127,8 +127,22 @@ cmp -s "$tmp/fa/adapter_model.safetensors" "$tmp/fagc/adapter_model.safetensors"
     && ok "--method lora-fa with --grad-checkpoint trains the same adapter bits" || bad "lora-fa --grad-checkpoint changed the adapter"
 "$lora" train "${targs[@]}" --method lora-plus --lora-plus-ratio 4 --iters 3 --adapter-path "$tmp/lp" >"$tmp/lptrain" 2>&1 \
     && grep -q '"peft_type" *: *"LORA"' "$tmp/lp/adapter_config.json" && ok "--method lora-plus saves a PEFT LoRA adapter" || bad "lora-plus: $(tail -2 "$tmp/lptrain")"
+# DoRA: trained, evaluated, merged (the merged model evaluates as base + adapter); llama.cpp cannot hold it.
+dargs=(--model $tiny --data "$tmp/tdata" --iters 30 --batch-size 4 --learning-rate 1e-2 --mask-prompt --rank 4 --steps-per-report 10)
+"$lora" train "${dargs[@]}" --method dora --adapter-path "$tmp/dora" >"$tmp/dtrain" 2>&1
+dora_after=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/dora" 2>&1)
+grep -q '"use_dora" *: *true' "$tmp/dora/adapter_config.json" && python3 -c "
+import json, sys; b = json.loads(sys.argv[1])['loss']; a = json.loads(sys.argv[2])['loss']; sys.exit(0 if a < b - 0.5 else 1)" "$before" "$dora_after" \
+    && ok "--method dora trains a PEFT DoRA adapter that lowers the validation loss: $dora_after" || bad "dora: $(tail -3 "$tmp/dtrain") $dora_after"
+"$lora" merge --model $tiny --adapter-path "$tmp/dora" --output "$tmp/dmerged" >/dev/null 2>&1
+dora_merged=$("$lora" eval --model "$tmp/dmerged" --data "$tmp/tdata" --split valid --mask-prompt --json 2>&1)
+python3 -c "
+import json, sys; a = json.loads(sys.argv[1])['loss']; m = json.loads(sys.argv[2])['loss']; sys.exit(0 if abs(a - m) < 1e-5 * a else 1)" "$dora_after" "$dora_merged" \
+    && ok "the merged DoRA model evaluates as base + adapter: $dora_merged" || bad "merged DoRA eval $dora_merged vs $dora_after"
+expect_error "export-adapter: DoRA" "plain LoRA adapters only (this one is DoRA)" export-adapter --model $tiny --adapter-path "$tmp/dora" --output "$tmp/dora.gguf"
+expect_error "flags: DoRA with dropout" "DoRA (use_dora) with lora_dropout" train "${dargs[@]}" --method dora --dropout 0.1 --adapter-path "$tmp/dora2"
 expect_error "resume with another method" "method: lora-plus → lora" train "${targs[@]}" --iters 5 --adapter-path "$tmp/lp" --resume
-expect_error "flags: unknown method" "--method must be lora, lora-plus, lora-fa" train --model $tiny --data "$tmp/tdata" --method vera2
+expect_error "flags: unknown method" "--method must be lora, lora-plus, lora-fa or dora" train --model $tiny --data "$tmp/tdata" --method vera2
 expect_error "flags: zero LoRA+ ratio" "lora-plus-ratio" train --model $tiny --data "$tmp/tdata" --method lora-plus --lora-plus-ratio 0
 
 # A config file holds settings; the command line wins.

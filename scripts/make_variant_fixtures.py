@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Generate PyTorch/PEFT reference fixtures for two LoRA *optimizer* variants,
-LoRA+ and LoRA-FA, for the swift-lora test suite.
+"""Generate PyTorch/PEFT reference fixtures for LoRA variants for the
+swift-lora test suite: two *optimizer* variants, LoRA+ and LoRA-FA, and one
+*adapter* variant, DoRA (see the DoRA section at the end of this docstring).
 
-Both variants change only the optimizer, not the model or the adapter, so this
-script reuses the existing `llama_tied` case written by scripts/make_fixtures.py
-(it does NOT regenerate it):
+LoRA+ and LoRA-FA change only the optimizer, not the model or the adapter, so
+this script reuses the existing `llama_tied` case written by
+scripts/make_fixtures.py (it does NOT regenerate it):
 
     Tests/LoRAKitTests/Fixtures/llama_tied/model/     base model (loaded as is)
     Tests/LoRAKitTests/Fixtures/llama_tied/adapter/   initial LoRA weights (loaded,
@@ -66,13 +67,48 @@ re-implementation reproduces PEFT's 3 steps bit for bit, and that the step-1
 projected gradient it stores is the one PEFT's optimizer consumed (its
 exp_avg_B / exp_avg_sq_B state after step 1 match bitwise).
 
+DoRA (case `dora`)
+------------------
+Base model: llama_tied/model/ (loaded as is). Adapter: llama_tied's LoraConfig
+with use_dora=True (every other field identical; lora_dropout is already 0).
+lora_A and lora_B are copied from llama_tied/adapter/adapter_model.safetensors,
+PEFT's own DoRA init (DoraLinearLayer.update_layer) is re-run on them, giving
+m0 = ||W + s B A||_row, and the magnitude is set to m = m0 * U(0.8, 1.2) (seeded)
+so that m != ||W + s B A|| and the magnitude matters. Output:
+
+    Tests/LoRAKitTests/Fixtures/variants/dora/
+        adapter/adapter_config.json       PEFT save_pretrained of that adapter
+        adapter/adapter_model.safetensors (magnitude keys:
+                                          <module>.lora_magnitude_vector [out],
+                                          no '.weight' suffix)
+        reference.safetensors
+        info.json                         hyper-parameters, PEFT's DoRA forward /
+                                          backward / merge / unmerge formulas,
+                                          trainable-parameter counts (also for
+                                          SmolLM2-135M: LoRA, DoRA, VeRA)
+
+reference.safetensors keys for dora (all float32): logits [B,T,V] (train-mode
+forward of the initial adapter), loss [1], grad.<K> (first backward; every
+trainable tensor: lora_A, lora_B, lora_magnitude_vector), losses [3],
+grad_norms [3] (pre-clip), step3.<K>, merged_logits (eval mode, after
+merge_and_unload() of the initial adapter), unmerged_logits (eval mode, initial
+adapter), with <K> exactly as in dora/adapter/adapter_model.safetensors. The
+loop is make_fixtures.py's (torch AdamW, llama_tied's lr/betas/eps/weight
+decay, clip 0.5, 3 steps) over all trainable tensors. The script checks an
+op-for-op re-implementation of PEFT's DoRA forward bit for bit (logits, grads,
+3 steps), the textbook W' = m (W + sBA)/||W + sBA|| with a detached norm
+numerically, and the merged weights against the merge formula bit for bit.
+
 Requirements: torch, transformers, peft (>= 0.16 for LoRA-FA), safetensors.
 Run from the repository root:
 
-    python scripts/make_variant_fixtures.py
+    python scripts/make_variant_fixtures.py                # all cases
+    python scripts/make_variant_fixtures.py dora lora_fa   # just some cases
+                                       (lora_plus, lora_fa, dora)
 
-Deterministic: no random numbers are drawn; re-running gives the same files
-(up to library-version / thread-count differences in float32 kernels).
+Deterministic: LoRA+ and LoRA-FA draw no random numbers, DoRA's magnitude
+factor is seeded; re-running gives the same files (up to library-version /
+thread-count differences in float32 kernels).
 """
 
 from __future__ import annotations
@@ -1051,6 +1087,9 @@ def make_dora(src_ref, batch, adapter_init) -> dict:
             torch.equal(merged_adapter_logits, merged_logits)
         )
     checks["merged_vs_unmerged_logits_max_abs_diff"] = max_abs(merged_logits, unmerged_logits)
+    checks["textbook_forward_vs_merged_logits_max_abs_diff"] = max_abs(tb["logits"], merged_logits)
+    # m != ||W + sBA||, so DoRA differs from plain LoRA with the same A, B:
+    diag["logits_vs_llama_tied_lora_logits_max_abs_diff"] = max_abs(run["logits"], src_ref["logits"])
     assert checks["merged_vs_unmerged_logits_max_abs_diff"] < 1e-5
     checks["step1_clip_coef"] = clip_coef(run["grad_norms"][0])
     checks["step3_changed_every_tensor"] = all(

@@ -18,7 +18,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Transformer blocks (SmolLM2-135M has 30).") var layers = 30
     @Option(help: "LoRA rank.") var rank = 8
     @Option(help: "LoRA alpha.") var alpha: Float = 16
-    @Option(help: "lora, lora-plus or lora-fa.") var method = "lora"
+    @Option(help: "lora, lora-plus, lora-fa or dora.") var method = "lora"
     @Option(help: "Untimed steps first.") var warmup = 1
     @Option(help: "Timed steps.") var steps = 5
     @Flag(help: "Gradient checkpointing: recompute each block's forward in the backward instead of keeping its activations (less memory, slower).")
@@ -40,15 +40,16 @@ struct BenchCommand: ParsableCommand {
         let model = try loadModel()
         model.gradientCheckpointing = gradCheckpoint
         let config = model.config
-        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: rank, loraAlpha: alpha, targetModules: .allLinear), seed: 2)
+        let (trainingMethod, dora) = try TrainingMethod.named(method)
+        let adapterConfig = LoRAConfig(r: rank, loraAlpha: alpha, targetModules: .allLinear, useDoRA: dora)
+        let adapter = try Adapter.attach(to: model, config: adapterConfig, seed: 2)
         // B starts at zero; give it values so every product is real work, as after a few steps.
-        for (_, lora) in adapter.sites(of: LoRA.self) { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.001 } }
-        guard let method = TrainingMethod(rawValue: method) else {
-            throw LoRAError("--method must be \(TrainingMethod.allCases.map(\.rawValue).joined(separator: ", ")) (got \(self.method))")
+        for lora in adapter.modules.compactMap({ ($0.adapter as? LoRA) ?? ($0.adapter as? DoRA)?.lora }) {
+            for i in 0..<lora.b.value.count { lora.b.value[i] = 0.001 }
         }
         var settings = TrainingSettings()
-        settings.method = method
-        let optimizer = try method.makeOptimizer(adapter: adapter, settings: settings)
+        settings.method = trainingMethod
+        let optimizer = try trainingMethod.makeOptimizer(adapter: adapter, settings: settings)
         let optimizerStateBytes = (optimizer.m + optimizer.v).reduce(0) { $0 + $1.count * 4 }
         let trainer = Trainer(model: model, optimizer: optimizer, totalSteps: warmup + steps)
         var random = SeededRandom(seed: 3)
@@ -68,13 +69,13 @@ struct BenchCommand: ParsableCommand {
         let tokensPerSecond = Double(n * steps) / elapsed
         let peak = peakResidentMB()
         let flopsPerStep = StepFLOPs(config: config, batch: batchSize, seqLen: seqLen, rank: rank,
-                                 trainsA: method != .loraFA).total
+                                 trainsA: trainingMethod != .loraFA).total
         let achieved = flopsPerStep * Double(steps) / elapsed
         let gemmRate = measureGemmRate(config: config, rows: n)
 
         if json {
             let line: [String: Any] = [
-                "tool": "swift-lora", "model": self.model ?? "random", "method": method.rawValue,
+                "tool": "swift-lora", "model": self.model ?? "random", "method": self.method,
                 "trainable_parameters": adapter.parameterCount, "optimizer_state_bytes": optimizerStateBytes, "dequantize": dequantize, "tokens_per_second": tokensPerSecond, "peak_rss_mb": peak,
                 "estimated_peak_mb": estimate.totalBytes / 1_048_576,
                 "grad_checkpoint": gradCheckpoint,
@@ -86,7 +87,7 @@ struct BenchCommand: ParsableCommand {
             print(String(decoding: data, as: UTF8.self))
         } else {
             let weights = model.sites.reduce(model.embedding.byteCount) { $0 + ($1.linear === model.head && model.headIsTied ? 0 : $1.linear.matrix.byteCount) }
-            print("model: \(self.model ?? "SmolLM2-135M shapes, \(layers) layers, random weights"); \(method.rawValue) r=\(rank) alpha=\(alpha) on all linear layers")
+            print("model: \(self.model ?? "SmolLM2-135M shapes, \(layers) layers, random weights"); \(self.method) r=\(rank) alpha=\(alpha) on all linear layers")
             print(String(format: "trainable parameters: %d; optimizer state: %.1f MB", adapter.parameterCount, Double(optimizerStateBytes) / 1e6))
             print(String(format: "frozen matrices in memory: %.0f MB", Double(weights) / 1e6))
             print("batch \(batchSize) x \(seqLen) tokens, matrix products: \(Gemm.backend), threads: \(Parallel.threadCount)"

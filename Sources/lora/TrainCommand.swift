@@ -39,8 +39,9 @@ struct TrainCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Recompute each block's activations in the backward pass: less memory, about a third more time.")
     var gradCheckpoint: Bool?
     @Option(parsing: .unconditional, help: "Adapt only the last N blocks, 0: all (default: 0).") var numLayers: Int?
-    @Option(help: "lora, lora-plus (B learns --lora-plus-ratio times faster) or lora-fa (A frozen, B projected) (default: lora).")
+    @Option(help: "lora, lora-plus (B learns --lora-plus-ratio times faster), lora-fa (A frozen, B projected) or dora (a trained magnitude per output) (default: lora).")
     var method: String?
+    @Flag(inversion: .prefixedNo, help: "DoRA on top of the method (PEFT's use_dora); --method dora is lora with it.") var useDora: Bool?
     @Option(parsing: .unconditional, help: "LoRA+'s ratio of B's learning rate to A's (default: 16).") var loraPlusRatio: Float?
     @Option(parsing: .unconditional, help: "LoRA rank r (default: 8).") var rank: Int?
     @Option(parsing: .unconditional, help: "LoRA alpha (default: 16).") var alpha: Float?
@@ -91,10 +92,9 @@ struct TrainCommand: ParsableCommand {
         settings.stepsPerReport = try integer(stepsPerReport, "steps-per-report", 10)
         settings.stepsPerEval = try integer(stepsPerEval, "steps-per-eval", 0, minimum: 0)
         let methodName = try method ?? file.string("method") ?? "lora"
-        guard let method = TrainingMethod(rawValue: methodName) else {
-            throw LoRAError("--method must be \(TrainingMethod.allCases.map(\.rawValue).joined(separator: ", ")) (got \(methodName))")
-        }
+        let (method, dora) = try TrainingMethod.named(methodName)
         settings.method = method
+        let useDoRA = try dora || (useDora ?? file.bool("use-dora") ?? false)
         settings.loraPlusRatio = try real(loraPlusRatio, "lora-plus-ratio", 16, positive: true)
         let valBatches = try integer(self.valBatches, "val-batches", 0, minimum: 0, maximum: .max)
         settings.validationBatches = valBatches > 0 ? valBatches : nil
@@ -108,7 +108,7 @@ struct TrainCommand: ParsableCommand {
                                        loraAlpha: try real(alpha, "alpha", 16, positive: true),
                                        loraDropout: try real(dropout, "dropout", 0),
                                        targetModules: TargetModules(commaSeparated: try targets ?? file.string("targets") ?? "all-linear"),
-                                       useRSLoRA: try useRslora ?? file.bool("use-rslora") ?? false)
+                                       useRSLoRA: try useRslora ?? file.bool("use-rslora") ?? false, useDoRA: useDoRA)
         guard (0..<1).contains(adapterConfig.loraDropout) else { throw LoRAError("--dropout must be in [0, 1) (got \(adapterConfig.loraDropout))") }
         let initName = try initialization ?? file.string("init") ?? "kaiming"
         switch initName {

@@ -417,6 +417,60 @@ extension GradientCheckTests {
     }
 }
 
+extension GradientCheckTests {
+    /// DoRA through Linear: m starts at the row norms of W (B is zero), the output is
+    /// m ⊙ (x·Wᵀ + s·B·A·x) / ‖W + s·B·A‖ + b, and the input and magnitude gradients (which the
+    /// detached norm does not touch) equal finite differences; merging and unmerging are exact.
+    func testDoRAOutputAndGradients() throws {
+        let rows = 3, inF = 7, outF = 5, rank = 2
+        let weight = randomTensor([outF, inF], seed: 911), bias = randomTensor([outF], seed: 912)
+        let x = randomTensor([rows, inF], seed: 913), w = randomTensor([rows, outF], seed: 914)
+        let linear = Linear(weight: weight.copy(), bias: bias)
+        var random = SeededRandom(seed: 915)
+        let lora = LoRA(inFeatures: inF, outFeatures: outF, rank: rank, alpha: 4, name: "l", random: &random)
+        let dora = DoRA(lora: lora, layer: linear, name: "l")
+        for j in 0..<outF {
+            let norm = (0..<inF).reduce(0.0) { $0 + Double(weight[j * inF + $1] * weight[j * inF + $1]) }.squareRoot()
+            XCTAssertEqual(Double(dora.magnitude.value[j]), norm, accuracy: 1e-6 * norm, "m starts at ‖W‖ of row \(j)")
+        }
+        for i in 0..<lora.b.value.count { lora.b.value[i] = 0.3 * Float(i % 5) - 0.6 }
+        for j in 0..<outF { dora.magnitude.value[j] *= 0.9 + 0.05 * Float(j) }
+        linear.adapter = dora
+        let saved = Tensor(shape: [rows * dora.savedFloatsPerRow(training: true)]), y = Tensor(shape: [rows, outF])
+        func objective() -> Double {
+            linear.forward(x: x.data, rows: rows, y: y.data, saved: saved.data, training: true)
+            return weightedSum(y, w)
+        }
+        _ = objective()
+        let adapted = Tensor(shape: [outF, inF])  // W + s·B·A by hand
+        for j in 0..<outF {
+            for i in 0..<inF {
+                adapted[j * inF + i] = weight[j * inF + i] + lora.scaling * (0..<rank).reduce(0) { $0 + lora.b.value[j * rank + $1] * lora.a.value[$1 * inF + i] }
+            }
+        }
+        for r in 0..<rows {
+            for j in 0..<outF {
+                let norm = (0..<inF).reduce(Float(0)) { $0 + adapted[j * inF + $1] * adapted[j * inF + $1] }.squareRoot()
+                let dotValue = (0..<inF).reduce(Float(0)) { $0 + x[r * inF + $1] * adapted[j * inF + $1] }
+                XCTAssertEqual(y[r * outF + j], dora.magnitude.value[j] * dotValue / norm + bias[j], accuracy: 1e-5)
+            }
+        }
+        let dx = Tensor(shape: [rows, inF])
+        linear.backward(dy: w.data, x: x.data, rows: rows, saved: saved.data, dx: dx.data, accumulate: false)
+        checkGradient(dx.array, centralDifferences(x, h: Self.h, objective), tol: Self.linearTolerance, "DoRA dx")
+        checkGradient(dora.magnitude.grad.array, centralDifferences(dora.magnitude.value, h: Self.h, objective),
+                      tol: Self.linearTolerance, "DoRA dm")
+
+        _ = objective()
+        let unmergedY = y.array
+        try linear.merge()
+        _ = objective()
+        XCTAssertLessThan(relativeError(y.array, unmergedY), 1e-6, "DoRA merged output")
+        try linear.unmerge()
+        XCTAssertLessThan(relativeError(linear.weight.array, weight.array), 1e-6, "DoRA unmerge restores W")
+    }
+}
+
 /// y = (1 + c) ∘ base per output column, with c trainable.
 private final class OutputScale: LinearAdapter {
     let c: Parameter

@@ -30,7 +30,7 @@ final class PyTorchParityTests: XCTestCase {
     }
 
     /// Logits at real positions, flattened.
-    func realLogits(_ logits: [Float], _ c: Case) -> [Float] {
+    static func realLogits(_ logits: [Float], _ c: Case) -> [Float] {
         let v = c.model.config.vocabSize
         return c.realPositions.flatMap { logits[($0 * v)..<(($0 + 1) * v)] }
     }
@@ -39,7 +39,7 @@ final class PyTorchParityTests: XCTestCase {
         for name in Self.cases {
             let c = try Self.load(name)
             let logits = try c.model.logits(c.batch)
-            let err = relativeError(realLogits(logits.array, c), realLogits(try c.reference.floats("logits"), c))
+            let err = relativeError(Self.realLogits(logits.array, c), Self.realLogits(try c.reference.floats("logits"), c))
             XCTAssertLessThan(err, 1e-5, "\(name) logits")
             let loss = try c.model.loss(c.batch).loss, refLoss = Double(try c.reference.floats("loss")[0])
             XCTAssertEqual(loss, refLoss, accuracy: 1e-5 * refLoss, "\(name) loss")
@@ -89,8 +89,8 @@ final class PyTorchParityTests: XCTestCase {
             let original = c.adapter.modules.map { $0.site.linear.weight.array }
             try c.adapter.merge()
             let merged = try c.model.logits(c.batch).array
-            XCTAssertLessThan(relativeError(realLogits(merged, c), realLogits(unmerged, c)), 1e-5, "\(name) merged vs unmerged")
-            XCTAssertLessThan(relativeError(realLogits(merged, c), realLogits(try c.reference.floats("merged_logits"), c)), 1e-5,
+            XCTAssertLessThan(relativeError(Self.realLogits(merged, c), Self.realLogits(unmerged, c)), 1e-5, "\(name) merged vs unmerged")
+            XCTAssertLessThan(relativeError(Self.realLogits(merged, c), Self.realLogits(try c.reference.floats("merged_logits"), c)), 1e-5,
                               "\(name) merged vs PEFT merge_and_unload")
             try c.adapter.unmerge()
             for (m, w0) in zip(c.adapter.modules, original) {

@@ -7,6 +7,8 @@ import Foundation
 public protocol AdapterConfiguration: Sendable {
     /// PEFT's name for the method in adapter_config.json ("LORA").
     static var peftType: String { get }
+    /// The method's name for people ("LoRA", "DoRA").
+    var methodName: String { get }
     /// Reads a parsed adapter_config.json, refusing by name the options this engine does not implement.
     init(adapterConfigFile json: [String: Any], path: String) throws
     var targetModules: TargetModules { get }

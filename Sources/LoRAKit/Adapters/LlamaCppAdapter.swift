@@ -9,7 +9,7 @@ extension Adapter {
     public func saveLlamaCpp(to path: String) throws {
         let loras = sites(of: LoRA.self)
         guard loras.count == modules.count, let first = loras.first else {
-            throw LoRAError("llama.cpp's LoRA GGUF holds plain LoRA adapters only (this one is \(type(of: config).peftType)); merge it into the model with lora merge instead")
+            throw LoRAError("llama.cpp's LoRA GGUF holds plain LoRA adapters only (this one is \(config.methodName)); merge it into the model with lora merge instead")
         }
         let alpha = first.adapter.scaling * Float(first.adapter.rank)
         let arch = model.ggufArchitecture, c = model.config

@@ -3,12 +3,15 @@ import Foundation
 /// A LoRA adapter's settings with PEFT's names, defaults and meaning (`LoraConfig`).
 public struct LoRAConfig: AdapterConfiguration, Equatable {
     public static let peftType = "LORA"
+    public var methodName: String { useDoRA ? "DoRA" : "LoRA" }
 
     public var r: Int = 8
     public var loraAlpha: Float = 8
     public var loraDropout: Float = 0
     public var targetModules: TargetModules = .names(["q_proj", "v_proj"])
     public var useRSLoRA = false
+    /// DoRA: a trainable magnitude per output row on top of the low-rank update (PEFT's `use_dora`).
+    public var useDoRA = false
     public var initialization: LoRAInit = .kaiming
     /// Only blocks with these indices are adapted (PEFT's `layers_to_transform`); nil means all.
     public var layersToTransform: [Int]? = nil
@@ -18,13 +21,14 @@ public struct LoRAConfig: AdapterConfiguration, Equatable {
     public var baseModelNameOrPath: String? = nil
 
     public init(r: Int = 8, loraAlpha: Float = 8, loraDropout: Float = 0, targetModules: TargetModules = .names(["q_proj", "v_proj"]),
-                useRSLoRA: Bool = false, initialization: LoRAInit = .kaiming, layersToTransform: [Int]? = nil,
+                useRSLoRA: Bool = false, useDoRA: Bool = false, initialization: LoRAInit = .kaiming, layersToTransform: [Int]? = nil,
                 rankPattern: [String: Int] = [:], alphaPattern: [String: Float] = [:]) {
         self.r = r
         self.loraAlpha = loraAlpha
         self.loraDropout = loraDropout
         self.targetModules = targetModules
         self.useRSLoRA = useRSLoRA
+        self.useDoRA = useDoRA
         self.initialization = initialization
         self.layersToTransform = layersToTransform
         self.rankPattern = rankPattern
@@ -40,18 +44,20 @@ public struct LoRAConfig: AdapterConfiguration, Equatable {
         for key in pattern.keys.sorted() where fullMatch("(.*\\.)?(\(key))", path) { return pattern[key] }
         return nil
     }
-    /// A is [r × in] and B [out × r].
+    /// A is [r × in] and B [out × r]; DoRA adds m [out].
     public func parameterCount(site: LinearSite) -> Int? {
         let (width, o1) = site.linear.inFeatures.addingReportingOverflow(site.linear.outFeatures)
         let (count, o2) = rank(path: site.path).multipliedReportingOverflow(by: width)
-        return o1 || o2 ? nil : count
+        let (total, o3) = count.addingReportingOverflow(useDoRA ? site.linear.outFeatures : 0)
+        return o1 || o2 || o3 ? nil : total
     }
 
     public func makeAdapters(sites: [LinearSite], keyPrefix: String, random: inout SeededRandom) -> [any LinearAdapter] {
         sites.map { site in
-            LoRA(inFeatures: site.linear.inFeatures, outFeatures: site.linear.outFeatures,
-                 rank: rank(path: site.path), alpha: alpha(path: site.path), rsLoRA: useRSLoRA, dropout: loraDropout,
-                 initialization: initialization, name: keyPrefix + site.path, random: &random)
+            let lora = LoRA(inFeatures: site.linear.inFeatures, outFeatures: site.linear.outFeatures,
+                            rank: rank(path: site.path), alpha: alpha(path: site.path), rsLoRA: useRSLoRA, dropout: loraDropout,
+                            initialization: initialization, name: keyPrefix + site.path, random: &random)
+            return useDoRA ? DoRA(lora: lora, layer: site.linear, name: keyPrefix + site.path) : lora
         }
     }
 }
@@ -71,7 +77,6 @@ extension LoRAConfig {
     /// A parsed adapter_config.json whose peft_type is LORA. LoRA options this engine does not
     /// implement (DoRA, bias training, fan_in_fan_out) are refused by name.
     public init(adapterConfigFile j: [String: Any], path: String) throws {
-        if j["use_dora"] as? Bool == true { throw LoRAError("\(path): use_dora is set; DoRA adapters are not supported yet") }
         if let bias = j["bias"] as? String, bias != "none" { throw LoRAError("\(path): bias \"\(bias)\" is not supported (only \"none\")") }
         if j["fan_in_fan_out"] as? Bool == true { throw LoRAError("\(path): fan_in_fan_out is only for GPT-2 Conv1D layers, which Llama-family models do not have") }
         if let m = j["modules_to_save"] as? [Any], !m.isEmpty { throw LoRAError("\(path): modules_to_save is not supported") }
@@ -97,6 +102,7 @@ extension LoRAConfig {
         if let a = j["lora_alpha"] { c.loraAlpha = try number(a, "lora_alpha") }
         if let d = j["lora_dropout"] { c.loraDropout = try number(d, "lora_dropout") }
         if let s = j["use_rslora"] as? Bool { c.useRSLoRA = s }
+        if let d = j["use_dora"] as? Bool { c.useDoRA = d }
         switch j["target_modules"] {
         case let s as String: c.targetModules = s == "all-linear" ? .allLinear : .regex(s)
         case let list as [String]: c.targetModules = .names(list)
@@ -145,6 +151,9 @@ extension LoRAConfig {
         guard (0..<1).contains(loraDropout) else {
             throw LoRAError("\(source): lora_dropout must be at least 0 and below 1 (got \(loraDropout))")
         }
+        if useDoRA && loraDropout > 0 {
+            throw LoRAError("\(source): DoRA (use_dora) with lora_dropout above 0 is not supported yet; set the dropout to 0")
+        }
     }
 
     /// The JSON PEFT 0.21 writes for this config: every key of `LoraConfig`, sorted, indented by 2.
@@ -169,7 +178,7 @@ extension LoRAConfig {
             "modules_to_save": null, "monteclora_config": null, "peft_type": "LORA", "peft_version": "0.21.2",
             "qalora_group_size": 16, "r": r, "rank_pattern": rankPattern, "revision": null,
             "target_modules": targets, "target_parameters": null, "task_type": "CAUSAL_LM",
-            "trainable_token_indices": null, "use_bdlora": null, "use_dora": false, "use_qalora": false,
+            "trainable_token_indices": null, "use_bdlora": null, "use_dora": useDoRA, "use_qalora": false,
             "use_rslora": useRSLoRA, "velora_config": null,
         ]
         return try JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])

@@ -11,6 +11,15 @@ public enum TrainingMethod: String, Codable, Sendable, CaseIterable {
     /// LoRA-FA (Zhang et al. 2023): A frozen, B trained by PEFT's `LoraFAOptimizer`.
     case loraFA = "lora-fa"
 
+    /// What `--method NAME` selects: a training method, or dora (plain LoRA training of a DoRA adapter).
+    public static func named(_ name: String) throws -> (method: TrainingMethod, dora: Bool) {
+        if name == "dora" { return (.lora, true) }
+        guard let method = TrainingMethod(rawValue: name) else {
+            throw LoRAError("--method must be \(allCases.map(\.rawValue).joined(separator: ", ")) or dora (got \(name))")
+        }
+        return (method, false)
+    }
+
     /// The optimizer for `adapter` under `settings` (for LoRA-FA, this freezes every A).
     public func makeOptimizer(adapter: Adapter, settings: TrainingSettings) throws -> any Optimizer {
         switch self {
@@ -22,7 +31,7 @@ public enum TrainingMethod: String, Codable, Sendable, CaseIterable {
         case .loraFA:
             let loras = adapter.sites(of: LoRA.self).map(\.adapter)
             guard loras.count == adapter.modules.count else {
-                throw LoRAError("lora-fa trains LoRA adapters only (this one is \(type(of: adapter.config).peftType))")
+                throw LoRAError("lora-fa trains LoRA adapters only (this one is \(adapter.config.methodName))")
             }
             return try LoRAFAOptimizer(loras: loras, learningRate: settings.learningRate, weightDecay: settings.weightDecay)
         }

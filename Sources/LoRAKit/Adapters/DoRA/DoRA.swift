@@ -1,0 +1,144 @@
+import Foundation
+
+/// DoRA (Liu et al. 2024) as PEFT computes it: the adapted weight is m ⊙ (W + s·B·A) / ‖W + s·B·A‖,
+/// the norm taken per output row, with a trainable magnitude m [out] that starts at those norms. In
+/// the backward the norm is a constant (the paper's section 4.3; PEFT detaches it), so
+/// y = k ⊙ (x·Wᵀ + s·B·A·x) with k = m / ‖W + s·B·A‖, and the base path's gradient is dy ⊙ k.
+/// The low-rank part is a `LoRA` (its A, B, scaling and initialization); dropout is not supported
+/// (PEFT then recomputes the base output on the dropped input).
+public final class DoRA: LinearAdapter, @unchecked Sendable {
+    public let lora: LoRA
+    /// m, [out]: PEFT's `lora_magnitude_vector`.
+    public let magnitude: Parameter
+    /// The layer whose frozen W the norms read (the layer holds this adapter strongly).
+    private unowned let layer: Linear
+    /// The row norms for the A and B they were computed from (a hash of their bits): each training
+    /// step changes A and B, while decoding calls the forward once per token with the same ones.
+    private var normCache: (key: UInt64, norms: [Float])?
+    /// k at the last merge, which unmerging divides by (PEFT caches the weight norm the same way).
+    private var mergedScale: [Float]?
+
+    public init(lora: LoRA, layer: Linear, name: String) {
+        precondition(lora.dropout == 0, "DoRA with dropout is refused by its config")
+        self.lora = lora
+        self.layer = layer
+        magnitude = Parameter(name: name + ".lora_magnitude_vector", value: Tensor(shape: [lora.outFeatures]))
+        let norms = rowNorms()
+        for j in 0..<norms.count { magnitude.value[j] = norms[j] }
+    }
+
+    public var parameters: [Parameter] { lora.parameters + [magnitude] }
+    public var weights: [Parameter] { lora.weights + [magnitude] }
+    public var generators: [SeededRandom] {
+        get { lora.generators }
+        set { lora.generators = newValue }
+    }
+    public var readsBaseOutput: Bool { true }
+
+    /// Per row: A·x (r floats), then x·Wᵀ + s·B·A·x before the scaling (out floats), which the
+    /// magnitude's gradient reads.
+    public func savedFloatsPerRow(training: Bool) -> Int { lora.rank + lora.outFeatures }
+
+    /// ‖W + s·B·A‖ per output row, W expanded a panel at a time when it is quantized.
+    func rowNorms() -> [Float] {
+        let key = fingerprint()
+        if let cache = normCache, cache.key == key { return cache.norms }
+        let out = lora.outFeatures, inF = lora.inFeatures, r = lora.rank
+        var norms = [Float](repeating: 0, count: out)
+        let panel = UnsafeMutablePointer<Float>.allocate(capacity: layer.matrix.panelRows * inF)
+        defer { panel.deallocate() }
+        layer.matrix.forEachPanel { r0, n, w in
+            panel.update(from: w, count: n * inF)
+            Gemm.sgemm(transA: false, transB: false, m: n, n: inF, k: r, alpha: lora.scaling,
+                       a: lora.b.value.data + r0 * r, lda: r, b: lora.a.value.data, ldb: inF, beta: 1, c: panel, ldc: inF)
+            for i in 0..<n {
+                var sum = 0.0
+                let row = panel + i * inF
+                for c in 0..<inF { sum += Double(row[c]) * Double(row[c]) }
+                norms[r0 + i] = Float(sum.squareRoot())
+            }
+        }
+        normCache = (key, norms)
+        return norms
+    }
+
+    /// FNV-1a over the bits of A and B.
+    private func fingerprint() -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for t in [lora.a.value, lora.b.value] {
+            for v in t.buffer { h = (h ^ UInt64(v.bitPattern)) &* 0x100_0000_01b3 }
+        }
+        return h
+    }
+
+    /// k = m / ‖W + s·B·A‖ per output.
+    private func scale() -> [Float] {
+        let norms = rowNorms()
+        return (0..<norms.count).map { magnitude.value[$0] / norms[$0] }
+    }
+
+    public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>,
+                        saved: UnsafeMutablePointer<Float>, training: Bool) {
+        let out = lora.outFeatures, r = lora.rank
+        let u = saved, pre = saved + rows * r
+        // pre = x·Wᵀ + s·B·(A·x), from the base output already in y.
+        pre.update(from: y, count: rows * out)
+        Gemm.sgemm(transA: false, transB: true, m: rows, n: r, k: lora.inFeatures, alpha: 1,
+                   a: x, lda: lora.inFeatures, b: lora.a.value.data, ldb: lora.inFeatures, beta: 0, c: u, ldc: r)
+        Gemm.sgemm(transA: false, transB: true, m: rows, n: out, k: r, alpha: lora.scaling,
+                   a: u, lda: r, b: lora.b.value.data, ldb: r, beta: 1, c: pre, ldc: out)
+        let k = scale()
+        Parallel.forRanges(rows, minChunk: 16) { range in
+            for row in range { for j in 0..<out { y[row * out + j] = k[j] * pre[row * out + j] } }
+        }
+    }
+
+    public func baseOutputGradient(dy: UnsafePointer<Float>, rows: Int, saved: UnsafeMutablePointer<Float>,
+                                   into: UnsafeMutablePointer<Float>) -> Bool {
+        scaled(dy, rows: rows, k: scale(), into: into)
+        return true
+    }
+
+    private func scaled(_ dy: UnsafePointer<Float>, rows: Int, k: [Float], into: UnsafeMutablePointer<Float>) {
+        let out = lora.outFeatures
+        Parallel.forRanges(rows, minChunk: 16) { range in
+            for row in range { for j in 0..<out { into[row * out + j] = k[j] * dy[row * out + j] } }
+        }
+    }
+
+    public func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int,
+                         saved: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?) {
+        let out = lora.outFeatures, pre = saved + rows * lora.rank
+        let norms = rowNorms(), k = scale()
+        // dm = Σ_rows dy ∘ pre / ‖W + s·B·A‖
+        let dm = magnitude.grad.data
+        for j in 0..<out {
+            var sum = 0.0
+            for row in 0..<rows { sum += Double(dy[row * out + j]) * Double(pre[row * out + j]) }
+            dm[j] += Float(sum) / norms[j]
+        }
+        // The low-rank path sees dy ∘ k.
+        let dyk = UnsafeMutablePointer<Float>.allocate(capacity: rows * out)
+        defer { dyk.deallocate() }
+        scaled(dy, rows: rows, k: k, into: dyk)
+        lora.backward(dy: dyk, x: x, rows: rows, saved: saved, dx: dx)
+    }
+
+    /// k ⊙ (W + s·B·A), keeping k for unmerge.
+    public func mergedWeight(_ weight: Tensor) -> Tensor {
+        let k = scale()
+        mergedScale = k
+        let merged = lora.mergedWeight(weight), n = lora.inFeatures
+        for j in 0..<k.count { for i in 0..<n { merged[j * n + i] *= k[j] } }
+        return merged
+    }
+
+    /// W'/k − s·B·A with the k of the merge.
+    public func unmergedWeight(_ merged: Tensor) -> Tensor {
+        let k = mergedScale ?? scale(), n = lora.inFeatures
+        let divided = merged.copy()
+        for j in 0..<k.count { for i in 0..<n { divided[j * n + i] /= k[j] } }
+        mergedScale = nil
+        return lora.unmergedWeight(divided)
+    }
+}
