@@ -141,8 +141,21 @@ import json, sys; a = json.loads(sys.argv[1])['loss']; m = json.loads(sys.argv[2
     && ok "the merged DoRA model evaluates as base + adapter: $dora_merged" || bad "merged DoRA eval $dora_merged vs $dora_after"
 expect_error "export-adapter: DoRA" "plain LoRA adapters only (this one is DoRA)" export-adapter --model $tiny --adapter-path "$tmp/dora" --output "$tmp/dora.gguf"
 expect_error "flags: DoRA with dropout" "DoRA (use_dora) with lora_dropout" train "${dargs[@]}" --method dora --dropout 0.1 --adapter-path "$tmp/dora2"
+# VeRA: PEFT's VERA files, two trained vectors per layer; merged like any adapter; llama.cpp cannot hold it.
+"$lora" train "${dargs[@]}" --method vera --rank 16 --learning-rate 5e-2 --adapter-path "$tmp/vera" >"$tmp/vtrain" 2>&1
+vera_after=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/vera" 2>&1)
+grep -q '"peft_type" *: *"VERA"' "$tmp/vera/adapter_config.json" && grep -q "^trainable params: " "$tmp/vtrain" && python3 -c "
+import json, sys; b = json.loads(sys.argv[1])['loss']; a = json.loads(sys.argv[2])['loss']; sys.exit(0 if a < b - 0.2 else 1)" "$before" "$vera_after" \
+    && ok "--method vera trains a PEFT VeRA adapter ($(sed -n 's/^trainable params: \([0-9,]*\) .*/\1/p' "$tmp/vtrain") parameters) that lowers the validation loss: $vera_after" \
+    || bad "vera: $(tail -3 "$tmp/vtrain") $vera_after"
+"$lora" merge --model $tiny --adapter-path "$tmp/vera" --output "$tmp/vmerged" >/dev/null 2>&1
+vera_merged=$("$lora" eval --model "$tmp/vmerged" --data "$tmp/tdata" --split valid --mask-prompt --json 2>&1)
+python3 -c "
+import json, sys; a = json.loads(sys.argv[1])['loss']; m = json.loads(sys.argv[2])['loss']; sys.exit(0 if abs(a - m) < 1e-5 * a else 1)" "$vera_after" "$vera_merged" \
+    && ok "the merged VeRA model evaluates as base + adapter: $vera_merged" || bad "merged VeRA eval $vera_merged vs $vera_after"
+expect_error "export-adapter: VeRA" "this one is VeRA" export-adapter --model $tiny --adapter-path "$tmp/vera" --output "$tmp/vera.gguf"
 expect_error "resume with another method" "method: lora-plus → lora" train "${targs[@]}" --iters 5 --adapter-path "$tmp/lp" --resume
-expect_error "flags: unknown method" "--method must be lora, lora-plus, lora-fa or dora" train --model $tiny --data "$tmp/tdata" --method vera2
+expect_error "flags: unknown method" "--method must be lora, lora-plus, lora-fa, dora or vera" train --model $tiny --data "$tmp/tdata" --method vera2
 expect_error "flags: zero LoRA+ ratio" "lora-plus-ratio" train --model $tiny --data "$tmp/tdata" --method lora-plus --lora-plus-ratio 0
 
 # A config file holds settings; the command line wins.

@@ -18,7 +18,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Transformer blocks (SmolLM2-135M has 30).") var layers = 30
     @Option(help: "LoRA rank.") var rank = 8
     @Option(help: "LoRA alpha.") var alpha: Float = 16
-    @Option(help: "lora, lora-plus, lora-fa or dora.") var method = "lora"
+    @Option(help: "lora, lora-plus, lora-fa, dora or vera.") var method = "lora"
     @Option(help: "Untimed steps first.") var warmup = 1
     @Option(help: "Timed steps.") var steps = 5
     @Flag(help: "Gradient checkpointing: recompute each block's forward in the backward instead of keeping its activations (less memory, slower).")
@@ -40,13 +40,16 @@ struct BenchCommand: ParsableCommand {
         let model = try loadModel()
         model.gradientCheckpointing = gradCheckpoint
         let config = model.config
-        let (trainingMethod, dora) = try TrainingMethod.named(method)
-        let adapterConfig = LoRAConfig(r: rank, loraAlpha: alpha, targetModules: .allLinear, useDoRA: dora)
+        let (trainingMethod, adapterKind) = try TrainingMethod.named(method)
+        let adapterConfig: any AdapterConfiguration = adapterKind == .vera
+            ? VeRAConfig(r: rank, targetModules: .allLinear)
+            : LoRAConfig(r: rank, loraAlpha: alpha, targetModules: .allLinear, useDoRA: adapterKind == .dora)
         let adapter = try Adapter.attach(to: model, config: adapterConfig, seed: 2)
-        // B starts at zero; give it values so every product is real work, as after a few steps.
+        // B (VeRA: λ_b) starts at zero; give it values so every product is real work, as after a few steps.
         for lora in adapter.modules.compactMap({ ($0.adapter as? LoRA) ?? ($0.adapter as? DoRA)?.lora }) {
             for i in 0..<lora.b.value.count { lora.b.value[i] = 0.001 }
         }
+        for (_, vera) in adapter.sites(of: VeRA.self) { for i in 0..<vera.lambdaB.value.count { vera.lambdaB.value[i] = 0.001 } }
         var settings = TrainingSettings()
         settings.method = trainingMethod
         let optimizer = try trainingMethod.makeOptimizer(adapter: adapter, settings: settings)
@@ -69,7 +72,7 @@ struct BenchCommand: ParsableCommand {
         let tokensPerSecond = Double(n * steps) / elapsed
         let peak = peakResidentMB()
         let flopsPerStep = StepFLOPs(config: config, batch: batchSize, seqLen: seqLen, rank: rank,
-                                 trainsA: trainingMethod != .loraFA).total
+                                 trainsA: trainingMethod != .loraFA && adapterKind != .vera, doraNorms: adapterKind == .dora).total
         let achieved = flopsPerStep * Double(steps) / elapsed
         let gemmRate = measureGemmRate(config: config, rows: n)
 
@@ -107,8 +110,10 @@ struct BenchCommand: ParsableCommand {
 /// plus the recomputed QKᵀ), and the LoRA products.
 struct StepFLOPs {
     let config: ModelConfig, batch: Int, seqLen: Int, rank: Int
-    /// False for LoRA-FA, whose backward runs no A-gradient product.
+    /// False for LoRA-FA and VeRA, whose backward runs no product for A's gradient.
     var trainsA = true
+    /// DoRA: each step also forms W + s·B·A of every layer for its row norms.
+    var doraNorms = false
 
     var total: Double {
         let c = config, n = Double(batch * seqLen), d = Double(c.hiddenSize), f = Double(c.intermediateSize)
@@ -122,6 +127,10 @@ struct StepFLOPs {
         flops += L * Double(c.numHeads) * causalPairs * Double(c.headDim) * 2 * (2 + 5)  // 2 products fwd, 5 bwd
         let loraDims = (d + q) + (d + kv) * 2 + (q + d) + (d + f) * 2 + (f + d)
         flops += L * n * Double(rank) * loraDims * 2 * (trainsA ? 4 : 3)  // u, delta forward; dB, du, dA, dx backward (≈4 products)
+        if doraNorms {
+            let weights = qkv + rest  // Σ out·in over a block's seven layers
+            flops += L * weights * 2 * (Double(rank) + 1)  // s·B·A, then the squared row sums
+        }
         return flops
     }
 }

@@ -39,11 +39,12 @@ struct TrainCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Recompute each block's activations in the backward pass: less memory, about a third more time.")
     var gradCheckpoint: Bool?
     @Option(parsing: .unconditional, help: "Adapt only the last N blocks, 0: all (default: 0).") var numLayers: Int?
-    @Option(help: "lora, lora-plus (B learns --lora-plus-ratio times faster), lora-fa (A frozen, B projected) or dora (a trained magnitude per output) (default: lora).")
+    @Option(help: "lora, lora-plus (B learns --lora-plus-ratio times faster), lora-fa (A frozen, B projected), dora (a trained magnitude per output) or vera (shared frozen projections, two trained vectors per layer) (default: lora).")
     var method: String?
+    @Option(parsing: .unconditional, help: "VeRA: seeds the shared random projections (default: 0).") var projectionPrngKey: Int?
     @Flag(inversion: .prefixedNo, help: "DoRA on top of the method (PEFT's use_dora); --method dora is lora with it.") var useDora: Bool?
     @Option(parsing: .unconditional, help: "LoRA+'s ratio of B's learning rate to A's (default: 16).") var loraPlusRatio: Float?
-    @Option(parsing: .unconditional, help: "LoRA rank r (default: 8).") var rank: Int?
+    @Option(parsing: .unconditional, help: "LoRA rank r (default: 8; VeRA's: 256).") var rank: Int?
     @Option(parsing: .unconditional, help: "LoRA alpha (default: 16).") var alpha: Float?
     @Option(parsing: .unconditional, help: "Dropout on the adapter's input (default: 0).") var dropout: Float?
     @Option(help: "Comma-separated module names, or all-linear (default: all-linear).") var targets: String?
@@ -92,9 +93,10 @@ struct TrainCommand: ParsableCommand {
         settings.stepsPerReport = try integer(stepsPerReport, "steps-per-report", 10)
         settings.stepsPerEval = try integer(stepsPerEval, "steps-per-eval", 0, minimum: 0)
         let methodName = try method ?? file.string("method") ?? "lora"
-        let (method, dora) = try TrainingMethod.named(methodName)
+        let (method, adapterKind) = try TrainingMethod.named(methodName)
         settings.method = method
-        let useDoRA = try dora || (useDora ?? file.bool("use-dora") ?? false)
+        let useDoRA = try adapterKind == .dora || (useDora ?? file.bool("use-dora") ?? false)
+        if useDoRA && adapterKind == .vera { throw LoRAError("--use-dora does not apply to --method vera") }
         settings.loraPlusRatio = try real(loraPlusRatio, "lora-plus-ratio", 16, positive: true)
         let valBatches = try integer(self.valBatches, "val-batches", 0, minimum: 0, maximum: .max)
         settings.validationBatches = valBatches > 0 ? valBatches : nil
@@ -104,18 +106,28 @@ struct TrainCommand: ParsableCommand {
         let maskPrompt = try self.maskPrompt ?? file.bool("mask-prompt") ?? false
         let metricsFile = try metricsFile ?? file.string("metrics-file")
 
-        var adapterConfig = LoRAConfig(r: try integer(rank, "rank", 8, maximum: LoRAConfig.maximumRank),
-                                       loraAlpha: try real(alpha, "alpha", 16, positive: true),
-                                       loraDropout: try real(dropout, "dropout", 0),
-                                       targetModules: TargetModules(commaSeparated: try targets ?? file.string("targets") ?? "all-linear"),
-                                       useRSLoRA: try useRslora ?? file.bool("use-rslora") ?? false, useDoRA: useDoRA)
-        guard (0..<1).contains(adapterConfig.loraDropout) else { throw LoRAError("--dropout must be in [0, 1) (got \(adapterConfig.loraDropout))") }
-        let initName = try initialization ?? file.string("init") ?? "kaiming"
-        switch initName {
-        case "kaiming", "true": adapterConfig.initialization = .kaiming
-        case "gaussian": adapterConfig.initialization = .gaussian
-        case "none", "false": adapterConfig.initialization = .none
-        default: throw LoRAError("--init must be kaiming, gaussian or none (got \(initName))")
+        let r = try integer(rank, "rank", adapterKind == .vera ? 256 : 8, maximum: LoRAConfig.maximumRank)
+        let targetModules = TargetModules(commaSeparated: try targets ?? file.string("targets") ?? "all-linear")
+        let dropoutValue = try real(dropout, "dropout", 0)
+        guard (0..<1).contains(dropoutValue) else { throw LoRAError("--dropout must be in [0, 1) (got \(dropoutValue))") }
+        var adapterConfig: any AdapterConfiguration
+        if adapterKind == .vera {
+            var vera = VeRAConfig(r: r, targetModules: targetModules,
+                                  projectionPRNGKey: UInt64(try integer(projectionPrngKey, "projection-prng-key", 0, minimum: 0, maximum: .max)))
+            vera.veraDropout = dropoutValue
+            adapterConfig = vera
+        } else {
+            var lora = LoRAConfig(r: r, loraAlpha: try real(alpha, "alpha", 16, positive: true), loraDropout: dropoutValue,
+                                  targetModules: targetModules, useRSLoRA: try useRslora ?? file.bool("use-rslora") ?? false,
+                                  useDoRA: useDoRA)
+            let initName = try initialization ?? file.string("init") ?? "kaiming"
+            switch initName {
+            case "kaiming", "true": lora.initialization = .kaiming
+            case "gaussian": lora.initialization = .gaussian
+            case "none", "false": lora.initialization = .none
+            default: throw LoRAError("--init must be kaiming, gaussian or none (got \(initName))")
+            }
+            adapterConfig = lora
         }
         let numLayers = try integer(self.numLayers, "num-layers", 0, minimum: 0, maximum: ModelConfig.maximumLayers)
         let givenEpochs = try epochs ?? file.int("epochs"), givenIters = try iters ?? file.int("iters")

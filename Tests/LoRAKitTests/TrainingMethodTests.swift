@@ -6,31 +6,12 @@ import XCTest
 /// llama_tied fixture: fixtures from scripts/make_variant_fixtures.py, which reuses llama_tied's model,
 /// initial adapter and batch.
 final class TrainingMethodTests: XCTestCase {
+    /// llama_tied with its own adapter, the variant's reference and its info.json's optimizer entry.
     func load(_ variant: String) throws -> (PyTorchParityTests.Case, SafetensorsFile, [String: Any]) {
         let c = try PyTorchParityTests.load("llama_tied")
-        let dir = fixturesPath + "/variants/" + variant
-        let reference = try SafetensorsFile(path: dir + "/reference.safetensors")
-        let info = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/info.json"))) as! [String: Any]
-        return (c, reference, info["optimizer"] as! [String: Any])
-    }
-
-    /// Three steps (clipping at 0.5, as the fixture) with `optimizer`; checks losses, norms and the weights after.
-    func checkThreeSteps(_ c: PyTorchParityTests.Case, _ optimizer: any Optimizer, _ reference: SafetensorsFile,
-                         weightTolerance: Float, _ label: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let trainer = Trainer(model: c.model, optimizer: optimizer, totalSteps: 3, maxGradNorm: 0.5)
-        let losses = try reference.floats("losses"), norms = try reference.floats("grad_norms")
-        for s in 0..<3 {
-            let r = try trainer.step([c.batch])
-            XCTAssertEqual(r.loss, Double(losses[s]), accuracy: 1e-5 * Double(losses[s]), "\(label) loss at step \(s + 1)", file: file, line: line)
-            XCTAssertEqual(r.gradNorm, norms[s], accuracy: 1e-4 * norms[s], "\(label) grad norm at step \(s + 1)", file: file, line: line)
-        }
-        var worst: Float = 0
-        for p in c.adapter.weights {
-            let err = relativeError(p.value.array, try reference.floats("step3." + p.name))
-            XCTAssertLessThan(err, weightTolerance, "\(label) \(p.name) after 3 steps", file: file, line: line)
-            worst = max(worst, err)
-        }
-        print("[\(label)] largest relative difference from PEFT after 3 steps: \(worst)")
+        let data = try Data(contentsOf: URL(fileURLWithPath: VariantFixtures.folder(variant) + "/info.json"))
+        let info = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        return (c, try VariantFixtures.reference(variant), info["optimizer"] as! [String: Any])
     }
 
     func testLoRAPlusGroupsAndThreeStepsMatchPEFT() throws {
@@ -48,7 +29,7 @@ final class TrainingMethodTests: XCTestCase {
         XCTAssertTrue(adamW.groups[0].parameters.allSatisfy { $0.name.hasSuffix("lora_A.weight") })
         XCTAssertTrue(adamW.groups[1].parameters.allSatisfy { $0.name.hasSuffix("lora_B.weight") })
         XCTAssertEqual(adamW.parameters.count, 28)
-        try checkThreeSteps(c, adamW, reference, weightTolerance: 1e-4, "LoRA+")
+        try VariantFixtures.checkThreeSteps(c, adamW, reference, "LoRA+")
     }
 
     func testLoRAFAFreezesAAndMatchesPEFTsOptimizer() throws {
@@ -72,7 +53,7 @@ final class TrainingMethodTests: XCTestCase {
         }
         XCTAssertTrue(c.adapter.sites(of: LoRA.self).allSatisfy { $0.adapter.a.grad.array.allSatisfy { $0 == 0 } })
 
-        try checkThreeSteps(c, optimizer, reference, weightTolerance: 1e-4, "LoRA-FA")
+        try VariantFixtures.checkThreeSteps(c, optimizer, reference, "LoRA-FA")
         XCTAssertEqual(c.adapter.sites(of: LoRA.self).map { $0.adapter.a.value.array }, initialA, "A is bitwise unchanged")
     }
 

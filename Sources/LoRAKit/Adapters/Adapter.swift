@@ -8,6 +8,8 @@ public final class Adapter: @unchecked Sendable {
     public let model: LlamaModel
     /// The adapted sites, in model order, each with its adapter.
     public let modules: [Module]
+    /// Frozen tensors every module reads (VeRA's projections), saved once.
+    public let shared: [Parameter]
 
     public struct Module: @unchecked Sendable {
         public let site: LinearSite
@@ -17,10 +19,11 @@ public final class Adapter: @unchecked Sendable {
     /// PEFT's prefix for keys of a causal LM (`PeftModel` → the tuner model → the transformers model).
     public static let keyPrefix = "base_model.model."
 
-    private init(config: any AdapterConfiguration, model: LlamaModel, modules: [Module]) {
+    private init(config: any AdapterConfiguration, model: LlamaModel, modules: [Module], shared: [Parameter]) {
         self.config = config
         self.model = model
         self.modules = modules
+        self.shared = shared
     }
 
     /// The most parameters an adapter may have: 2^32 Float32 values are 16 GiB, and training keeps
@@ -46,21 +49,21 @@ public final class Adapter: @unchecked Sendable {
         if let merged = sites.first(where: { $0.linear.isMerged }) {
             throw LoRAError("\(merged.path) has a merged adapter; unmerge it before attaching another")
         }
-        let adapters = try config.makeAdapters(sites: sites, keyPrefix: keyPrefix, random: &random)
+        let made = try config.makeAdapters(sites: sites, keyPrefix: keyPrefix, random: &random)
         var modules: [Module] = []
-        for (site, adapter) in zip(sites, adapters) {
+        for (site, adapter) in zip(sites, made.adapters) {
             if site.linear === model.head && model.headIsTied { site.linear.untie() }
             site.linear.adapter = adapter
             modules.append(Module(site: site, adapter: adapter))
         }
-        return Adapter(config: config, model: model, modules: modules)
+        return Adapter(config: config, model: model, modules: modules, shared: made.shared)
     }
 
     /// Every trainable parameter, in site order (each site's in its adapter's order).
     public var parameters: [Parameter] { modules.flatMap { $0.adapter.parameters } }
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
-    /// Every tensor of the adapter file, trained or frozen, in site order.
-    public var weights: [Parameter] { modules.flatMap { $0.adapter.weights } }
+    /// Every tensor of the adapter file, trained or frozen: the shared ones, then each site's in order.
+    public var weights: [Parameter] { shared + modules.flatMap { $0.adapter.weights } }
     public var weightCount: Int { weights.reduce(0) { $0 + $1.value.count } }
 
     /// The sites whose adapter is of type `T`, with it (e.g. `sites(of: LoRA.self)`).

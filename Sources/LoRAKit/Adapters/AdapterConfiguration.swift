@@ -13,14 +13,14 @@ public protocol AdapterConfiguration: Sendable {
     init(adapterConfigFile json: [String: Any], path: String) throws
     var targetModules: TargetModules { get }
     /// Only blocks with these indices are adapted (PEFT's `layers_to_transform`); nil means all.
-    var layersToTransform: [Int]? { get }
+    var layersToTransform: [Int]? { get set }
     var baseModelNameOrPath: String? { get set }
     /// Checks every number the config holds against its meaning; `source` names the file or flag.
     func validate(source: String) throws
     /// How many trainable parameters the adapter on `site` would have, overflow-checked (nil when it overflows).
     func parameterCount(site: LinearSite) -> Int?
     /// Fresh adapters, one per site in order, their parameters named with `keyPrefix` + the site's path.
-    func makeAdapters(sites: [LinearSite], keyPrefix: String, random: inout SeededRandom) throws -> [any LinearAdapter]
+    func makeAdapters(sites: [LinearSite], keyPrefix: String, random: inout SeededRandom) throws -> SiteAdapters
     /// The JSON PEFT writes for this config.
     func json() throws -> Data
 }
@@ -37,9 +37,21 @@ extension AdapterConfiguration {
     }
 }
 
+/// What a config builds for its targeted sites: an adapter per site, and the frozen tensors they all
+/// read (VeRA's shared projections), which the adapter file holds once.
+public struct SiteAdapters {
+    public var adapters: [any LinearAdapter]
+    public var shared: [Parameter]
+
+    public init(_ adapters: [any LinearAdapter], shared: [Parameter] = []) {
+        self.adapters = adapters
+        self.shared = shared
+    }
+}
+
 /// The methods whose adapter files this engine reads and writes, by PEFT type.
 public enum AdapterMethods {
-    public static let formats: [any AdapterConfiguration.Type] = [LoRAConfig.self]
+    public static let formats: [any AdapterConfiguration.Type] = [LoRAConfig.self, VeRAConfig.self]
 
     /// Reads `adapter_config.json` at `path` with the config type its `peft_type` names.
     public static func loadConfig(path: String) throws -> any AdapterConfiguration {
@@ -104,6 +116,41 @@ extension TargetModules {
     static func layerIndex(of path: String) -> Int? {
         let parts = path.split(separator: ".")
         return parts.dropFirst().lazy.compactMap { Int($0) }.first
+    }
+}
+
+// MARK: adapter_config.json keys every method shares
+
+extension TargetModules {
+    /// adapter_config.json's `target_modules`: a list of names, "all-linear", or a regex string.
+    init(adapterConfig value: Any?, path: String) throws {
+        switch value {
+        case let s as String: self = s == "all-linear" ? .allLinear : .regex(s)
+        case let list as [String]: self = .names(list)
+        default: throw LoRAError("\(path): target_modules must be a string or a list of strings")
+        }
+    }
+
+    /// What PEFT saves: the names sorted (all-linear expanded), or the regex.
+    var jsonValue: Any {
+        switch self {
+        case .names(let n): return n.sorted()
+        case .regex(let r): return r
+        case .allLinear: return TargetModules.llamaLinearNames.sorted()
+        }
+    }
+}
+
+/// adapter_config.json's `layers_to_transform`: a list of block indices, one index, or null.
+func layersToTransformValue(_ value: Any?, path: String) throws -> [Int]? {
+    func integer(_ v: Any) throws -> Int {
+        guard let int = jsonInteger(v) else { throw LoRAError("\(path): layers_to_transform must be an integer") }
+        return int
+    }
+    switch value {
+    case let list as [Any]: return try list.map(integer)
+    case nil, is NSNull: return nil
+    case let n?: return [try integer(n)]
     }
 }
 

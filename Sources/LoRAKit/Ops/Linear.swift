@@ -18,7 +18,8 @@ public protocol LinearAdapter: AnyObject {
     func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>,
                  saved: UnsafeMutablePointer<Float>, training: Bool)
     /// The gradient the base path x·Wᵀ receives, when it is not dy itself: writes it into `into`
-    /// ([rows × out]) and returns true (DoRA scales dy per output); returns false to use dy.
+    /// ([rows × out]) and returns true (DoRA scales dy per output); returns false to use dy. Asked
+    /// only of adapters that read the base output.
     func baseOutputGradient(dy: UnsafePointer<Float>, rows: Int, saved: UnsafeMutablePointer<Float>,
                             into: UnsafeMutablePointer<Float>) -> Bool
     /// Whether `backward` reads x. When no adapter of a block does (LoRA-FA: A frozen), the model
@@ -159,7 +160,8 @@ public final class Linear: @unchecked Sendable {
         let adapter = activeAdapter
         if let dx {
             var baseDy = dy
-            let scaled = adapter == nil ? nil : UnsafeMutablePointer<Float>.allocate(capacity: rows * outFeatures)
+            // Only an adapter that reads the base output can rescale its gradient.
+            let scaled = adapter?.readsBaseOutput == true ? UnsafeMutablePointer<Float>.allocate(capacity: rows * outFeatures) : nil
             defer { scaled?.deallocate() }
             if let adapter, let scaled, adapter.baseOutputGradient(dy: dy, rows: rows, saved: saved!, into: scaled) {
                 baseDy = UnsafePointer(scaled)

@@ -52,13 +52,13 @@ public struct LoRAConfig: AdapterConfiguration, Equatable {
         return o1 || o2 || o3 ? nil : total
     }
 
-    public func makeAdapters(sites: [LinearSite], keyPrefix: String, random: inout SeededRandom) -> [any LinearAdapter] {
-        sites.map { site in
+    public func makeAdapters(sites: [LinearSite], keyPrefix: String, random: inout SeededRandom) -> SiteAdapters {
+        SiteAdapters(sites.map { site in
             let lora = LoRA(inFeatures: site.linear.inFeatures, outFeatures: site.linear.outFeatures,
                             rank: rank(path: site.path), alpha: alpha(path: site.path), rsLoRA: useRSLoRA, dropout: loraDropout,
                             initialization: initialization, name: keyPrefix + site.path, random: &random)
             return useDoRA ? DoRA(lora: lora, layer: site.linear, name: keyPrefix + site.path) : lora
-        }
+        })
     }
 }
 
@@ -103,22 +103,14 @@ extension LoRAConfig {
         if let d = j["lora_dropout"] { c.loraDropout = try number(d, "lora_dropout") }
         if let s = j["use_rslora"] as? Bool { c.useRSLoRA = s }
         if let d = j["use_dora"] as? Bool { c.useDoRA = d }
-        switch j["target_modules"] {
-        case let s as String: c.targetModules = s == "all-linear" ? .allLinear : .regex(s)
-        case let list as [String]: c.targetModules = .names(list)
-        default: throw LoRAError("\(path): target_modules must be a string or a list of strings")
-        }
+        c.targetModules = try TargetModules(adapterConfig: j["target_modules"], path: path)
         switch j["init_lora_weights"] {
         case let b as Bool: c.initialization = b ? .kaiming : .none
         case let s as String where s == "gaussian": c.initialization = .gaussian
         case nil: break
         default: break  // data-driven inits (pissa, olora, ...) only matter before training; the weights are in the file
         }
-        switch j["layers_to_transform"] {
-        case let list as [Any]: c.layersToTransform = try list.map { try integer($0, "layers_to_transform") }
-        case nil, is NSNull: break
-        case let n?: c.layersToTransform = [try integer(n, "layers_to_transform")]
-        }
+        c.layersToTransform = try layersToTransformValue(j["layers_to_transform"], path: path)
         if let p = j["rank_pattern"] as? [String: Any] {
             c.rankPattern = try p.mapValues { try integer($0, "rank_pattern") }
         }
@@ -158,12 +150,6 @@ extension LoRAConfig {
 
     /// The JSON PEFT 0.21 writes for this config: every key of `LoraConfig`, sorted, indented by 2.
     public func json() throws -> Data {
-        let targets: Any
-        switch targetModules {
-        case .names(let n): targets = n.sorted()
-        case .regex(let r): targets = r
-        case .allLinear: targets = TargetModules.llamaLinearNames.sorted()
-        }
         let initValue: Any = initialization == .gaussian ? "gaussian" : (initialization == .kaiming)
         let null = NSNull()
         let dict: [String: Any] = [
@@ -177,7 +163,7 @@ extension LoRAConfig {
             "lora_ga_config": null, "megatron_config": null, "megatron_core": "megatron.core",
             "modules_to_save": null, "monteclora_config": null, "peft_type": "LORA", "peft_version": "0.21.2",
             "qalora_group_size": 16, "r": r, "rank_pattern": rankPattern, "revision": null,
-            "target_modules": targets, "target_parameters": null, "task_type": "CAUSAL_LM",
+            "target_modules": targetModules.jsonValue, "target_parameters": null, "task_type": "CAUSAL_LM",
             "trainable_token_indices": null, "use_bdlora": null, "use_dora": useDoRA, "use_qalora": false,
             "use_rslora": useRSLoRA, "velora_config": null,
         ]

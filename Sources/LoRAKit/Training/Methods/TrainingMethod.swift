@@ -11,13 +11,21 @@ public enum TrainingMethod: String, Codable, Sendable, CaseIterable {
     /// LoRA-FA (Zhang et al. 2023): A frozen, B trained by PEFT's `LoraFAOptimizer`.
     case loraFA = "lora-fa"
 
-    /// What `--method NAME` selects: a training method, or dora (plain LoRA training of a DoRA adapter).
-    public static func named(_ name: String) throws -> (method: TrainingMethod, dora: Bool) {
-        if name == "dora" { return (.lora, true) }
-        guard let method = TrainingMethod(rawValue: name) else {
-            throw LoRAError("--method must be \(allCases.map(\.rawValue).joined(separator: ", ")) or dora (got \(name))")
+    /// Which adapter a `--method` name trains.
+    public enum AdapterKind: Sendable { case lora, dora, vera }
+
+    /// What `--method NAME` selects: a training method, or an adapter method trained plainly
+    /// (dora: a LoRA adapter with use_dora; vera).
+    public static func named(_ name: String) throws -> (method: TrainingMethod, adapter: AdapterKind) {
+        switch name {
+        case "dora": return (.lora, .dora)
+        case "vera": return (.lora, .vera)
+        default:
+            guard let method = TrainingMethod(rawValue: name) else {
+                throw LoRAError("--method must be \(allCases.map(\.rawValue).joined(separator: ", ")), dora or vera (got \(name))")
+            }
+            return (method, .lora)
         }
-        return (method, false)
     }
 
     /// The optimizer for `adapter` under `settings` (for LoRA-FA, this freezes every A).
