@@ -57,6 +57,31 @@ final class GradientCheckpointTests: XCTestCase {
         XCTAssertEqual(checkpointed.randoms, plain.randoms)
     }
 
+    /// DoRA (which reads the base output and rescales its gradient) and VeRA (whose layers share
+    /// projections) recompute to the same gradients too.
+    func testCheckpointingGivesTheSameGradientsForDoRAAndVeRA() throws {
+        let configs: [any AdapterConfiguration] = [
+            LoRAConfig(r: Self.rank, loraAlpha: 8, targetModules: .allLinear, useDoRA: true, layersToTransform: [1, 2, 3]),
+            VeRAConfig(r: 8, targetModules: .allLinear, layersToTransform: [1, 2, 3]),
+        ]
+        for config in configs {
+            func gradients(checkpointing: Bool) throws -> (Double, [[Float]]) {
+                let model = LlamaModel.random(config: Self.config, seed: 7)
+                model.gradientCheckpointing = checkpointing
+                let adapter = try Adapter.attach(to: model, config: config, seed: 3)
+                for p in adapter.parameters where p.name.hasSuffix("lora_B.weight") || p.name.hasSuffix("vera_lambda_b") {
+                    for i in 0..<p.value.count { p.value[i] = 0.01 * Float(i % 7 - 3) }
+                }
+                let loss = try model.forwardBackward(batch(seed: 1))
+                return (loss, adapter.parameters.map(\.grad.array))
+            }
+            let plain = try gradients(checkpointing: false), checkpointed = try gradients(checkpointing: true)
+            XCTAssertEqual(checkpointed.0, plain.0, config.methodName)
+            XCTAssertEqual(checkpointed.1, plain.1, config.methodName)
+            XCTAssertTrue(plain.1.allSatisfy { $0.contains { $0 != 0 } }, "\(config.methodName): a parameter got no gradient")
+        }
+    }
+
     func testCheckpointingKeepsOneBlockOfActivations() throws {
         let (model, _) = try model(checkpointing: false)
         let b = batch(seed: 1)

@@ -23,12 +23,15 @@ final class TrainingLoopTests: XCTestCase {
         return s
     }
 
-    func makeLoop(iterations: Int) throws -> TrainingLoop {
+    static let dropoutLoRA = LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear)
+
+    func makeLoop(iterations: Int, config: any AdapterConfiguration = dropoutLoRA, method: TrainingMethod = .lora) throws -> TrainingLoop {
         let model = LlamaModel.random(config: Self.tiny, seed: 1)
-        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear),
-                                             seed: 9)
+        let adapter = try Adapter.attach(to: model, config: config, seed: 9)
+        var settings = settings(iterations: iterations)
+        settings.method = method
         return try TrainingLoop(model: model, adapter: adapter, trainingSet: Self.examples, validationSet: Self.examples,
-                                settings: settings(iterations: iterations), padId: 0)
+                                settings: settings, padId: 0)
     }
 
     func bits(_ loop: TrainingLoop) -> [[UInt32]] { loop.adapter.parameters.map { $0.value.array.map(\.bitPattern) } }
@@ -77,6 +80,32 @@ final class TrainingLoopTests: XCTestCase {
         // The adapter written at the end is the trained one.
         let reloaded = try Adapter.load(from: folder, into: LlamaModel.random(config: Self.tiny, seed: 1))
         XCTAssertEqual(reloaded.parameters.map { $0.value.array.map(\.bitPattern) }, bits(whole))
+    }
+
+    /// Every method's state is in the checkpoint: LoRA+'s groups, LoRA-FA's optimizer (A frozen but
+    /// saved), DoRA's magnitudes and VeRA's shared projections all resume to the uninterrupted bits.
+    func testEveryMethodResumesBitForBit() throws {
+        let cases: [(String, any AdapterConfiguration, TrainingMethod)] = [
+            ("lora-plus", Self.dropoutLoRA, .loraPlus), ("lora-fa", Self.dropoutLoRA, .loraFA),
+            ("dora", LoRAConfig(r: 4, loraAlpha: 8, targetModules: .allLinear, useDoRA: true), .lora),
+            ("vera", VeRAConfig(r: 8, targetModules: .allLinear), .lora),
+        ]
+        for (name, config, method) in cases {
+            let whole = try makeLoop(iterations: 6, config: config, method: method)
+            _ = try whole.run(folder: try temporaryDirectory("whole-" + name))
+            let folder = try temporaryDirectory("resumed-" + name)
+            struct Stop: Error {}
+            XCTAssertThrowsError(try makeLoop(iterations: 6, config: config, method: method).run(folder: folder) { p in
+                if p.step == 4 { throw Stop() }
+            })
+            let second = try makeLoop(iterations: 6, config: config, method: method)
+            try second.resume(from: folder)
+            XCTAssertEqual(second.step, 3, name)
+            _ = try second.run(folder: folder)
+            let weights = { (loop: TrainingLoop) in loop.adapter.weights.map { $0.value.array.map(\.bitPattern) } }
+            XCTAssertEqual(weights(second), weights(whole), "\(name): resumed run ends with other bits")
+            XCTAssertNotEqual(weights(whole), weights(try makeLoop(iterations: 6, config: config, method: method)), "\(name) trained nothing")
+        }
     }
 
     func testValidationRunsAtItsOwnIntervalWhateverTheReportInterval() throws {
