@@ -178,7 +178,8 @@ struct TrainCommand: ParsableCommand {
         let loop = try TrainingLoop(model: base, adapter: adapter, trainingSet: trainSet, validationSet: validSet,
                                     settings: settings, padId: pad)
         // LoRA-FA freezes A when the loop makes its optimizer, so the count comes after.
-        let all = base.config.parameterCount + adapter.weightCount
+        // PEFT counts frozen adapter tensors (LoRA-FA's A) but not buffers (VeRA's shared projections).
+        let all = base.config.parameterCount + adapter.weightCount - adapter.shared.reduce(0) { $0 + $1.value.count }
         // PEFT's print_trainable_parameters, thousands separators included.
         func grouped(_ n: Int) -> String {
             let digits = String(n)
