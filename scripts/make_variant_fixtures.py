@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Generate PyTorch/PEFT reference fixtures for LoRA variants for the
-swift-lora test suite: two *optimizer* variants, LoRA+ and LoRA-FA, and one
-*adapter* variant, DoRA (see the DoRA section at the end of this docstring).
+swift-lora test suite: two *optimizer* variants, LoRA+ and LoRA-FA, and two
+*adapter* variants, DoRA and VeRA (see their sections at the end of this
+docstring).
 
 LoRA+ and LoRA-FA change only the optimizer, not the model or the adapter, so
 this script reuses the existing `llama_tied` case written by
@@ -99,15 +100,50 @@ op-for-op re-implementation of PEFT's DoRA forward bit for bit (logits, grads,
 3 steps), the textbook W' = m (W + sBA)/||W + sBA|| with a detached norm
 numerically, and the merged weights against the merge formula bit for bit.
 
+VeRA (case `vera`)
+------------------
+Base model: llama_tied/model/ (loaded as is). Adapter: peft VeraConfig(
+task_type="CAUSAL_LM", r=8, target_modules=llama_tied's 7, vera_dropout=0,
+d_initial=0.1, projection_prng_key=0, save_projection=True), other fields at
+their defaults. After get_peft_model (under torch.manual_seed(1006)) the shared
+projections and lambda_d keep PEFT's init (vera_A/vera_B kaiming-uniform from
+projection_prng_key, lambda_d = 0.1); every lambda_b (PEFT: 0) is set to
+1.5 * randn from torch.Generator().manual_seed(1006), one draw per module in
+module order, so lambda_d gets a gradient and the clip acts. Output:
+
+    Tests/LoRAKitTests/Fixtures/variants/vera/
+        adapter/adapter_config.json       PEFT save_pretrained of that adapter
+        adapter/adapter_model.safetensors <module>.vera_lambda_b [out],
+                                          <module>.vera_lambda_d [r] (no
+                                          '.weight'), base_model.vera_A
+                                          [r, max_in], base_model.vera_B
+                                          [max_out, r]
+        reference.safetensors
+        info.json                         hyper-parameters, PEFT's VeRA forward /
+                                          backward / merge / init formulas,
+                                          trainable-parameter count, load check
+
+reference.safetensors keys for vera (all float32): logits [B,T,V] (train-mode
+forward of the initial adapter), loss [1], grad.<K> (first backward; every
+trainable tensor: vera_lambda_b, vera_lambda_d), losses [3], grad_norms [3]
+(pre-clip), step3.<K>, merged_logits (eval mode, after merge_and_unload() of
+the initial adapter), with <K> exactly as in vera/adapter/adapter_model.safetensors.
+Same loop as dora. The script checks an op-for-op re-implementation of PEFT's
+VeRA forward bit for bit (logits, grads, 3 steps), the merged-weight form and
+the closed-form lambda gradients numerically, the merged weights against
+W + diag(lambda_b) B_l diag(lambda_d) A_l bit for bit, and (load_check in
+info.json) that PeftModel.from_pretrained uses the projections saved in the
+file even when projection_prng_key would generate others.
+
 Requirements: torch, transformers, peft (>= 0.16 for LoRA-FA), safetensors.
 Run from the repository root:
 
     python scripts/make_variant_fixtures.py                # all cases
     python scripts/make_variant_fixtures.py dora lora_fa   # just some cases
-                                       (lora_plus, lora_fa, dora)
+                                       (lora_plus, lora_fa, dora, vera)
 
 Deterministic: LoRA+ and LoRA-FA draw no random numbers, DoRA's magnitude
-factor is seeded; re-running gives the same files (up to library-version /
+factor and VeRA's projections and lambda_b are seeded; re-running gives the same files (up to library-version /
 thread-count differences in float32 kernels).
 """
 
@@ -120,6 +156,7 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -135,6 +172,7 @@ from peft.optimizers import lorafa as peft_lorafa
 from peft.tuners import lora as peft_lora
 from peft.tuners.lora import dora as peft_dora
 from peft.tuners.lora import variants as peft_variants
+from peft.tuners.vera import layer as peft_vera_layer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "Tests" / "LoRAKitTests" / "Fixtures"
@@ -1261,10 +1299,626 @@ def make_dora(src_ref, batch, adapter_init) -> dict:
                 checks=checks, diag=diag)
 
 
+# --------------------------------------------------------------------------
+# VeRA
+# --------------------------------------------------------------------------
+
+VERA_R = 8  # small, so the shared projections (and the fixture) stay small
+VERA_D_INITIAL = 0.1
+VERA_PRNG_KEY = 0
+VERA_SEED = 1006  # seeds lambda_b (and PEFT's throw-away lambda_d randn)
+# lambda_b = 1.5 * randn (PEFT's init is 0, which leaves lambda_d without a
+# gradient). 1.5, not 0.1: VeRA's gradients are small (pre-clip norms 0.11-0.13
+# with 0.1 * randn, 0.47-0.48 with 1.0), and the clip at 0.5 should act on
+# every step, as in the other cases (train_loop asserts it).
+VERA_LAMBDA_B_STD = 1.5
+VERA_FOREIGN_SEED = 1007  # the foreign projections of the load check
+VERA_DIR = OUT_ROOT / "vera"
+VERA_ADAPTER_DIR = VERA_DIR / "adapter"
+VERA_PROJ_KEYS = ("base_model.vera_A", "base_model.vera_B")
+
+
+def vera_saved_key(param_name: str) -> str:
+    """PEFT VeRA param name -> key in adapter_model.safetensors. The lambdas
+    are ParameterDict entries: the live name ENDS with '.default' (there is no
+    '.weight'), and the saved key just drops it."""
+    return param_name.removesuffix(f".{ADAPTER_NAME}")
+
+
+def vera_config() -> VeraConfig:
+    """r=8, llama_tied's 7 target modules, VeRA fields otherwise at their
+    defaults (written out). task_type as llama_tied (CAUSAL_LM)."""
+    return VeraConfig(
+        task_type=ADAPTER_CFG["task_type"],
+        r=VERA_R,
+        target_modules=list(ADAPTER_CFG["target_modules"]),
+        vera_dropout=0.0,
+        d_initial=VERA_D_INITIAL,
+        projection_prng_key=VERA_PRNG_KEY,
+        save_projection=True,
+    )
+
+
+def load_vera_model(adapter_dir: Path | None, trainable: bool = True, **kwargs) -> PeftModel:
+    """adapter_dir=None: a fresh get_peft_model (PEFT's own init); else the saved adapter."""
+    base = LlamaForCausalLM.from_pretrained(
+        SRC_CASE / "model", dtype=torch.float32, attn_implementation="eager"
+    )
+    if adapter_dir is None:
+        return get_peft_model(base, vera_config())
+    return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable, **kwargs)
+
+
+def vera_modules(model) -> dict[str, peft_vera_layer.Linear]:
+    """module key prefix (as in the adapter file) -> peft vera.Linear."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, peft_vera_layer.Linear)}
+
+
+def vera_trainable_params(model) -> dict[str, torch.nn.Parameter]:
+    out = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert ".vera_lambda_" in n, n
+            out[vera_saved_key(n)] = p
+    return out
+
+
+def vera_projections(max_out: int, max_in: int, r: int, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """VeraModel._init_vera_A_vera_B / _kaiming_init written out: ONE CPU
+    generator seeded with projection_prng_key, vera_A drawn first, then vera_B;
+    U(-bound, bound), bound = sqrt(3) * sqrt(2) / sqrt(fan_in), fan_in = size(1)."""
+    gen = torch.Generator(device="cpu").manual_seed(key)
+    out = []
+    for shape in ((r, max_in), (max_out, r)):
+        bound = math.sqrt(3.0) * (math.sqrt(2) / math.sqrt(shape[1]))
+        out.append(torch.empty(shape).uniform_(-bound, bound, generator=gen))
+    return out[0], out[1]
+
+
+def vera_init_adapter() -> dict:
+    """Build and save the initial VeRA adapter. Returns notes for info.json."""
+    torch.manual_seed(VERA_SEED)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_vera_model(None)
+    mods = vera_modules(model)
+    assert len(mods) == 14, list(mods)
+    vm = model.base_model
+    A, B = vm.vera_A[ADAPTER_NAME], vm.vera_B[ADAPTER_NAME]
+    max_out = max(m.out_features for m in mods.values())
+    max_in = max(m.in_features for m in mods.values())
+    assert A.shape == (VERA_R, max_in) and B.shape == (max_out, VERA_R), (A.shape, B.shape)
+    assert not A.requires_grad and not B.requires_grad
+    # Every layer holds a reference to the model's two BufferDicts (no copies).
+    assert all(m.vera_A is vm.vera_A and m.vera_B is vm.vera_B for m in mods.values())
+    ref_A, ref_B = vera_projections(max_out, max_in, VERA_R, VERA_PRNG_KEY)
+    assert torch.equal(A, ref_A) and torch.equal(B, ref_B)
+    gen6 = torch.Generator().manual_seed(VERA_PRNG_KEY)
+    alt_A = torch.empty(VERA_R, max_in).uniform_(-math.sqrt(6 / max_in), math.sqrt(6 / max_in), generator=gen6)
+    gen = torch.Generator().manual_seed(VERA_SEED)
+    with torch.no_grad():
+        for name, mod in mods.items():
+            lb, ld = mod.vera_lambda_b[ADAPTER_NAME], mod.vera_lambda_d[ADAPTER_NAME]
+            assert lb.requires_grad and ld.requires_grad
+            # PEFT's init (reset_vera_parameters): lambda_b = 0, lambda_d = d_initial.
+            assert torch.equal(lb, torch.zeros(mod.out_features)), name
+            assert torch.equal(ld, torch.full((VERA_R,), VERA_D_INITIAL)), name
+            lb.copy_(VERA_LAMBDA_B_STD * torch.randn(mod.out_features, generator=gen))
+    n_trainable, n_all = model.get_nb_trainable_parameters()
+    line = trainable_line(model)
+
+    VERA_ADAPTER_DIR.mkdir(parents=True)
+    with warnings.catch_warnings(record=True) as save_warnings:
+        warnings.simplefilter("always")
+        model.save_pretrained(VERA_ADAPTER_DIR)
+    (VERA_ADAPTER_DIR / "README.md").unlink(missing_ok=True)
+    # Same normalisation as make_fixtures.py / dora (target_modules is a set in PEFT).
+    acfg_path = VERA_ADAPTER_DIR / "adapter_config.json"
+    acfg = json.loads(acfg_path.read_text())
+    peft_config_keys = sorted(acfg)
+    if isinstance(acfg.get("target_modules"), list):
+        acfg["target_modules"] = sorted(acfg["target_modules"])
+    acfg["base_model_name_or_path"] = None
+    acfg_path.write_text(json.dumps(acfg, indent=2, sort_keys=True))
+    (VERA_ADAPTER_DIR / "adapter_model.safetensors").chmod(0o644)
+    expect = dict(peft_type="VERA", r=VERA_R, d_initial=VERA_D_INITIAL, vera_dropout=0.0,
+                  projection_prng_key=VERA_PRNG_KEY, save_projection=True, init_weights=True,
+                  bias="none", fan_in_fan_out=False, inference_mode=True, task_type="CAUSAL_LM",
+                  target_modules=sorted(ALL7))
+    assert all(acfg[k] == v for k, v in expect.items()), acfg
+
+    sd = load_file(VERA_ADAPTER_DIR / "adapter_model.safetensors")
+    params = vera_trainable_params(model)
+    assert set(sd) == set(params) | set(VERA_PROJ_KEYS), sorted(set(sd) ^ set(params))
+    for k, p in params.items():
+        assert torch.equal(sd[k], p.detach()), k
+    assert torch.equal(sd["base_model.vera_A"], A) and torch.equal(sd["base_model.vera_B"], B)
+    return {
+        "trainable_params": n_trainable,
+        "all_params": n_all,
+        "print_trainable_parameters": line,
+        "max_out": max_out,
+        "max_in": max_in,
+        "module_shapes_out_in": {n: [m.out_features, m.in_features] for n, m in mods.items()},
+        "kaiming_bound_sqrt6_over_fan_in_gives_same_vera_A": bool(torch.equal(alt_A, A)),
+        "vera_A_abs_max": A.abs().max().item(),
+        "vera_B_abs_max": B.abs().max().item(),
+        "adapter_config_keys_written_by_peft": peft_config_keys,
+        "adapter_config": acfg,
+        "warnings": sorted(
+            {f"{w.category.__name__}: {w.message}" for w in list(caught) + list(save_warnings)}
+        ),
+        "keys": {k: list(v.shape) for k, v in sorted(sd.items())},
+    }
+
+
+def vera_forward_opwise(self, x, *args, **kwargs):
+    """peft vera.Linear.forward for this case (one active adapter, not merged,
+    not quantized, float32, dropout = Identity), written out in PEFT's order."""
+    result = self.base_layer(x, *args, **kwargs)
+    lambda_d = self.vera_lambda_d[ADAPTER_NAME]
+    lambda_b = self.vera_lambda_b[ADAPTER_NAME]
+    A = self.vera_A[ADAPTER_NAME][:, : self.in_features]
+    B = self.vera_B[ADAPTER_NAME][: self.out_features, :]
+    return result + lambda_b * F.linear(lambda_d * F.linear(x, A), B)
+
+
+def vera_forward_merged_weight(self, x, *args, **kwargs):
+    """y = x (W + diag(lambda_b) B_l diag(lambda_d) A_l)^T (+ bias)."""
+    base = self.get_base_layer()
+    A = self.vera_A[ADAPTER_NAME][:, : self.in_features]
+    B = self.vera_B[ADAPTER_NAME][: self.out_features, :]
+    lb, ld = self.vera_lambda_b[ADAPTER_NAME], self.vera_lambda_d[ADAPTER_NAME]
+    return F.linear(x, base.weight + (lb[:, None] * B) @ (ld[:, None] * A), base.bias)
+
+
+def run_vera(batch, forward=None):
+    """Initial adapter (train mode): logits, loss, first grads; then the
+    make_fixtures.py AdamW loop. forward: optional replacement of vera.Linear.forward."""
+    orig = peft_vera_layer.Linear.forward
+    if forward is not None:
+        peft_vera_layer.Linear.forward = forward
+    try:
+        model = load_vera_model(VERA_ADAPTER_DIR, trainable=True)
+        model.train()
+        params = vera_trainable_params(model)
+        input_ids, attention_mask, labels = batch
+        with torch.no_grad():
+            o = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        logits, loss = o.logits.clone(), o.loss.clone()
+        opt = torch.optim.AdamW(
+            list(params.values()), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD
+        )
+        losses, grad_norms, first_grads = train_loop(model, opt, params, batch)
+        step3 = {k: p.detach().clone() for k, p in params.items()}
+    finally:
+        peft_vera_layer.Linear.forward = orig
+    assert losses[0] == loss.item()
+    return dict(model=model, opt=opt, params=params, logits=logits, loss=loss,
+                losses=losses, grad_norms=grad_norms, grads=first_grads, step3=step3)
+
+
+def vera_closed_form_grads(batch) -> dict[str, torch.Tensor]:
+    """First-backward lambda gradients from the closed form, with x and
+    g = dL/dy of every VeRA module captured by hooks: u = A_l x,
+    d lambda_b = sum_tokens g * (B_l (lambda_d * u)),
+    d lambda_d = sum_tokens u * (B_l^T (lambda_b * g))."""
+    model = load_vera_model(VERA_ADAPTER_DIR, trainable=True)
+    model.train()
+    mods = vera_modules(model)
+    cap = {}
+
+    def hook(name):
+        def fwd_hook(mod, args, out):
+            cap[name] = {"x": args[0].detach()}
+            out.register_hook(lambda g: cap[name].__setitem__("g", g.detach()))
+        return fwd_hook
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in mods.items()]
+    input_ids, attention_mask, labels = batch
+    model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
+    for h in handles:
+        h.remove()
+    out = {}
+    with torch.no_grad():
+        for n, m in mods.items():
+            A = m.vera_A[ADAPTER_NAME][:, : m.in_features]
+            B = m.vera_B[ADAPTER_NAME][: m.out_features, :]
+            lb, ld = m.vera_lambda_b[ADAPTER_NAME], m.vera_lambda_d[ADAPTER_NAME]
+            x = cap[n]["x"].reshape(-1, m.in_features)
+            g = cap[n]["g"].reshape(-1, m.out_features)
+            u = x @ A.T
+            out[f"{n}.vera_lambda_b"] = (g * ((ld * u) @ B.T)).sum(0)
+            out[f"{n}.vera_lambda_d"] = (u * ((lb * g) @ B)).sum(0)
+    return out
+
+
+def vera_load_check(batch) -> dict:
+    """Does PeftModel.from_pretrained use the projections SAVED in the file,
+    even when they are not what projection_prng_key generates? The fixture's
+    adapter is copied with vera_A / vera_B replaced by foreign random values."""
+    input_ids, attention_mask, _ = batch
+    saved = load_file(VERA_ADAPTER_DIR / "adapter_model.safetensors")
+    gen = torch.Generator().manual_seed(VERA_FOREIGN_SEED)
+    foreign = {k: 0.3 * torch.randn(saved[k].shape, generator=gen) for k in VERA_PROJ_KEYS}
+    res = {}
+    # The same foreign projections copied in place into the fixture's loaded
+    # model: what a PEFT run with these projections computes.
+    with torch.no_grad():
+        ref_model = load_vera_model(VERA_ADAPTER_DIR, trainable=False)
+        ref_model.eval()
+        ref_model.base_model.vera_A[ADAPTER_NAME].copy_(foreign["base_model.vera_A"])
+        ref_model.base_model.vera_B[ADAPTER_NAME].copy_(foreign["base_model.vera_B"])
+        ref_logits = ref_model(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
+
+    def load_from(sd: dict, cfg_changes: dict | None = None, **kwargs):
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            acfg = json.loads((VERA_ADAPTER_DIR / "adapter_config.json").read_text())
+            acfg.update(cfg_changes or {})
+            (d / "adapter_config.json").write_text(json.dumps(acfg))
+            save_file(sd, d / "adapter_model.safetensors")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    m = load_vera_model(d, trainable=False, **kwargs)
+                except Exception as e:  # noqa: BLE001 - recorded in info.json
+                    return None, f"{type(e).__name__}: {' '.join(str(e).split())[:400]}", caught
+        return m, None, caught
+
+    def buffers_equal(m, proj: dict) -> bool:
+        vm = m.base_model
+        ok = torch.equal(vm.vera_A[ADAPTER_NAME], proj["base_model.vera_A"])
+        ok &= torch.equal(vm.vera_B[ADAPTER_NAME], proj["base_model.vera_B"])
+        for mod in vera_modules(m).values():  # what each layer actually slices
+            ok &= torch.equal(mod.vera_A[ADAPTER_NAME][:, : mod.in_features],
+                              proj["base_model.vera_A"][:, : mod.in_features])
+            ok &= torch.equal(mod.vera_B[ADAPTER_NAME][: mod.out_features, :],
+                              proj["base_model.vera_B"][: mod.out_features, :])
+        return bool(ok)
+
+    prng = dict(zip(VERA_PROJ_KEYS, vera_projections(
+        saved["base_model.vera_B"].shape[0], saved["base_model.vera_A"].shape[1], VERA_R, VERA_PRNG_KEY)))
+    for tag, kwargs in (("default", {}), ("low_cpu_mem_usage", {"low_cpu_mem_usage": True})):
+        m, err, caught = load_from({**saved, **foreign}, **kwargs)
+        assert err is None, err
+        m.eval()
+        with torch.no_grad():
+            logits = m(input_ids=input_ids, attention_mask=attention_mask).logits
+        res[tag] = {
+            "buffers_equal_file_bitwise": buffers_equal(m, foreign),
+            "logits_equal_in_place_foreign_projection_run_bitwise": bool(torch.equal(logits, ref_logits)),
+            "lambdas_equal_file_bitwise": all(
+                torch.equal(p.detach(), saved[vera_saved_key(n)])
+                for n, p in m.named_parameters() if ".vera_lambda_" in n
+            ),
+            "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+        }
+        assert res[tag]["buffers_equal_file_bitwise"] and res[tag]["lambdas_equal_file_bitwise"], res
+        assert res[tag]["logits_equal_in_place_foreign_projection_run_bitwise"], res
+    # save_projection=false in the config: the file's projections are IGNORED.
+    m, err, caught = load_from({**saved, **foreign}, {"save_projection": False})
+    res["config_save_projection_false"] = {
+        "error": err,
+        "buffers_equal_file": None if m is None else buffers_equal(m, foreign),
+        "buffers_equal_prng_key_projections": None if m is None else buffers_equal(m, prng),
+        "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+    }
+    # Projections missing from the file (save_projection=true) / wrong shapes.
+    m, err, _ = load_from({k: v for k, v in saved.items() if k not in VERA_PROJ_KEYS})
+    res["projections_missing_from_file"] = {"error": err}
+    bigger = {**saved, "base_model.vera_A": torch.zeros(VERA_R, saved["base_model.vera_A"].shape[1] + 8)}
+    m, err, _ = load_from(bigger)
+    res["vera_A_wider_than_max_in"] = {"error": err}
+    return res
+
+
+def make_vera(src_ref, batch, adapter_init) -> dict:
+    if VERA_DIR.exists():
+        shutil.rmtree(VERA_DIR)
+    VERA_DIR.mkdir(parents=True)
+    init = vera_init_adapter()
+    input_ids, attention_mask, labels = batch
+    saved = load_file(VERA_ADAPTER_DIR / "adapter_model.safetensors")
+
+    # ---- PEFT: logits, loss, grads, 3 AdamW steps ----------------------------
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = run_vera(batch)
+    params = run["params"]
+    assert set(params) == set(saved) - set(VERA_PROJ_KEYS)
+    for k, g in run["grads"].items():
+        assert g.abs().max() > 0, f"zero gradient for {k}"
+    vm = run["model"].base_model
+    assert torch.equal(vm.vera_A[ADAPTER_NAME], saved["base_model.vera_A"])
+    assert torch.equal(vm.vera_B[ADAPTER_NAME], saved["base_model.vera_B"])
+    checks = {
+        "loss_vs_manual_causal_lm_loss_abs_diff": abs(
+            manual_causal_lm_loss(run["logits"], labels).item() - run["loss"].item()
+        ),
+        "projections_unchanged_after_3_steps_bitwise": True,
+        "projections_in_file_equal_prng_key_0_generation_bitwise": True,
+    }
+
+    # ---- op-for-op re-implementation (bitwise), merged-weight form, closed-form grads
+    opw = run_vera(batch, vera_forward_opwise)
+    d = max(max_abs(opw["step3"][k], run["step3"][k]) for k in params)
+    assert torch.equal(opw["logits"], run["logits"]) and d == 0.0
+    assert all(torch.equal(opw["grads"][k], run["grads"][k]) for k in params)
+    assert opw["losses"] == run["losses"] and opw["grad_norms"] == run["grad_norms"]
+    checks["opwise_reimplementation_bitwise"] = True
+    mw = run_vera(batch, vera_forward_merged_weight)
+    checks["merged_weight_forward_logits_max_abs_diff"] = max_abs(mw["logits"], run["logits"])
+    checks["merged_weight_forward_grads_max_abs_diff"] = max(
+        max_abs(mw["grads"][k], run["grads"][k]) for k in params
+    )
+    checks["merged_weight_forward_step3_max_abs_diff"] = max(
+        max_abs(mw["step3"][k], run["step3"][k]) for k in params
+    )
+    assert checks["merged_weight_forward_logits_max_abs_diff"] < 1e-5
+    assert checks["merged_weight_forward_grads_max_abs_diff"] < 1e-5
+    cf = vera_closed_form_grads(batch)
+    assert set(cf) == set(params)
+    checks["closed_form_grads_max_abs_diff"] = max(max_abs(cf[k], run["grads"][k]) for k in params)
+    assert checks["closed_form_grads_max_abs_diff"] < 1e-5
+
+    # ---- eval-mode logits, unmerged and merged -------------------------------
+    with torch.no_grad():
+        um = load_vera_model(VERA_ADAPTER_DIR, trainable=False)
+        um.eval()
+        unmerged_logits = um(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
+        checks["eval_vs_train_logits_bitwise_equal"] = bool(torch.equal(unmerged_logits, run["logits"]))
+        mods = vera_modules(um)
+        W0 = {n: m.get_base_layer().weight.detach().clone() for n, m in mods.items()}
+        expect_w = {}
+        for n, m in mods.items():
+            A = saved["base_model.vera_A"][:, : m.in_features]
+            B = saved["base_model.vera_B"][: m.out_features, :]
+            lb, ld = saved[f"{n}.vera_lambda_b"], saved[f"{n}.vera_lambda_d"]
+            delta = (lb.unsqueeze(-1) * B) @ (ld.unsqueeze(-1) * A)
+            assert torch.equal(m.get_delta_weight(ADAPTER_NAME), delta), n
+            expect_w[n] = W0[n] + delta
+        um.merge_adapter()
+        for n, m in mods.items():
+            assert torch.equal(m.get_base_layer().weight, expect_w[n]), n
+        merged_adapter_logits = um(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
+        um.unmerge_adapter()
+        checks["merge_weight_formula_bitwise"] = True
+        checks["unmerge_roundtrip_W_max_abs_diff"] = max(
+            max_abs(m.get_base_layer().weight, W0[n]) for n, m in mods.items()
+        )
+
+        mu = load_vera_model(VERA_ADAPTER_DIR, trainable=False).merge_and_unload()
+        mu.eval()
+        assert all(not hasattr(mod, "vera_lambda_b") for mod in mu.modules())
+        merged_logits = mu(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
+        mu_w = dict(mu.named_parameters())
+        for n in mods:
+            assert torch.equal(mu_w[n.removeprefix("base_model.model.") + ".weight"], expect_w[n]), n
+        checks["merge_and_unload_weights_equal_formula_bitwise"] = True
+        checks["merged_adapter_vs_merge_and_unload_logits_bitwise_equal"] = bool(
+            torch.equal(merged_adapter_logits, merged_logits)
+        )
+        base = LlamaForCausalLM.from_pretrained(
+            SRC_CASE / "model", dtype=torch.float32, attn_implementation="eager"
+        ).eval()
+        base_logits = base(input_ids=input_ids, attention_mask=attention_mask).logits
+    checks["merged_vs_unmerged_logits_max_abs_diff"] = max_abs(merged_logits, unmerged_logits)
+    assert checks["merged_vs_unmerged_logits_max_abs_diff"] < 1e-5
+    checks["step1_clip_coef"] = clip_coef(run["grad_norms"][0])
+    checks["step3_changed_every_tensor"] = all(
+        not torch.equal(run["step3"][k], saved[k]) for k in params
+    )
+    assert checks["step3_changed_every_tensor"]
+    diag = {
+        "logits_vs_base_model_logits_max_abs_diff": max_abs(run["logits"], base_logits),
+        "grad_abs_max": {
+            part: max(run["grads"][k].abs().max().item() for k in params if k.endswith(part))
+            for part in ("vera_lambda_b", "vera_lambda_d")
+        },
+    }
+    load_check = vera_load_check(batch)
+
+    ref = {
+        "logits": run["logits"],
+        "loss": run["loss"].reshape(1),
+        "losses": torch.tensor(run["losses"]),
+        "grad_norms": torch.tensor(run["grad_norms"]),
+        "merged_logits": merged_logits,
+    }
+    for k in params:
+        ref[f"grad.{k}"] = run["grads"][k]
+    for k in params:
+        ref[f"step3.{k}"] = run["step3"][k]
+
+    info = {
+        "case": "vera",
+        "source_case": "llama_tied: model/ (loaded as is), the batch in reference.safetensors and "
+        "the optimizer settings of info.json are reused; nothing there is regenerated",
+        "adapter": {
+            "dir": "adapter/ (PEFT save_pretrained; README.md dropped, target_modules sorted, "
+            "base_model_name_or_path set to null, as make_fixtures.py / dora do)",
+            "config": (
+                "VeraConfig(task_type='CAUSAL_LM', r=%d, target_modules=<llama_tied's 7>, "
+                "vera_dropout=0.0, d_initial=%s, projection_prng_key=%d, save_projection=True); "
+                "every other field at its default (fan_in_fan_out=False, bias='none', "
+                "init_weights=True, modules_to_save/layers_to_transform/layers_pattern=None). "
+                "task_type CAUSAL_LM as llama_tied (a PeftConfig field, not a VeRA one)"
+                % (VERA_R, VERA_D_INITIAL, VERA_PRNG_KEY)
+            ),
+            "r": VERA_R,
+            "d_initial": VERA_D_INITIAL,
+            "projection_prng_key": VERA_PRNG_KEY,
+            "save_projection": True,
+            "vera_dropout": 0.0,
+            "target_modules": sorted(ADAPTER_CFG["target_modules"]),
+            "max_out_max_in": [init["max_out"], init["max_in"]],
+            "module_shapes_out_in": init["module_shapes_out_in"],
+            "init": (
+                "torch.manual_seed(%d); get_peft_model(base, config) -> PEFT's init: vera_A, vera_B "
+                "from projection_prng_key (see vera_formulas.init; the script regenerates them and "
+                "asserts bitwise equality), lambda_d = d_initial = 0.1 (kept), lambda_b = 0 "
+                "(asserted); then lambda_b := %s * torch.randn(out_features, "
+                "generator=torch.Generator().manual_seed(%d)), one draw per module from that ONE "
+                "generator in named_modules order (layer 0 q,k,v,o,gate,up,down, then layer 1). "
+                "With PEFT's lambda_b = 0 the adapter is a no-op and lambda_d's gradient is 0 "
+                "(d lambda_d is proportional to lambda_b), hence the random lambda_b."
+                % (VERA_SEED, VERA_LAMBDA_B_STD, VERA_SEED)
+            ),
+            "lambda_b_std": VERA_LAMBDA_B_STD,
+            "lambda_b_std_note": (
+                "%s, not 0.1: with lambda_b = 0.1 * randn the pre-clip grad norms are about "
+                "0.11-0.13 and with 1.0 * randn 0.47-0.48, so the clip at max_norm 0.5 would never "
+                "act; with %s it acts on all 3 steps (see optimizer.clip_coefs)"
+                % (VERA_LAMBDA_B_STD, VERA_LAMBDA_B_STD)
+            ),
+            "vera_A_abs_max": init["vera_A_abs_max"],
+            "vera_B_abs_max": init["vera_B_abs_max"],
+            "key_format": (
+                "lambdas: <module>.vera_lambda_b [out_features] and <module>.vera_lambda_d [r], NO "
+                "'.weight' suffix and no adapter name (live names: <module>.vera_lambda_b.default, "
+                "ParameterDict entries), e.g. "
+                "base_model.model.model.layers.0.self_attn.q_proj.vera_lambda_b. Projections "
+                "ONCE per model: base_model.vera_A [r, max_in] and base_model.vera_B [max_out, r] "
+                "(live: base_model.vera_A.default, BufferDict entries, plus per-layer references "
+                "<module>.vera_A.default to the same tensor, which save drops). float32."
+            ),
+            "keys_and_shapes": init["keys"],
+            "adapter_config_keys_written_by_peft": init["adapter_config_keys_written_by_peft"],
+            "adapter_config_json": init["adapter_config"],
+            "peft_warnings": init["warnings"],
+        },
+        "trainable_parameters": {
+            "print_trainable_parameters": init["print_trainable_parameters"],
+            "trainable_params": init["trainable_params"],
+            "all_params": init["all_params"],
+            "breakdown": "28 trainable tensors: per module lambda_d [8] + lambda_b [out]; 2 layers x "
+            "(7*8 + 64+32+32+64+160+160+64) = 2 x 632 = 1,264. vera_A / vera_B are buffers (not "
+            "parameters): counted in neither number",
+        },
+        "vera_formulas": {
+            "source": "peft %s: tuners/vera/layer.py Linear.forward / get_delta_weight / merge / "
+            "unmerge, VeraLayer.update_layer / reset_vera_parameters; tuners/vera/model.py "
+            "_find_dim, _init_vera_A_vera_B, _kaiming_init, _get_adapter_state_dict" % peft.__version__,
+            "notation": "x [.., in] input of the targeted Linear, W [out, in] its frozen weight, "
+            "b its bias (None here); vera_A [r, max_in], vera_B [max_out, r] shared by ALL "
+            "modules; lambda_d [r], lambda_b [out] per module; all float32 here",
+            "sizing": "_find_dim: (max_out, max_in) = elementwise max of (out_features, "
+            "in_features) over every targeted module; here (%d, %d): vera_A [%d, %d], "
+            "vera_B [%d, %d]" % (init["max_out"], init["max_in"], VERA_R, init["max_in"],
+                                 init["max_out"], VERA_R),
+            "slicing": "A_l = vera_A[:, :in_features] (ALL r rows, the FIRST in_features columns); "
+            "B_l = vera_B[:out_features, :] (the FIRST out_features rows, all r columns). Sliced "
+            "from the start, at every forward (views); e.g. q_proj 64x64 uses vera_A[:, :64] and "
+            "vera_B[:64, :], gate_proj 160x64 uses vera_A[:, :64] and all of vera_B, down_proj "
+            "64x160 uses all of vera_A and vera_B[:64, :]",
+            "forward": (
+                "result = base_layer(x) (= x W^T + b, on the UN-dropped x); x = x cast to "
+                "lambda_d.dtype; result = result + lambda_b * F.linear(lambda_d * "
+                "F.linear(dropout(x), A_l), B_l); result cast back to x's original dtype. I.e. "
+                "y = x W^T + b + lambda_b ⊙ (B_l (lambda_d ⊙ (A_l x))): A_l first, lambda_d scales "
+                "the r-dim hidden vector, then B_l, then lambda_b scales the output. NO scaling "
+                "factor (no alpha, nothing divided by r). dropout = nn.Dropout(vera_dropout) on "
+                "the VeRA branch only, nn.Identity when vera_dropout == 0 (here); inactive in eval"
+            ),
+            "backward": (
+                "g = dL/dy [.., out]; u = A_l x [.., r] (x dropped-out if p > 0); "
+                "d lambda_b = sum over all tokens of g ⊙ (B_l (lambda_d ⊙ u)) [out]; "
+                "d lambda_d = sum over all tokens of u ⊙ (B_l^T (lambda_b ⊙ g)) [r]; "
+                "dx = g W + A_l^T (lambda_d ⊙ (B_l^T (lambda_b ⊙ g))) (times the dropout mask/(1-p) "
+                "on the VeRA term if p > 0). vera_A, vera_B are buffers: no gradient, never "
+                "updated (asserted bitwise after 3 steps); W frozen. Checked: closed form vs "
+                "autograd, see checks.closed_form_grads_max_abs_diff"
+            ),
+            "merge": (
+                "merge_and_unload -> Linear.merge(safe_merge=False): W += get_delta_weight(), "
+                "in place; delta = transpose((lambda_b.unsqueeze(-1) * B_l) @ "
+                "(lambda_d.unsqueeze(-1) * A_l), fan_in_fan_out) = diag(lambda_b) B_l diag(lambda_d) "
+                "A_l [out, in] (elementwise row scalings first, then ONE matmul; asserted bitwise). "
+                "safe_merge=True: same on a clone plus an isfinite check. On CPU with fp16/bf16 "
+                "projections everything is cast to float32 for the delta and the delta cast back. "
+                "Bias untouched. unmerge: W -= delta (same delta)"
+            ),
+            "init": (
+                "generator = torch.Generator(device='cpu').manual_seed(projection_prng_key); "
+                "vera_A = torch.empty(r, max_in).uniform_(-bound_A, bound_A, generator=generator) "
+                "FIRST, then vera_B = torch.empty(max_out, r).uniform_(-bound_B, bound_B, "
+                "generator=generator) from the SAME generator; bound = math.sqrt(3.0) * "
+                "(math.sqrt(2) / math.sqrt(fan_in)), fan_in = tensor.size(1) (max_in for vera_A, r "
+                "for vera_B): kaiming-uniform with gain sqrt(2) (a = 0, not LoRA's a = sqrt(5)), "
+                "bound = sqrt(6 / fan_in). The global RNG is not used for them. lambda_b = "
+                "Parameter(ones(out)) then zeros_(); lambda_d = Parameter(torch.randn(r)) (a "
+                "throw-away draw from the GLOBAL RNG) then fill_(d_initial)"
+            ),
+            "init_matters_with_save_projection": (
+                "Only when an adapter is created (get_peft_model). On load PEFT regenerates the "
+                "projections from projection_prng_key and then load_state_dict copies the file's "
+                "base_model.vera_A / vera_B over them (see load_check: foreign projections load "
+                "bit for bit). So a writer need not reproduce torch's CPU generator as long as it "
+                "saves the projections and writes save_projection: true"
+            ),
+            "kaiming_bound_sqrt6_over_fan_in_gives_same_vera_A_bitwise": init[
+                "kaiming_bound_sqrt6_over_fan_in_gives_same_vera_A"
+            ],
+        },
+        "optimizer": {
+            "type": "torch.optim.AdamW (one param group with all 28 trainable tensors: the lambdas, "
+            "in named_parameters order lambda_b before lambda_d per module; all decayed)",
+            "lr": LR,
+            "betas": list(BETAS),
+            "eps": EPS,
+            "weight_decay": WD,
+            "amsgrad": False,
+            "max_norm": MAX_NORM,
+            "clip": CLIP_DESC + "; params = all 28 lambdas",
+            "steps": STEPS,
+            "loop": "per step: zero_grad -> train-mode forward with labels (HF causal-LM loss) "
+            "-> backward -> clip_grad_norm_ -> step",
+            "losses": run["losses"],
+            "grad_norms_pre_clip": run["grad_norms"],
+            "clip_coefs": [clip_coef(n) for n in run["grad_norms"]],
+        },
+        "reference_keys": {
+            "logits": "[B,T,V] train-mode forward of the initial adapter",
+            "loss": "[1] HF causal-LM loss of that forward",
+            "grad.<K>": "raw gradient after the first backward, every trainable tensor: "
+            "vera_lambda_b, vera_lambda_d; K exactly as in adapter/adapter_model.safetensors",
+            "losses": "[3] loss at each step (before the update)",
+            "grad_norms": "[3] pre-clip total norm at each step",
+            "step3.<K>": "every trainable tensor after step 3 (the projections do not change)",
+            "merged_logits": "eval-mode logits after merge_and_unload() of the initial adapter",
+            "batch": "not copied: read input_ids, attention_mask, labels from "
+            "llama_tied/reference.safetensors",
+        },
+        "load_check": {
+            "question": "does PeftModel.from_pretrained use the projections saved in the file when "
+            "they are NOT what projection_prng_key generates?",
+            "how": "copy of adapter/ with base_model.vera_A / vera_B replaced by 0.3 * randn "
+            "(generator seeded %d); loaded with PeftModel.from_pretrained (default and "
+            "low_cpu_mem_usage=True); its buffers (model level and each layer's slices) compared "
+            "with the file, its eval logits with the fixture adapter whose buffers were "
+            "overwritten in place with the same values" % VERA_FOREIGN_SEED,
+            "answer": "yes: the saved projections are used, bit for bit, and the logits are "
+            "identical; a save_projection=false config ignores them (PRNG regenerated), a "
+            "missing projection or a wrong shape is an error (see below)",
+            **load_check,
+        },
+        "peft_warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+        "checks": checks,
+        "diagnostics": diag,
+        "versions": versions(),
+    }
+    size = write_case(VERA_DIR, ref, info, clear=False)
+    size += sum(f.stat().st_size for f in VERA_ADAPTER_DIR.iterdir())
+    return dict(case="vera", size=size, losses=run["losses"], grad_norms=run["grad_norms"],
+                checks=checks, diag=diag)
+
+
 CASES = {
     "lora_plus": lambda src_ref, batch, adapter_init: make_lora_plus(src_ref, batch),
     "lora_fa": make_lora_fa,
     "dora": make_dora,
+    "vera": make_vera,
 }
 
 

@@ -49,7 +49,8 @@ public struct VeRAConfig: AdapterConfiguration, Equatable {
     public func makeAdapters(sites: [LinearSite], keyPrefix: String, random: inout SeededRandom) throws -> SiteAdapters {
         let maxIn = sites.map(\.linear.inFeatures).max() ?? 0, maxOut = sites.map(\.linear.outFeatures).max() ?? 0
         let (sizeA, o1) = r.multipliedReportingOverflow(by: maxIn), (sizeB, o2) = r.multipliedReportingOverflow(by: maxOut)
-        guard !o1, !o2, sizeA + sizeB <= Adapter.maximumParameterCount else {
+        let (size, o3) = sizeA.addingReportingOverflow(sizeB)
+        guard !(o1 || o2 || o3), size <= Adapter.maximumParameterCount else {
             throw LoRAError("VeRA projections of rank \(r) for layers of width \(max(maxIn, maxOut)) would exceed \(Adapter.maximumParameterCount) values; lower r")
         }
         let a = Parameter(name: "base_model.vera_A", value: Tensor(shape: [r, maxIn]))
