@@ -36,9 +36,9 @@ enum Readers {
         _ = config.parameterCount
     }
 
-    /// Reads the config, then attaches it to a tiny model, where its rank and targets are used.
+    /// Reads the config (any method), then attaches it to a tiny model, where its rank and targets are used.
     static func adapterConfig(_ bytes: [UInt8]) throws {
-        let config = try LoRAConfig.load(path: Scratch.write(bytes, as: "adapter_config.json"))
+        let config = try AdapterMethods.loadConfig(path: Scratch.write(bytes, as: "adapter_config.json"))
         _ = try Adapter.attach(to: LlamaModel.random(config: TinyRun.config, seed: 1), config: config)
     }
 
