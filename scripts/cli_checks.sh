@@ -139,6 +139,9 @@ dora_merged=$("$lora" eval --model "$tmp/dmerged" --data "$tmp/tdata" --split va
 python3 -c "
 import json, sys; a = json.loads(sys.argv[1])['loss']; m = json.loads(sys.argv[2])['loss']; sys.exit(0 if abs(a - m) < 1e-5 * a else 1)" "$dora_after" "$dora_merged" \
     && ok "the merged DoRA model evaluates as base + adapter: $dora_merged" || bad "merged DoRA eval $dora_merged vs $dora_after"
+g1=$("$lora" generate --model $tiny --adapter-path "$tmp/dora" --chat --prompt "word 40" --max-tokens 8 2>/dev/null)
+g2=$("$lora" generate --model "$tmp/dmerged" --chat --prompt "word 40" --max-tokens 8 2>/dev/null)
+[ -n "$g1" ] && [ "$g1" = "$g2" ] && ok "generate: the DoRA adapter and its merged model write the same text: $g1" || bad "DoRA generate: '$g1' vs '$g2'"
 expect_error "export-adapter: DoRA" "plain LoRA adapters only (this one is DoRA)" export-adapter --model $tiny --adapter-path "$tmp/dora" --output "$tmp/dora.gguf"
 expect_error "flags: DoRA with dropout" "DoRA (use_dora) with lora_dropout" train "${dargs[@]}" --method dora --dropout 0.1 --adapter-path "$tmp/dora2"
 # VeRA: PEFT's VERA files, two trained vectors per layer; merged like any adapter; llama.cpp cannot hold it.
@@ -153,6 +156,9 @@ vera_merged=$("$lora" eval --model "$tmp/vmerged" --data "$tmp/tdata" --split va
 python3 -c "
 import json, sys; a = json.loads(sys.argv[1])['loss']; m = json.loads(sys.argv[2])['loss']; sys.exit(0 if abs(a - m) < 1e-5 * a else 1)" "$vera_after" "$vera_merged" \
     && ok "the merged VeRA model evaluates as base + adapter: $vera_merged" || bad "merged VeRA eval $vera_merged vs $vera_after"
+g1=$("$lora" generate --model $tiny --adapter-path "$tmp/vera" --chat --prompt "word 40" --max-tokens 8 2>/dev/null)
+g2=$("$lora" generate --model "$tmp/vmerged" --chat --prompt "word 40" --max-tokens 8 2>/dev/null)
+[ -n "$g1" ] && [ "$g1" = "$g2" ] && ok "generate: the VeRA adapter and its merged model write the same text: $g1" || bad "VeRA generate: '$g1' vs '$g2'"
 expect_error "export-adapter: VeRA" "this one is VeRA" export-adapter --model $tiny --adapter-path "$tmp/vera" --output "$tmp/vera.gguf"
 expect_error "resume with another method" "method: lora-plus → lora" train "${targs[@]}" --iters 5 --adapter-path "$tmp/lp" --resume
 expect_error "flags: unknown method" "--method must be lora, lora-plus, lora-fa, dora or vera" train --model $tiny --data "$tmp/tdata" --method vera2
