@@ -151,6 +151,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -159,6 +160,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -174,14 +176,18 @@ from peft.tuners.lora import dora as peft_dora
 from peft.tuners.lora import variants as peft_variants
 from peft.tuners.vera import layer as peft_vera_layer
 
+# make_fixtures.py (which wrote llama_tied) only defines things at import time
+# (its main() runs under `if __name__ == "__main__"`), so its naming and loss
+# helpers are imported rather than copied: the two scripts cannot drift apart.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_fixtures import ADAPTER_NAME, ALL7, dir_size, manual_causal_lm_loss, saved_key  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "Tests" / "LoRAKitTests" / "Fixtures"
 SRC_CASE = FIXTURES / "llama_tied"
 OUT_ROOT = FIXTURES / "variants"
-ADAPTER_NAME = "default"
 
 LORAPLUS_LR_RATIO = 16.0
-ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # --------------------------------------------------------------------------
 # Settings taken from the llama_tied case (make_fixtures.py OPT)
@@ -210,31 +216,63 @@ CLIP_DESC = (
     "clamp(max_norm / (norm + 1e-6), max=1.0); returns the pre-clip norm"
 )
 
+MAG = "lora_magnitude_vector"  # DoRA's per-output-feature magnitude
+
 # --------------------------------------------------------------------------
-# Helpers
+# Helpers shared by every case
 # --------------------------------------------------------------------------
 
 
-def saved_key(param_name: str) -> str:
-    """PEFT param name -> key in adapter_model.safetensors (drops '.default')."""
-    return param_name.replace(f".{ADAPTER_NAME}.", ".")
+def adapter_key(param_name: str) -> str:
+    """Live PEFT name -> key in adapter_model.safetensors. One function for the
+    three forms these cases save:
+      LoRA   <m>.lora_A.default.weight -> <m>.lora_A.weight (make_fixtures.saved_key)
+      DoRA   <m>.lora_magnitude_vector.default.weight -> <m>.lora_magnitude_vector
+             (lora/model.py _get_adapter_state_dict keeps the pre-refactor key)
+      VeRA   <m>.vera_lambda_b.default -> <m>.vera_lambda_b (ParameterDict /
+             BufferDict entries: the live name ENDS with the adapter name)."""
+    k = saved_key(param_name).removesuffix(f".{ADAPTER_NAME}")
+    return k.removesuffix(".weight") if k.endswith(f".{MAG}.weight") else k
 
 
-def load_peft_model(dtype: torch.dtype = torch.float32) -> PeftModel:
-    base = LlamaForCausalLM.from_pretrained(
+@contextlib.contextmanager
+def recorded_warnings():
+    """Collect every warning raised inside (for the peft_warnings notes)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+
+
+def warning_lines(caught) -> list[str]:
+    return sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+
+
+def load_base() -> LlamaForCausalLM:
+    """llama_tied's base model, as every case uses it."""
+    return LlamaForCausalLM.from_pretrained(
         SRC_CASE / "model", dtype=torch.float32, attn_implementation="eager"
     )
-    model = PeftModel.from_pretrained(base, SRC_CASE / "adapter", is_trainable=True)
+
+
+def load_lora_model(dtype: torch.dtype = torch.float32) -> PeftModel:
+    """llama_tied's base model with its LoRA adapter, trainable, train mode."""
+    model = PeftModel.from_pretrained(load_base(), SRC_CASE / "adapter", is_trainable=True)
     model.train()
     if dtype != torch.float32:  # diagnostics only
         model = model.to(dtype)
     return model
 
 
-def lora_params(model) -> dict[str, torch.nn.Parameter]:
-    """Every LoRA parameter (trainable or not), keyed by its adapter-file name,
-    in named_parameters order."""
-    return {saved_key(n): p for n, p in model.named_parameters() if ".lora_" in n}
+def trainable_params(model, marker: str = ".lora_") -> dict[str, torch.nn.Parameter]:
+    """make_fixtures.lora_params for any adapter type: every trainable
+    parameter (asserted to be an adapter one, i.e. its name contains marker),
+    keyed by its adapter-file name, in named_parameters order."""
+    out = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert marker in n, n
+            out[adapter_key(n)] = p
+    return out
 
 
 def load_batch():
@@ -242,27 +280,53 @@ def load_batch():
     return ref, (ref["input_ids"], ref["attention_mask"], ref["labels"])
 
 
-def module_of(key: str) -> str:
-    """adapter key -> module prefix (without .lora_A.weight / .lora_B.weight)."""
-    return key.rsplit(".lora_", 1)[0]
+def eval_logits(model, batch) -> torch.Tensor:
+    """Logits of a forward without labels (call under torch.no_grad())."""
+    input_ids, attention_mask, _ = batch
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
 
 
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item()
 
 
-def train_loop(model, opt, clip_params, batch, after_clip=None, after_step=None):
-    """make_fixtures.py's 3-step loop. after_clip(step) runs between
-    clip_grad_norm_ and opt.step(); after_step(step) right after opt.step()."""
+class ManualOptimizer:
+    """Just enough of a torch optimizer for train_loop, so that the written-out
+    update rules run in the very loop (forward, clip, recording) the PEFT
+    optimizers run in: zero_grad() drops the grads of params, step() calls
+    update(key, param, t) for each of them under no_grad, t = 1-based step."""
+
+    def __init__(self, params: dict, update: Callable):
+        self.params, self.update, self.t = params, update, 0
+
+    def zero_grad(self):
+        for p in self.params.values():
+            p.grad = None
+
+    def step(self):
+        self.t += 1
+        with torch.no_grad():
+            for k, p in self.params.items():
+                self.update(k, p, self.t)
+
+
+def train_loop(model, opt, params, batch, after_clip=None, after_step=None, require_clip=True) -> dict:
+    """make_fixtures.py's 3-step loop over params (adapter-file key ->
+    parameter). Gradients are recorded and clipped over the params that
+    require a grad (LoRA-FA's frozen A has none). after_clip(step) runs between
+    clip_grad_norm_ and opt.step(); after_step(step) right after opt.step().
+    Returns losses, pre-clip grad_norms, the raw first grads and every param
+    after the last step (step3)."""
     input_ids, attention_mask, labels = batch
+    trained = {k: p for k, p in params.items() if p.requires_grad}
     losses, grad_norms, first_grads = [], [], None
     for step in range(STEPS):
         opt.zero_grad()
         o = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         o.loss.backward()
         if step == 0:
-            first_grads = {k: p.grad.detach().clone() for k, p in clip_params.items()}
-        gn = torch.nn.utils.clip_grad_norm_(list(clip_params.values()), max_norm=MAX_NORM)
+            first_grads = {k: p.grad.detach().clone() for k, p in trained.items()}
+        gn = torch.nn.utils.clip_grad_norm_(list(trained.values()), max_norm=MAX_NORM)
         losses.append(o.loss.item())
         grad_norms.append(gn.item())
         if after_clip is not None:
@@ -270,8 +334,11 @@ def train_loop(model, opt, clip_params, batch, after_clip=None, after_step=None)
         opt.step()
         if after_step is not None:
             after_step(step)
-    assert all(g > MAX_NORM for g in grad_norms), f"clipping did not trigger: {grad_norms}"
-    return losses, grad_norms, first_grads
+    # Every fixture is meant to exercise the clip on every step.
+    if require_clip:
+        assert all(g > MAX_NORM for g in grad_norms), f"clipping did not trigger: {grad_norms}"
+    step3 = {k: p.detach().clone() for k, p in params.items()}
+    return dict(losses=losses, grad_norms=grad_norms, grads=first_grads, step3=step3)
 
 
 def clip_coef(norm: float) -> float:
@@ -280,26 +347,27 @@ def clip_coef(norm: float) -> float:
     return torch.clamp(MAX_NORM / (n + 1e-6), max=1.0).item()
 
 
-def write_case(out_dir: Path, ref: dict, info: dict, clear: bool = True) -> int:
-    if clear:
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True)
-    ref = {k: v.detach().to(torch.float32).contiguous() for k, v in ref.items()}
-    save_file(ref, out_dir / "reference.safetensors")
-    (out_dir / "reference.safetensors").chmod(0o644)  # save_file creates it 0600
-    (out_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-    return sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file())
+def loop_tensors(run: dict) -> dict[str, torch.Tensor]:
+    """The reference.safetensors entries every case has: losses, grad_norms,
+    grad.<K> (first backward, raw) and step3.<K>."""
+    return {
+        "losses": torch.tensor(run["losses"]),
+        "grad_norms": torch.tensor(run["grad_norms"]),
+        **{f"grad.{k}": g for k, g in run["grads"].items()},
+        **{f"step3.{k}": p for k, p in run["step3"].items()},
+    }
 
 
-def manual_causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """HF's ForCausalLMLoss (as in make_fixtures.py): position t predicts
-    labels[t+1]; mean cross-entropy over targets != -100."""
-    shift_logits = logits[:, :-1, :].reshape(-1, logits.shape[-1])
-    shift_labels = labels[:, 1:].reshape(-1)
-    return torch.nn.functional.cross_entropy(
-        shift_logits, shift_labels, ignore_index=-100, reduction="mean"
-    )
+def loop_info(clip_params: str, run: dict, loop: str | None = None) -> dict:
+    """info.json's record of train_loop (inside "optimizer"): clip, steps and
+    what each step gave. clip_params says which tensors were clipped."""
+    out = {"max_norm": MAX_NORM, "clip": CLIP_DESC + "; params = " + clip_params, "steps": STEPS}
+    if loop is not None:
+        out["loop"] = loop
+    out["losses"] = run["losses"]
+    out["grad_norms_pre_clip"] = run["grad_norms"]
+    out["clip_coefs"] = [clip_coef(n) for n in run["grad_norms"]]
+    return out
 
 
 def versions() -> dict:
@@ -315,15 +383,52 @@ def versions() -> dict:
     }
 
 
-def sanity_vs_llama_tied(src_ref, losses, first_grads) -> dict:
+def info_footer(caught, checks: dict, diag: dict | None = None) -> dict:
+    """The last entries of every info.json."""
+    out = {"peft_warnings": warning_lines(caught), "checks": checks}
+    if diag is not None:
+        out["diagnostics"] = diag
+    out["versions"] = versions()
+    return out
+
+
+def fresh_dir(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def write_case(out_dir: Path, ref: dict, info: dict) -> dict:
+    """Write reference.safetensors and info.json into out_dir (made by
+    fresh_dir when the case started); return the summary row main prints."""
+    ref = {k: v.detach().to(torch.float32).contiguous() for k, v in ref.items()}
+    save_file(ref, out_dir / "reference.safetensors")
+    (out_dir / "reference.safetensors").chmod(0o644)  # save_file creates it 0600
+    (out_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    opt = info["optimizer"]
+    return dict(case=info["case"], size=dir_size(out_dir), losses=opt["losses"],
+                grad_norms=opt["grad_norms_pre_clip"], checks=info["checks"],
+                diag=info.get("diagnostics"))
+
+
+def sanity_vs_llama_tied(src_ref, run: dict) -> dict:
     """The step-1 forward/backward is the plain LoRA one: compare with llama_tied."""
-    loss_diff = abs(losses[0] - SRC_INFO["optimizer"]["losses"][0])
-    grad_diff = max(max_abs(g, src_ref[f"grad.{k}"]) for k, g in first_grads.items())
+    loss_diff = abs(run["losses"][0] - SRC_INFO["optimizer"]["losses"][0])
+    grad_diff = max(max_abs(g, src_ref[f"grad.{k}"]) for k, g in run["grads"].items())
     assert loss_diff < 1e-5 and grad_diff < 1e-5, (loss_diff, grad_diff)
     return {
         "step1_loss_vs_llama_tied_abs_diff": loss_diff,
         "step1_grads_vs_llama_tied_max_abs_diff": grad_diff,
     }
+
+
+# The two optimizer variants reuse llama_tied's adapter as is.
+LLAMA_TIED_REUSED = (
+    "llama_tied (model/, adapter/ and the batch in reference.safetensors "
+    "are reused; nothing is regenerated)"
+)
+LORA_INFO = {"r": R, "lora_alpha": ALPHA, "scaling": SCALING, "use_rslora": False}
 
 
 # --------------------------------------------------------------------------
@@ -348,13 +453,13 @@ def manual_adamw_step(p, g, m, v, step, lr, wd):
 
 
 def make_lora_plus(src_ref, batch) -> dict:
-    model = load_peft_model()
-    params = lora_params(model)
-    assert all(p.requires_grad for p in params.values())
-    name_of = {id(p): saved_key(n) for n, p in model.named_parameters()}
+    out_dir = fresh_dir(OUT_ROOT / "lora_plus")
+    model = load_lora_model()
+    params = trainable_params(model)
+    assert len(params) == 28
+    name_of = {id(p): adapter_key(n) for n, p in model.named_parameters()}
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded_warnings() as caught:
         opt = create_loraplus_optimizer(
             model,
             torch.optim.AdamW,
@@ -395,41 +500,26 @@ def make_lora_plus(src_ref, batch) -> dict:
     assert groups[0]["weight_decay"] == WD and groups[2]["weight_decay"] == WD
     assert groups[1]["lr"] == 1e-6  # loraplus_lr_embedding default (unused here)
 
-    losses, grad_norms, first_grads = train_loop(model, opt, params, batch)
-    step3 = {k: p.detach().clone() for k, p in params.items()}
-    checks = sanity_vs_llama_tied(src_ref, losses, first_grads)
+    run = train_loop(model, opt, params, batch)
+    checks = sanity_vs_llama_tied(src_ref, run)
 
     # ---- re-implementation: per-parameter lr/wd + written-out AdamW ----------
-    model2 = load_peft_model()
-    params2 = lora_params(model2)
+    model2 = load_lora_model()
+    params2 = trainable_params(model2)
     state = {k: (torch.zeros_like(p), torch.zeros_like(p)) for k, p in params2.items()}
-    input_ids, attention_mask, labels = batch
-    for step in range(1, STEPS + 1):
-        for p in params2.values():
-            p.grad = None
-        model2(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(params2.values()), max_norm=MAX_NORM)
-        with torch.no_grad():
-            for k, p in params2.items():
-                m, v = state[k]
-                manual_adamw_step(p, p.grad, m, v, step, lr_of[k], wd_of[k])
-    manual_diff = max(max_abs(params2[k].detach(), step3[k]) for k in params)
+
+    def adamw(k, p, t):
+        m, v = state[k]
+        manual_adamw_step(p, p.grad, m, v, t, lr_of[k], wd_of[k])
+
+    manual = train_loop(model2, ManualOptimizer(params2, adamw), params2, batch)
+    manual_diff = max(max_abs(manual["step3"][k], run["step3"][k]) for k in params)
     assert manual_diff == 0.0, f"LoRA+ re-implementation differs from PEFT/torch: {manual_diff}"
     checks["reimplementation_step3_max_abs_diff"] = manual_diff
 
-    ref = {
-        "losses": torch.tensor(losses),
-        "grad_norms": torch.tensor(grad_norms),
-    }
-    for k in params:
-        ref[f"grad.{k}"] = first_grads[k]
-    for k in params:
-        ref[f"step3.{k}"] = step3[k]
-
     info = {
         "case": "lora_plus",
-        "source_case": "llama_tied (model/, adapter/ and the batch in reference.safetensors "
-        "are reused; nothing is regenerated)",
+        "source_case": LLAMA_TIED_REUSED,
         "optimizer": {
             "factory": "peft.optimizers.create_loraplus_optimizer(model, torch.optim.AdamW, "
             f"lr={LR}, loraplus_lr_ratio={LORAPLUS_LR_RATIO}, loraplus_weight_decay={WD}, "
@@ -464,20 +554,12 @@ def make_lora_plus(src_ref, batch) -> dict:
                 "p <- p - (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps) [eps added AFTER dividing "
                 "sqrt(v) by sqrt(bc2)]. m, v start at 0. g is the clipped gradient."
             ),
-            "max_norm": MAX_NORM,
-            "clip": CLIP_DESC + "; params = all 28 LoRA params (A and B)",
-            "steps": STEPS,
-            "losses": losses,
-            "grad_norms_pre_clip": grad_norms,
-            "clip_coefs": [clip_coef(n) for n in grad_norms],
+            **loop_info("all 28 LoRA params (A and B)", run),
         },
-        "lora": {"r": R, "lora_alpha": ALPHA, "scaling": SCALING, "use_rslora": False},
-        "peft_warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
-        "checks": checks,
-        "versions": versions(),
+        "lora": LORA_INFO,
+        **info_footer(caught, checks),
     }
-    size = write_case(OUT_ROOT / "lora_plus", ref, info)
-    return dict(case="lora_plus", size=size, losses=losses, grad_norms=grad_norms, checks=checks)
+    return write_case(out_dir, loop_tensors(run), info)
 
 
 # --------------------------------------------------------------------------
@@ -514,42 +596,39 @@ def manual_lorafa_step(B, gproj, m, v, step, lr, wd, eps):
 
 
 def run_manual_lorafa(batch, bf16: bool, eps: float, dtype: torch.dtype = torch.float32):
-    """Independent LoRA-FA run (no PEFT optimizer). Returns step3 weights,
-    step-1 projected grads, losses, grad norms. dtype=float64 (with bf16=False)
-    gives a high-precision run for the diagnostics."""
-    model = load_peft_model(dtype)
-    params = lora_params(model)
+    """Independent LoRA-FA run (no PEFT optimizer). Returns train_loop's dict
+    (step3 holds A and B) plus proj1, the step-1 projected grads.
+    dtype=float64 (with bf16=False) gives a high-precision run for the
+    diagnostics."""
+    model = load_lora_model(dtype)
+    params = trainable_params(model)
     for k, p in params.items():
         if ".lora_A." in k:
             p.requires_grad_(False)
     Bs = {k: p for k, p in params.items() if ".lora_B." in k}
     As = {k: params[k.replace(".lora_B.", ".lora_A.")] for k in Bs}
     state = {k: (torch.zeros_like(p), torch.zeros_like(p)) for k, p in Bs.items()}
-    input_ids, attention_mask, labels = batch
-    proj1, losses, norms = {}, [], []
-    for step in range(1, STEPS + 1):
-        for p in Bs.values():
-            p.grad = None
-        o = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-        o.loss.backward()
-        norms.append(torch.nn.utils.clip_grad_norm_(list(Bs.values()), max_norm=MAX_NORM).item())
-        losses.append(o.loss.item())
-        with torch.no_grad():
-            for k, B in Bs.items():
-                gp = lorafa_projection(As[k], B.grad, SCALING, bf16)
-                if step == 1:
-                    proj1[k] = gp.clone()
-                m, v = state[k]
-                manual_lorafa_step(B, gp, m, v, step, LR, WD, eps)
-    return {k: p.detach().clone() for k, p in params.items()}, proj1, losses, norms
+    proj1 = {}
+
+    def lorafa(k, B, t):
+        gp = lorafa_projection(As[k], B.grad, SCALING, bf16)
+        if t == 1:
+            proj1[k] = gp.clone()
+        m, v = state[k]
+        manual_lorafa_step(B, gp, m, v, t, LR, WD, eps)
+
+    # The diagnostic runs (other eps / precision) need not clip on every step;
+    # the run at the fixture's settings is compared with PEFT's, which does.
+    run = train_loop(model, ManualOptimizer(Bs, lorafa), params, batch, require_clip=False)
+    return dict(run, proj1=proj1)
 
 
 def make_lora_fa(src_ref, batch, adapter_init) -> dict:
-    model = load_peft_model()
-    params = lora_params(model)
+    out_dir = fresh_dir(OUT_ROOT / "lora_fa")
+    model = load_lora_model()
+    params = trainable_params(model)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded_warnings() as caught:
         opt = create_lorafa_optimizer(model, r=R, lora_alpha=ALPHA, lr=LR, weight_decay=WD)
     assert isinstance(opt, peft_lorafa.LoraFAOptimizer)
     assert len(opt.param_groups) == 1
@@ -567,11 +646,11 @@ def make_lora_fa(src_ref, batch, adapter_init) -> dict:
     assert all(not params[k].requires_grad for k in A_keys)
     assert all(params[k].requires_grad for k in B_keys)
     lora_sf = [
-        (saved_key(n), sf) for n, sf in zip(group["names"], group["scaling_factors"]) if ".lora_" in n
+        (adapter_key(n), sf) for n, sf in zip(group["names"], group["scaling_factors"]) if ".lora_" in n
     ]
     assert all(sf == SCALING for _, sf in lora_sf), lora_sf
     # The optimizer pairs consecutive lora params: must be A then B of one module.
-    lora_names = [saved_key(n) for n in group["names"] if "lora" in n]
+    lora_names = [adapter_key(n) for n in group["names"] if "lora" in n]
     for a, b in zip(lora_names[0::2], lora_names[1::2]):
         assert ".lora_A." in a and b == a.replace(".lora_A.", ".lora_B."), (a, b)
     n_group_params = len(group["params"])
@@ -609,25 +688,23 @@ def make_lora_fa(src_ref, batch, adapter_init) -> dict:
             manual_lorafa_step(B1, gp, torch.zeros_like(gp), torch.zeros_like(gp), 1, LR, WD, EPS)
             assert torch.equal(B1, B.detach()), f"step-1 update mismatch {k}"
 
-    losses, grad_norms, first_grads = train_loop(
-        model, opt, Bs, batch, after_clip=after_clip, after_step=after_step
-    )
-    step3 = {k: p.detach().clone() for k, p in params.items()}
+    run = train_loop(model, opt, params, batch, after_clip=after_clip, after_step=after_step)
+    step3 = run["step3"]
     for k in A_keys:
         assert torch.equal(step3[k], adapter_init[k]), f"lora_A changed: {k}"
     for k in B_keys:
         assert not torch.equal(step3[k], adapter_init[k]), f"lora_B did not change: {k}"
-    checks = sanity_vs_llama_tied(src_ref, losses, first_grads)
+    checks = sanity_vs_llama_tied(src_ref, run)
     checks["step1_projected_grad_matches_optimizer_state_bitwise"] = True
     checks["step1_update_matches_formula_bitwise"] = True
     checks["lora_A_bitwise_unchanged_after_3_steps"] = True
-    checks["step1_clip_coef"] = clip_coef(grad_norms[0])
+    checks["step1_clip_coef"] = clip_coef(run["grad_norms"][0])
 
     # ---- independent re-implementation, 3 steps -----------------------------
-    m_step3, m_proj1, m_losses, m_norms = run_manual_lorafa(batch, bf16=bf16, eps=EPS)
-    d = max(max_abs(m_step3[k], step3[k]) for k in params)
-    assert d == 0.0 and m_losses == losses and m_norms == grad_norms, d
-    assert all(torch.equal(m_proj1[k], cap["proj"][k]) for k in B_keys)
+    manual = run_manual_lorafa(batch, bf16=bf16, eps=EPS)
+    d = max(max_abs(manual["step3"][k], step3[k]) for k in params)
+    assert d == 0.0 and manual["losses"] == run["losses"] and manual["grad_norms"] == run["grad_norms"], d
+    assert all(torch.equal(manual["proj1"][k], cap["proj"][k]) for k in B_keys)
     checks["reimplementation_step3_max_abs_diff"] = d
 
     # ---- diagnostics for implementers ---------------------------------------
@@ -663,36 +740,27 @@ def make_lora_fa(src_ref, batch, adapter_init) -> dict:
         diag["step1_projection_fp32_vs_bf16_max_abs_diff_over_max_abs"] = max(fp32_vs_bf16_rel)
         diag["bf16_recipe_elements_differing_from_autocast"] = f"{recipe_mismatch} of {recipe_total}"
         diag["step1_projected_grad_max_abs"] = max(cap["proj"][k].abs().max().item() for k in B_keys)
-    f_step3, _, f_losses, _ = run_manual_lorafa(batch, bf16=False, eps=EPS)
-    diag["fp32_projection_run_step3_B_max_abs_diff"] = max(max_abs(f_step3[k], step3[k]) for k in B_keys)
-    diag["fp32_projection_run_losses"] = f_losses
-    e_step3, _, e_losses, _ = run_manual_lorafa(batch, bf16=bf16, eps=peft_default_eps)
-    diag["peft_default_eps_1e-6_run_step3_B_max_abs_diff"] = max(max_abs(e_step3[k], step3[k]) for k in B_keys)
-    diag["peft_default_eps_1e-6_run_losses"] = e_losses
+    f32 = run_manual_lorafa(batch, bf16=False, eps=EPS)
+    diag["fp32_projection_run_step3_B_max_abs_diff"] = max(max_abs(f32["step3"][k], step3[k]) for k in B_keys)
+    diag["fp32_projection_run_losses"] = f32["losses"]
+    e6 = run_manual_lorafa(batch, bf16=bf16, eps=peft_default_eps)
+    diag["peft_default_eps_1e-6_run_step3_B_max_abs_diff"] = max(max_abs(e6["step3"][k], step3[k]) for k in B_keys)
+    diag["peft_default_eps_1e-6_run_losses"] = e6["losses"]
     # Sensitivity of the 3-step result to float32 rounding (fp32 projection,
     # float32 run vs float64 run), at the fixture's eps and at PEFT's default.
     for eps, tag in ((EPS, "1e-4"), (peft_default_eps, "1e-6")):
-        a32 = run_manual_lorafa(batch, bf16=False, eps=eps)[0]
-        a64 = run_manual_lorafa(batch, bf16=False, eps=eps, dtype=torch.float64)[0]
+        a32 = run_manual_lorafa(batch, bf16=False, eps=eps)["step3"]
+        a64 = run_manual_lorafa(batch, bf16=False, eps=eps, dtype=torch.float64)["step3"]
         diag[f"eps_{tag}_fp32_vs_fp64_run_step3_B_max_abs_diff"] = max(
             max_abs(a32[k], a64[k]) for k in B_keys
         )
 
-    ref = {
-        "losses": torch.tensor(losses),
-        "grad_norms": torch.tensor(grad_norms),
-    }
-    for k in B_keys:
-        ref[f"grad.{k}"] = first_grads[k]
-    for k in params:
-        ref[f"step3.{k}"] = step3[k]
-    for k in B_keys:
-        ref[f"projected_grad.{k}"] = cap["proj"][k]
+    # run["grads"] holds B only: A is frozen and has no gradient.
+    ref = {**loop_tensors(run), **{f"projected_grad.{k}": cap["proj"][k] for k in B_keys}}
 
     info = {
         "case": "lora_fa",
-        "source_case": "llama_tied (model/, adapter/ and the batch in reference.safetensors "
-        "are reused; nothing is regenerated)",
+        "source_case": LLAMA_TIED_REUSED,
         "optimizer": {
             "factory": f"peft.optimizers.create_lorafa_optimizer(model, r={R}, lora_alpha={ALPHA}, "
             f"lr={LR}, weight_decay={WD}); then optimizer.param_groups[0]['eps'] = {EPS}",
@@ -755,26 +823,20 @@ def make_lora_fa(src_ref, batch, adapter_init) -> dict:
                 "B <- B + (-lr*wd) * B (B.add_(B, alpha=-lr*wd); uses lr, not step_size). "
                 "Non-LoRA trainable params (none here) get the same HF AdamW without projection."
             ),
-            "max_norm": MAX_NORM,
-            "clip": CLIP_DESC + "; params = the 14 lora_B weights (A is frozen, grad None). "
-            "Clipping therefore sees the RAW B gradient: the projection happens inside "
-            "optimizer.step(), after clipping, on the clipped gradient. LoraFAOptimizer has no "
-            "clipping of its own and says nothing about it; this is the order HF Trainer uses "
-            "(clip in the training loop, then optimizer.step()).",
-            "steps": STEPS,
-            "losses": losses,
-            "grad_norms_pre_clip": grad_norms,
-            "clip_coefs": [clip_coef(n) for n in grad_norms],
+            **loop_info(
+                "the 14 lora_B weights (A is frozen, grad None). "
+                "Clipping therefore sees the RAW B gradient: the projection happens inside "
+                "optimizer.step(), after clipping, on the clipped gradient. LoraFAOptimizer has no "
+                "clipping of its own and says nothing about it; this is the order HF Trainer uses "
+                "(clip in the training loop, then optimizer.step()).",
+                run,
+            ),
             "projected_grad_is": "step 1, from the clipped gradient (clip_coefs[0] * grad.<K>)",
         },
-        "lora": {"r": R, "lora_alpha": ALPHA, "scaling": SCALING, "use_rslora": False},
-        "peft_warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
-        "checks": checks,
-        "diagnostics": diag,
-        "versions": versions(),
+        "lora": LORA_INFO,
+        **info_footer(caught, checks, diag),
     }
-    size = write_case(OUT_ROOT / "lora_fa", ref, info)
-    return dict(case="lora_fa", size=size, losses=losses, grad_norms=grad_norms, checks=checks, diag=diag)
+    return write_case(out_dir, ref, info)
 
 
 # --------------------------------------------------------------------------
