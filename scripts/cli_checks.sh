@@ -143,7 +143,13 @@ g1=$("$lora" generate --model $tiny --adapter-path "$tmp/dora" --chat --prompt "
 g2=$("$lora" generate --model "$tmp/dmerged" --chat --prompt "word 40" --max-tokens 8 2>/dev/null)
 [ -n "$g1" ] && [ "$g1" = "$g2" ] && ok "generate: the DoRA adapter and its merged model write the same text: $g1" || bad "DoRA generate: '$g1' vs '$g2'"
 expect_error "export-adapter: DoRA" "plain LoRA adapters only (this one is DoRA)" export-adapter --model $tiny --adapter-path "$tmp/dora" --output "$tmp/dora.gguf"
-expect_error "flags: DoRA with dropout" "DoRA (use_dora) with lora_dropout" train "${dargs[@]}" --method dora --dropout 0.1 --adapter-path "$tmp/dora2"
+"$lora" train "${dargs[@]}" --method dora --dropout 0.1 --adapter-path "$tmp/dora2" >/dev/null 2>&1
+"$lora" train "${dargs[@]}" --method dora --dropout 0.1 --adapter-path "$tmp/dora2gc" --grad-checkpoint >/dev/null 2>&1
+dora2=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/dora2" 2>&1)
+python3 -c "
+import json, sys; b = json.loads(sys.argv[1])['loss']; a = json.loads(sys.argv[2])['loss']; sys.exit(0 if a < b - 0.5 else 1)" "$before" "$dora2" \
+    && cmp -s "$tmp/dora2/adapter_model.safetensors" "$tmp/dora2gc/adapter_model.safetensors" \
+    && ok "--method dora --dropout 0.1 lowers the validation loss ($dora2), the same bits under --grad-checkpoint" || bad "dora with dropout: $dora2"
 # VeRA: PEFT's VERA files, two trained vectors per layer; merged like any adapter; llama.cpp cannot hold it.
 "$lora" train "${dargs[@]}" --method vera --rank 16 --learning-rate 5e-2 --adapter-path "$tmp/vera" >"$tmp/vtrain" 2>&1
 vera_after=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/vera" 2>&1)

@@ -471,6 +471,53 @@ extension GradientCheckTests {
     }
 }
 
+extension GradientCheckTests {
+    /// DoRA with dropout, as PEFT computes it in training: y = x·Wᵀ + b + (k − 1) ⊙ (x̃·Wᵀ) + k ⊙ s·B·A·x̃
+    /// with x̃ the dropped input and k = m / ‖W + s·B·A‖; the input and magnitude gradients equal finite
+    /// differences under the same mask (the generator is rewound before every evaluation).
+    func testDoRAWithDropoutOutputAndGradients() throws {
+        let rows = 3, inF = 7, outF = 5, rank = 2
+        let weight = randomTensor([outF, inF], seed: 921), bias = randomTensor([outF], seed: 922)
+        let x = randomTensor([rows, inF], seed: 923), w = randomTensor([rows, outF], seed: 924)
+        let linear = Linear(weight: weight.copy(), bias: bias)
+        var random = SeededRandom(seed: 925)
+        let lora = LoRA(inFeatures: inF, outFeatures: outF, rank: rank, alpha: 4, dropout: 0.3, name: "l", random: &random)
+        let dora = DoRA(lora: lora, layer: linear, name: "l")
+        for i in 0..<lora.b.value.count { lora.b.value[i] = 0.3 * Float(i % 5) - 0.6 }
+        for j in 0..<outF { dora.magnitude.value[j] *= 0.9 + 0.05 * Float(j) }
+        linear.adapter = dora
+        let saved = Tensor(shape: [rows * dora.savedFloatsPerRow(training: true)]), y = Tensor(shape: [rows, outF])
+        let start = dora.generators
+        func objective() -> Double {
+            dora.generators = start
+            linear.forward(x: x.data, rows: rows, y: y.data, saved: saved.data, training: true)
+            return weightedSum(y, w)
+        }
+        _ = objective()
+        let mask = (0..<(rows * inF)).map { saved[rows * rank + $0] }
+        XCTAssertTrue(mask.contains(0) && mask.contains { $0 > 1 }, "dropout drew no mask")
+        let norms = dora.rowNorms()
+        for r in 0..<rows {
+            for j in 0..<outF {
+                let k = dora.magnitude.value[j] / norms[j]
+                var base: Float = 0, dropped: Float = 0, low: Float = 0
+                for i in 0..<inF {
+                    let xd = x[r * inF + i] * mask[r * inF + i]
+                    base += x[r * inF + i] * weight[j * inF + i]
+                    dropped += xd * weight[j * inF + i]
+                    low += lora.scaling * xd * (0..<rank).reduce(0) { $0 + lora.b.value[j * rank + $1] * lora.a.value[$1 * inF + i] }
+                }
+                XCTAssertEqual(y[r * outF + j], base + bias[j] + (k - 1) * dropped + k * low, accuracy: 1e-5)
+            }
+        }
+        let dx = Tensor(shape: [rows, inF])
+        linear.backward(dy: w.data, x: x.data, rows: rows, saved: saved.data, dx: dx.data, accumulate: false)
+        checkGradient(dx.array, centralDifferences(x, h: Self.h, objective), tol: Self.linearTolerance, "DoRA with dropout dx")
+        checkGradient(dora.magnitude.grad.array, centralDifferences(dora.magnitude.value, h: Self.h, objective),
+                      tol: Self.linearTolerance, "DoRA with dropout dm")
+    }
+}
+
 /// y = (1 + c) ∘ base per output column, with c trainable.
 private final class OutputScale: LinearAdapter {
     let c: Parameter

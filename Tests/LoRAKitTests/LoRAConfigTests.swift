@@ -55,7 +55,7 @@ final class LoRAConfigTests: XCTestCase {
             }
         }
         refuse(#"{"peft_type": "IA3", "target_modules": ["q_proj"]}"#, "IA3")
-        refuse(#"{"peft_type": "LORA", "target_modules": ["q_proj"], "use_dora": true, "lora_dropout": 0.1}"#, "DoRA (use_dora) with lora_dropout")
+        refuse(#"{"peft_type": "LORA", "target_modules": ["q_proj"], "bias": "all"}"#, "bias")
         refuse(#"{"peft_type": "LORA", "target_modules": 3}"#, "target_modules")
         refuse(#"[1, 2]"#, "not a JSON object")
         refuse(#"{"peft_type": "LORA", "target_modules": ["q_proj"], "r": 0}"#, "r must be positive")

@@ -4,8 +4,9 @@ import Foundation
 /// the norm taken per output row, with a trainable magnitude m [out] that starts at those norms. In
 /// the backward the norm is a constant (the paper's section 4.3; PEFT detaches it), so
 /// y = k ⊙ (x·Wᵀ + s·B·A·x) with k = m / ‖W + s·B·A‖, and the base path's gradient is dy ⊙ k.
-/// The low-rank part is a `LoRA` (its A, B, scaling and initialization); dropout is not supported
-/// (PEFT then recomputes the base output on the dropped input).
+/// The low-rank part is a `LoRA` (its A, B, scaling, initialization and dropout). With dropout in
+/// training PEFT takes the rescaled base output on the dropped input x̃ instead:
+/// y = x·Wᵀ + (k − 1) ⊙ (x̃·Wᵀ) + k ⊙ s·B·A·x̃, so that path costs one more product with W.
 public final class DoRA: LinearAdapter, @unchecked Sendable {
     public let lora: LoRA
     /// m, [out]: PEFT's `lora_magnitude_vector`.
@@ -19,7 +20,6 @@ public final class DoRA: LinearAdapter, @unchecked Sendable {
     private var mergedScale: [Float]?
 
     public init(lora: LoRA, layer: Linear, name: String) {
-        precondition(lora.dropout == 0, "DoRA with dropout is refused by its config")
         self.lora = lora
         self.layer = layer
         magnitude = Parameter(name: name + ".lora_magnitude_vector", value: Tensor(shape: [lora.outFeatures]))
@@ -35,9 +35,12 @@ public final class DoRA: LinearAdapter, @unchecked Sendable {
     }
     public var readsBaseOutput: Bool { true }
 
-    /// Per row: A·x (r floats), then x·Wᵀ + s·B·A·x before the scaling (out floats), which the
-    /// magnitude's gradient reads.
-    public func savedFloatsPerRow(training: Bool) -> Int { lora.rank + lora.outFeatures }
+    /// Per row: LoRA's own buffers (A·x̃, and the dropout mask in training), then the output before
+    /// the scaling, x̃·Wᵀ + s·B·A·x̃ (out floats), which the magnitude's gradient reads.
+    public func savedFloatsPerRow(training: Bool) -> Int { lora.savedFloatsPerRow(training: training) + lora.outFeatures }
+
+    /// Whether the forward ran with dropout (a backward always follows a training forward).
+    private var dropsInput: Bool { lora.dropout > 0 }
 
     /// ‖W + s·B·A‖ per output row, W expanded a panel at a time when it is quantized.
     func rowNorms() -> [Float] {
@@ -79,22 +82,53 @@ public final class DoRA: LinearAdapter, @unchecked Sendable {
 
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>,
                         saved: UnsafeMutablePointer<Float>, training: Bool) {
-        let out = lora.outFeatures, r = lora.rank
-        let u = saved, pre = saved + rows * r
-        // pre = x·Wᵀ + s·B·(A·x), from the base output already in y.
-        pre.update(from: y, count: rows * out)
-        Gemm.sgemm(transA: false, transB: true, m: rows, n: r, k: lora.inFeatures, alpha: 1,
-                   a: x, lda: lora.inFeatures, b: lora.a.value.data, ldb: lora.inFeatures, beta: 0, c: u, ldc: r)
-        Gemm.sgemm(transA: false, transB: true, m: rows, n: out, k: r, alpha: lora.scaling,
-                   a: u, lda: r, b: lora.b.value.data, ldb: r, beta: 1, c: pre, ldc: out)
+        let out = lora.outFeatures, n = rows * out
+        let pre = saved + rows * lora.savedFloatsPerRow(training: training)
+        // pre = s·B·A·x̃ (LoRA's forward, which also draws and saves the mask), then + x̃·Wᵀ.
+        pre.update(repeating: 0, count: n)
+        lora.forward(x: x, rows: rows, y: pre, saved: saved, training: training)
         let k = scale()
-        Parallel.forRanges(rows, minChunk: 16) { range in
-            for row in range { for j in 0..<out { y[row * out + j] = k[j] * pre[row * out + j] } }
+        if training && dropsInput {
+            let dropped = droppedBaseOutput(x: x, rows: rows, saved: saved)
+            defer { dropped.deallocate() }
+            // y = x·Wᵀ − x̃·Wᵀ + k ⊙ (x̃·Wᵀ + s·B·A·x̃)
+            Parallel.forRanges(rows, minChunk: 16) { range in
+                for row in range {
+                    for j in 0..<out {
+                        let i = row * out + j
+                        pre[i] += dropped[i]
+                        y[i] += k[j] * pre[i] - dropped[i]
+                    }
+                }
+            }
+        } else {
+            Parallel.forRanges(rows, minChunk: 16) { range in
+                for row in range { for j in 0..<out { let i = row * out + j; pre[i] += y[i]; y[i] = k[j] * pre[i] } }
+            }
         }
     }
 
+    /// The mask LoRA's forward saved, [rows × in], right after its r floats per row.
+    private func mask(_ saved: UnsafeMutablePointer<Float>, rows: Int) -> UnsafeMutablePointer<Float> { saved + rows * lora.rank }
+
+    /// x̃·Wᵀ for x̃ = x ⊙ mask (a new buffer of rows × out for the caller to free).
+    private func droppedBaseOutput(x: UnsafePointer<Float>, rows: Int, saved: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
+        let inF = lora.inFeatures, out = lora.outFeatures, m = mask(saved, rows: rows)
+        let xd = UnsafeMutablePointer<Float>.allocate(capacity: rows * inF)
+        defer { xd.deallocate() }
+        for i in 0..<(rows * inF) { xd[i] = x[i] * m[i] }
+        let result = UnsafeMutablePointer<Float>.allocate(capacity: rows * out)
+        layer.matrix.forEachPanel { r0, n, w in
+            Gemm.sgemm(transA: false, transB: true, m: rows, n: n, k: inF, alpha: 1, a: xd, lda: inF,
+                       b: w, ldb: inF, beta: 0, c: result + r0, ldc: out)
+        }
+        return result
+    }
+
+    /// dy ⊙ k; with dropout the undropped base output x·Wᵀ is kept as it is, so it gets dy itself.
     public func baseOutputGradient(dy: UnsafePointer<Float>, rows: Int, saved: UnsafeMutablePointer<Float>,
                                    into: UnsafeMutablePointer<Float>) -> Bool {
+        guard !dropsInput else { return false }
         scaled(dy, rows: rows, k: scale(), into: into)
         return true
     }
@@ -108,7 +142,8 @@ public final class DoRA: LinearAdapter, @unchecked Sendable {
 
     public func backward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int,
                          saved: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?) {
-        let out = lora.outFeatures, pre = saved + rows * lora.rank
+        let out = lora.outFeatures, inF = lora.inFeatures
+        let pre = saved + rows * lora.savedFloatsPerRow(training: true)
         let norms = rowNorms(), k = scale()
         // dm = Σ_rows dy ∘ pre / ‖W + s·B·A‖
         let dm = magnitude.grad.data
@@ -117,11 +152,22 @@ public final class DoRA: LinearAdapter, @unchecked Sendable {
             for row in 0..<rows { sum += Double(dy[row * out + j]) * Double(pre[row * out + j]) }
             dm[j] += Float(sum) / norms[j]
         }
-        // The low-rank path sees dy ∘ k.
+        // The low-rank path sees dy ∘ k (LoRA's backward applies the mask).
         let dyk = UnsafeMutablePointer<Float>.allocate(capacity: rows * out)
         defer { dyk.deallocate() }
         scaled(dy, rows: rows, k: k, into: dyk)
         lora.backward(dy: dyk, x: x, rows: rows, saved: saved, dx: dx)
+        guard let dx, dropsInput else { return }
+        // The dropped base path: dx += mask ∘ (((k − 1) ∘ dy)·W).
+        for row in 0..<rows { for j in 0..<out { dyk[row * out + j] = (k[j] - 1) * dy[row * out + j] } }
+        let through = UnsafeMutablePointer<Float>.allocate(capacity: rows * inF)
+        defer { through.deallocate() }
+        layer.matrix.forEachPanel { r0, n, w in
+            Gemm.sgemm(transA: false, transB: false, m: rows, n: inF, k: n, alpha: 1, a: dyk + r0, lda: out,
+                       b: w, ldb: inF, beta: r0 > 0 ? 1 : 0, c: through, ldc: inF)
+        }
+        let m = mask(saved, rows: rows)
+        for i in 0..<(rows * inF) { dx[i] += m[i] * through[i] }
     }
 
     /// k ⊙ (W + s·B·A), keeping k for unmerge.

@@ -143,9 +143,7 @@ extension LoRAConfig {
         guard (0..<1).contains(loraDropout) else {
             throw LoRAError("\(source): lora_dropout must be at least 0 and below 1 (got \(loraDropout))")
         }
-        if useDoRA && loraDropout > 0 {
-            throw LoRAError("\(source): DoRA (use_dora) with lora_dropout above 0 is not supported yet; set the dropout to 0")
-        }
+
     }
 
     /// The JSON PEFT 0.21 writes for this config: every key of `LoraConfig`, sorted, indented by 2.
