@@ -518,6 +518,48 @@ extension GradientCheckTests {
     }
 }
 
+extension GradientCheckTests {
+    /// VeRA through Linear, with and without dropout: every gradient (λ_b, λ_d, and the input through
+    /// the sliced shared projections) equals finite differences under the same mask.
+    func testVeRABackward() throws {
+        for dropout: Float in [0, 0.3] {
+            let rows = 3, inF = 6, outF = 5
+            let model = LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1)
+            var config = VeRAConfig(r: 4, targetModules: .names(["q_proj", "down_proj"]))  // projections wider than q_proj
+            config.veraDropout = dropout
+            let made = try config.makeAdapters(sites: model.sites.filter { config.targets(path: $0.path) }, keyPrefix: "", random: &TestRandom.shared)
+            let a = made.shared[0], b = made.shared[1]
+            let vera = VeRA(inFeatures: inF, outFeatures: outF, projectionA: a, projectionB: b, dInitial: 0.1, dropout: dropout,
+                            name: "l", random: &TestRandom.shared)
+            for j in 0..<outF { vera.lambdaB.value[j] = 0.5 - 0.2 * Float(j) }
+            for i in 0..<vera.rank { vera.lambdaD.value[i] = 0.1 + 0.3 * Float(i) }
+            let linear = Linear(weight: randomTensor([outF, inF], seed: 931))
+            linear.adapter = vera
+            let x = randomTensor([rows, inF], seed: 932), w = randomTensor([rows, outF], seed: 933)
+            let saved = Tensor(shape: [rows * vera.savedFloatsPerRow(training: true)]), y = Tensor(shape: [rows, outF])
+            let start = vera.generators
+            func objective() -> Double {
+                vera.generators = start
+                linear.forward(x: x.data, rows: rows, y: y.data, saved: saved.data, training: true)
+                return weightedSum(y, w)
+            }
+            _ = objective()
+            let dx = Tensor(shape: [rows, inF])
+            linear.backward(dy: w.data, x: x.data, rows: rows, saved: saved.data, dx: dx.data, accumulate: false)
+            let label = "VeRA (dropout \(dropout))"
+            checkGradient(dx.array, centralDifferences(x, h: Self.h, objective), tol: Self.linearTolerance, "\(label) dx")
+            checkGradient(vera.lambdaB.grad.array, centralDifferences(vera.lambdaB.value, h: Self.h, objective),
+                          tol: Self.linearTolerance, "\(label) dλ_b")
+            checkGradient(vera.lambdaD.grad.array, centralDifferences(vera.lambdaD.value, h: Self.h, objective),
+                          tol: Self.linearTolerance, "\(label) dλ_d")
+            if dropout > 0 { XCTAssertTrue((0..<(rows * inF)).contains { saved[rows * vera.rank + $0] == 0 }, "dropout drew no mask") }
+        }
+    }
+}
+
+/// One generator for tests that only need some fresh seed.
+private enum TestRandom { nonisolated(unsafe) static var shared = SeededRandom(seed: 77) }
+
 /// y = (1 + c) ∘ base per output column, with c trainable.
 private final class OutputScale: LinearAdapter {
     let c: Parameter

@@ -3,6 +3,7 @@ import Foundation
 /// VeRA (Kopiczko et al. 2024) at one layer, as PEFT computes it: y += λ_b ⊙ (B_l·(λ_d ⊙ (A_l·x))),
 /// where A_l = vera_A[:, :in] and B_l = vera_B[:out, :] are slices of one frozen random pair that
 /// every adapted layer shares, and only the vectors λ_d [r] and λ_b [out] train (no alpha/r scaling).
+/// Dropout, when set, applies to the adapter's input only, as in PEFT.
 public final class VeRA: LinearAdapter, @unchecked Sendable {
     /// The shared projections: vera_A [r × maxIn], vera_B [maxOut × r].
     public let projectionA: Parameter
@@ -12,13 +13,19 @@ public final class VeRA: LinearAdapter, @unchecked Sendable {
     public let inFeatures: Int
     public let outFeatures: Int
     public var rank: Int { lambdaD.value.count }
+    public let dropout: Float
+    /// Draws the dropout masks; seeded so that training is repeatable.
+    public var random: SeededRandom
 
-    init(inFeatures: Int, outFeatures: Int, projectionA: Parameter, projectionB: Parameter, dInitial: Float, name: String) {
+    init(inFeatures: Int, outFeatures: Int, projectionA: Parameter, projectionB: Parameter, dInitial: Float, dropout: Float,
+         name: String, random: inout SeededRandom) {
         precondition(projectionA.value.shape[1] >= inFeatures && projectionB.value.shape[0] >= outFeatures, "VeRA projections too small")
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         self.projectionA = projectionA
         self.projectionB = projectionB
+        self.dropout = dropout
+        self.random = SeededRandom(seed: random.next())
         let r = projectionA.value.shape[0]
         lambdaD = Parameter(name: name + ".vera_lambda_d", value: Tensor(shape: [r]))
         lambdaB = Parameter(name: name + ".vera_lambda_b", value: Tensor(shape: [outFeatures]))
@@ -26,9 +33,14 @@ public final class VeRA: LinearAdapter, @unchecked Sendable {
     }
 
     public var parameters: [Parameter] { [lambdaB, lambdaD] }
-    /// u = A_l·x per row, which both gradients read; x itself is never needed again.
-    public func savedFloatsPerRow(training: Bool) -> Int { rank }
+    /// u = A_l·x̃ per row, which both gradients read, and with dropout in training the mask; x itself
+    /// is never needed again.
+    public func savedFloatsPerRow(training: Bool) -> Int { rank + (training && dropout > 0 ? inFeatures : 0) }
     public var readsInputInBackward: Bool { false }
+    public var generators: [SeededRandom] {
+        get { [random] }
+        set { if let first = newValue.first { random = first } }
+    }
 
     private var maxIn: Int { projectionA.value.shape[1] }
 
@@ -45,7 +57,18 @@ public final class VeRA: LinearAdapter, @unchecked Sendable {
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>,
                         saved: UnsafeMutablePointer<Float>, training: Bool) {
         let u = saved, out = outFeatures
-        Gemm.sgemm(transA: false, transB: true, m: rows, n: rank, k: inFeatures, alpha: 1, a: x, lda: inFeatures,
+        var input = x
+        var dropped: UnsafeMutablePointer<Float>? = nil
+        if training && dropout > 0 {
+            let mask = saved + rows * rank, n = rows * inFeatures, keep = 1 / (1 - dropout)
+            for i in 0..<n { mask[i] = random.uniform() < dropout ? 0 : keep }
+            let d = UnsafeMutablePointer<Float>.allocate(capacity: n)
+            for i in 0..<n { d[i] = x[i] * mask[i] }
+            dropped = d
+            input = UnsafePointer(d)
+        }
+        defer { dropped?.deallocate() }
+        Gemm.sgemm(transA: false, transB: true, m: rows, n: rank, k: inFeatures, alpha: 1, a: input, lda: inFeatures,
                    b: projectionA.value.data, ldb: maxIn, beta: 0, c: u, ldc: rank)
         let w = UnsafeMutablePointer<Float>.allocate(capacity: rows * out)
         defer { w.deallocate() }
@@ -81,8 +104,18 @@ public final class VeRA: LinearAdapter, @unchecked Sendable {
         }
         guard let dx else { return }
         for row in 0..<rows { for i in 0..<r { dv[row * r + i] *= d[i] } }
+        guard dropout > 0 else {
+            Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: r, alpha: 1, a: dv, lda: r,
+                       b: projectionA.value.data, ldb: maxIn, beta: 1, c: dx, ldc: inFeatures)
+            return
+        }
+        // The dropout's backward: dx += mask ∘ (du·A_l).
+        let mask = saved + rows * r, n = rows * inFeatures
+        let through = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { through.deallocate() }
         Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: r, alpha: 1, a: dv, lda: r,
-                   b: projectionA.value.data, ldb: maxIn, beta: 1, c: dx, ldc: inFeatures)
+                   b: projectionA.value.data, ldb: maxIn, beta: 0, c: through, ldc: inFeatures)
+        for i in 0..<n { dx[i] += mask[i] * through[i] }
     }
 
     /// ΔW = diag(λ_b)·B_l·diag(λ_d)·A_l, [out × in].

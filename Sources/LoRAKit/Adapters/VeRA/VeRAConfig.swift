@@ -33,8 +33,8 @@ public struct VeRAConfig: AdapterConfiguration, Equatable {
             throw LoRAError("\(source): r must be positive and at most \(Self.maximumRank) (got \(r))")
         }
         guard dInitial.isFinite else { throw LoRAError("\(source): d_initial must be a finite number (got \(dInitial))") }
-        guard veraDropout == 0 else {
-            throw LoRAError("\(source): vera_dropout above 0 is not supported yet (got \(veraDropout)); set it to 0")
+        guard (0..<1).contains(veraDropout) else {
+            throw LoRAError("\(source): vera_dropout must be at least 0 and below 1 (got \(veraDropout))")
         }
     }
 
@@ -62,7 +62,7 @@ public struct VeRAConfig: AdapterConfiguration, Equatable {
         }
         let adapters: [any LinearAdapter] = sites.map { site in
             VeRA(inFeatures: site.linear.inFeatures, outFeatures: site.linear.outFeatures, projectionA: a, projectionB: b,
-                 dInitial: dInitial, name: keyPrefix + site.path)
+                 dInitial: dInitial, dropout: veraDropout, name: keyPrefix + site.path, random: &random)
         }
         return SiteAdapters(adapters, shared: [a, b])
     }
