@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .library(name: "LoRAKit", targets: ["LoRAKit"]),
+        .library(name: "LoRATokenizers", targets: ["LoRATokenizers"]),
         .executable(name: "lora", targets: ["lora"]),
     ],
     dependencies: [
@@ -13,7 +14,12 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
-        .target(name: "LoRAKit"),
+        // The layers, each a target so that imports enforce them: tensors and file formats; tokenizers
+        // and chat templates (which read GGUF vocabularies); the engine (ops, models, adapters, data,
+        // training, generation), which re-exports both.
+        .target(name: "LoRAFormats"),
+        .target(name: "LoRATokenizers", dependencies: ["LoRAFormats"]),
+        .target(name: "LoRAKit", dependencies: ["LoRAFormats", "LoRATokenizers"]),
         // What the CLI reads besides models and data: train's YAML config files (a library, so the fuzz
         // harnesses test the very code `lora train` runs).
         .target(
@@ -41,7 +47,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LoRAKitTests",
-            dependencies: ["LoRAKit", "LoRAFuzzHarnesses"],
+            dependencies: ["LoRAKit", "LoRAFormats", "LoRATokenizers", "LoRAFuzzHarnesses"],
             exclude: ["Fixtures"]
         ),
     ]

@@ -291,10 +291,9 @@ def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class ManualOptimizer:
-    """Just enough of a torch optimizer for train_loop, so that the written-out
-    update rules run in the very loop (forward, clip, recording) the PEFT
-    optimizers run in: zero_grad() drops the grads of params, step() calls
-    update(key, param, t) for each of them under no_grad, t = 1-based step."""
+    """Enough of a torch optimizer for train_loop, so a written-out update rule
+    runs in the very loop PEFT's optimizer ran in: step() calls
+    update(key, param, t) for each param under no_grad (t = 1-based step)."""
 
     def __init__(self, params: dict, update: Callable):
         self.params, self.update, self.t = params, update, 0
@@ -311,12 +310,10 @@ class ManualOptimizer:
 
 
 def train_loop(model, opt, params, batch, after_clip=None, after_step=None, require_clip=True) -> dict:
-    """make_fixtures.py's 3-step loop over params (adapter-file key ->
-    parameter). Gradients are recorded and clipped over the params that
-    require a grad (LoRA-FA's frozen A has none). after_clip(step) runs between
-    clip_grad_norm_ and opt.step(); after_step(step) right after opt.step().
-    Returns losses, pre-clip grad_norms, the raw first grads and every param
-    after the last step (step3)."""
+    """make_fixtures.py's 3-step loop. Grads are recorded and clipped over the
+    params that require one (LoRA-FA's frozen A has none); step3 holds all
+    params. after_clip(step) runs between clip_grad_norm_ and opt.step(),
+    after_step(step) right after opt.step()."""
     input_ids, attention_mask, labels = batch
     trained = {k: p for k, p in params.items() if p.requires_grad}
     losses, grad_norms, first_grads = [], [], None
@@ -362,7 +359,7 @@ def loop_info(clip_params: str, run: dict, loop: str | None = None) -> dict:
     """info.json's record of train_loop (inside "optimizer"): clip, steps and
     what each step gave. clip_params says which tensors were clipped."""
     out = {"max_norm": MAX_NORM, "clip": CLIP_DESC + "; params = " + clip_params, "steps": STEPS}
-    if loop is not None:
+    if loop is not None:  # the adapter variants describe the loop, between steps and losses
         out["loop"] = loop
     out["losses"] = run["losses"]
     out["grad_norms_pre_clip"] = run["grad_norms"]
@@ -595,6 +592,12 @@ def manual_lorafa_step(B, gproj, m, v, step, lr, wd, eps):
         B.add_(B, alpha=-lr * wd)
 
 
+def lora_pairs(params: dict) -> tuple[dict, dict]:
+    """What LoRA-FA works on: every lora_B and, under the same key, its module's lora_A."""
+    Bs = {k: p for k, p in params.items() if ".lora_B." in k}
+    return Bs, {k: params[k.replace(".lora_B.", ".lora_A.")] for k in Bs}
+
+
 def run_manual_lorafa(batch, bf16: bool, eps: float, dtype: torch.dtype = torch.float32):
     """Independent LoRA-FA run (no PEFT optimizer). Returns train_loop's dict
     (step3 holds A and B) plus proj1, the step-1 projected grads.
@@ -605,8 +608,7 @@ def run_manual_lorafa(batch, bf16: bool, eps: float, dtype: torch.dtype = torch.
     for k, p in params.items():
         if ".lora_A." in k:
             p.requires_grad_(False)
-    Bs = {k: p for k, p in params.items() if ".lora_B." in k}
-    As = {k: params[k.replace(".lora_B.", ".lora_A.")] for k in Bs}
+    Bs, As = lora_pairs(params)
     state = {k: (torch.zeros_like(p), torch.zeros_like(p)) for k, p in Bs.items()}
     proj1 = {}
 
@@ -641,8 +643,9 @@ def make_lora_fa(src_ref, batch, adapter_init) -> dict:
     autocast_device = peft_lorafa.infer_device()
 
     # A frozen, B trainable; scaling factor per LoRA param = alpha/r.
+    Bs, As = lora_pairs(params)
     A_keys = [k for k in params if ".lora_A." in k]
-    B_keys = [k for k in params if ".lora_B." in k]
+    B_keys = list(Bs)
     assert all(not params[k].requires_grad for k in A_keys)
     assert all(params[k].requires_grad for k in B_keys)
     lora_sf = [
@@ -655,9 +658,6 @@ def make_lora_fa(src_ref, batch, adapter_init) -> dict:
         assert ".lora_A." in a and b == a.replace(".lora_A.", ".lora_B."), (a, b)
     n_group_params = len(group["params"])
     n_frozen_non_lora = sum(1 for n in group["names"] if "lora" not in n)
-
-    Bs = {k: params[k] for k in B_keys}
-    As = {k: params[k.replace(".lora_B.", ".lora_A.")] for k in B_keys}
 
     # ---- hooks: capture step-1 inputs of the optimizer and verify step 1 -----
     cap = {}
@@ -840,22 +840,302 @@ def make_lora_fa(src_ref, batch, adapter_init) -> dict:
 
 
 # --------------------------------------------------------------------------
+# Adapter variants (DoRA, VeRA): the steps both take
+# --------------------------------------------------------------------------
+# Both build a new adapter on llama_tied's base model and save it as PEFT does,
+# train it with make_fixtures.py's AdamW loop, re-run that loop with PEFT's
+# layer forward replaced by re-implementations, and check the merge. They
+# differ in the config, the init, the layer class and the formulas; the
+# steps themselves live here once.
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterVariant:
+    name: str  # the case, and its folder under variants/
+    seed: int  # torch.manual_seed before get_peft_model
+    config: Callable[[], peft.PeftConfig]
+    param_marker: str  # every trainable parameter's name contains it
+    layer_cls: type  # the PEFT layer wrapping each targeted Linear
+    forward_owner: type  # the class whose forward the re-implementations replace
+    shared_keys: tuple[str, ...] = ()  # saved keys that are not parameters
+
+    @property
+    def dir(self) -> Path:
+        return OUT_ROOT / self.name
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.dir / "adapter"
+
+    def layers(self, model) -> dict:
+        """module key prefix (as in the adapter file) -> PEFT layer."""
+        return {n: m for n, m in model.named_modules() if isinstance(m, self.layer_cls)}
+
+
+def load_adapter(variant: AdapterVariant, trainable: bool = True, adapter_dir: Path | None = None,
+                 **kwargs) -> PeftModel:
+    """A saved adapter (the fixture's unless adapter_dir is given) on llama_tied's base model."""
+    return PeftModel.from_pretrained(
+        load_base(), adapter_dir or variant.adapter_dir, is_trainable=trainable, **kwargs
+    )
+
+
+def trainable_line(model) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        model.print_trainable_parameters()
+    return buf.getvalue().strip()
+
+
+def save_adapter(model, adapter_dir: Path) -> tuple[dict, list]:
+    """save_pretrained, normalised as make_fixtures.py does it. Returns the
+    adapter config as written and the warnings of the save."""
+    adapter_dir.mkdir(parents=True)
+    with recorded_warnings() as caught:
+        model.save_pretrained(adapter_dir)
+    (adapter_dir / "README.md").unlink(missing_ok=True)
+    # Same normalisation as make_fixtures.py (target_modules is a set in PEFT).
+    acfg_path = adapter_dir / "adapter_config.json"
+    acfg = json.loads(acfg_path.read_text())
+    if isinstance(acfg.get("target_modules"), list):
+        acfg["target_modules"] = sorted(acfg["target_modules"])
+    # PEFT records the absolute path the base model was loaded from; keep the
+    # file machine-independent and equal to llama_tied's (null there).
+    acfg["base_model_name_or_path"] = None
+    acfg_path.write_text(json.dumps(acfg, indent=2, sort_keys=True))
+    (adapter_dir / "adapter_model.safetensors").chmod(0o644)
+    return acfg, caught
+
+
+def build_adapter(variant: AdapterVariant, customise: Callable) -> tuple[PeftModel, dict, dict, dict]:
+    """PEFT's init of the variant (get_peft_model under torch.manual_seed(seed)),
+    then customise(model, layers), which changes that init and returns notes
+    for info.json; save it to the fixture's adapter/ and check that the file
+    holds exactly the trainable tensors (plus shared_keys), bit for bit.
+    Returns the model, the notes (with parameter counts, warnings and saved
+    shapes added), the adapter config as written and the saved tensors."""
+    torch.manual_seed(variant.seed)
+    with recorded_warnings() as caught:
+        model = get_peft_model(load_base(), variant.config())
+    layers = variant.layers(model)
+    assert len(layers) == 14, list(layers)
+    notes = customise(model, layers)
+    n_trainable, n_all = model.get_nb_trainable_parameters()
+    notes.update(trainable_params=n_trainable, all_params=n_all,
+                 print_trainable_parameters=trainable_line(model))
+
+    acfg, save_warnings = save_adapter(model, variant.adapter_dir)
+    sd = load_file(variant.adapter_dir / "adapter_model.safetensors")
+    params = trainable_params(model, variant.param_marker)
+    assert set(sd) == set(params) | set(variant.shared_keys), sorted(set(sd) ^ set(params))
+    for k, p in params.items():
+        assert torch.equal(sd[k], p.detach()), k
+    notes["warnings"] = warning_lines(list(caught) + list(save_warnings))
+    notes["keys"] = {k: list(v.shape) for k, v in sorted(sd.items())}
+    return model, notes, acfg, sd
+
+
+@contextlib.contextmanager
+def forward_replaced(owner: type, forward: Callable | None):
+    """owner.forward := forward while inside (nothing when forward is None).
+    The original comes from owner.__dict__ and the replacement is wrapped the
+    same way, so DoRA's staticmethod stays a staticmethod."""
+    if forward is None:
+        yield
+        return
+    orig = owner.__dict__["forward"]
+    owner.forward = staticmethod(forward) if isinstance(orig, staticmethod) else forward
+    try:
+        yield
+    finally:
+        owner.forward = orig
+
+
+def run_adapter(variant: AdapterVariant, batch, forward: Callable | None = None) -> dict:
+    """The saved adapter in train mode: logits and loss of the initial adapter,
+    then make_fixtures.py's AdamW loop over every trainable tensor. forward:
+    optional replacement of PEFT's layer forward (variant.forward_owner)."""
+    with forward_replaced(variant.forward_owner, forward):
+        model = load_adapter(variant)
+        model.train()
+        params = trainable_params(model, variant.param_marker)
+        input_ids, attention_mask, labels = batch
+        with torch.no_grad():
+            o = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        logits, loss = o.logits.clone(), o.loss.clone()
+        opt = torch.optim.AdamW(
+            list(params.values()), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD
+        )
+        run = train_loop(model, opt, params, batch)
+    assert run["losses"][0] == loss.item()
+    return dict(run, model=model, params=params, logits=logits, loss=loss)
+
+
+def peft_run(variant: AdapterVariant, batch) -> tuple[dict, list, dict, dict]:
+    """The run the fixture records (PEFT's own forward), with the checks every
+    variant makes on it. Returns the run, its warnings, the saved adapter
+    tensors and the first checks."""
+    with recorded_warnings() as caught:
+        run = run_adapter(variant, batch)
+    saved = load_file(variant.adapter_dir / "adapter_model.safetensors")
+    assert set(run["params"]) == set(saved) - set(variant.shared_keys)
+    for k, g in run["grads"].items():
+        assert g.abs().max() > 0, f"zero gradient for {k}"
+    labels = batch[2]
+    checks = {
+        "loss_vs_manual_causal_lm_loss_abs_diff": abs(
+            manual_causal_lm_loss(run["logits"], labels).item() - run["loss"].item()
+        ),
+    }
+    return run, caught, saved, checks
+
+
+def assert_bitwise_rerun(variant: AdapterVariant, batch, run: dict, forward: Callable) -> bool:
+    """Re-run with PEFT's layer forward replaced by an op-for-op
+    re-implementation: logits, grads, losses, norms and step 3 must all equal
+    PEFT's bit for bit."""
+    other = run_adapter(variant, batch, forward)
+    assert torch.equal(other["logits"], run["logits"])
+    for k in run["params"]:
+        assert torch.equal(other["grads"][k], run["grads"][k]), k
+        assert torch.equal(other["step3"][k], run["step3"][k]), k
+    assert other["losses"] == run["losses"] and other["grad_norms"] == run["grad_norms"]
+    return True
+
+
+def rerun_diffs(variant: AdapterVariant, batch, run: dict, forward: Callable, prefix: str):
+    """Re-run with a formula-level forward (not PEFT's op order, so float32
+    rounding differs): record how far its logits, first grads and step 3 land
+    from PEFT's, and require the logits and grads within 1e-5. Returns that
+    run and the <prefix>_*_max_abs_diff checks."""
+    other = run_adapter(variant, batch, forward)
+    params = run["params"]
+    diffs = {
+        f"{prefix}_logits_max_abs_diff": max_abs(other["logits"], run["logits"]),
+        f"{prefix}_grads_max_abs_diff": max(max_abs(other["grads"][k], run["grads"][k]) for k in params),
+        f"{prefix}_step3_max_abs_diff": max(max_abs(other["step3"][k], run["step3"][k]) for k in params),
+    }
+    assert diffs[f"{prefix}_logits_max_abs_diff"] < 1e-5, diffs
+    assert diffs[f"{prefix}_grads_max_abs_diff"] < 1e-5, diffs
+    return other, diffs
+
+
+def merge_checks(variant: AdapterVariant, batch, run: dict, expected_weight: Callable, checks: dict,
+                 unload_check: str, merge_notes: Callable | None = None):
+    """The saved adapter in eval mode: logits unmerged; merge_adapter() in
+    place, every merged base weight equal bit for bit to
+    expected_weight(name, layer, W) (W = the unmerged weight); unmerge_adapter()
+    (round trip); merge_and_unload() (the same weights, and logits equal to the
+    in-place merge's). Adds the results to checks (unload_check names the
+    merge_and_unload weight check) and returns (unmerged, merged) logits.
+    merge_notes(layers, W0, merged_caches) adds a variant's own checks after the
+    unmerge; merged_caches is each layer's _caches (PEFT LoRA layers' ad hoc
+    cache, where DoRA's merge keeps its norm) as it was while merged."""
+    with torch.no_grad():
+        um = load_adapter(variant, trainable=False)
+        um.eval()
+        unmerged_logits = eval_logits(um, batch)
+        checks["eval_vs_train_logits_bitwise_equal"] = bool(torch.equal(unmerged_logits, run["logits"]))
+        layers = variant.layers(um)
+        W0 = {n: m.get_base_layer().weight.detach().clone() for n, m in layers.items()}
+        expect_w = {n: expected_weight(n, m, W0[n]) for n, m in layers.items()}
+        um.merge_adapter()
+        for n, m in layers.items():
+            assert torch.equal(m.get_base_layer().weight, expect_w[n]), n
+        merged_caches = {n: dict(getattr(m, "_caches", {})) for n, m in layers.items()}
+        merged_adapter_logits = eval_logits(um, batch)
+        um.unmerge_adapter()
+        checks["merge_weight_formula_bitwise"] = True
+        # Insertion order is info.json's key order: the variant's notes go here.
+        if merge_notes is not None:
+            checks.update(merge_notes(layers, W0, merged_caches))
+        checks["unmerge_roundtrip_W_max_abs_diff"] = max(
+            max_abs(m.get_base_layer().weight, W0[n]) for n, m in layers.items()
+        )
+
+        mu = load_adapter(variant, trainable=False).merge_and_unload()
+        mu.eval()
+        assert not variant.layers(mu)
+        merged_logits = eval_logits(mu, batch)
+        mu_w = dict(mu.named_parameters())
+        for n in layers:
+            assert torch.equal(mu_w[n.removeprefix("base_model.model.") + ".weight"], expect_w[n]), n
+        checks[unload_check] = True
+        checks["merged_adapter_vs_merge_and_unload_logits_bitwise_equal"] = bool(
+            torch.equal(merged_adapter_logits, merged_logits)
+        )
+    checks["merged_vs_unmerged_logits_max_abs_diff"] = max_abs(merged_logits, unmerged_logits)
+    assert checks["merged_vs_unmerged_logits_max_abs_diff"] < 1e-5
+    return unmerged_logits, merged_logits
+
+
+def training_checks(run: dict, saved: dict) -> dict:
+    """The clip acted on step 1 (its coefficient) and the 3 steps moved every
+    trainable tensor away from the saved adapter."""
+    out = {
+        "step1_clip_coef": clip_coef(run["grad_norms"][0]),
+        "step3_changed_every_tensor": all(
+            not torch.equal(run["step3"][k], saved[k]) for k in run["params"]
+        ),
+    }
+    assert out["step3_changed_every_tensor"]
+    return out
+
+
+def variant_tensors(run: dict, merged_logits: torch.Tensor, **more) -> dict[str, torch.Tensor]:
+    """reference.safetensors of an adapter variant."""
+    return {
+        "logits": run["logits"],
+        "loss": run["loss"].reshape(1),
+        **loop_tensors(run),
+        "merged_logits": merged_logits,
+        **more,
+    }
+
+
+def adamw_info(kind: str, clip_params: str, run: dict) -> dict:
+    """info.json "optimizer" of an adapter variant: torch AdamW with
+    llama_tied's settings; kind describes its param group."""
+    return {
+        "type": kind,
+        "lr": LR,
+        "betas": list(BETAS),
+        "eps": EPS,
+        "weight_decay": WD,
+        "amsgrad": False,
+        **loop_info(
+            clip_params,
+            run,
+            loop="per step: zero_grad -> train-mode forward with labels (HF causal-LM loss) "
+            "-> backward -> clip_grad_norm_ -> step",
+        ),
+    }
+
+
+def reference_keys_info(trainable: str, step3_note: str = "", **more) -> dict:
+    """info.json "reference_keys" of an adapter variant; trainable lists the
+    trained tensors, more adds entries before "batch"."""
+    return {
+        "logits": "[B,T,V] train-mode forward of the initial adapter",
+        "loss": "[1] HF causal-LM loss of that forward",
+        "grad.<K>": "raw gradient after the first backward, every trainable tensor: "
+        f"{trainable}; K exactly as in adapter/adapter_model.safetensors",
+        "losses": "[3] loss at each step (before the update)",
+        "grad_norms": "[3] pre-clip total norm at each step",
+        "step3.<K>": "every trainable tensor after step 3" + step3_note,
+        "merged_logits": "eval-mode logits after merge_and_unload() of the initial adapter",
+        **more,
+        "batch": "not copied: read input_ids, attention_mask, labels from "
+        "llama_tied/reference.safetensors",
+    }
+
+
+# --------------------------------------------------------------------------
 # DoRA
 # --------------------------------------------------------------------------
 
 DORA_SEED = 1005  # seeds the magnitude factor (and PEFT's throw-away lora_A init)
 DORA_FACTOR_RANGE = (0.8, 1.2)  # m = ||W + s B A||_row * U(0.8, 1.2)
-DORA_DIR = OUT_ROOT / "dora"
-DORA_ADAPTER_DIR = DORA_DIR / "adapter"
-MAG = "lora_magnitude_vector"
-
-
-def dora_saved_key(param_name: str) -> str:
-    """PEFT param name -> key in a DoRA adapter_model.safetensors: drops
-    '.default' and, for the magnitude, the '.weight' suffix (lora/model.py
-    _get_adapter_state_dict keeps the pre-refactor key)."""
-    k = saved_key(param_name)
-    return k.removesuffix(".weight") if k.endswith(f".{MAG}.weight") else k
 
 
 def dora_config() -> LoraConfig:
@@ -866,116 +1146,56 @@ def dora_config() -> LoraConfig:
     return dataclasses.replace(cfg, use_dora=True, inference_mode=False)
 
 
-def load_dora_model(adapter_dir: Path | None, trainable: bool = True) -> PeftModel:
-    """adapter_dir=None: a fresh get_peft_model (PEFT's own init); else the saved adapter."""
-    base = LlamaForCausalLM.from_pretrained(
-        SRC_CASE / "model", dtype=torch.float32, attn_implementation="eager"
-    )
-    if adapter_dir is None:
-        return get_peft_model(base, dora_config())
-    return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
-
-
-def dora_modules(model) -> dict[str, peft_lora.Linear]:
-    """module key prefix (as in the adapter file) -> peft lora.Linear with DoRA."""
-    out = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, peft_lora.Linear) and ADAPTER_NAME in mod.lora_magnitude_vector:
-            out[name] = mod
-    return out
-
-
-def trainable_params(model) -> dict[str, torch.nn.Parameter]:
-    out = {}
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            assert ".lora_" in n, n
-            out[dora_saved_key(n)] = p
-    return out
-
-
-def trainable_line(model) -> str:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        model.print_trainable_parameters()
-    return buf.getvalue().strip()
+DORA = AdapterVariant(
+    name="dora",
+    seed=DORA_SEED,
+    config=dora_config,
+    param_marker=".lora_",
+    layer_cls=peft_lora.Linear,
+    forward_owner=peft_variants.DoraLinearVariant,
+)
 
 
 def dora_init_adapter(adapter_init: dict) -> dict:
     """Build and save the initial DoRA adapter. Returns notes for info.json."""
-    torch.manual_seed(DORA_SEED)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = load_dora_model(None)
-    mods = dora_modules(model)
-    assert len(mods) == 14, list(mods)
-    gen = torch.Generator().manual_seed(DORA_SEED)
-    lo, hi = DORA_FACTOR_RANGE
-    factor_range = [math.inf, -math.inf]
-    ratio_range = [math.inf, -math.inf]
-    with torch.no_grad():
-        copied = set()
-        for n, p in model.named_parameters():
-            if ".lora_A." in n or ".lora_B." in n:
-                k = saved_key(n)
-                p.copy_(adapter_init[k])
-                copied.add(k)
-        assert copied == set(adapter_init), sorted(set(adapter_init) ^ copied)
-        for name, mod in mods.items():
-            dl = mod.lora_magnitude_vector[ADAPTER_NAME]
-            A, B = mod.lora_A[ADAPTER_NAME].weight, mod.lora_B[ADAPTER_NAME].weight
-            W, s = mod.get_base_layer().weight, mod.scaling[ADAPTER_NAME]
-            # PEFT's init (DoraLinearVariant.init -> DoraLinearLayer.update_layer),
-            # now on the copied A and B: m = ||W + s * (B @ A)||_row.
-            dl.update_layer(base_layer=mod.get_base_layer(), lora_A=A, lora_B=B, scaling=s)
-            m = dl.weight
-            assert m.requires_grad and m.shape == (W.shape[0],)
-            assert torch.equal(m, torch.linalg.norm(W + s * (B @ A), dim=1)), name
-            f = lo + (hi - lo) * torch.rand(m.shape[0], generator=gen, dtype=torch.float32)
-            m.mul_(f)
-            factor_range = [min(factor_range[0], f.min().item()), max(factor_range[1], f.max().item())]
-            r = m / torch.linalg.norm(W, dim=1)
-            ratio_range = [min(ratio_range[0], r.min().item()), max(ratio_range[1], r.max().item())]
-    n_trainable, n_all = model.get_nb_trainable_parameters()
-    line = trainable_line(model)
 
-    DORA_ADAPTER_DIR.mkdir(parents=True)
-    with warnings.catch_warnings(record=True) as save_warnings:
-        warnings.simplefilter("always")
-        model.save_pretrained(DORA_ADAPTER_DIR)
-    (DORA_ADAPTER_DIR / "README.md").unlink(missing_ok=True)
-    # Same normalisation as make_fixtures.py (target_modules is a set in PEFT).
-    acfg_path = DORA_ADAPTER_DIR / "adapter_config.json"
-    acfg = json.loads(acfg_path.read_text())
-    if isinstance(acfg.get("target_modules"), list):
-        acfg["target_modules"] = sorted(acfg["target_modules"])
-    # PEFT records the absolute path the base model was loaded from; keep the
-    # file machine-independent and equal to llama_tied's (null there).
-    acfg["base_model_name_or_path"] = None
-    acfg_path.write_text(json.dumps(acfg, indent=2, sort_keys=True))
-    (DORA_ADAPTER_DIR / "adapter_model.safetensors").chmod(0o644)
+    def init_magnitudes(model, layers) -> dict:
+        gen = torch.Generator().manual_seed(DORA_SEED)
+        lo, hi = DORA_FACTOR_RANGE
+        factor_range = [math.inf, -math.inf]
+        ratio_range = [math.inf, -math.inf]
+        with torch.no_grad():
+            copied = set()
+            for n, p in model.named_parameters():
+                if ".lora_A." in n or ".lora_B." in n:
+                    k = adapter_key(n)
+                    p.copy_(adapter_init[k])
+                    copied.add(k)
+            assert copied == set(adapter_init), sorted(set(adapter_init) ^ copied)
+            for name, mod in layers.items():
+                dl = mod.lora_magnitude_vector[ADAPTER_NAME]
+                A, B = mod.lora_A[ADAPTER_NAME].weight, mod.lora_B[ADAPTER_NAME].weight
+                W, s = mod.get_base_layer().weight, mod.scaling[ADAPTER_NAME]
+                # PEFT's init (DoraLinearVariant.init -> DoraLinearLayer.update_layer),
+                # now on the copied A and B: m = ||W + s * (B @ A)||_row.
+                dl.update_layer(base_layer=mod.get_base_layer(), lora_A=A, lora_B=B, scaling=s)
+                m = dl.weight
+                assert m.requires_grad and m.shape == (W.shape[0],)
+                assert torch.equal(m, torch.linalg.norm(W + s * (B @ A), dim=1)), name
+                f = lo + (hi - lo) * torch.rand(m.shape[0], generator=gen, dtype=torch.float32)
+                m.mul_(f)
+                factor_range = [min(factor_range[0], f.min().item()), max(factor_range[1], f.max().item())]
+                r = m / torch.linalg.norm(W, dim=1)
+                ratio_range = [min(ratio_range[0], r.min().item()), max(ratio_range[1], r.max().item())]
+        return {"factor_range_drawn": factor_range, "magnitude_over_base_row_norm_range": ratio_range}
+
+    _, init, acfg, sd = build_adapter(DORA, init_magnitudes)
     diff_keys = sorted(k for k in set(acfg) | set(ADAPTER_CFG) if acfg.get(k) != ADAPTER_CFG.get(k))
     assert diff_keys == ["use_dora"], diff_keys
-
-    sd = load_file(DORA_ADAPTER_DIR / "adapter_model.safetensors")
-    params = trainable_params(model)
-    assert set(sd) == set(params), sorted(set(sd) ^ set(params))
-    for k, p in params.items():
-        assert torch.equal(sd[k], p.detach()), k
+    init["adapter_config_differs_from_llama_tied_only_in"] = diff_keys
     mag_keys = sorted(k for k in sd if k.endswith(MAG))
     assert len(mag_keys) == 14 and not any(k.endswith(f"{MAG}.weight") for k in sd)
-    return {
-        "trainable_params": n_trainable,
-        "all_params": n_all,
-        "print_trainable_parameters": line,
-        "factor_range_drawn": factor_range,
-        "magnitude_over_base_row_norm_range": ratio_range,
-        "adapter_config_differs_from_llama_tied_only_in": diff_keys,
-        "warnings": sorted(
-            {f"{w.category.__name__}: {w.message}" for w in list(caught) + list(save_warnings)}
-        ),
-        "keys": {k: list(v.shape) for k, v in sorted(sd.items())},
-    }
+    return init
 
 
 def dora_forward_opwise(module, active_adapter, x, result, **kwargs):
@@ -1013,31 +1233,32 @@ def dora_forward_textbook(detach_norm: bool):
     return fwd
 
 
-def run_dora(batch, forward=None):
-    """Initial adapter (train mode): logits, loss, first grads; then the
-    make_fixtures.py AdamW loop. forward: optional replacement of
-    DoraLinearVariant.forward."""
-    orig = peft_variants.DoraLinearVariant.__dict__["forward"]  # the staticmethod
-    if forward is not None:
-        peft_variants.DoraLinearVariant.forward = staticmethod(forward)
-    try:
-        model = load_dora_model(DORA_ADAPTER_DIR, trainable=True)
-        model.train()
-        params = trainable_params(model)
-        input_ids, attention_mask, labels = batch
-        with torch.no_grad():
-            o = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-        logits, loss = o.logits.clone(), o.loss.clone()
-        opt = torch.optim.AdamW(
-            list(params.values()), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD
-        )
-        losses, grad_norms, first_grads = train_loop(model, opt, params, batch)
-        step3 = {k: p.detach().clone() for k, p in params.items()}
-    finally:
-        peft_variants.DoraLinearVariant.forward = orig
-    assert losses[0] == loss.item()
-    return dict(model=model, opt=opt, params=params, logits=logits, loss=loss,
-                losses=losses, grad_norms=grad_norms, grads=first_grads, step3=step3)
+def dora_merge_delta_norm(layer, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DoraLinearVariant.merge: delta = (B @ A) * s (get_delta_weight) and
+    n = ||W + delta||_row of the UNMERGED weight W."""
+    A, B = layer.lora_A[ADAPTER_NAME].weight, layer.lora_B[ADAPTER_NAME].weight
+    delta = (B @ A) * layer.scaling[ADAPTER_NAME]
+    return delta, torch.linalg.norm(W + delta, dim=1)
+
+
+def dora_merged_weight(name: str, layer, W: torch.Tensor) -> torch.Tensor:
+    """W' = (m / n)[:, None] * (W + delta)."""
+    delta, norm = dora_merge_delta_norm(layer, W)
+    mag = layer.lora_magnitude_vector[ADAPTER_NAME].weight
+    return (mag / norm).view(-1, 1) * (W + delta)
+
+
+def dora_norm_cache_checks(layers, W0, merged_caches) -> dict:
+    """merge keeps n in _caches['default-weight_norm'] for unmerge, which pops it."""
+    key = f"{ADAPTER_NAME}-weight_norm"
+    return {
+        "merge_caches_weight_norm_of_unmerged_W_plus_delta_bitwise": all(
+            torch.equal(merged_caches[n][key], dora_merge_delta_norm(m, W0[n])[1])
+            for n, m in layers.items()
+        ),
+        "merge_cache_keys": sorted({k for c in merged_caches.values() for k in c}),
+        "cache_keys_after_unmerge": sorted({k for m in layers.values() for k in m._caches}),
+    }
 
 
 def smollm2_trainable_parameters() -> dict:
@@ -1093,45 +1314,18 @@ def smollm2_trainable_parameters() -> dict:
 
 
 def make_dora(src_ref, batch, adapter_init) -> dict:
-    if DORA_DIR.exists():
-        shutil.rmtree(DORA_DIR)
-    DORA_DIR.mkdir(parents=True)
+    fresh_dir(DORA.dir)
     init = dora_init_adapter(adapter_init)
-    input_ids, attention_mask, labels = batch
 
     # ---- PEFT: logits, loss, grads, 3 AdamW steps ----------------------------
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        run = run_dora(batch)
+    run, caught, saved, checks = peft_run(DORA, batch)
     params = run["params"]
-    saved = load_file(DORA_ADAPTER_DIR / "adapter_model.safetensors")
-    assert set(params) == set(saved)
-    for k, g in run["grads"].items():
-        assert g.abs().max() > 0, f"zero gradient for {k}"
-    checks = {
-        "loss_vs_manual_causal_lm_loss_abs_diff": abs(
-            manual_causal_lm_loss(run["logits"], labels).item() - run["loss"].item()
-        ),
-    }
 
     # ---- op-for-op re-implementation (bitwise) and textbook formula ---------
-    opw = run_dora(batch, dora_forward_opwise)
-    d = max(max_abs(opw["step3"][k], run["step3"][k]) for k in params)
-    assert torch.equal(opw["logits"], run["logits"]) and d == 0.0
-    assert all(torch.equal(opw["grads"][k], run["grads"][k]) for k in params)
-    assert opw["losses"] == run["losses"] and opw["grad_norms"] == run["grad_norms"]
-    checks["opwise_reimplementation_bitwise"] = True
-    tb = run_dora(batch, dora_forward_textbook(detach_norm=True))
-    checks["textbook_detached_norm_logits_max_abs_diff"] = max_abs(tb["logits"], run["logits"])
-    checks["textbook_detached_norm_grads_max_abs_diff"] = max(
-        max_abs(tb["grads"][k], run["grads"][k]) for k in params
-    )
-    checks["textbook_detached_norm_step3_max_abs_diff"] = max(
-        max_abs(tb["step3"][k], run["step3"][k]) for k in params
-    )
-    assert checks["textbook_detached_norm_logits_max_abs_diff"] < 1e-5
-    assert checks["textbook_detached_norm_grads_max_abs_diff"] < 1e-5
-    nd = run_dora(batch, dora_forward_textbook(detach_norm=False))
+    checks["opwise_reimplementation_bitwise"] = assert_bitwise_rerun(DORA, batch, run, dora_forward_opwise)
+    tb, diffs = rerun_diffs(DORA, batch, run, dora_forward_textbook(detach_norm=True), "textbook_detached_norm")
+    checks.update(diffs)
+    nd = run_adapter(DORA, batch, dora_forward_textbook(detach_norm=False))
     diag = {
         "undetached_norm_logits_max_abs_diff": max_abs(nd["logits"], run["logits"]),
         "undetached_norm_grads_max_abs_diff": {
@@ -1142,74 +1336,16 @@ def make_dora(src_ref, batch, adapter_init) -> dict:
     assert diag["undetached_norm_grads_max_abs_diff"][".lora_B."] > 1e-4
 
     # ---- eval-mode logits, unmerged and merged -------------------------------
-    with torch.no_grad():
-        um = load_dora_model(DORA_ADAPTER_DIR, trainable=False)
-        um.eval()
-        unmerged_logits = um(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
-        checks["eval_vs_train_logits_bitwise_equal"] = bool(torch.equal(unmerged_logits, run["logits"]))
-
-        # merge_adapter (keeps the LoRA modules) -> weight_norm cache -> unmerge
-        mods = dora_modules(um)
-        W0 = {n: m.get_base_layer().weight.detach().clone() for n, m in mods.items()}
-        um.merge_adapter()
-        cache_keys = sorted({k for m in mods.values() for k in m._caches})
-        merged_w, formula_diff, norm_cache_ok = {}, 0.0, True
-        for n, m in mods.items():
-            A, B = m.lora_A[ADAPTER_NAME].weight, m.lora_B[ADAPTER_NAME].weight
-            mag, s = m.lora_magnitude_vector[ADAPTER_NAME].weight, m.scaling[ADAPTER_NAME]
-            delta = (B @ A) * s  # get_delta_weight
-            norm = torch.linalg.norm(W0[n] + delta, dim=1)
-            norm_cache_ok &= bool(torch.equal(m._caches[f"{ADAPTER_NAME}-weight_norm"], norm))
-            expect = (mag / norm).view(-1, 1) * (W0[n] + delta)
-            merged_w[n] = m.get_base_layer().weight.detach().clone()
-            formula_diff = max(formula_diff, max_abs(merged_w[n], expect))
-            assert torch.equal(merged_w[n], expect), n
-        merged_adapter_logits = um(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
-        um.unmerge_adapter()
-        checks["merge_weight_formula_bitwise"] = formula_diff == 0.0
-        checks["merge_caches_weight_norm_of_unmerged_W_plus_delta_bitwise"] = norm_cache_ok
-        checks["merge_cache_keys"] = cache_keys
-        checks["cache_keys_after_unmerge"] = sorted({k for m in mods.values() for k in m._caches})
-        checks["unmerge_roundtrip_W_max_abs_diff"] = max(
-            max_abs(m.get_base_layer().weight, W0[n]) for n, m in mods.items()
-        )
-
-        mu = load_dora_model(DORA_ADAPTER_DIR, trainable=False).merge_and_unload()
-        mu.eval()
-        assert all(not hasattr(mod, "lora_A") for mod in mu.modules())
-        merged_logits = mu(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
-        mu_w = dict(mu.named_parameters())
-        for n in mods:
-            w = mu_w[n.removeprefix("base_model.model.") + ".weight"]
-            assert torch.equal(w, merged_w[n]), n
-        checks["merge_and_unload_weights_equal_merge_adapter_bitwise"] = True
-        checks["merged_adapter_vs_merge_and_unload_logits_bitwise_equal"] = bool(
-            torch.equal(merged_adapter_logits, merged_logits)
-        )
-    checks["merged_vs_unmerged_logits_max_abs_diff"] = max_abs(merged_logits, unmerged_logits)
+    unmerged_logits, merged_logits = merge_checks(
+        DORA, batch, run, dora_merged_weight, checks,
+        "merge_and_unload_weights_equal_merge_adapter_bitwise", merge_notes=dora_norm_cache_checks,
+    )
     checks["textbook_forward_vs_merged_logits_max_abs_diff"] = max_abs(tb["logits"], merged_logits)
     # m != ||W + sBA||, so DoRA differs from plain LoRA with the same A, B:
     diag["logits_vs_llama_tied_lora_logits_max_abs_diff"] = max_abs(run["logits"], src_ref["logits"])
-    assert checks["merged_vs_unmerged_logits_max_abs_diff"] < 1e-5
-    checks["step1_clip_coef"] = clip_coef(run["grad_norms"][0])
-    checks["step3_changed_every_tensor"] = all(
-        not torch.equal(run["step3"][k], saved[k]) for k in params
-    )
-    assert checks["step3_changed_every_tensor"]
+    checks.update(training_checks(run, saved))
 
-    ref = {
-        "logits": run["logits"],
-        "loss": run["loss"].reshape(1),
-        "losses": torch.tensor(run["losses"]),
-        "grad_norms": torch.tensor(run["grad_norms"]),
-        "merged_logits": merged_logits,
-        "unmerged_logits": unmerged_logits,
-    }
-    for k in params:
-        ref[f"grad.{k}"] = run["grads"][k]
-    for k in params:
-        ref[f"step3.{k}"] = run["step3"][k]
-
+    ref = variant_tensors(run, merged_logits, unmerged_logits=unmerged_logits)
     mag_keys = [k for k in params if k.endswith(MAG)]
     info = {
         "case": "dora",
@@ -1317,48 +1453,22 @@ def make_dora(src_ref, batch, adapter_init) -> dict:
             "(B @ A), dim=1)) (B @ A here is a plain matmul); with PEFT's default init B = 0, so "
             "m = ||W||_row and the initial adapter is a no-op",
         },
-        "optimizer": {
-            "type": "torch.optim.AdamW (one param group with all 42 trainable tensors, as "
+        "optimizer": adamw_info(
+            "torch.optim.AdamW (one param group with all 42 trainable tensors, as "
             "make_fixtures.py; the magnitudes get weight decay too, as HF Trainer's "
             "get_decay_parameter_names would also decay them)",
-            "lr": LR,
-            "betas": list(BETAS),
-            "eps": EPS,
-            "weight_decay": WD,
-            "amsgrad": False,
-            "max_norm": MAX_NORM,
-            "clip": CLIP_DESC + "; params = all 42 trainable tensors (A, B and m)",
-            "steps": STEPS,
-            "loop": "per step: zero_grad -> train-mode forward with labels (HF causal-LM loss) "
-            "-> backward -> clip_grad_norm_ -> step",
-            "losses": run["losses"],
-            "grad_norms_pre_clip": run["grad_norms"],
-            "clip_coefs": [clip_coef(n) for n in run["grad_norms"]],
-        },
-        "reference_keys": {
-            "logits": "[B,T,V] train-mode forward of the initial adapter",
-            "loss": "[1] HF causal-LM loss of that forward",
-            "grad.<K>": "raw gradient after the first backward, every trainable tensor: "
-            "lora_A, lora_B, lora_magnitude_vector; K exactly as in adapter/adapter_model.safetensors",
-            "losses": "[3] loss at each step (before the update)",
-            "grad_norms": "[3] pre-clip total norm at each step",
-            "step3.<K>": "every trainable tensor after step 3",
-            "merged_logits": "eval-mode logits after merge_and_unload() of the initial adapter",
-            "unmerged_logits": "eval-mode logits of the initial adapter (not merged); equal bit "
+            "all 42 trainable tensors (A, B and m)",
+            run,
+        ),
+        "reference_keys": reference_keys_info(
+            "lora_A, lora_B, lora_magnitude_vector",
+            unmerged_logits="eval-mode logits of the initial adapter (not merged); equal bit "
             "for bit to logits here (dropout 0)",
-            "batch": "not copied: read input_ids, attention_mask, labels from "
-            "llama_tied/reference.safetensors",
-        },
+        ),
         "smollm2_trainable_parameters": smollm2_trainable_parameters(),
-        "peft_warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
-        "checks": checks,
-        "diagnostics": diag,
-        "versions": versions(),
+        **info_footer(caught, checks, diag),
     }
-    size = write_case(DORA_DIR, ref, info, clear=False)
-    size += sum(f.stat().st_size for f in DORA_ADAPTER_DIR.iterdir())
-    return dict(case="dora", size=size, losses=run["losses"], grad_norms=run["grad_norms"],
-                checks=checks, diag=diag)
+    return write_case(DORA.dir, ref, info)
 
 
 # --------------------------------------------------------------------------
@@ -1375,16 +1485,7 @@ VERA_SEED = 1006  # seeds lambda_b (and PEFT's throw-away lambda_d randn)
 # every step, as in the other cases (train_loop asserts it).
 VERA_LAMBDA_B_STD = 1.5
 VERA_FOREIGN_SEED = 1007  # the foreign projections of the load check
-VERA_DIR = OUT_ROOT / "vera"
-VERA_ADAPTER_DIR = VERA_DIR / "adapter"
 VERA_PROJ_KEYS = ("base_model.vera_A", "base_model.vera_B")
-
-
-def vera_saved_key(param_name: str) -> str:
-    """PEFT VeRA param name -> key in adapter_model.safetensors. The lambdas
-    are ParameterDict entries: the live name ENDS with '.default' (there is no
-    '.weight'), and the saved key just drops it."""
-    return param_name.removesuffix(f".{ADAPTER_NAME}")
 
 
 def vera_config() -> VeraConfig:
@@ -1401,28 +1502,15 @@ def vera_config() -> VeraConfig:
     )
 
 
-def load_vera_model(adapter_dir: Path | None, trainable: bool = True, **kwargs) -> PeftModel:
-    """adapter_dir=None: a fresh get_peft_model (PEFT's own init); else the saved adapter."""
-    base = LlamaForCausalLM.from_pretrained(
-        SRC_CASE / "model", dtype=torch.float32, attn_implementation="eager"
-    )
-    if adapter_dir is None:
-        return get_peft_model(base, vera_config())
-    return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable, **kwargs)
-
-
-def vera_modules(model) -> dict[str, peft_vera_layer.Linear]:
-    """module key prefix (as in the adapter file) -> peft vera.Linear."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, peft_vera_layer.Linear)}
-
-
-def vera_trainable_params(model) -> dict[str, torch.nn.Parameter]:
-    out = {}
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            assert ".vera_lambda_" in n, n
-            out[vera_saved_key(n)] = p
-    return out
+VERA = AdapterVariant(
+    name="vera",
+    seed=VERA_SEED,
+    config=vera_config,
+    param_marker=".vera_lambda_",
+    layer_cls=peft_vera_layer.Linear,
+    forward_owner=peft_vera_layer.Linear,
+    shared_keys=VERA_PROJ_KEYS,  # the projections, saved once per model
+)
 
 
 def vera_projections(max_out: int, max_in: int, r: int, key: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1439,79 +1527,50 @@ def vera_projections(max_out: int, max_in: int, r: int, key: int) -> tuple[torch
 
 def vera_init_adapter() -> dict:
     """Build and save the initial VeRA adapter. Returns notes for info.json."""
-    torch.manual_seed(VERA_SEED)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = load_vera_model(None)
-    mods = vera_modules(model)
-    assert len(mods) == 14, list(mods)
-    vm = model.base_model
-    A, B = vm.vera_A[ADAPTER_NAME], vm.vera_B[ADAPTER_NAME]
-    max_out = max(m.out_features for m in mods.values())
-    max_in = max(m.in_features for m in mods.values())
-    assert A.shape == (VERA_R, max_in) and B.shape == (max_out, VERA_R), (A.shape, B.shape)
-    assert not A.requires_grad and not B.requires_grad
-    # Every layer holds a reference to the model's two BufferDicts (no copies).
-    assert all(m.vera_A is vm.vera_A and m.vera_B is vm.vera_B for m in mods.values())
-    ref_A, ref_B = vera_projections(max_out, max_in, VERA_R, VERA_PRNG_KEY)
-    assert torch.equal(A, ref_A) and torch.equal(B, ref_B)
-    gen6 = torch.Generator().manual_seed(VERA_PRNG_KEY)
-    alt_A = torch.empty(VERA_R, max_in).uniform_(-math.sqrt(6 / max_in), math.sqrt(6 / max_in), generator=gen6)
-    gen = torch.Generator().manual_seed(VERA_SEED)
-    with torch.no_grad():
-        for name, mod in mods.items():
-            lb, ld = mod.vera_lambda_b[ADAPTER_NAME], mod.vera_lambda_d[ADAPTER_NAME]
-            assert lb.requires_grad and ld.requires_grad
-            # PEFT's init (reset_vera_parameters): lambda_b = 0, lambda_d = d_initial.
-            assert torch.equal(lb, torch.zeros(mod.out_features)), name
-            assert torch.equal(ld, torch.full((VERA_R,), VERA_D_INITIAL)), name
-            lb.copy_(VERA_LAMBDA_B_STD * torch.randn(mod.out_features, generator=gen))
-    n_trainable, n_all = model.get_nb_trainable_parameters()
-    line = trainable_line(model)
 
-    VERA_ADAPTER_DIR.mkdir(parents=True)
-    with warnings.catch_warnings(record=True) as save_warnings:
-        warnings.simplefilter("always")
-        model.save_pretrained(VERA_ADAPTER_DIR)
-    (VERA_ADAPTER_DIR / "README.md").unlink(missing_ok=True)
-    # Same normalisation as make_fixtures.py / dora (target_modules is a set in PEFT).
-    acfg_path = VERA_ADAPTER_DIR / "adapter_config.json"
-    acfg = json.loads(acfg_path.read_text())
-    peft_config_keys = sorted(acfg)
-    if isinstance(acfg.get("target_modules"), list):
-        acfg["target_modules"] = sorted(acfg["target_modules"])
-    acfg["base_model_name_or_path"] = None
-    acfg_path.write_text(json.dumps(acfg, indent=2, sort_keys=True))
-    (VERA_ADAPTER_DIR / "adapter_model.safetensors").chmod(0o644)
+    def init_lambdas(model, layers) -> dict:
+        vm = model.base_model
+        A, B = vm.vera_A[ADAPTER_NAME], vm.vera_B[ADAPTER_NAME]
+        max_out = max(m.out_features for m in layers.values())
+        max_in = max(m.in_features for m in layers.values())
+        assert A.shape == (VERA_R, max_in) and B.shape == (max_out, VERA_R), (A.shape, B.shape)
+        assert not A.requires_grad and not B.requires_grad
+        # Every layer holds a reference to the model's two BufferDicts (no copies).
+        assert all(m.vera_A is vm.vera_A and m.vera_B is vm.vera_B for m in layers.values())
+        ref_A, ref_B = vera_projections(max_out, max_in, VERA_R, VERA_PRNG_KEY)
+        assert torch.equal(A, ref_A) and torch.equal(B, ref_B)
+        gen6 = torch.Generator().manual_seed(VERA_PRNG_KEY)
+        alt_A = torch.empty(VERA_R, max_in).uniform_(-math.sqrt(6 / max_in), math.sqrt(6 / max_in), generator=gen6)
+        gen = torch.Generator().manual_seed(VERA_SEED)
+        with torch.no_grad():
+            for name, mod in layers.items():
+                lb, ld = mod.vera_lambda_b[ADAPTER_NAME], mod.vera_lambda_d[ADAPTER_NAME]
+                assert lb.requires_grad and ld.requires_grad
+                # PEFT's init (reset_vera_parameters): lambda_b = 0, lambda_d = d_initial.
+                assert torch.equal(lb, torch.zeros(mod.out_features)), name
+                assert torch.equal(ld, torch.full((VERA_R,), VERA_D_INITIAL)), name
+                lb.copy_(VERA_LAMBDA_B_STD * torch.randn(mod.out_features, generator=gen))
+        return {
+            "max_out": max_out,
+            "max_in": max_in,
+            "module_shapes_out_in": {n: [m.out_features, m.in_features] for n, m in layers.items()},
+            "kaiming_bound_sqrt6_over_fan_in_gives_same_vera_A": bool(torch.equal(alt_A, A)),
+            "vera_A_abs_max": A.abs().max().item(),
+            "vera_B_abs_max": B.abs().max().item(),
+        }
+
+    model, init, acfg, sd = build_adapter(VERA, init_lambdas)
     expect = dict(peft_type="VERA", r=VERA_R, d_initial=VERA_D_INITIAL, vera_dropout=0.0,
                   projection_prng_key=VERA_PRNG_KEY, save_projection=True, init_weights=True,
                   bias="none", fan_in_fan_out=False, inference_mode=True, task_type="CAUSAL_LM",
                   target_modules=sorted(ALL7))
     assert all(acfg[k] == v for k, v in expect.items()), acfg
-
-    sd = load_file(VERA_ADAPTER_DIR / "adapter_model.safetensors")
-    params = vera_trainable_params(model)
-    assert set(sd) == set(params) | set(VERA_PROJ_KEYS), sorted(set(sd) ^ set(params))
-    for k, p in params.items():
-        assert torch.equal(sd[k], p.detach()), k
-    assert torch.equal(sd["base_model.vera_A"], A) and torch.equal(sd["base_model.vera_B"], B)
-    return {
-        "trainable_params": n_trainable,
-        "all_params": n_all,
-        "print_trainable_parameters": line,
-        "max_out": max_out,
-        "max_in": max_in,
-        "module_shapes_out_in": {n: [m.out_features, m.in_features] for n, m in mods.items()},
-        "kaiming_bound_sqrt6_over_fan_in_gives_same_vera_A": bool(torch.equal(alt_A, A)),
-        "vera_A_abs_max": A.abs().max().item(),
-        "vera_B_abs_max": B.abs().max().item(),
-        "adapter_config_keys_written_by_peft": peft_config_keys,
-        "adapter_config": acfg,
-        "warnings": sorted(
-            {f"{w.category.__name__}: {w.message}" for w in list(caught) + list(save_warnings)}
-        ),
-        "keys": {k: list(v.shape) for k, v in sorted(sd.items())},
-    }
+    vm = model.base_model
+    assert torch.equal(sd["base_model.vera_A"], vm.vera_A[ADAPTER_NAME])
+    assert torch.equal(sd["base_model.vera_B"], vm.vera_B[ADAPTER_NAME])
+    init["adapter_config_keys_written_by_peft"] = sorted(acfg)
+    init["adapter_config"] = acfg
+    return init
 
 
 def vera_forward_opwise(self, x, *args, **kwargs):
@@ -1534,30 +1593,15 @@ def vera_forward_merged_weight(self, x, *args, **kwargs):
     return F.linear(x, base.weight + (lb[:, None] * B) @ (ld[:, None] * A), base.bias)
 
 
-def run_vera(batch, forward=None):
-    """Initial adapter (train mode): logits, loss, first grads; then the
-    make_fixtures.py AdamW loop. forward: optional replacement of vera.Linear.forward."""
-    orig = peft_vera_layer.Linear.forward
-    if forward is not None:
-        peft_vera_layer.Linear.forward = forward
-    try:
-        model = load_vera_model(VERA_ADAPTER_DIR, trainable=True)
-        model.train()
-        params = vera_trainable_params(model)
-        input_ids, attention_mask, labels = batch
-        with torch.no_grad():
-            o = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-        logits, loss = o.logits.clone(), o.loss.clone()
-        opt = torch.optim.AdamW(
-            list(params.values()), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD
-        )
-        losses, grad_norms, first_grads = train_loop(model, opt, params, batch)
-        step3 = {k: p.detach().clone() for k, p in params.items()}
-    finally:
-        peft_vera_layer.Linear.forward = orig
-    assert losses[0] == loss.item()
-    return dict(model=model, opt=opt, params=params, logits=logits, loss=loss,
-                losses=losses, grad_norms=grad_norms, grads=first_grads, step3=step3)
+def vera_merged_weight(saved: dict, name: str, layer, W: torch.Tensor) -> torch.Tensor:
+    """W + diag(lambda_b) B_l diag(lambda_d) A_l from the saved tensors, also
+    asserted equal to PEFT's get_delta_weight."""
+    A = saved["base_model.vera_A"][:, : layer.in_features]
+    B = saved["base_model.vera_B"][: layer.out_features, :]
+    lb, ld = saved[f"{name}.vera_lambda_b"], saved[f"{name}.vera_lambda_d"]
+    delta = (lb.unsqueeze(-1) * B) @ (ld.unsqueeze(-1) * A)
+    assert torch.equal(layer.get_delta_weight(ADAPTER_NAME), delta), name
+    return W + delta
 
 
 def vera_closed_form_grads(batch) -> dict[str, torch.Tensor]:
@@ -1565,9 +1609,9 @@ def vera_closed_form_grads(batch) -> dict[str, torch.Tensor]:
     g = dL/dy of every VeRA module captured by hooks: u = A_l x,
     d lambda_b = sum_tokens g * (B_l (lambda_d * u)),
     d lambda_d = sum_tokens u * (B_l^T (lambda_b * g))."""
-    model = load_vera_model(VERA_ADAPTER_DIR, trainable=True)
+    model = load_adapter(VERA)
     model.train()
-    mods = vera_modules(model)
+    mods = VERA.layers(model)
     cap = {}
 
     def hook(name):
@@ -1594,36 +1638,33 @@ def vera_closed_form_grads(batch) -> dict[str, torch.Tensor]:
             out[f"{n}.vera_lambda_d"] = (u * ((lb * g) @ B)).sum(0)
     return out
 
-
 def vera_load_check(batch) -> dict:
     """Does PeftModel.from_pretrained use the projections SAVED in the file,
     even when they are not what projection_prng_key generates? The fixture's
     adapter is copied with vera_A / vera_B replaced by foreign random values."""
-    input_ids, attention_mask, _ = batch
-    saved = load_file(VERA_ADAPTER_DIR / "adapter_model.safetensors")
+    saved = load_file(VERA.adapter_dir / "adapter_model.safetensors")
     gen = torch.Generator().manual_seed(VERA_FOREIGN_SEED)
     foreign = {k: 0.3 * torch.randn(saved[k].shape, generator=gen) for k in VERA_PROJ_KEYS}
     res = {}
     # The same foreign projections copied in place into the fixture's loaded
     # model: what a PEFT run with these projections computes.
     with torch.no_grad():
-        ref_model = load_vera_model(VERA_ADAPTER_DIR, trainable=False)
+        ref_model = load_adapter(VERA, trainable=False)
         ref_model.eval()
         ref_model.base_model.vera_A[ADAPTER_NAME].copy_(foreign["base_model.vera_A"])
         ref_model.base_model.vera_B[ADAPTER_NAME].copy_(foreign["base_model.vera_B"])
-        ref_logits = ref_model(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
+        ref_logits = eval_logits(ref_model, batch)
 
     def load_from(sd: dict, cfg_changes: dict | None = None, **kwargs):
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp)
-            acfg = json.loads((VERA_ADAPTER_DIR / "adapter_config.json").read_text())
+            acfg = json.loads((VERA.adapter_dir / "adapter_config.json").read_text())
             acfg.update(cfg_changes or {})
             (d / "adapter_config.json").write_text(json.dumps(acfg))
             save_file(sd, d / "adapter_model.safetensors")
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with recorded_warnings() as caught:
                 try:
-                    m = load_vera_model(d, trainable=False, **kwargs)
+                    m = load_adapter(VERA, trainable=False, adapter_dir=d, **kwargs)
                 except Exception as e:  # noqa: BLE001 - recorded in info.json
                     return None, f"{type(e).__name__}: {' '.join(str(e).split())[:400]}", caught
         return m, None, caught
@@ -1632,7 +1673,7 @@ def vera_load_check(batch) -> dict:
         vm = m.base_model
         ok = torch.equal(vm.vera_A[ADAPTER_NAME], proj["base_model.vera_A"])
         ok &= torch.equal(vm.vera_B[ADAPTER_NAME], proj["base_model.vera_B"])
-        for mod in vera_modules(m).values():  # what each layer actually slices
+        for mod in VERA.layers(m).values():  # what each layer actually slices
             ok &= torch.equal(mod.vera_A[ADAPTER_NAME][:, : mod.in_features],
                               proj["base_model.vera_A"][:, : mod.in_features])
             ok &= torch.equal(mod.vera_B[ADAPTER_NAME][: mod.out_features, :],
@@ -1646,15 +1687,15 @@ def vera_load_check(batch) -> dict:
         assert err is None, err
         m.eval()
         with torch.no_grad():
-            logits = m(input_ids=input_ids, attention_mask=attention_mask).logits
+            logits = eval_logits(m, batch)
         res[tag] = {
             "buffers_equal_file_bitwise": buffers_equal(m, foreign),
             "logits_equal_in_place_foreign_projection_run_bitwise": bool(torch.equal(logits, ref_logits)),
             "lambdas_equal_file_bitwise": all(
-                torch.equal(p.detach(), saved[vera_saved_key(n)])
+                torch.equal(p.detach(), saved[adapter_key(n)])
                 for n, p in m.named_parameters() if ".vera_lambda_" in n
             ),
-            "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+            "warnings": warning_lines(caught),
         }
         assert res[tag]["buffers_equal_file_bitwise"] and res[tag]["lambdas_equal_file_bitwise"], res
         assert res[tag]["logits_equal_in_place_foreign_projection_run_bitwise"], res
@@ -1664,7 +1705,7 @@ def vera_load_check(batch) -> dict:
         "error": err,
         "buffers_equal_file": None if m is None else buffers_equal(m, foreign),
         "buffers_equal_prng_key_projections": None if m is None else buffers_equal(m, prng),
-        "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
+        "warnings": warning_lines(caught),
     }
     # Projections missing from the file (save_projection=true) / wrong shapes.
     m, err, _ = load_from({k: v for k, v in saved.items() if k not in VERA_PROJ_KEYS})
@@ -1674,104 +1715,36 @@ def vera_load_check(batch) -> dict:
     res["vera_A_wider_than_max_in"] = {"error": err}
     return res
 
-
 def make_vera(src_ref, batch, adapter_init) -> dict:
-    if VERA_DIR.exists():
-        shutil.rmtree(VERA_DIR)
-    VERA_DIR.mkdir(parents=True)
+    fresh_dir(VERA.dir)
     init = vera_init_adapter()
-    input_ids, attention_mask, labels = batch
-    saved = load_file(VERA_ADAPTER_DIR / "adapter_model.safetensors")
 
     # ---- PEFT: logits, loss, grads, 3 AdamW steps ----------------------------
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        run = run_vera(batch)
+    run, caught, saved, checks = peft_run(VERA, batch)
     params = run["params"]
-    assert set(params) == set(saved) - set(VERA_PROJ_KEYS)
-    for k, g in run["grads"].items():
-        assert g.abs().max() > 0, f"zero gradient for {k}"
     vm = run["model"].base_model
     assert torch.equal(vm.vera_A[ADAPTER_NAME], saved["base_model.vera_A"])
     assert torch.equal(vm.vera_B[ADAPTER_NAME], saved["base_model.vera_B"])
-    checks = {
-        "loss_vs_manual_causal_lm_loss_abs_diff": abs(
-            manual_causal_lm_loss(run["logits"], labels).item() - run["loss"].item()
-        ),
-        "projections_unchanged_after_3_steps_bitwise": True,
-        "projections_in_file_equal_prng_key_0_generation_bitwise": True,
-    }
+    checks["projections_unchanged_after_3_steps_bitwise"] = True
+    checks["projections_in_file_equal_prng_key_0_generation_bitwise"] = True
 
     # ---- op-for-op re-implementation (bitwise), merged-weight form, closed-form grads
-    opw = run_vera(batch, vera_forward_opwise)
-    d = max(max_abs(opw["step3"][k], run["step3"][k]) for k in params)
-    assert torch.equal(opw["logits"], run["logits"]) and d == 0.0
-    assert all(torch.equal(opw["grads"][k], run["grads"][k]) for k in params)
-    assert opw["losses"] == run["losses"] and opw["grad_norms"] == run["grad_norms"]
-    checks["opwise_reimplementation_bitwise"] = True
-    mw = run_vera(batch, vera_forward_merged_weight)
-    checks["merged_weight_forward_logits_max_abs_diff"] = max_abs(mw["logits"], run["logits"])
-    checks["merged_weight_forward_grads_max_abs_diff"] = max(
-        max_abs(mw["grads"][k], run["grads"][k]) for k in params
-    )
-    checks["merged_weight_forward_step3_max_abs_diff"] = max(
-        max_abs(mw["step3"][k], run["step3"][k]) for k in params
-    )
-    assert checks["merged_weight_forward_logits_max_abs_diff"] < 1e-5
-    assert checks["merged_weight_forward_grads_max_abs_diff"] < 1e-5
+    checks["opwise_reimplementation_bitwise"] = assert_bitwise_rerun(VERA, batch, run, vera_forward_opwise)
+    _, diffs = rerun_diffs(VERA, batch, run, vera_forward_merged_weight, "merged_weight_forward")
+    checks.update(diffs)
     cf = vera_closed_form_grads(batch)
     assert set(cf) == set(params)
     checks["closed_form_grads_max_abs_diff"] = max(max_abs(cf[k], run["grads"][k]) for k in params)
     assert checks["closed_form_grads_max_abs_diff"] < 1e-5
 
     # ---- eval-mode logits, unmerged and merged -------------------------------
-    with torch.no_grad():
-        um = load_vera_model(VERA_ADAPTER_DIR, trainable=False)
-        um.eval()
-        unmerged_logits = um(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
-        checks["eval_vs_train_logits_bitwise_equal"] = bool(torch.equal(unmerged_logits, run["logits"]))
-        mods = vera_modules(um)
-        W0 = {n: m.get_base_layer().weight.detach().clone() for n, m in mods.items()}
-        expect_w = {}
-        for n, m in mods.items():
-            A = saved["base_model.vera_A"][:, : m.in_features]
-            B = saved["base_model.vera_B"][: m.out_features, :]
-            lb, ld = saved[f"{n}.vera_lambda_b"], saved[f"{n}.vera_lambda_d"]
-            delta = (lb.unsqueeze(-1) * B) @ (ld.unsqueeze(-1) * A)
-            assert torch.equal(m.get_delta_weight(ADAPTER_NAME), delta), n
-            expect_w[n] = W0[n] + delta
-        um.merge_adapter()
-        for n, m in mods.items():
-            assert torch.equal(m.get_base_layer().weight, expect_w[n]), n
-        merged_adapter_logits = um(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
-        um.unmerge_adapter()
-        checks["merge_weight_formula_bitwise"] = True
-        checks["unmerge_roundtrip_W_max_abs_diff"] = max(
-            max_abs(m.get_base_layer().weight, W0[n]) for n, m in mods.items()
-        )
-
-        mu = load_vera_model(VERA_ADAPTER_DIR, trainable=False).merge_and_unload()
-        mu.eval()
-        assert all(not hasattr(mod, "vera_lambda_b") for mod in mu.modules())
-        merged_logits = mu(input_ids=input_ids, attention_mask=attention_mask).logits.clone()
-        mu_w = dict(mu.named_parameters())
-        for n in mods:
-            assert torch.equal(mu_w[n.removeprefix("base_model.model.") + ".weight"], expect_w[n]), n
-        checks["merge_and_unload_weights_equal_formula_bitwise"] = True
-        checks["merged_adapter_vs_merge_and_unload_logits_bitwise_equal"] = bool(
-            torch.equal(merged_adapter_logits, merged_logits)
-        )
-        base = LlamaForCausalLM.from_pretrained(
-            SRC_CASE / "model", dtype=torch.float32, attn_implementation="eager"
-        ).eval()
-        base_logits = base(input_ids=input_ids, attention_mask=attention_mask).logits
-    checks["merged_vs_unmerged_logits_max_abs_diff"] = max_abs(merged_logits, unmerged_logits)
-    assert checks["merged_vs_unmerged_logits_max_abs_diff"] < 1e-5
-    checks["step1_clip_coef"] = clip_coef(run["grad_norms"][0])
-    checks["step3_changed_every_tensor"] = all(
-        not torch.equal(run["step3"][k], saved[k]) for k in params
+    _, merged_logits = merge_checks(
+        VERA, batch, run, functools.partial(vera_merged_weight, saved), checks,
+        "merge_and_unload_weights_equal_formula_bitwise",
     )
-    assert checks["step3_changed_every_tensor"]
+    with torch.no_grad():
+        base_logits = eval_logits(load_base().eval(), batch)
+    checks.update(training_checks(run, saved))
     diag = {
         "logits_vs_base_model_logits_max_abs_diff": max_abs(run["logits"], base_logits),
         "grad_abs_max": {
@@ -1781,18 +1754,7 @@ def make_vera(src_ref, batch, adapter_init) -> dict:
     }
     load_check = vera_load_check(batch)
 
-    ref = {
-        "logits": run["logits"],
-        "loss": run["loss"].reshape(1),
-        "losses": torch.tensor(run["losses"]),
-        "grad_norms": torch.tensor(run["grad_norms"]),
-        "merged_logits": merged_logits,
-    }
-    for k in params:
-        ref[f"grad.{k}"] = run["grads"][k]
-    for k in params:
-        ref[f"step3.{k}"] = run["step3"][k]
-
+    ref = variant_tensors(run, merged_logits)
     info = {
         "case": "vera",
         "source_case": "llama_tied: model/ (loaded as is), the batch in reference.safetensors and "
@@ -1923,35 +1885,15 @@ def make_vera(src_ref, batch, adapter_init) -> dict:
                 "kaiming_bound_sqrt6_over_fan_in_gives_same_vera_A"
             ],
         },
-        "optimizer": {
-            "type": "torch.optim.AdamW (one param group with all 28 trainable tensors: the lambdas, "
+        "optimizer": adamw_info(
+            "torch.optim.AdamW (one param group with all 28 trainable tensors: the lambdas, "
             "in named_parameters order lambda_b before lambda_d per module; all decayed)",
-            "lr": LR,
-            "betas": list(BETAS),
-            "eps": EPS,
-            "weight_decay": WD,
-            "amsgrad": False,
-            "max_norm": MAX_NORM,
-            "clip": CLIP_DESC + "; params = all 28 lambdas",
-            "steps": STEPS,
-            "loop": "per step: zero_grad -> train-mode forward with labels (HF causal-LM loss) "
-            "-> backward -> clip_grad_norm_ -> step",
-            "losses": run["losses"],
-            "grad_norms_pre_clip": run["grad_norms"],
-            "clip_coefs": [clip_coef(n) for n in run["grad_norms"]],
-        },
-        "reference_keys": {
-            "logits": "[B,T,V] train-mode forward of the initial adapter",
-            "loss": "[1] HF causal-LM loss of that forward",
-            "grad.<K>": "raw gradient after the first backward, every trainable tensor: "
-            "vera_lambda_b, vera_lambda_d; K exactly as in adapter/adapter_model.safetensors",
-            "losses": "[3] loss at each step (before the update)",
-            "grad_norms": "[3] pre-clip total norm at each step",
-            "step3.<K>": "every trainable tensor after step 3 (the projections do not change)",
-            "merged_logits": "eval-mode logits after merge_and_unload() of the initial adapter",
-            "batch": "not copied: read input_ids, attention_mask, labels from "
-            "llama_tied/reference.safetensors",
-        },
+            "all 28 lambdas",
+            run,
+        ),
+        "reference_keys": reference_keys_info(
+            "vera_lambda_b, vera_lambda_d", " (the projections do not change)"
+        ),
         "load_check": {
             "question": "does PeftModel.from_pretrained use the projections saved in the file when "
             "they are NOT what projection_prng_key generates?",
@@ -1965,15 +1907,9 @@ def make_vera(src_ref, batch, adapter_init) -> dict:
             "missing projection or a wrong shape is an error (see below)",
             **load_check,
         },
-        "peft_warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
-        "checks": checks,
-        "diagnostics": diag,
-        "versions": versions(),
+        **info_footer(caught, checks, diag),
     }
-    size = write_case(VERA_DIR, ref, info, clear=False)
-    size += sum(f.stat().st_size for f in VERA_ADAPTER_DIR.iterdir())
-    return dict(case="vera", size=size, losses=run["losses"], grad_norms=run["grad_norms"],
-                checks=checks, diag=diag)
+    return write_case(VERA.dir, ref, info)
 
 
 CASES = {
@@ -2001,7 +1937,7 @@ def main(argv: list[str]) -> None:
             + " ".join(f"{x:.5f}" for x in r["grad_norms"])
         )
         print("   checks:", json.dumps(r["checks"]))
-        if "diag" in r:
+        if r["diag"] is not None:
             print("   diagnostics:", json.dumps(r["diag"]))
 
 

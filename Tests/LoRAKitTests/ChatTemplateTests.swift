@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import LoRAKit
+@testable import LoRATokenizers
 
 /// Chat templates rendered by our Jinja engine against transformers' own rendering
 /// (Fixtures/chat_templates, written by scripts/make_chat_template_fixtures.py).

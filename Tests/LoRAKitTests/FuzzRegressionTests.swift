@@ -2,6 +2,8 @@ import Foundation
 import LoRAFuzzHarnesses
 import XCTest
 @testable import LoRAKit
+@testable import LoRAFormats
+@testable import LoRATokenizers
 
 /// The fuzz harnesses (scripts/fuzz.sh) replayed in-process without sanitizers: the inputs the fuzzers
 /// found (Fixtures/fuzz/HARNESS/NAME) must now be refused with their LoRAError, and the seeds

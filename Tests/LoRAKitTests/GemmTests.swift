@@ -1,5 +1,6 @@
 import XCTest
 @testable import LoRAKit
+@testable import LoRAFormats
 
 /// Checks `Gemm.sgemm` on both backends against a naive triple loop in Double.
 final class GemmTests: XCTestCase {

@@ -1,5 +1,6 @@
 import XCTest
 @testable import LoRAKit
+@testable import LoRAFormats
 
 /// Loading and writing model and adapter folders, and refusing bad ones in one sentence.
 final class ModelFilesTests: XCTestCase {

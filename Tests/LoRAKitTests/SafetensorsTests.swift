@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import LoRAKit
+@testable import LoRAFormats
 
 final class SafetensorsTests: XCTestCase {
     private var directory: URL!

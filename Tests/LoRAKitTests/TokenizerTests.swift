@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import LoRAKit
+@testable import LoRATokenizers
 
 /// Fixtures written by scripts/make_tokenizer_fixtures.py: SmolLM2's tokenizer.json, a small
 /// SentencePiece-style BPE, component variants on top of them, and Hugging Face `tokenizers` outputs.

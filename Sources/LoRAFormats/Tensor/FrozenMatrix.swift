@@ -73,7 +73,7 @@ public final class FrozenMatrix: @unchecked Sendable {
     }
 
     /// Like `unpack`, but on the calling thread only (for callers already running in parallel).
-    func unpackOnThisThread(rows range: Range<Int>, into destination: UnsafeMutablePointer<Float>) {
+    package func unpackOnThisThread(rows range: Range<Int>, into destination: UnsafeMutablePointer<Float>) {
         switch storage {
         case .dense(let t): destination.update(from: t.data + range.lowerBound * columns, count: range.count * columns)
         case .packed(let p): p.unpack(rows: range, into: destination)
@@ -81,11 +81,11 @@ public final class FrozenMatrix: @unchecked Sendable {
     }
 
     /// Rows expanded per panel: at most about 4 MB of Float32, at least 16 rows.
-    var panelRows: Int { Swift.min(rows, Swift.max(16, (1 << 20) / Swift.max(1, columns))) }
+    package var panelRows: Int { Swift.min(rows, Swift.max(16, (1 << 20) / Swift.max(1, columns))) }
 
     /// Calls body(firstRow, rowCount, rowsAsFloat32) for consecutive panels of the matrix.
     /// Dense storage is one panel, in place; packed storage reuses one scratch buffer.
-    func forEachPanel(_ body: (Int, Int, UnsafePointer<Float>) -> Void) {
+    package func forEachPanel(_ body: (Int, Int, UnsafePointer<Float>) -> Void) {
         switch storage {
         case .dense(let t):
             body(0, rows, t.data)

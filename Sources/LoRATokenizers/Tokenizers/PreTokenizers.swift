@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// Text on its way through pre-tokenization: a scalar buffer and the splits (ranges of it) still to tokenize.
 struct PreTokenized {

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// A Hugging Face tokenizer.json (BPE models: byte-level like GPT-2 / Llama 3 / Qwen2 / SmolLM2, or
 /// SentencePiece-style with byte fallback), encoding and decoding id for id as the `tokenizers` library does.

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// Unicode general categories, in the order `UnicodeTables` stores them (the low five bits of a scalar's info byte).
 enum GeneralCategory: UInt8, CaseIterable {

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 extension Tokenizer {
     /// llama.cpp's `tokenizer.ggml.pre` names and the Hugging Face pre-tokenizers they stand for

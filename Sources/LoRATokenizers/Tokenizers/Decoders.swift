@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// A tokenizer.json decoder: turns the token strings of a sequence of ids back into text. Like tokenizers'
 /// `decode_chain`, each stage maps a list of strings to a list of strings; the result is their concatenation.

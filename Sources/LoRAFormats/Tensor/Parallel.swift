@@ -42,7 +42,7 @@ public enum Parallel {
 }
 
 /// Carries a non-Sendable value into a concurrent region whose disjoint-access discipline the caller guarantees.
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
+package struct UncheckedBox<T>: @unchecked Sendable {
+    package let value: T
+    package init(_ value: T) { self.value = value }
 }

@@ -65,12 +65,12 @@ private func roundShiftRight(_ value: UInt32, by shift: UInt32) -> UInt32 {
 }
 
 /// Converts bfloat16 bits to Float. Exact: bfloat16 is the top half of a Float.
-func bfloat16BitsToFloat(_ b: UInt16) -> Float {
+package func bfloat16BitsToFloat(_ b: UInt16) -> Float {
     Float(bitPattern: UInt32(b) << 16)
 }
 
 /// Converts a Float to bfloat16 bits, rounding to nearest (ties to even). NaN stays NaN.
-func floatToBFloat16Bits(_ f: Float) -> UInt16 {
+package func floatToBFloat16Bits(_ f: Float) -> UInt16 {
     let bits = f.bitPattern
     if f.isNaN {
         // Truncating could clear every remaining payload bit and give infinity; force the quiet bit.

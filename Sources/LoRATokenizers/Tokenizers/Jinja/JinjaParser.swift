@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 // The syntax tree and a recursive-descent parser that follows jinja2's grammar and operator
 // precedence (jinja2/parser.py): conditional < or < and < not < comparisons < + - < ~ < * / // %

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// One chat message: a role and, optionally, text content (an absent content is an absent key,
 /// as transformers drops `None` values before rendering).

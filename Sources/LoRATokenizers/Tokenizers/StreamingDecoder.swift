@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// Decodes ids one at a time as a model produces them, returning only text that is final: nothing is returned
 /// while the decoded text ends in an incomplete UTF-8 sequence (U+FFFD), so a character split across byte

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// A strict JSON reader for tokenizer files, producing the same shapes as JSONSerialization
 /// ([String: Any], [Any], String, Int, Double, Bool, NSNull) but keeping every string exactly: Foundation's

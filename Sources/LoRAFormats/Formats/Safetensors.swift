@@ -269,7 +269,7 @@ public final class SafetensorsFile: @unchecked Sendable {
 
 /// A JSON integer as Int; nil for booleans, fractions, exponent forms and values outside Int's range.
 /// Every reader of integers from JSON files uses it: NSNumber's `intValue` would wrap or truncate.
-func jsonInteger(_ value: Any) -> Int? {
+package func jsonInteger(_ value: Any) -> Int? {
     guard let number = value as? NSNumber else { return nil }
     // JSONSerialization returns booleans and non-integers as NSNumber too; tell them apart by storage type.
     switch String(cString: number.objCType) {

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// The BPE model of tokenizer.json ("model": {"type": "BPE", …}): vocab, merges (as "a b" strings or [a, b]
 /// pairs), unk_token, fuse_unk, byte_fallback, ignore_merges, continuing_subword_prefix, end_of_word_suffix.

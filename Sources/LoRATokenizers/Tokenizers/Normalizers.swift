@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// A tokenizer.json normalizer: rewrites the text of each piece between added tokens before pre-tokenization.
 protocol Normalizer: Sendable {

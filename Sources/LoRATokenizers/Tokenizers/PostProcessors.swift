@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// A tokenizer.json post-processor, for a single sequence: adds the special tokens the model expects
 /// (when add_special_tokens is true) around the encoded ids.

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// One entry of tokenizer.json's "added_tokens".
 struct AddedToken: Sendable, Equatable {

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 // Operators, attribute/item access, filters, tests and methods with the semantics of jinja2's
 // ImmutableSandboxedEnvironment on CPython (plus transformers' `tojson` override).

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 // Template values with Python semantics: str()/repr() text, truthiness, equality, ordering and
 // json.dumps, as jinja2 running on CPython produces them.

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 // Renders a parsed template. Scoping follows jinja2: `{% if %}` shares its enclosing scope, every
 // iteration of a `{% for %}` body gets a fresh child scope (assignments inside do not survive the

@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// The limits that keep a hostile chat template from exhausting the stack, memory or time.
 /// Real chat templates are under 20 KB, nest about ten levels deep, and render under 1 MB in a

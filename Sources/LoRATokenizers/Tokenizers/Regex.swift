@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 /// A set of scalars: a union of items (ranges, general categories, White_Space, nested sets), each possibly
 /// negated, the whole possibly negated. ASCII answers come from a bitmap computed once.

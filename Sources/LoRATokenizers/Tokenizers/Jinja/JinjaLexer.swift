@@ -1,4 +1,5 @@
 import Foundation
+import LoRAFormats
 
 // The Jinja lexer, configured the way transformers configures jinja2 for chat templates:
 // `trim_blocks=True, lstrip_blocks=True`, default delimiters, no line statements, and
