@@ -67,7 +67,7 @@ for name in "${harnesses[@]}"; do
         finding=$(sed -n 's/.*Test unit written to //p' "$log" | tail -1)
         reason=$(grep -oE 'Fatal error: .*|ERROR: [A-Za-z]+: [a-z -]+|timeout after [0-9]+ seconds|out-of-memory' "$log" | head -1 || true)
         # The first frame in the library, else in the harnesses.
-        at=$(grep -oE 'Sources/LoRAKit/[A-Za-z0-9/+_-]+\.swift:[0-9]+' "$log" | head -1 || true)
+        at=$(grep -oE 'Sources/LoRA(Kit|Formats|Tokenizers)/[A-Za-z0-9/+_-]+\.swift:[0-9]+' "$log" | head -1 || true)
         [[ -n $at ]] || at=$(grep -oE 'Sources/[A-Za-z0-9/+_-]+\.swift:[0-9]+' "$log" | head -1 || true)
         result="FINDING (${reason:-exit $status}${at:+ at $at}): ${finding:-see log}"
         cp "$log" "$work/$name-findings/last.log"

@@ -1,4 +1,4 @@
-"""Chat-template fixtures for swift-lora's Jinja renderer (Sources/LoRAKit/Tokenizers/ChatTemplate.swift).
+"""Chat-template fixtures for swift-lora's Jinja renderer (Sources/LoRATokenizers/Tokenizers/ChatTemplate.swift).
 
 Install: pip install "transformers>=4.45" "jinja2>=3.1.6"
 Run:     python scripts/make_chat_template_fixtures.py
