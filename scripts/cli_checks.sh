@@ -165,6 +165,8 @@ import json, sys; a = json.loads(sys.argv[1])['loss']; m = json.loads(sys.argv[2
 g1=$("$lora" generate --model $tiny --adapter-path "$tmp/vera" --chat --prompt "word 40" --max-tokens 8 2>/dev/null)
 g2=$("$lora" generate --model "$tmp/vmerged" --chat --prompt "word 40" --max-tokens 8 2>/dev/null)
 [ -n "$g1" ] && [ "$g1" = "$g2" ] && ok "generate: the VeRA adapter and its merged model write the same text: $g1" || bad "VeRA generate: '$g1' vs '$g2'"
+"$lora" inspect "$tmp/vera" >"$tmp/vinspect" 2>&1 && grep -q "PEFT VeRA adapter" "$tmp/vinspect" && grep -q "trainable params  736" "$tmp/vinspect" \
+    && ok "inspect describes a VeRA adapter: $(grep 'projections' "$tmp/vinspect" | tr -s ' ')" || bad "inspect vera: $(cat "$tmp/vinspect")"
 expect_error "export-adapter: VeRA" "this one is VeRA" export-adapter --model $tiny --adapter-path "$tmp/vera" --output "$tmp/vera.gguf"
 expect_error "resume with another method" "method: lora-plus → lora" train "${targs[@]}" --iters 5 --adapter-path "$tmp/lp" --resume
 expect_error "flags: unknown method" "--method must be lora, lora-plus, lora-fa, dora or vera" train --model $tiny --data "$tmp/tdata" --method vera2

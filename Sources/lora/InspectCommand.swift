@@ -31,9 +31,16 @@ struct InspectCommand: ParsableCommand {
             if isDir.boolValue {
                 try StepCommit.recover(target)  // a training run killed while saving into this folder
                 if fm.fileExists(atPath: target + "/adapter_config.json") {
-                    let summary = try AdapterSummary.load(folder: target)
-                    try AdapterValues.requireFinite(folder: target)
-                    print(Self.describe(summary, trainingSteps: try StepCommit.steps(in: target)), terminator: "")
+                    let steps = try StepCommit.steps(in: target)
+                    if try AdapterMethods.peftType(folder: target) == VeRAConfig.peftType {
+                        let summary = try VeRASummary.load(folder: target)
+                        try AdapterValues.requireFinite(folder: target)
+                        print(Self.describe(summary, trainingSteps: steps), terminator: "")
+                    } else {
+                        let summary = try AdapterSummary.load(folder: target)
+                        try AdapterValues.requireFinite(folder: target)
+                        print(Self.describe(summary, trainingSteps: steps), terminator: "")
+                    }
                 } else if fm.fileExists(atPath: target + "/config.json") {
                     print(Self.describe(try ModelSummary.load(folder: target)), terminator: "")
                 } else {
@@ -138,6 +145,35 @@ struct InspectCommand: ParsableCommand {
         if let adapter = trainingSteps.adapter, let checkpoint = trainingSteps.checkpoint, adapter != checkpoint {
             out += "warning: the adapter is of step \(adapter) but checkpoint.safetensors of step \(checkpoint)\n"
         }
+        return out
+    }
+
+    static func describe(_ a: VeRASummary, trainingSteps: (adapter: Int?, checkpoint: Int?) = (nil, nil)) -> String {
+        let c = a.config
+        var rows: [(String, String)] = [
+            ("method", "VERA (shared random projections; per layer λ_d and λ_b train)"),
+            ("r", "\(c.r) (d_initial \(number(Double(c.dInitial))), projection_prng_key \(c.projectionPRNGKey))"),
+            ("projections", "vera_A \(a.projectionA.map(String.init).joined(separator: "×")), vera_B \(a.projectionB.map(String.init).joined(separator: "×"))"),
+            ("dropout", number(Double(c.veraDropout))),
+            ("target modules", "\(c.targetModules)"),
+        ]
+        if let layers = c.layersToTransform { rows.append(("layers", layers.map(String.init).joined(separator: ", "))) }
+        rows.append(("base model", c.baseModelNameOrPath ?? "(not recorded)"))
+        rows.append(("adapted sites", "\(a.sites.count)"))
+        rows.append(("trainable params", count(a.parameterCount)))
+        rows.append(("on disk", "\(bytes(a.diskBytes)) (\(grouped(a.diskBytes)) bytes)"))
+        if trainingSteps.adapter != nil || trainingSteps.checkpoint != nil {
+            let checkpoint = trainingSteps.checkpoint.map { "step \($0)" } ?? "none"
+            rows.append(("training step", "\(trainingSteps.adapter.map(String.init) ?? "not recorded") (checkpoint: \(checkpoint))"))
+        }
+        var out = "\(a.folder): PEFT VeRA adapter\n" + keyValues(rows) + "\n"
+        var table = a.sites.map { site in
+            [site.path, "\(site.rank)", "\(site.outFeatures)", grouped(site.rank + site.outFeatures),
+             String(format: "%.6g", site.normD), String(format: "%.6g", site.normB)]
+        }
+        table.append(["total", "", "", grouped(a.parameterCount), "", ""])
+        out += alignedTable(header: ["site", "λ_d", "λ_b", "params", "‖λ_d‖", "‖λ_b‖"], rows: table,
+                            rightAligned: [false, true, true, true, true, true], ruleBeforeLast: true)
         return out
     }
 

@@ -125,6 +125,21 @@ final class InspectTests: XCTestCase {
         XCTAssertEqual(summary.sites[0].deltaNorm, 2 * 2.0.squareRoot(), accuracy: 1e-12)
     }
 
+    /// PEFT's VeRA fixture: 14 sites, PEFT's 1,264 trainable parameters, λ_d at its init 0.1 (‖λ_d‖ = 0.1·√8).
+    func testVeRAAdapterSummary() throws {
+        let summary = try VeRASummary.load(folder: VariantFixtures.folder("vera") + "/adapter")
+        XCTAssertEqual(summary.sites.count, 14)
+        XCTAssertEqual(summary.parameterCount, 1_264)
+        XCTAssertEqual(summary.projectionA, [8, 160])
+        XCTAssertEqual(summary.projectionB, [160, 8])
+        XCTAssertEqual(summary.sites[0].path, "model.layers.0.self_attn.q_proj")
+        XCTAssertEqual(summary.sites[0].outFeatures, 64)
+        XCTAssertEqual(summary.sites[0].normD, 0.1 * 8.0.squareRoot(), accuracy: 1e-6)
+        let lambdaB = try SafetensorsFile(path: VariantFixtures.folder("vera") + "/adapter/adapter_model.safetensors")
+            .floats("base_model.model.model.layers.0.self_attn.q_proj.vera_lambda_b")
+        XCTAssertEqual(summary.sites[0].normB, lambdaB.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot(), accuracy: 1e-9)
+    }
+
     func testNonLoRAAdapterIsRefusedInOneSentence() throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

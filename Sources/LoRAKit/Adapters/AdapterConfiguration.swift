@@ -37,6 +37,21 @@ extension AdapterConfiguration {
     }
 }
 
+extension AdapterMethods {
+    /// The `peft_type` an adapter folder's adapter_config.json names, "(missing)" when none.
+    public static func peftType(folder: String) throws -> String {
+        try configJSON(path: folder + "/adapter_config.json")["peft_type"] as? String ?? "(missing)"
+    }
+
+    static func configJSON(path: String) throws -> [String: Any] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw LoRAError("cannot read \(path)") }
+        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw LoRAError("\(path) is not a JSON object")
+        }
+        return json
+    }
+}
+
 /// What a config builds for its targeted sites: an adapter per site, and the frozen tensors they all
 /// read (VeRA's shared projections), which the adapter file holds once.
 public struct SiteAdapters {
@@ -55,10 +70,7 @@ public enum AdapterMethods {
 
     /// Reads `adapter_config.json` at `path` with the config type its `peft_type` names.
     public static func loadConfig(path: String) throws -> any AdapterConfiguration {
-        guard let data = FileManager.default.contents(atPath: path) else { throw LoRAError("cannot read \(path)") }
-        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw LoRAError("\(path) is not a JSON object")
-        }
+        let json = try configJSON(path: path)
         let type = json["peft_type"] as? String ?? "(missing)"
         for format in formats where format.peftType == type {
             return try format.read(adapterConfigFile: json, path: path)
