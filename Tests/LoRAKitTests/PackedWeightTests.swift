@@ -27,7 +27,7 @@ final class PackedWeightTests: XCTestCase {
         return config
     }
 
-    func build(packed: Bool) throws -> (LlamaModel, Adapter) {
+    func build(packed: Bool, adapterConfig: any AdapterConfiguration = LoRAConfig(r: 4, targetModules: .allLinear)) throws -> (LlamaModel, Adapter) {
             let config = Self.config
             let m = LlamaModel.random(config: config, seed: 21)
             let round: (Tensor) -> FrozenMatrix = { t in
@@ -42,8 +42,9 @@ final class PackedWeightTests: XCTestCase {
                                  down: Linear(matrix: round(b.down.weight)))
             }
             let model = LlamaModel(config: config, embedding: embedding, blocks: blocks, norm: m.norm, head: Linear(matrix: embedding))
-            let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 4, targetModules: .allLinear), seed: 3)
-            for (_, lora) in adapter.sites(of: LoRA.self) { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.01 * Float(i % 5) - 0.02 } }
+            let adapter = try Adapter.attach(to: model, config: adapterConfig, seed: 3)
+            let loras = adapter.sites(of: LoRA.self).map(\.adapter) + adapter.sites(of: DoRA.self).map(\.adapter.lora)
+            for lora in loras { for i in 0..<lora.b.value.count { lora.b.value[i] = 0.01 * Float(i % 5) - 0.02 } }
             return (model, adapter)
     }
 
@@ -68,6 +69,25 @@ final class PackedWeightTests: XCTestCase {
 }
 
 extension PackedWeightTests {
+    /// DoRA on a packed base reads its row norms from the expanded panels: the same magnitudes, loss
+    /// and gradients as on the dense expansion, several panels per matrix included.
+    func testDoRAOnAPackedBaseTrainsLikeOnItsDenseExpansion() throws {
+        let config = LoRAConfig(r: 4, targetModules: .allLinear, useDoRA: true)
+        let (dense, denseAdapter) = try build(packed: false, adapterConfig: config)
+        let (packed, packedAdapter) = try build(packed: true, adapterConfig: config)
+        XCTAssertGreaterThan(packed.blocks[0].gate.matrix.rows, packed.blocks[0].gate.matrix.panelRows)
+        for (d, p) in zip(denseAdapter.sites(of: DoRA.self), packedAdapter.sites(of: DoRA.self)) {
+            XCTAssertLessThan(relativeError(p.adapter.magnitude.value.array, d.adapter.magnitude.value.array), 1e-6, d.site.path)
+        }
+        let ids: [Int32] = (0..<24).map { Int32(($0 * 37) % 3000) }
+        let batch = Batch(batchSize: 2, seqLen: 12, inputIds: ids, labels: ids)
+        let l1 = try dense.forwardBackward(batch), l2 = try packed.forwardBackward(batch)
+        XCTAssertEqual(l1, l2, accuracy: 1e-6 * l1)
+        for (p, q) in zip(denseAdapter.parameters, packedAdapter.parameters) {
+            XCTAssertLessThan(relativeError(q.grad.array, p.grad.array), 1e-5, p.name)
+        }
+    }
+
     /// Token-by-token decoding takes the packed row-dot path (no panels): same logits as dense.
     func testPackedDecodingMatchesDense() throws {
         let (dense, _) = try build(packed: false), (packed, _) = try build(packed: true)

@@ -48,9 +48,10 @@ public final class DoRA: LinearAdapter, @unchecked Sendable {
         if let cache = normCache, cache.key == key { return cache.norms }
         let out = lora.outFeatures, inF = lora.inFeatures, r = lora.rank
         var norms = [Float](repeating: 0, count: out)
-        let panel = UnsafeMutablePointer<Float>.allocate(capacity: layer.matrix.panelRows * inF)
-        defer { panel.deallocate() }
         layer.matrix.forEachPanel { r0, n, w in
+            // A dense W comes as one panel of every row, a packed one in panels of `panelRows`.
+            let panel = UnsafeMutablePointer<Float>.allocate(capacity: n * inF)
+            defer { panel.deallocate() }
             panel.update(from: w, count: n * inF)
             Gemm.sgemm(transA: false, transB: false, m: n, n: inF, k: r, alpha: lora.scaling,
                        a: lora.b.value.data + r0 * r, lda: r, b: lora.a.value.data, ldb: inF, beta: 1, c: panel, ldc: inF)
