@@ -166,7 +166,9 @@ g1=$("$lora" generate --model $tiny --adapter-path "$tmp/vera" --chat --prompt "
 g2=$("$lora" generate --model "$tmp/vmerged" --chat --prompt "word 40" --max-tokens 8 2>/dev/null)
 [ -n "$g1" ] && [ "$g1" = "$g2" ] && ok "generate: the VeRA adapter and its merged model write the same text: $g1" || bad "VeRA generate: '$g1' vs '$g2'"
 "$lora" inspect "$tmp/vera" >"$tmp/vinspect" 2>&1 && grep -q "PEFT VeRA adapter" "$tmp/vinspect" && grep -q "trainable params  736" "$tmp/vinspect" \
-    && ok "inspect describes a VeRA adapter: $(grep 'projections' "$tmp/vinspect" | tr -s ' ')" || bad "inspect vera: $(cat "$tmp/vinspect")"
+    && ok "inspect describes a VeRA adapter: $(grep '^  projections' "$tmp/vinspect" | tr -s ' ')" || bad "inspect vera: $(cat "$tmp/vinspect")"
+expect_error "flags: --alpha with vera" "--alpha does not apply to --method vera" train "${dargs[@]}" --method vera --alpha 8 --adapter-path "$tmp/vera2"
+expect_error "flags: --projection-prng-key without vera" "applies to --method vera only" train "${dargs[@]}" --projection-prng-key 3 --adapter-path "$tmp/vera3"
 expect_error "export-adapter: VeRA" "this one is VeRA" export-adapter --model $tiny --adapter-path "$tmp/vera" --output "$tmp/vera.gguf"
 expect_error "resume with another method" "method: lora-plus → lora" train "${targs[@]}" --iters 5 --adapter-path "$tmp/lp" --resume
 expect_error "flags: unknown method" "--method must be lora, lora-plus, lora-fa, dora or vera" train --model $tiny --data "$tmp/tdata" --method vera2

@@ -112,11 +112,19 @@ struct TrainCommand: ParsableCommand {
         guard (0..<1).contains(dropoutValue) else { throw LoRAError("--dropout must be in [0, 1) (got \(dropoutValue))") }
         var adapterConfig: any AdapterConfiguration
         if adapterKind == .vera {
+            // VeRA has no scaling and no LoRA initialization: a flag for them would silently do nothing.
+            for (flag, given) in [("alpha", try alpha ?? file.float("alpha") != nil), ("use-rslora", try useRslora ?? file.bool("use-rslora") != nil),
+                                  ("init", try initialization ?? file.string("init") != nil)] where given {
+                throw LoRAError("--\(flag) does not apply to --method vera")
+            }
             var vera = VeRAConfig(r: r, targetModules: targetModules,
                                   projectionPRNGKey: UInt64(try integer(projectionPrngKey, "projection-prng-key", 0, minimum: 0, maximum: .max)))
             vera.veraDropout = dropoutValue
             adapterConfig = vera
         } else {
+            if try projectionPrngKey ?? file.int("projection-prng-key") != nil {
+                throw LoRAError("--projection-prng-key applies to --method vera only")
+            }
             var lora = LoRAConfig(r: r, loraAlpha: try real(alpha, "alpha", 16, positive: true), loraDropout: dropoutValue,
                                   targetModules: targetModules, useRSLoRA: try useRslora ?? file.bool("use-rslora") ?? false,
                                   useDoRA: useDoRA)
