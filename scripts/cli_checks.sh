@@ -219,6 +219,14 @@ expect_error "flags: iters and epochs" "not both" train --model $tiny --data "$t
 expect_error "flags: negative batch size" "batch-size" train --model $tiny --data "$tmp/tdata" --batch-size -2
 expect_error "flags: dropout 1" "dropout" train --model $tiny --data "$tmp/tdata" --dropout 1
 expect_error "flags: bad init" "init" train --model $tiny --data "$tmp/tdata" --init xavier
+# PiSSA and OLoRA change the base in training; the adapter saved is PEFT's rank-2r conversion for the untouched base.
+for init in pissa olora; do
+    "$lora" train "${dargs[@]}" --init $init --adapter-path "$tmp/$init" >/dev/null 2>&1
+    after_init=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/$init" 2>&1)
+    grep -q '"r" *: *8' "$tmp/$init/adapter_config.json" && grep -q '"init_lora_weights" *: *true' "$tmp/$init/adapter_config.json" && python3 -c "
+import json, sys; b = json.loads(sys.argv[1])['loss']; a = json.loads(sys.argv[2])['loss']; sys.exit(0 if a < b - 0.5 else 1)" "$before" "$after_init" \
+        && ok "--init $init: a rank-8 LoRA for the untouched base that lowers the validation loss: $after_init" || bad "--init $init: $after_init"
+done
 expect_error "flags: bad schedule" "lr-schedule" train --model $tiny --data "$tmp/tdata" --lr-schedule step
 expect_error "flags: negative learning rate" "learning-rate" train --model $tiny --data "$tmp/tdata" --learning-rate -1
 expect_error "flags: unknown target" "match no linear layer" train --model $tiny --data "$tmp/tdata" --targets qq_proj

@@ -49,7 +49,8 @@ struct TrainCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Dropout on the adapter's input (default: 0).") var dropout: Float?
     @Option(help: "Comma-separated module names, or all-linear (default: all-linear).") var targets: String?
     @Flag(inversion: .prefixedNo, help: "Scale by alpha/√r (rsLoRA) instead of alpha/r.") var useRslora: Bool?
-    @Option(name: .customLong("init"), help: "kaiming (PEFT's default), gaussian or none.") var initialization: String?
+    @Option(name: .customLong("init"), help: "kaiming (PEFT's default), gaussian, none, pissa (A and B from W's top singular vectors) or olora (from W's QR); pissa and olora adapters are saved converted for the untouched base.")
+    var initialization: String?
     @Flag(inversion: .prefixedNo, help: "Train on completion / assistant tokens only.") var maskPrompt: Bool?
     @Option(help: "Append one JSON object per report to this file.") var metricsFile: String?
 
@@ -133,7 +134,9 @@ struct TrainCommand: ParsableCommand {
             case "kaiming", "true": lora.initialization = .kaiming
             case "gaussian": lora.initialization = .gaussian
             case "none", "false": lora.initialization = .none
-            default: throw LoRAError("--init must be kaiming, gaussian or none (got \(initName))")
+            case "pissa": lora.initialization = .pissa
+            case "olora": lora.initialization = .olora
+            default: throw LoRAError("--init must be kaiming, gaussian, none, pissa or olora (got \(initName))")
             }
             adapterConfig = lora
         }

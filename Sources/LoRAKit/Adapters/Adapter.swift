@@ -104,17 +104,19 @@ public final class Adapter: @unchecked Sendable {
     // MARK: PEFT files
 
     /// Writes `adapter_config.json` and `adapter_model.safetensors` (metadata {"format": "pt"}, and
-    /// the training step when given), each to a temporary name first and then renamed.
+    /// the training step when given), each to a temporary name first and then renamed. A PiSSA or
+    /// OLoRA adapter is written converted, so that it applies to the untouched base model.
     public func save(to folder: String, trainingStep: Int? = nil) throws {
         try LoRAError.writing(folder) { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
         var writer = SafetensorsWriter()
         writer.metadata = ["format": "pt"]
         if let trainingStep { writer.metadata[StepCommit.trainingStepKey] = "\(trainingStep)" }
-        for p in weights {
-            writer.add(p.name, shape: p.value.shape, floats: UnsafeBufferPointer(p.value.buffer))
+        let converted = try convertedToOriginalBase()
+        for (name, value) in converted?.tensors ?? weights.map({ ($0.name, $0.value) }) {
+            writer.add(name, shape: value.shape, floats: UnsafeBufferPointer(value.buffer))
         }
         try writer.write(to: folder + "/adapter_model.safetensors")
-        var config = self.config
+        var config: any AdapterConfiguration = converted?.config ?? self.config
         if config.baseModelNameOrPath == nil { config.baseModelNameOrPath = model.sourcePath }
         let path = folder + "/adapter_config.json", tmp = path + ".tmp-\(getpid())"
         try LoRAError.writing(path) { try config.json().write(to: URL(fileURLWithPath: tmp)) }

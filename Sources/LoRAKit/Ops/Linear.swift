@@ -79,6 +79,12 @@ public final class Linear: @unchecked Sendable {
     /// Gives this layer its own Float32 copy of the weight (for a tied head that gets its own adapter).
     public func untie() { matrix = FrozenMatrix(weight.copy()) }
 
+    /// W ← `weight` (a data-driven LoRA init leaves the residual of W here).
+    func replaceWeight(_ weight: Tensor) {
+        precondition(weight.shape == [outFeatures, inFeatures] && !isMerged, "replacing W with another shape or while merged")
+        matrix = FrozenMatrix(weight)
+    }
+
     var activeAdapter: (any LinearAdapter)? { isMerged ? nil : adapter }
 
     /// Whether `backward` reads its x argument (only an adapter ever does).

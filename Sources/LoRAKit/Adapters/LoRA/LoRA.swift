@@ -8,6 +8,13 @@ public enum LoRAInit: String, Sendable, Codable {
     case gaussian
     /// Both as nn.Linear's default init (kaiming-uniform); not a no-op, meant for debugging.
     case none = "false"
+    /// PiSSA: A and B from the top-r singular triplets of W, which keeps the rest (`LoRAConfig.makeAdapters`).
+    case pissa
+    /// OLoRA: A and B from the first r columns of W's QR, W keeping the rest.
+    case olora
+
+    /// Whether the init reads the base weight and changes it (PEFT saves such adapters converted).
+    public var isDataDriven: Bool { self == .pissa || self == .olora }
 }
 
 /// Low-rank adaptation of one linear layer: y += s · B·A·dropout(x), A [r × in], B [out × r].
@@ -42,11 +49,45 @@ public final class LoRA: LinearAdapter, @unchecked Sendable {
         case .none:
             Self.fillUniform(a.value, bound: 1 / Float(inFeatures).squareRoot(), &random)
             Self.fillUniform(b.value, bound: 1 / Float(rank).squareRoot(), &random)
+        case .pissa, .olora:
+            break  // set from the base weight by `initialize(from:)`
         }
     }
 
     private static func fillUniform(_ t: Tensor, bound: Float, _ random: inout SeededRandom) {
         for i in 0..<t.count { t[i] = random.uniform(-bound, bound) }
+    }
+
+    /// A and B as a data-driven init (PiSSA, OLoRA) set them, which saving subtracts again so that the
+    /// adapter applies to the untouched base (PEFT's `path_initial_model_for_weight_conversion`).
+    public private(set) var initial: (a: Tensor, b: Tensor)?
+
+    /// PiSSA or OLoRA from the base weight W [out × in], as PEFT's `pissa_init` / `olora_init`:
+    /// sets A and B and returns the residual W − s·B·A that the layer keeps in place of W.
+    func initialize(from weight: Tensor, method: LoRAInit) -> Tensor {
+        let out = outFeatures, inF = inFeatures, r = rank
+        let w = weight.array
+        switch method {
+        case .pissa:
+            // W = V·S·Uh; S_r / s, then A = diag(√S_r)·Uh_r and B = V_r·diag(√S_r).
+            let (v, sv, uh) = Factorization.svd(w, rows: out, columns: inF)
+            let k = sv.count
+            for i in 0..<r {
+                let root = (sv[i] / scaling).squareRoot()
+                for c in 0..<inF { a.value[i * inF + c] = root * uh[i * inF + c] }
+                for o in 0..<out { b.value[o * r + i] = v[o * k + i] * root }
+            }
+        case .olora:
+            // W = Q·R; A = R[:r], B = Q[:, :r].
+            let (q, rr) = Factorization.qr(w, rows: out, columns: inF)
+            let k = min(out, inF)
+            for i in 0..<r { for c in 0..<inF { a.value[i * inF + c] = rr[i * inF + c] } }
+            for o in 0..<out { for i in 0..<r { b.value[o * r + i] = q[o * k + i] } }
+        default:
+            preconditionFailure("\(method) is not a data-driven init")
+        }
+        initial = (a.value.copy(), b.value.copy())
+        return unmergedWeight(weight)
     }
 
     /// False when A stays as initialized (LoRA-FA): only B trains, and the backward skips A's gradient.

@@ -52,11 +52,13 @@ public struct LoRAConfig: AdapterConfiguration, Equatable {
         return o1 || o2 || o3 ? nil : total
     }
 
+    /// PiSSA and OLoRA also replace each targeted layer's W by the residual they leave (as PEFT does).
     public func makeAdapters(sites: [LinearSite], keyPrefix: String, random: inout SeededRandom) -> SiteAdapters {
         SiteAdapters(sites.map { site in
             let lora = LoRA(inFeatures: site.linear.inFeatures, outFeatures: site.linear.outFeatures,
                             rank: rank(path: site.path), alpha: alpha(path: site.path), rsLoRA: useRSLoRA, dropout: loraDropout,
                             initialization: initialization, name: keyPrefix + site.path, random: &random)
+            if initialization.isDataDriven { site.linear.replaceWeight(lora.initialize(from: site.linear.weight, method: initialization)) }
             return useDoRA ? DoRA(lora: lora, layer: site.linear, name: keyPrefix + site.path) : lora
         })
     }
@@ -106,7 +108,7 @@ extension LoRAConfig {
         c.targetModules = try TargetModules(adapterConfig: j["target_modules"], path: path)
         switch j["init_lora_weights"] {
         case let b as Bool: c.initialization = b ? .kaiming : .none
-        case let s as String where s == "gaussian": c.initialization = .gaussian
+        case let s as String where ["gaussian", "pissa", "olora"].contains(s): c.initialization = LoRAInit(rawValue: s)!
         case nil: break
         default: break  // data-driven inits (pissa, olora, ...) only matter before training; the weights are in the file
         }
@@ -140,6 +142,9 @@ extension LoRAConfig {
         if let (key, bad) = alphaPattern.sorted(by: { $0.key < $1.key }).first(where: { !alphaOK($0.value) }) {
             throw LoRAError("\(source): alpha_pattern[\(String(reflecting: key))] must be a finite number above 0 (got \(bad))")
         }
+        if initialization.isDataDriven && useDoRA {
+            throw LoRAError("\(source): init_lora_weights \(initialization.rawValue) with use_dora is not supported")
+        }
         guard (0..<1).contains(loraDropout) else {
             throw LoRAError("\(source): lora_dropout must be at least 0 and below 1 (got \(loraDropout))")
         }
@@ -148,7 +153,12 @@ extension LoRAConfig {
 
     /// The JSON PEFT 0.21 writes for this config: every key of `LoraConfig`, sorted, indented by 2.
     public func json() throws -> Data {
-        let initValue: Any = initialization == .gaussian ? "gaussian" : (initialization == .kaiming)
+        let initValue: Any
+        switch initialization {
+        case .kaiming: initValue = true
+        case .none: initValue = false
+        case .gaussian, .pissa, .olora: initValue = initialization.rawValue
+        }
         let null = NSNull()
         let dict: [String: Any] = [
             "alora_invocation_tokens": null, "alpha_pattern": alphaPattern.mapValues { Double($0) },
