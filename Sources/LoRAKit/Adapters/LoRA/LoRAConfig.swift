@@ -83,6 +83,12 @@ extension LoRAConfig {
         if j["fan_in_fan_out"] as? Bool == true { throw LoRAError("\(path): fan_in_fan_out is only for GPT-2 Conv1D layers, which Llama-family models do not have") }
         if let m = j["modules_to_save"] as? [Any], !m.isEmpty { throw LoRAError("\(path): modules_to_save is not supported") }
         if j["lora_bias"] as? Bool == true { throw LoRAError("\(path): lora_bias is not supported") }
+        // These inits change the base weight in ways that cannot be redone here (a random sketch,
+        // quantization, data); the adapter only fits PEFT's changed base.
+        if let initName = j["init_lora_weights"] as? String,
+           initName.hasPrefix("pissa_niter_") || ["corda", "loftq"].contains(initName) {
+            throw LoRAError("\(path): init_lora_weights \(initName) changed the base model in PEFT; save the adapter with path_initial_model_for_weight_conversion to use it with the original base")
+        }
         try self.init(adapterConfig: j, path: path)
     }
 
