@@ -11,6 +11,8 @@ public final class Trainer: @unchecked Sendable {
     public var totalSteps: Int
     /// Clip the global gradient norm to this value; nil disables clipping.
     public var maxGradNorm: Float?
+    /// The method's own work in each step, in order.
+    public var hooks: [any TrainingHook] = []
     public private(set) var step = 0
 
     public struct StepResult: Sendable {
@@ -48,6 +50,8 @@ public final class Trainer: @unchecked Sendable {
         let scale = 1 / Float(microBatches.count)
         var loss = 0.0
         for batch in microBatches { loss += try model.forwardBackward(batch, gradScale: scale) }
+        loss /= Double(microBatches.count)
+        for hook in hooks { loss += hook.addLossTerm(step: step + 1) }
         guard loss.isFinite else { throw NonFiniteTrainingError(step: step + 1, problem: "the loss is \(nonFiniteText(loss))") }
         // Measured first and clipped after, so that a non-finite norm is reported on unclipped gradients.
         let norm = clipGradientNorm(optimizer.parameters, maxNorm: .infinity)
@@ -60,7 +64,8 @@ public final class Trainer: @unchecked Sendable {
             throw NonFiniteTrainingError(step: step + 1, problem: "the update made \(bad.name) non-finite at index \(bad.index)")
         }
         step += 1
-        return StepResult(loss: loss / Double(microBatches.count), gradNorm: norm, learningRate: lr,
+        for hook in hooks { hook.afterUpdate(step: step) }
+        return StepResult(loss: loss, gradNorm: norm, learningRate: lr,
                           tokens: microBatches.reduce(0) { $0 + $1.targetCount })
     }
 
