@@ -220,7 +220,7 @@ expect_error "flags: negative batch size" "batch-size" train --model $tiny --dat
 expect_error "flags: dropout 1" "dropout" train --model $tiny --data "$tmp/tdata" --dropout 1
 expect_error "flags: bad init" "init" train --model $tiny --data "$tmp/tdata" --init xavier
 # PiSSA and OLoRA change the base in training; the adapter saved is PEFT's rank-2r conversion for the untouched base.
-for init in pissa olora; do
+for init in pissa pissa_niter_2 olora; do
     "$lora" train "${dargs[@]}" --init $init --adapter-path "$tmp/$init" >/dev/null 2>&1
     after_init=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/$init" 2>&1)
     grep -q '"r" *: *8' "$tmp/$init/adapter_config.json" && grep -q '"init_lora_weights" *: *true' "$tmp/$init/adapter_config.json" && python3 -c "

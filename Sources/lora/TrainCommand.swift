@@ -49,7 +49,7 @@ struct TrainCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Dropout on the adapter's input (default: 0).") var dropout: Float?
     @Option(help: "Comma-separated module names, or all-linear (default: all-linear).") var targets: String?
     @Flag(inversion: .prefixedNo, help: "Scale by alpha/√r (rsLoRA) instead of alpha/r.") var useRslora: Bool?
-    @Option(name: .customLong("init"), help: "kaiming (PEFT's default), gaussian, none, pissa (A and B from W's top singular vectors) or olora (from W's QR); pissa and olora adapters are saved converted for the untouched base.")
+    @Option(name: .customLong("init"), help: "kaiming (PEFT's default), gaussian, none, pissa (A and B from W's top singular vectors), pissa_niter_K (a randomized SVD with K iterations) or olora (from W's QR); pissa and olora adapters are saved converted for the untouched base.")
     var initialization: String?
     @Flag(inversion: .prefixedNo, help: "Train on completion / assistant tokens only.") var maskPrompt: Bool?
     @Option(help: "Append one JSON object per report to this file.") var metricsFile: String?
@@ -130,14 +130,10 @@ struct TrainCommand: ParsableCommand {
                                   targetModules: targetModules, useRSLoRA: try useRslora ?? file.bool("use-rslora") ?? false,
                                   useDoRA: useDoRA)
             let initName = try initialization ?? file.string("init") ?? "kaiming"
-            switch initName {
-            case "kaiming", "true": lora.initialization = .kaiming
-            case "gaussian": lora.initialization = .gaussian
-            case "none", "false": lora.initialization = .none
-            case "pissa": lora.initialization = .pissa
-            case "olora": lora.initialization = .olora
-            default: throw LoRAError("--init must be kaiming, gaussian, none, pissa or olora (got \(initName))")
+            guard let initialization = initName == "kaiming" ? .kaiming : initName == "none" ? LoRAInit.none : LoRAInit(name: initName) else {
+                throw LoRAError("--init must be kaiming, gaussian, none, pissa, pissa_niter_K (K in 1...100) or olora (got \(initName))")
             }
+            lora.initialization = initialization
             adapterConfig = lora
         }
         let numLayers = try integer(self.numLayers, "num-layers", 0, minimum: 0, maximum: ModelConfig.maximumLayers)

@@ -19,7 +19,7 @@ final class DataDrivenInitTests: XCTestCase {
         let adapter = try Adapter.attach(to: base.model, config: config)
         let c = PyTorchParityTests.Case(model: base.model, adapter: adapter, reference: base.reference, batch: base.batch,
                                         realPositions: base.realPositions)
-        return (c, try SafetensorsFile(path: Self.folder(method.rawValue) + "/reference.safetensors"),
+        return (c, try SafetensorsFile(path: Self.folder(method.name) + "/reference.safetensors"),
                 try LlamaModel.load(folder: fixturesPath + "/llama_tied/model"))
     }
 
@@ -70,7 +70,7 @@ final class DataDrivenInitTests: XCTestCase {
             let folder = try temporaryDirectory()
             try c.adapter.save(to: folder)
             let saved = try LoRAConfig.load(path: folder + "/adapter_config.json")
-            let peft = try LoRAConfig.load(path: Self.folder(method.rawValue) + "/converted/adapter_config.json")
+            let peft = try LoRAConfig.load(path: Self.folder(method.name) + "/converted/adapter_config.json")
             XCTAssertEqual([saved.r, Int(saved.loraAlpha)], [peft.r, Int(peft.loraAlpha)])
             XCTAssertEqual(saved.initialization, .kaiming)
             let onOriginal = try Adapter.load(from: folder, into: original)
@@ -78,6 +78,32 @@ final class DataDrivenInitTests: XCTestCase {
             XCTAssertLessThan(relativeError(try original.logits(c.batch).array, trained), 1e-5, "\(method) converted on the original base")
             XCTAssertLessThan(relativeError(reals(try original.logits(c.batch).array, c), reals(try reference.floats("converted_logits"), c)), 1e-4)
         }
+    }
+
+    /// pissa_niter_K's randomized SVD finds the top-r triplets of a matrix with a spectral gap (tall and
+    /// wide), and the init, like PiSSA's, leaves the model's outputs as they were.
+    func testRandomizedSVDAndPiSSAWithIterations() throws {
+        for (m, n) in [(40, 24), (24, 40)] {
+            // W = Σ σ_i u_i v_iᵀ with σ = 10, 8, 6, then a tail of 0.01: rank 3 is well separated.
+            let k = min(m, n)
+            let (u, _, vt) = Factorization.svd(randomTensor([m, n], seed: 5).array, rows: m, columns: n)
+            let sigma = (0..<k).map { $0 < 3 ? Float(10 - 2 * $0) : 0.01 }
+            var w = [Float](repeating: 0, count: m * n)
+            for i in 0..<m { for j in 0..<n { w[i * n + j] = (0..<k).reduce(0) { $0 + u[i * k + $1] * sigma[$1] * vt[$1 * n + j] } } }
+            var random = SeededRandom(seed: 1)
+            let approx = Factorization.randomizedSVD(w, rows: m, columns: n, rank: 3, iterations: 4, random: &random)
+            XCTAssertLessThan(relativeError(approx.s, [10, 8, 6]), 1e-4, "\(m)×\(n) singular values")
+            var back = [Float](repeating: 0, count: m * n), top = [Float](repeating: 0, count: m * n)
+            for i in 0..<m { for j in 0..<n {
+                back[i * n + j] = (0..<3).reduce(0) { $0 + approx.u[i * 3 + $1] * approx.s[$1] * approx.vt[$1 * n + j] }
+                top[i * n + j] = (0..<3).reduce(0) { $0 + u[i * k + $1] * sigma[$1] * vt[$1 * n + j] }
+            } }
+            XCTAssertLessThan(relativeError(back, top), 1e-4, "\(m)×\(n) rank-3 part")
+        }
+        let (c, reference, _) = try load(.pissaIterations(4))
+        let reals = PyTorchParityTests.realLogits
+        XCTAssertLessThan(relativeError(reals(try c.model.logits(c.batch).array, c), reals(try reference.floats("base_logits"), c)), 1e-5)
+        XCTAssertEqual(try LoRAConfig.load(path: Self.folder("pissa") + "/converted/adapter_config.json").initialization, .kaiming)
     }
 
     /// The built-in factorizations (used without LAPACK) against LAPACK's, on a tall and a wide matrix.

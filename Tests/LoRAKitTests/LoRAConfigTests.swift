@@ -56,7 +56,7 @@ final class LoRAConfigTests: XCTestCase {
         }
         refuse(#"{"peft_type": "IA3", "target_modules": ["q_proj"]}"#, "IA3")
         refuse(#"{"peft_type": "LORA", "target_modules": ["q_proj"], "bias": "all"}"#, "bias")
-        refuse(#"{"peft_type": "LORA", "target_modules": ["q_proj"], "init_lora_weights": "pissa_niter_4"}"#, "path_initial_model_for_weight_conversion")
+        refuse(#"{"peft_type": "LORA", "target_modules": ["q_proj"], "init_lora_weights": "loftq"}"#, "path_initial_model_for_weight_conversion")
         refuse(#"{"peft_type": "LORA", "target_modules": 3}"#, "target_modules")
         refuse(#"[1, 2]"#, "not a JSON object")
         refuse(#"{"peft_type": "LORA", "target_modules": ["q_proj"], "r": 0}"#, "r must be positive")

@@ -18,6 +18,46 @@ package enum Factorization {
         return jacobiSVD(w, rows: m, columns: n)
     }
 
+    /// The top-q singular triplets of W [m × n] by randomized subspace iteration, as torch.svd_lowrank
+    /// computes them (Halko et al. 2009, algorithm 5; a wide W is handled through its transpose): a
+    /// Gaussian sketch (here from `random`, so the result is this engine's own, not torch's) refined by
+    /// `iterations` rounds of W·Wᵀ, then the SVD of the small projection. U [m × q], S [q], Vᵀ [q × n].
+    package static func randomizedSVD(_ w: [Float], rows m: Int, columns n: Int, rank q: Int, iterations: Int,
+                                      random: inout SeededRandom) -> (u: [Float], s: [Float], vt: [Float]) {
+        // A = W, or Wᵀ when W is wide; A is [p × t] with p ≥ t.
+        let wide = m < n, p = wide ? n : m, t = wide ? m : n
+        var a = w
+        if wide { a = [Float](repeating: 0, count: m * n); for i in 0..<m { for j in 0..<n { a[j * m + i] = w[i * n + j] } } }
+        func product(_ x: [Float], _ xr: Int, _ xc: Int, _ y: [Float], _ yc: Int, transposeX: Bool = false) -> [Float] {
+            // (transposeX ? xᵀ : x)·y, x stored [xr × xc], y [rows of the product's inner dim × yc]
+            let rows = transposeX ? xc : xr, inner = transposeX ? xr : xc
+            var out = [Float](repeating: 0, count: rows * yc)
+            for i in 0..<rows { for k in 0..<inner {
+                let xv = transposeX ? x[k * xc + i] : x[i * xc + k]
+                if xv == 0 { continue }
+                for j in 0..<yc { out[i * yc + j] += xv * y[k * yc + j] }
+            } }
+            return out
+        }
+        let cols = min(q, t)
+        var sketch = [Float](repeating: 0, count: t * cols)
+        for i in 0..<sketch.count { sketch[i] = random.normal() }
+        var basis = qr(product(a, p, t, sketch, cols), rows: p, columns: cols).q           // [p × cols]
+        for _ in 0..<iterations {
+            let back = qr(product(a, p, t, basis, cols, transposeX: true), rows: t, columns: cols).q  // [t × cols]
+            basis = qr(product(a, p, t, back, cols), rows: p, columns: cols).q
+        }
+        let small = product(basis, p, cols, a, t, transposeX: true)                          // Qᵀ·A, [cols × t]
+        let (us, sv, vts) = svd(small, rows: cols, columns: t)
+        let u = product(basis, p, cols, us, cols)                                           // [p × cols]
+        if !wide { return (u, sv, vts) }
+        // A = Wᵀ = u·S·vts, so W = vtsᵀ·S·uᵀ.
+        var uw = [Float](repeating: 0, count: m * cols), vtw = [Float](repeating: 0, count: cols * n)
+        for i in 0..<m { for j in 0..<cols { uw[i * cols + j] = vts[j * t + i] } }
+        for j in 0..<cols { for i in 0..<n { vtw[j * n + i] = u[i * cols + j] } }
+        return (uw, sv, vtw)
+    }
+
     /// W [m × n] = Q·R with Q [m × k] (orthonormal columns) and R [k × n] upper triangular, k = min(m, n).
     package static func qr(_ w: [Float], rows m: Int, columns n: Int) -> (q: [Float], r: [Float]) {
         if let lapack = LAPACK.shared, let result = lapack.qr(w, rows: m, columns: n) { return result }

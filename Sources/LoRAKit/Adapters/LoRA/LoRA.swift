@@ -1,20 +1,47 @@
 import Foundation
 
 /// How a new LoRA's A and B start (PEFT's `init_lora_weights`).
-public enum LoRAInit: String, Sendable, Codable {
+public enum LoRAInit: Sendable, Equatable {
     /// A kaiming-uniform with a = √5 (bound 1/√in), B zero: the adapter starts as a no-op.
-    case kaiming = "true"
+    case kaiming
     /// A ~ N(0, 1/r), B zero.
     case gaussian
     /// Both as nn.Linear's default init (kaiming-uniform); not a no-op, meant for debugging.
-    case none = "false"
+    case none
     /// PiSSA: A and B from the top-r singular triplets of W, which keeps the rest (`LoRAConfig.makeAdapters`).
     case pissa
+    /// PiSSA from a randomized SVD with this many subspace iterations (PEFT's `pissa_niter_K`).
+    case pissaIterations(Int)
     /// OLoRA: A and B from the first r columns of W's QR, W keeping the rest.
     case olora
 
+    /// PEFT's value: true, false, or the init's name ("gaussian", "pissa", "pissa_niter_4", "olora").
+    public var name: String {
+        switch self {
+        case .kaiming: "true"
+        case .none: "false"
+        case .gaussian: "gaussian"
+        case .pissa: "pissa"
+        case .pissaIterations(let k): "pissa_niter_\(k)"
+        case .olora: "olora"
+        }
+    }
+
+    /// The init a PEFT name gives, nil for one this engine does not implement.
+    public init?(name: String) {
+        let names: [String: LoRAInit] = ["true": .kaiming, "false": .none, "gaussian": .gaussian, "pissa": .pissa, "olora": .olora]
+        if let known = names[name] { self = known; return }
+        guard name.hasPrefix("pissa_niter_"), let k = Int(name.dropFirst("pissa_niter_".count)), (1...100).contains(k) else { return nil }
+        self = .pissaIterations(k)
+    }
+
     /// Whether the init reads the base weight and changes it (PEFT saves such adapters converted).
-    public var isDataDriven: Bool { self == .pissa || self == .olora }
+    public var isDataDriven: Bool {
+        switch self {
+        case .pissa, .pissaIterations, .olora: true
+        case .kaiming, .gaussian, .none: false
+        }
+    }
 }
 
 /// Low-rank adaptation of one linear layer: y += s · B·A·dropout(x), A [r × in], B [out × r].
@@ -49,7 +76,7 @@ public final class LoRA: LinearAdapter, @unchecked Sendable {
         case .none:
             Self.fillUniform(a.value, bound: 1 / Float(inFeatures).squareRoot(), &random)
             Self.fillUniform(b.value, bound: 1 / Float(rank).squareRoot(), &random)
-        case .pissa, .olora:
+        case .pissa, .pissaIterations, .olora:
             break  // set from the base weight by `initialize(from:)`
         }
     }
@@ -64,13 +91,17 @@ public final class LoRA: LinearAdapter, @unchecked Sendable {
 
     /// PiSSA or OLoRA from the base weight W [out × in], as PEFT's `pissa_init` / `olora_init`:
     /// sets A and B and returns the residual W − s·B·A that the layer keeps in place of W.
-    func initialize(from weight: Tensor, method: LoRAInit) -> Tensor {
+    func initialize(from weight: Tensor, method: LoRAInit, random: inout SeededRandom) -> Tensor {
         let out = outFeatures, inF = inFeatures, r = rank
         let w = weight.array
         switch method {
-        case .pissa:
+        case .pissa, .pissaIterations:
             // W = V·S·Uh; S_r / s, then A = diag(√S_r)·Uh_r and B = V_r·diag(√S_r).
-            let (v, sv, uh) = Factorization.svd(w, rows: out, columns: inF)
+            var niter = 0
+            if case .pissaIterations(let k) = method { niter = k }
+            let (v, sv, uh) = niter > 0
+                ? Factorization.randomizedSVD(w, rows: out, columns: inF, rank: r, iterations: niter, random: &random)
+                : Factorization.svd(w, rows: out, columns: inF)
             let k = sv.count
             for i in 0..<r {
                 let root = (sv[i] / scaling).squareRoot()

@@ -58,7 +58,9 @@ public struct LoRAConfig: AdapterConfiguration, Equatable {
             let lora = LoRA(inFeatures: site.linear.inFeatures, outFeatures: site.linear.outFeatures,
                             rank: rank(path: site.path), alpha: alpha(path: site.path), rsLoRA: useRSLoRA, dropout: loraDropout,
                             initialization: initialization, name: keyPrefix + site.path, random: &random)
-            if initialization.isDataDriven { site.linear.replaceWeight(lora.initialize(from: site.linear.weight, method: initialization)) }
+            if initialization.isDataDriven {
+                site.linear.replaceWeight(lora.initialize(from: site.linear.weight, method: initialization, random: &random))
+            }
             return useDoRA ? DoRA(lora: lora, layer: site.linear, name: keyPrefix + site.path) : lora
         })
     }
@@ -83,10 +85,10 @@ extension LoRAConfig {
         if j["fan_in_fan_out"] as? Bool == true { throw LoRAError("\(path): fan_in_fan_out is only for GPT-2 Conv1D layers, which Llama-family models do not have") }
         if let m = j["modules_to_save"] as? [Any], !m.isEmpty { throw LoRAError("\(path): modules_to_save is not supported") }
         if j["lora_bias"] as? Bool == true { throw LoRAError("\(path): lora_bias is not supported") }
-        // These inits change the base weight in ways that cannot be redone here (a random sketch,
-        // quantization, data); the adapter only fits PEFT's changed base.
+        // These inits change the base weight in ways that cannot be redone here (quantization, data);
+        // the adapter only fits PEFT's changed base.
         if let initName = j["init_lora_weights"] as? String,
-           initName.hasPrefix("pissa_niter_") || ["corda", "loftq"].contains(initName) {
+           ["corda", "loftq"].contains(initName) {
             throw LoRAError("\(path): init_lora_weights \(initName) changed the base model in PEFT; save the adapter with path_initial_model_for_weight_conversion to use it with the original base")
         }
         try self.init(adapterConfig: j, path: path)
@@ -114,7 +116,7 @@ extension LoRAConfig {
         c.targetModules = try TargetModules(adapterConfig: j["target_modules"], path: path)
         switch j["init_lora_weights"] {
         case let b as Bool: c.initialization = b ? .kaiming : .none
-        case let s as String where ["gaussian", "pissa", "olora"].contains(s): c.initialization = LoRAInit(rawValue: s)!
+        case let s as String where LoRAInit(name: s) != nil: c.initialization = LoRAInit(name: s)!
         case nil: break
         default: break  // data-driven inits (pissa, olora, ...) only matter before training; the weights are in the file
         }
@@ -149,7 +151,7 @@ extension LoRAConfig {
             throw LoRAError("\(source): alpha_pattern[\(String(reflecting: key))] must be a finite number above 0 (got \(bad))")
         }
         if initialization.isDataDriven && useDoRA {
-            throw LoRAError("\(source): init_lora_weights \(initialization.rawValue) with use_dora is not supported")
+            throw LoRAError("\(source): init_lora_weights \(initialization.name) with use_dora is not supported")
         }
         guard (0..<1).contains(loraDropout) else {
             throw LoRAError("\(source): lora_dropout must be at least 0 and below 1 (got \(loraDropout))")
@@ -163,7 +165,7 @@ extension LoRAConfig {
         switch initialization {
         case .kaiming: initValue = true
         case .none: initValue = false
-        case .gaussian, .pissa, .olora: initValue = initialization.rawValue
+        default: initValue = initialization.name
         }
         let null = NSNull()
         let dict: [String: Any] = [
