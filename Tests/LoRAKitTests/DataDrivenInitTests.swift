@@ -77,6 +77,11 @@ final class DataDrivenInitTests: XCTestCase {
             XCTAssertEqual(onOriginal.sites(of: LoRA.self).first?.adapter.rank, 8)
             XCTAssertLessThan(relativeError(try original.logits(c.batch).array, trained), 1e-5, "\(method) converted on the original base")
             XCTAssertLessThan(relativeError(reals(try original.logits(c.batch).array, c), reals(try reference.floats("converted_logits"), c)), 1e-4)
+            // And PEFT's own converted adapter loads here on the original base with its logits.
+            let fresh = try LlamaModel.load(folder: fixturesPath + "/llama_tied/model")
+            _ = try Adapter.load(from: Self.folder(method.name) + "/converted", into: fresh)
+            XCTAssertLessThan(relativeError(reals(try fresh.logits(c.batch).array, c), reals(try reference.floats("converted_logits"), c)), 1e-5,
+                              "\(method): PEFT's converted adapter")
         }
     }
 
