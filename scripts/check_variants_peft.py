@@ -1,6 +1,6 @@
-"""Adapters that `lora train --method M` writes load in PEFT and give the same loss there as `lora eval`.
+"""Adapters that `lora train --method M` (or `--init pissa|olora`) writes load in PEFT and give the same loss there as `lora eval`.
 
-For each of lora-plus, lora-fa, dora and vera: trains 20 steps with the CLI on the tiny_chat fixture and
+For each of lora-plus, lora-fa, dora, vera, pissa and olora: trains 20 steps with the CLI on the tiny_chat fixture and
 a generated chat data set (as scripts/cli_checks.sh makes it), then computes the validation loss of the
 adapted model twice: with `lora eval --mask-prompt --json` and with transformers + PEFT
 (PeftModel.from_pretrained on the adapter folder as written), under lora eval's rule for chat rows with
@@ -45,8 +45,10 @@ valid = [row(i) for i in (30, 31, 32, 33)]
 for k, line in enumerate(valid):
     (tmp / f"row{k}.jsonl").write_text(line + "\n")
 
-# method → extra train flags (DoRA and VeRA need --dropout 0, the default; VeRA's rank and rate as in cli_checks.sh)
-methods = {"lora-plus": [], "lora-fa": [], "dora": [], "vera": ["--rank", "16", "--learning-rate", "5e-2"]}
+# method → its train flags (VeRA's rank and rate as in cli_checks.sh; PiSSA/OLoRA adapters are saved converted)
+methods = {"lora-plus": ["--method", "lora-plus"], "lora-fa": ["--method", "lora-fa"], "dora": ["--method", "dora"],
+           "vera": ["--method", "vera", "--rank", "16", "--learning-rate", "5e-2"],
+           "pissa": ["--init", "pissa"], "olora": ["--init", "olora"]}
 
 tok = AutoTokenizer.from_pretrained(tiny)
 eos = tok.eos_token_id
@@ -95,7 +97,7 @@ failed = []
 for method, extra in methods.items():
     adapter = tmp / method
     args = [lora, "train", "--model", str(tiny), "--data", str(data), "--adapter-path", str(adapter), "--iters", "20",
-            "--batch-size", "4", "--learning-rate", "1e-2", "--mask-prompt", "--rank", "4", "--method", method,
+            "--batch-size", "4", "--learning-rate", "1e-2", "--mask-prompt", "--rank", "4",
             "--steps-per-report", "10"] + extra
     trained = subprocess.run(args, capture_output=True, text=True)
     if trained.returncode != 0:
