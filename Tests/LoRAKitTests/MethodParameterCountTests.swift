@@ -31,3 +31,18 @@ final class MethodParameterCountTests: XCTestCase {
         XCTAssertEqual(try count(LoRAConfig(r: 8, targetModules: .allLinear), .loraFA), 8 * 5184 * 30)
     }
 }
+
+extension MethodParameterCountTests {
+    /// The README's method lines, as written there (they must keep compiling).
+    func testReadmeMethodConfigsCompile() {
+        var settings = TrainingSettings()
+        let configs: [any AdapterConfiguration] = [
+            LoRAConfig(r: 8, loraAlpha: 16, targetModules: .allLinear, useDoRA: true),
+            VeRAConfig(r: 256, targetModules: .allLinear),
+            LoRAConfig(r: 8, loraAlpha: 16, targetModules: .allLinear, initialization: .pissa),
+        ]
+        settings.method = .loraPlus
+        XCTAssertEqual(configs.map(\.methodName), ["DoRA", "VeRA", "LoRA"])
+        XCTAssertEqual(settings.method, .loraPlus)
+    }
+}
