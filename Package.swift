@@ -47,7 +47,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LoRAKitTests",
-            dependencies: ["LoRAKit", "LoRAFormats", "LoRATokenizers", "LoRAFuzzHarnesses"],
+            dependencies: ["LoRAKit", "LoRAFormats", "LoRATokenizers", "LoRACommandLine", "LoRAFuzzHarnesses"],
             exclude: ["Fixtures"]
         ),
     ]

@@ -4,6 +4,7 @@ import XCTest
 @testable import LoRAKit
 @testable import LoRAFormats
 @testable import LoRATokenizers
+@testable import LoRACommandLine
 
 /// The fuzz harnesses (scripts/fuzz.sh) replayed in-process without sanitizers: the inputs the fuzzers
 /// found (Fixtures/fuzz/HARNESS/NAME) must now be refused with their LoRAError, and the seeds
@@ -35,7 +36,24 @@ final class FuzzRegressionTests: XCTestCase {
         "adapter-config": [
             "rank-pattern-zero.json": #"adapter_config.json: rank_pattern["v_proj"] must be positive and at most 8192 (got 0)"#,
         ],
+        // Yams's base-60 integer arithmetic trapped on overflow; the harness reads every setting with try?, so
+        // the file is accepted, and `testOverflowingYAMLIntegerIsNotAnInteger` checks the sentence.
+        "yaml-config": [
+            "sexagesimal-overflow.yaml": nil,
+        ],
     ]
+
+    func testOverflowingYAMLIntegerIsNotAnInteger() throws {
+        let file = try ConfigFile(path: fixturesPath + "/fuzz/yaml-config/sexagesimal-overflow.yaml", allowedKeys: trainSettingNames)
+        XCTAssertThrowsError(try file.int("iters")) {
+            XCTAssertTrue("\($0)".hasSuffix("sexagesimal-overflow.yaml: iters must be an integer"), "\($0)")
+        }
+        let plain = try temporaryDirectory() + "/plain.yaml"
+        try "iters: 1_000\nbatch_size: 0x10\n".write(toFile: plain, atomically: true, encoding: .utf8)
+        let ok = try ConfigFile(path: plain, allowedKeys: trainSettingNames)
+        XCTAssertEqual(try ok.int("iters"), 1000)
+        XCTAssertEqual(try ok.int("batch-size"), 16)
+    }
 
     /// Seeds that are real files a reader refuses, and why: the rest must be accepted.
     static let refusedSeeds: [String: String] = [
