@@ -137,17 +137,10 @@ public final class LoRA: LinearAdapter, @unchecked Sendable {
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>,
                         saved: UnsafeMutablePointer<Float>, training: Bool) {
         let u = saved
-        var input = x
-        var dropped: UnsafeMutablePointer<Float>? = nil
-        if training && dropout > 0 {
-            let mask = saved + rows * rank, n = rows * inFeatures, keep = 1 / (1 - dropout)
-            for i in 0..<n { mask[i] = random.uniform() < dropout ? 0 : keep }
-            let d = UnsafeMutablePointer<Float>.allocate(capacity: n)
-            for i in 0..<n { d[i] = x[i] * mask[i] }
-            dropped = d
-            input = UnsafePointer(d)
-        }
+        let dropped = training && dropout > 0
+            ? droppedInput(x, count: rows * inFeatures, rate: dropout, mask: saved + rows * rank, random: &random) : nil
         defer { dropped?.deallocate() }
+        let input = dropped.map { UnsafePointer($0) } ?? x
         Gemm.sgemm(transA: false, transB: true, m: rows, n: rank, k: inFeatures, alpha: 1,
                    a: input, lda: inFeatures, b: a.value.data, ldb: inFeatures, beta: 0, c: u, ldc: rank)
         Gemm.sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: rank, alpha: scaling,
