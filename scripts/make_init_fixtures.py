@@ -119,6 +119,10 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM
 from peft import LoraConfig, PeftModel, get_peft_model
 
+# make_fixtures.py only defines things at import time, so its key naming is imported, not copied.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_fixtures import lora_params, saved_key  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "Tests" / "LoRAKitTests" / "Fixtures"
 SRC = FIXTURES / "llama_tied"
@@ -141,19 +145,6 @@ def load_base() -> torch.nn.Module:
     return LlamaForCausalLM.from_pretrained(
         SRC / "model", dtype=torch.float32, attn_implementation="eager"
     )
-
-
-def saved_key(param_name: str) -> str:
-    return param_name.replace(f".{ADAPTER_NAME}.", ".")
-
-
-def lora_params(peft_model) -> dict[str, torch.nn.Parameter]:
-    out = {}
-    for name, p in peft_model.named_parameters():
-        if p.requires_grad:
-            assert "lora_" in name, name
-            out[saved_key(name)] = p
-    return out
 
 
 def lora_modules(peft_model) -> dict[str, torch.nn.Module]:
