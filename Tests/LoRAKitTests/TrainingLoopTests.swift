@@ -89,6 +89,10 @@ final class TrainingLoopTests: XCTestCase {
             ("lora-plus", Self.dropoutLoRA, .loraPlus), ("lora-fa", Self.dropoutLoRA, .loraFA),
             ("dora", LoRAConfig(r: 4, loraAlpha: 8, targetModules: .allLinear, useDoRA: true), .lora),
             ("vera", VeRAConfig(r: 8, targetModules: .allLinear), .lora),
+            // Stopped after the allocations of steps 2 and 3, before the final one at 5: the smoothed
+            // importances and the masks must come back from the checkpoint.
+            ("adalora", AdaLoRAConfig(initR: 6, targetR: 3, loraAlpha: 8, loraDropout: 0.2, targetModules: .allLinear,
+                                      tinit: 1, tfinal: 1, totalStep: 6), .lora),
         ]
         for (name, config, method) in cases {
             let whole = try makeLoop(iterations: 6, config: config, method: method)

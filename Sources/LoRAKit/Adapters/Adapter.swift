@@ -111,7 +111,7 @@ public final class Adapter: @unchecked Sendable {
         var writer = SafetensorsWriter()
         writer.metadata = ["format": "pt"]
         if let trainingStep { writer.metadata[StepCommit.trainingStepKey] = "\(trainingStep)" }
-        let converted = try convertedToOriginalBase()
+        let converted = try convertedToOriginalBase() ?? prunedAdaLoRA()
         for (name, value) in converted?.tensors ?? weights.map({ ($0.name, $0.value) }) {
             writer.add(name, shape: value.shape, floats: UnsafeBufferPointer(value.buffer))
         }

@@ -66,7 +66,7 @@ public struct SiteAdapters {
 
 /// The methods whose adapter files this engine reads and writes, by PEFT type.
 public enum AdapterMethods {
-    public static let formats: [any AdapterConfiguration.Type] = [LoRAConfig.self, VeRAConfig.self]
+    public static let formats: [any AdapterConfiguration.Type] = [LoRAConfig.self, VeRAConfig.self, AdaLoRAConfig.self]
 
     /// Reads `adapter_config.json` at `path` with the config type its `peft_type` names.
     public static func loadConfig(path: String) throws -> any AdapterConfiguration {
@@ -164,6 +164,11 @@ func layersToTransformValue(_ value: Any?, path: String) throws -> [Int]? {
     case nil, is NSNull: return nil
     case let n?: return [try integer(n)]
     }
+}
+
+/// adapter_config.json as PEFT writes it: keys sorted, indented by 2, slashes unescaped.
+func adapterConfigJSON(_ dict: [String: Any]) throws -> Data {
+    try JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
 }
 
 /// Whether the regular expression matches all of `text` (an invalid one matches nothing).

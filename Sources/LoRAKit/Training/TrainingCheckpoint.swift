@@ -20,6 +20,8 @@ struct TrainingCheckpoint {
         var trainedTokens: Int
         var seconds: Double
         var history: TrainingHistory
+        /// Each training hook's JSON state (`TrainingHook.checkpointState`), in order; nil for none.
+        var hookStates: [String?] = []
 
         init(step: Int, settings: TrainingSettings, adapterConfig: String, dataFingerprint: UInt64, data: BatchStream.Position,
              generators: [[SeededRandom]], trainedTokens: Int, seconds: Double, history: TrainingHistory) {
@@ -35,7 +37,7 @@ struct TrainingCheckpoint {
         }
 
         private enum CodingKeys: String, CodingKey {
-            case step, settings, adapterConfig, dataFingerprint, data, generators, trainedTokens, seconds, history
+            case step, settings, adapterConfig, dataFingerprint, data, generators, trainedTokens, seconds, history, hookStates
         }
         /// Checkpoints written before the adapter family kept one LoRA dropout generator per site.
         private enum LegacyKeys: String, CodingKey { case dropoutRandom }
@@ -55,6 +57,7 @@ struct TrainingCheckpoint {
             trainedTokens = try c.decode(Int.self, forKey: .trainedTokens)
             seconds = try c.decode(Double.self, forKey: .seconds)
             history = try c.decode(TrainingHistory.self, forKey: .history)
+            hookStates = try c.decodeIfPresent([String?].self, forKey: .hookStates) ?? []
         }
 
         /// Checks every number against the run it is to continue (same settings and data, which the
@@ -97,8 +100,10 @@ struct TrainingCheckpoint {
         }
     }
 
-    /// Writes every adapter tensor (trained or frozen) and the optimizer's moments of the trained ones.
-    static func save(_ state: State, weights: [Parameter], optimizer: any Optimizer, to folder: String) throws {
+    /// Writes every adapter tensor (trained or frozen), the optimizer's moments of the trained ones and
+    /// the hooks' tensors.
+    static func save(_ state: State, weights: [Parameter], optimizer: any Optimizer, hooks: [any TrainingHook] = [],
+                     to folder: String) throws {
         var writer = SafetensorsWriter()
         let json = try JSONEncoder().encode(state)
         writer.metadata = ["format": format, "state": String(decoding: json, as: UTF8.self)]
@@ -107,11 +112,15 @@ struct TrainingCheckpoint {
             writer.add("optimizer.m." + p.name, shape: p.value.shape, floats: UnsafeBufferPointer(optimizer.m[i].buffer))
             writer.add("optimizer.v." + p.name, shape: p.value.shape, floats: UnsafeBufferPointer(optimizer.v[i].buffer))
         }
+        for (name, value) in hooks.flatMap(\.checkpointTensors) {
+            writer.add(name, shape: value.shape, floats: UnsafeBufferPointer(value.buffer))
+        }
         try writer.write(to: folder + "/" + fileName)
     }
 
-    /// Reads the checkpoint in `folder` into the adapter's tensors and the optimizer's moments; returns its state.
-    static func load(from folder: String, weights: [Parameter], into optimizer: any Optimizer) throws -> State {
+    /// Reads the checkpoint in `folder` into the adapter's tensors, the optimizer's moments and the
+    /// hooks' tensors; returns its state.
+    static func load(from folder: String, weights: [Parameter], into optimizer: any Optimizer, hooks: [any TrainingHook] = []) throws -> State {
         let path = folder + "/" + fileName
         guard FileManager.default.fileExists(atPath: path) else { throw LoRAError("\(folder) has no \(fileName) to resume from") }
         let file = try SafetensorsFile(path: path)
@@ -120,6 +129,7 @@ struct TrainingCheckpoint {
         for (i, p) in optimizer.parameters.enumerated() {
             tensors += [("optimizer.m." + p.name, optimizer.m[i]), ("optimizer.v." + p.name, optimizer.v[i])]
         }
+        tensors += hooks.flatMap(\.checkpointTensors)
         for (name, tensor) in tensors {
             guard let info = file.tensors[name], info.shape == tensor.shape else {
                 throw LoRAError("\(path) does not fit this adapter (tensor \(name) is missing or has another shape)")

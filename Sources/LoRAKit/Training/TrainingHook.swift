@@ -9,9 +9,18 @@ public protocol TrainingHook: AnyObject {
     func addLossTerm(step: Int) -> Double
     /// Called after the optimizer's update of `step` (counted from 1).
     func afterUpdate(step: Int)
+    /// What the hook carries from step to step, which checkpoints keep so that a resumed run goes on
+    /// bit for bit: tensors under unique names, and the rest as JSON.
+    var checkpointTensors: [(name: String, value: Tensor)] { get }
+    func checkpointState() throws -> Data?
+    /// Restores what `checkpointState` returned (the tensors are read back by the checkpoint).
+    func restore(checkpointState: Data?) throws
 }
 
 extension TrainingHook {
     public func addLossTerm(step: Int) -> Double { 0 }
     public func afterUpdate(step: Int) {}
+    public var checkpointTensors: [(name: String, value: Tensor)] { [] }
+    public func checkpointState() throws -> Data? { nil }
+    public func restore(checkpointState: Data?) throws {}
 }

@@ -73,7 +73,17 @@ public final class TrainingLoop: @unchecked Sendable {
         let optimizer = try settings.method.makeOptimizer(adapter: adapter, settings: settings)
         trainer = Trainer(model: model, optimizer: optimizer, schedule: settings.schedule, warmupSteps: settings.warmup,
                           totalSteps: settings.iterations, maxGradNorm: settings.maxGradNorm)
+        trainer.hooks = try Self.hooks(adapter: adapter, settings: settings)
         dataFingerprint = TrainingCheckpoint.fingerprint(trainingSet)
+    }
+
+    /// The adapter method's own work in each step: AdaLoRA's regularisation and rank allocation.
+    static func hooks(adapter: Adapter, settings: TrainingSettings) throws -> [any TrainingHook] {
+        guard let config = adapter.config as? AdaLoRAConfig else { return [] }
+        if let total = config.totalStep, total != settings.iterations {
+            throw LoRAError("the AdaLoRA config's total_step is \(total) but the run has \(settings.iterations) steps")
+        }
+        return [try AdaLoRAAllocator(adapter: adapter, config: config, totalStep: settings.iterations)]
     }
 
     /// Optimizer steps for `epochs` passes over `examples` examples.
@@ -94,7 +104,7 @@ public final class TrainingLoop: @unchecked Sendable {
 
     private func restore(from folder: String) throws {
         try StepCommit.recover(folder, holding: folderLock)
-        let state = try TrainingCheckpoint.load(from: folder, weights: adapter.weights, into: trainer.optimizer)
+        let state = try TrainingCheckpoint.load(from: folder, weights: adapter.weights, into: trainer.optimizer, hooks: trainer.hooks)
         if let mismatch = state.settings.resumeMismatch(settings) {
             throw LoRAError("the checkpoint in \(folder) was made with other settings (\(mismatch)); resume with the same ones")
         }
@@ -111,6 +121,10 @@ public final class TrainingLoop: @unchecked Sendable {
         guard state.step < settings.iterations else {
             throw LoRAError("the checkpoint in \(folder) is at step \(state.step), the end of a \(settings.iterations)-step run")
         }
+        guard state.hookStates.count == trainer.hooks.count else {
+            throw LoRAError("the checkpoint in \(folder) was made by another training method")
+        }
+        for (hook, json) in zip(trainer.hooks, state.hookStates) { try hook.restore(checkpointState: json.map { Data($0.utf8) }) }
         adapter.generators = state.generators
         stream = BatchStream(set: stream.set, batchSize: stream.batchSize, padId: stream.padId, position: state.data)
         trainer.restore(step: state.step)
@@ -197,12 +211,13 @@ public final class TrainingLoop: @unchecked Sendable {
         if let bad = firstNonFinite(trainer.optimizer.parameters) {
             throw LoRAError("not saving step \(trainer.step) to \(folder): \(bad.name) is not finite at index \(bad.index)")
         }
-        let state = TrainingCheckpoint.State(step: trainer.step, settings: settings, adapterConfig: try adapterConfigJSON(),
+        var state = TrainingCheckpoint.State(step: trainer.step, settings: settings, adapterConfig: try adapterConfigJSON(),
                                              dataFingerprint: dataFingerprint, data: stream.position,
                                              generators: adapter.generators, trainedTokens: trainedTokens,
                                              seconds: seconds, history: history)
+        state.hookStates = try trainer.hooks.map { try $0.checkpointState().map { String(decoding: $0, as: UTF8.self) } }
         try StepCommit.save(to: folder) { staging in
-            try TrainingCheckpoint.save(state, weights: adapter.weights, optimizer: trainer.optimizer, to: staging)
+            try TrainingCheckpoint.save(state, weights: adapter.weights, optimizer: trainer.optimizer, hooks: trainer.hooks, to: staging)
             try adapter.save(to: staging, trainingStep: trainer.step)
             let svgPath = staging + "/loss.svg"
             do { try history.svg(title: "LoRA fine-tuning loss").write(toFile: svgPath, atomically: false, encoding: .utf8) } catch {

@@ -5,7 +5,7 @@ extension Adapter {
     /// rank-2r LoRA that applies to the untouched base. The trained model is W_res + s·B·A with
     /// W_res = W − s·B₀·A₀, so ΔW = s·(B·A − B₀·A₀) = s'·[B, −B₀]·[A; A₀] with s' = s (r and alpha
     /// doubled; alpha·√2 under rsLoRA). Nil for adapters that need no conversion.
-    func convertedToOriginalBase() throws -> (config: LoRAConfig, tensors: [(name: String, value: Tensor)])? {
+    func convertedToOriginalBase() throws -> (config: any AdapterConfiguration, tensors: [(name: String, value: Tensor)])? {
         guard var config = config as? LoRAConfig, config.initialization.isDataDriven else { return nil }
         if config.useRSLoRA && !(config.rankPattern.isEmpty && config.alphaPattern.isEmpty) {
             throw LoRAError("an rsLoRA adapter with rank or alpha patterns cannot be converted to the original base (PEFT refuses it too)")

@@ -45,7 +45,7 @@ public enum LoRAInit: Sendable, Equatable {
 }
 
 /// Low-rank adaptation of one linear layer: y += s · B·A·dropout(x), A [r × in], B [out × r].
-public final class LoRA: LinearAdapter, @unchecked Sendable {
+public final class LoRA: AdditiveAdapter, @unchecked Sendable {
     public let rank: Int
     public let inFeatures: Int
     public let outFeatures: Int
@@ -160,31 +160,7 @@ public final class LoRA: LinearAdapter, @unchecked Sendable {
         defer { du.deallocate() }
         Gemm.sgemm(transA: false, transB: false, m: rows, n: rank, k: outFeatures, alpha: scaling,
                    a: dy, lda: outFeatures, b: b.value.data, ldb: rank, beta: 0, c: du, ldc: rank)
-        if hasMask {
-            let mask = saved + rows * rank, n = rows * inFeatures
-            let xd = UnsafeMutablePointer<Float>.allocate(capacity: n)
-            defer { xd.deallocate() }
-            if trainsA {
-                for i in 0..<n { xd[i] = x[i] * mask[i] }
-                Gemm.sgemm(transA: true, transB: false, m: rank, n: inFeatures, k: rows, alpha: 1,
-                           a: du, lda: rank, b: xd, ldb: inFeatures, beta: 1, c: a.grad.data, ldc: inFeatures)
-            }
-            if let dx {
-                // The dropout's backward: dx += mask ∘ (du·A), reusing xd as the scratch.
-                Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: rank, alpha: 1,
-                           a: du, lda: rank, b: a.value.data, ldb: inFeatures, beta: 0, c: xd, ldc: inFeatures)
-                for i in 0..<n { dx[i] += xd[i] * mask[i] }
-            }
-        } else {
-            if trainsA {
-                Gemm.sgemm(transA: true, transB: false, m: rank, n: inFeatures, k: rows, alpha: 1,
-                           a: du, lda: rank, b: x, ldb: inFeatures, beta: 1, c: a.grad.data, ldc: inFeatures)
-            }
-            if let dx {
-                Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: rank, alpha: 1,
-                           a: du, lda: rank, b: a.value.data, ldb: inFeatures, beta: 1, c: dx, ldc: inFeatures)
-            }
-        }
+        lowRankInputBackward(du: du, x: x, rows: rows, a: a, trainsA: trainsA, mask: hasMask ? UnsafePointer(saved + rows * rank) : nil, dx: dx)
     }
 
     /// ΔW = s · B·A, [out × in].
@@ -193,17 +169,6 @@ public final class LoRA: LinearAdapter, @unchecked Sendable {
         Gemm.sgemm(transA: false, transB: false, m: outFeatures, n: inFeatures, k: rank, alpha: scaling,
                    a: b.value.data, lda: rank, b: a.value.data, ldb: inFeatures, beta: 0, c: d.data, ldc: inFeatures)
         return d
-    }
-
-    /// W + s·B·A.
-    public func mergedWeight(_ weight: Tensor) -> Tensor { adding(deltaWeight(), sign: 1, to: weight) }
-    /// W' − s·B·A.
-    public func unmergedWeight(_ merged: Tensor) -> Tensor { adding(deltaWeight(), sign: -1, to: merged) }
-
-    private func adding(_ delta: Tensor, sign: Float, to weight: Tensor) -> Tensor {
-        let w = weight.data, d = delta.data
-        for i in 0..<delta.count { d[i] = w[i] + sign * d[i] }
-        return delta
     }
 
     public var generators: [SeededRandom] {

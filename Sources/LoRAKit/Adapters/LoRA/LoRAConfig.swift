@@ -160,7 +160,10 @@ extension LoRAConfig {
     }
 
     /// The JSON PEFT 0.21 writes for this config: every key of `LoraConfig`, sorted, indented by 2.
-    public func json() throws -> Data {
+    public func json() throws -> Data { try adapterConfigJSON(jsonDictionary) }
+
+    /// Every key of PEFT's `LoraConfig` with this config's values (AdaLoRA's config extends it).
+    var jsonDictionary: [String: Any] {
         let initValue: Any
         switch initialization {
         case .kaiming: initValue = true
@@ -183,6 +186,6 @@ extension LoRAConfig {
             "trainable_token_indices": null, "use_bdlora": null, "use_dora": useDoRA, "use_qalora": false,
             "use_rslora": useRSLoRA, "velora_config": null,
         ]
-        return try JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        return dict
     }
 }

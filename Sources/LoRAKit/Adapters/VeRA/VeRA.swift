@@ -4,7 +4,7 @@ import Foundation
 /// where A_l = vera_A[:, :in] and B_l = vera_B[:out, :] are slices of one frozen random pair that
 /// every adapted layer shares, and only the vectors λ_d [r] and λ_b [out] train (no alpha/r scaling).
 /// Dropout, when set, applies to the adapter's input only, as in PEFT.
-public final class VeRA: LinearAdapter, @unchecked Sendable {
+public final class VeRA: AdditiveAdapter, @unchecked Sendable {
     /// The shared projections: vera_A [r × maxIn], vera_B [maxOut × r].
     public let projectionA: Parameter
     public let projectionB: Parameter
@@ -119,15 +119,6 @@ public final class VeRA: LinearAdapter, @unchecked Sendable {
         let delta = Tensor(shape: [outFeatures, inFeatures])
         Gemm.sgemm(transA: false, transB: false, m: outFeatures, n: inFeatures, k: r, alpha: 1, a: scaledB.data, lda: r,
                    b: projectionA.value.data, ldb: maxIn, beta: 0, c: delta.data, ldc: inFeatures)
-        return delta
-    }
-
-    public func mergedWeight(_ weight: Tensor) -> Tensor { adding(sign: 1, to: weight) }
-    public func unmergedWeight(_ merged: Tensor) -> Tensor { adding(sign: -1, to: merged) }
-
-    private func adding(sign: Float, to weight: Tensor) -> Tensor {
-        let delta = deltaWeight(), w = weight.data, dd = delta.data
-        for i in 0..<delta.count { dd[i] = w[i] + sign * dd[i] }
         return delta
     }
 }

@@ -107,6 +107,6 @@ extension VeRAConfig {
             "revision": null, "save_projection": true, "target_modules": targetModules.jsonValue, "task_type": "CAUSAL_LM",
             "vera_dropout": Double(veraDropout),
         ]
-        return try JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        return try adapterConfigJSON(dict)
     }
 }
