@@ -32,7 +32,12 @@ struct InspectCommand: ParsableCommand {
                 try StepCommit.recover(target)  // a training run killed while saving into this folder
                 if fm.fileExists(atPath: target + "/adapter_config.json") {
                     let steps = try StepCommit.steps(in: target)
-                    if try AdapterMethods.peftType(folder: target) == VeRAConfig.peftType {
+                    let peftType = try AdapterMethods.peftType(folder: target)
+                    if peftType == AdaLoRAConfig.peftType {
+                        let summary = try AdaLoRASummary.load(folder: target)
+                        try AdapterValues.requireFinite(folder: target)
+                        print(Self.describe(summary, trainingSteps: steps), terminator: "")
+                    } else if peftType == VeRAConfig.peftType {
                         let summary = try VeRASummary.load(folder: target)
                         try AdapterValues.requireFinite(folder: target)
                         print(Self.describe(summary, trainingSteps: steps), terminator: "")
@@ -174,6 +179,37 @@ struct InspectCommand: ParsableCommand {
         table.append(["total", "", "", grouped(a.parameterCount), "", ""])
         out += alignedTable(header: ["site", "λ_d", "λ_b", "params", "‖λ_d‖", "‖λ_b‖"], rows: table,
                             rightAligned: [false, true, true, true, true, true], ruleBeforeLast: true)
+        return out
+    }
+
+    static func describe(_ a: AdaLoRASummary, trainingSteps: (adapter: Int?, checkpoint: Int?) = (nil, nil)) -> String {
+        let c = a.config
+        let ranks = a.sites.map(\.rank), mean = Double(ranks.reduce(0, +)) / Double(max(1, ranks.count))
+        var rows: [(String, String)] = [
+            ("method", "ADALORA (SVD form P·Λ·Q; rank moved between layers by importance)"),
+            ("ranks", "init_r \(c.initR) → target_r \(c.targetR); final \(ranks.reduce(0, +)) in all, \(String(format: "%.2f", mean)) on average"
+                + (c.rankPattern == nil ? " (no allocation yet: every site holds init_r)" : "")),
+            ("schedule", "tinit \(c.tinit), tfinal \(c.tfinal), deltaT \(c.deltaT), total_step \(c.totalStep.map(String.init) ?? "not set")"),
+            ("alpha", "\(number(Double(c.loraAlpha))) (s = \(String(format: "%.6g", Double(c.loraAlpha) / (Double(c.initR) + 1e-5))))"),
+            ("dropout", number(Double(c.loraDropout))),
+            ("target modules", "\(c.targetModules)"),
+        ]
+        if let layers = c.layersToTransform { rows.append(("layers", layers.map(String.init).joined(separator: ", "))) }
+        rows.append(("base model", c.baseModelNameOrPath ?? "(not recorded)"))
+        rows.append(("adapted sites", "\(a.sites.count)"))
+        rows.append(("trainable params", count(a.parameterCount)))
+        rows.append(("on disk", "\(bytes(a.diskBytes)) (\(grouped(a.diskBytes)) bytes)"))
+        if trainingSteps.adapter != nil || trainingSteps.checkpoint != nil {
+            let checkpoint = trainingSteps.checkpoint.map { "step \($0)" } ?? "none"
+            rows.append(("training step", "\(trainingSteps.adapter.map(String.init) ?? "not recorded") (checkpoint: \(checkpoint))"))
+        }
+        var out = "\(a.folder): PEFT AdaLoRA adapter\n" + keyValues(rows) + "\n"
+        var table = a.sites.map { site in
+            [site.path, "\(site.rank)", "\(site.outFeatures)×\(site.inFeatures)", grouped(site.parameterCount), String(format: "%.6g", site.normE)]
+        }
+        table.append(["total", "\(ranks.reduce(0, +))", "", grouped(a.parameterCount), ""])
+        out += alignedTable(header: ["site", "rank", "W", "params", "‖Λ‖"], rows: table,
+                            rightAligned: [false, true, true, true, true], ruleBeforeLast: true)
         return out
     }
 

@@ -9,4 +9,11 @@ public final class Parameter: @unchecked Sendable {
         self.value = value
         self.grad = Tensor(shape: value.shape)
     }
+
+    /// Another name for `other`'s value and gradient (one tensor that several layers read and train).
+    public init(name: String, sharing other: Parameter) {
+        self.name = name
+        self.value = other.value
+        self.grad = other.grad
+    }
 }

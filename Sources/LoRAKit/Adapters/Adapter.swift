@@ -31,7 +31,10 @@ public final class Adapter: @unchecked Sendable {
     public static let maximumParameterCount = 1 << 32
 
     /// Puts freshly initialized adapters on every site the config targets (replacing any adapter there).
-    public static func attach(to model: LlamaModel, config: any AdapterConfiguration, seed: UInt64 = 0) throws -> Adapter {
+    /// `sharing` lists groups of site paths whose LoRA adapters read one pair of matrices (LoRA-Drop);
+    /// each group's first site owns it.
+    public static func attach(to model: LlamaModel, config: any AdapterConfiguration, seed: UInt64 = 0,
+                              sharing: [[String]] = []) throws -> Adapter {
         try config.validate(source: "the adapter config")
         var random = SeededRandom(seed: seed)
         let sites = model.sites.filter { config.targets(path: $0.path) }
@@ -50,6 +53,18 @@ public final class Adapter: @unchecked Sendable {
             throw LoRAError("\(merged.path) has a merged adapter; unmerge it before attaching another")
         }
         let made = try config.makeAdapters(sites: sites, keyPrefix: keyPrefix, random: &random)
+        for group in sharing where group.count > 1 {
+            let loras = group.map { path in zip(sites, made.adapters).first { $0.0.path == path }?.1 as? LoRA }
+            guard let owner = loras.first ?? nil, loras.allSatisfy({ $0 != nil }) else {
+                throw LoRAError("the shared group \(group.joined(separator: ", ")) names a layer that has no LoRA adapter")
+            }
+            for lora in loras.dropFirst() {
+                guard lora!.inFeatures == owner.inFeatures && lora!.outFeatures == owner.outFeatures && lora!.rank == owner.rank else {
+                    throw LoRAError("the shared group \(group.joined(separator: ", ")) mixes layers of other shapes")
+                }
+                lora!.share(owner)
+            }
+        }
         var modules: [Module] = []
         for (site, adapter) in zip(sites, made.adapters) {
             if site.linear === model.head && model.headIsTied { site.linear.untie() }
@@ -59,10 +74,15 @@ public final class Adapter: @unchecked Sendable {
         return Adapter(config: config, model: model, modules: modules, shared: made.shared)
     }
 
-    /// Every trainable parameter, in site order (each site's in its adapter's order).
-    public var parameters: [Parameter] { modules.flatMap { $0.adapter.parameters } }
+    /// Every trainable parameter, in site order (each site's in its adapter's order); a tensor several
+    /// sites share (LoRA-Drop) once, under its first site's name.
+    public var parameters: [Parameter] {
+        var seen = Set<ObjectIdentifier>()
+        return modules.flatMap { $0.adapter.parameters }.filter { seen.insert(ObjectIdentifier($0.value)).inserted }
+    }
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
-    /// Every tensor of the adapter file, trained or frozen: the shared ones, then each site's in order.
+    /// Every tensor of the adapter file, trained or frozen: the shared ones, then each site's in order
+    /// (a pair LoRA-Drop shares, under each sharing site's names).
     public var weights: [Parameter] { shared + modules.flatMap { $0.adapter.weights } }
     public var weightCount: Int { weights.reduce(0) { $0 + $1.value.count } }
 

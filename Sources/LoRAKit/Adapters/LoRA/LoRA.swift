@@ -51,8 +51,8 @@ public final class LoRA: AdditiveAdapter, @unchecked Sendable {
     public let outFeatures: Int
     public let scaling: Float
     public var dropout: Float
-    public let a: Parameter
-    public let b: Parameter
+    public private(set) var a: Parameter
+    public private(set) var b: Parameter
     /// Draws the dropout masks; seeded so that training is repeatable.
     public var random: SeededRandom
 
@@ -119,6 +119,14 @@ public final class LoRA: AdditiveAdapter, @unchecked Sendable {
         }
         initial = (a.value.copy(), b.value.copy())
         return unmergedWeight(weight)
+    }
+
+    /// Makes this layer read and train `other`'s A and B, under its own names (LoRA-Drop's shared pair).
+    func share(_ other: LoRA) {
+        precondition(other.a.value.shape == a.value.shape && other.b.value.shape == b.value.shape && other.scaling == scaling,
+                     "sharing a LoRA pair between layers of other shapes")
+        a = Parameter(name: a.name, sharing: other.a)
+        b = Parameter(name: b.name, sharing: other.b)
     }
 
     /// False when A stays as initialized (LoRA-FA): only B trains, and the backward skips A's gradient.

@@ -12,17 +12,20 @@ public enum TrainingMethod: String, Codable, Sendable, CaseIterable {
     case loraFA = "lora-fa"
 
     /// Which adapter a `--method` name trains.
-    public enum AdapterKind: Sendable { case lora, dora, vera }
+    public enum AdapterKind: Sendable { case lora, dora, vera, adalora, loraDrop }
 
     /// What `--method NAME` selects: a training method, or an adapter method trained plainly
-    /// (dora: a LoRA adapter with use_dora; vera).
+    /// (dora: a LoRA adapter with use_dora; vera; adalora, whose allocator the loop adds; lora-drop,
+    /// a LoRA adapter whose layers a probe run selects).
     public static func named(_ name: String) throws -> (method: TrainingMethod, adapter: AdapterKind) {
         switch name {
         case "dora": return (.lora, .dora)
         case "vera": return (.lora, .vera)
+        case "adalora": return (.lora, .adalora)
+        case "lora-drop": return (.lora, .loraDrop)
         default:
             guard let method = TrainingMethod(rawValue: name) else {
-                throw LoRAError("--method must be \(allCases.map(\.rawValue).joined(separator: ", ")), dora or vera (got \(name))")
+                throw LoRAError("--method must be \(allCases.map(\.rawValue).joined(separator: ", ")), dora, vera, adalora or lora-drop (got \(name))")
             }
             return (method, .lora)
         }
