@@ -39,10 +39,19 @@ struct TrainCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Recompute each block's activations in the backward pass: less memory, about a third more time.")
     var gradCheckpoint: Bool?
     @Option(parsing: .unconditional, help: "Adapt only the last N blocks, 0: all (default: 0).") var numLayers: Int?
-    @Option(help: "lora, lora-plus (B learns --lora-plus-ratio times faster), lora-fa (A frozen, B projected), dora (a trained magnitude per output) or vera (shared frozen projections, two trained vectors per layer) (default: lora).")
+    @Option(help: "lora, lora-plus (B learns --lora-plus-ratio times faster), lora-fa (A frozen, B projected), dora (a trained magnitude per output), vera (shared frozen projections, two trained vectors per layer), adalora (rank moved between layers by importance) or lora-drop (a probe run picks the layers that keep their own pair) (default: lora).")
     var method: String?
     @Option(parsing: .unconditional, help: "VeRA: seeds the shared random projections (default: 0).") var projectionPrngKey: Int?
     @Flag(inversion: .prefixedNo, help: "DoRA on top of the method (PEFT's use_dora); --method dora is lora with it.") var useDora: Bool?
+    @Option(parsing: .unconditional, help: "AdaLoRA: triplets per layer at the start (default: 1.5 × --target-r, rounded up).") var initR: Int?
+    @Option(parsing: .unconditional, help: "AdaLoRA: the average rank the budget ends at (default: --rank, else 8).") var targetR: Int?
+    @Option(parsing: .unconditional, help: "AdaLoRA: warm-up steps before any pruning (default: 0).") var tinit: Int?
+    @Option(parsing: .unconditional, help: "AdaLoRA: final steps with the ranks fixed (default: 0).") var tfinal: Int?
+    @Option(parsing: .unconditional, help: "AdaLoRA: steps between re-allocations (default: 1).") var deltaT: Int?
+    @Option(parsing: .unconditional, help: "LoRA-Drop: steps of the probe run (default: 20).") var dropProbeSteps: Int?
+    @Option(parsing: .unconditional, help: "LoRA-Drop: the share of the training examples the probe uses (default: 0.2).") var dropSampleRatio: Double?
+    @Option(parsing: .unconditional, help: "LoRA-Drop: keep the most important layers until they hold this share of the importance (default: 0.9).") var dropThreshold: Double?
+    @Option(help: "Write the run's summary (settings, parameters, speed, memory, losses) to this JSON file.") var summaryFile: String?
     @Option(parsing: .unconditional, help: "LoRA+'s ratio of B's learning rate to A's (default: 16).") var loraPlusRatio: Float?
     @Option(parsing: .unconditional, help: "LoRA rank r (default: 8; VeRA's: 256).") var rank: Int?
     @Option(parsing: .unconditional, help: "LoRA alpha (default: 16).") var alpha: Float?
@@ -112,7 +121,42 @@ struct TrainCommand: ParsableCommand {
         let dropoutValue = try real(dropout, "dropout", 0)
         guard (0..<1).contains(dropoutValue) else { throw LoRAError("--dropout must be in [0, 1) (got \(dropoutValue))") }
         var adapterConfig: any AdapterConfiguration
-        if adapterKind == .vera {
+        var adaLoRA: AdaLoRAConfig? = nil
+        for (flag, given, kind) in [("init-r", try initR ?? file.int("init-r") != nil, TrainingMethod.AdapterKind.adalora),
+                                    ("target-r", try targetR ?? file.int("target-r") != nil, .adalora),
+                                    ("tinit", try tinit ?? file.int("tinit") != nil, .adalora),
+                                    ("tfinal", try tfinal ?? file.int("tfinal") != nil, .adalora),
+                                    ("delta-t", try deltaT ?? file.int("delta-t") != nil, .adalora),
+                                    ("drop-probe-steps", try dropProbeSteps ?? file.int("drop-probe-steps") != nil, .loraDrop),
+                                    ("drop-sample-ratio", try dropSampleRatio.map(Float.init) ?? file.float("drop-sample-ratio") != nil, .loraDrop),
+                                    ("drop-threshold", try dropThreshold.map(Float.init) ?? file.float("drop-threshold") != nil, .loraDrop)]
+        where given && adapterKind != kind {
+            throw LoRAError("--\(flag) applies to --method \(kind == .adalora ? "adalora" : "lora-drop") only")
+        }
+        var drop = LoRADrop.Settings()
+        if adapterKind == .loraDrop {
+            drop.probeSteps = try integer(dropProbeSteps, "drop-probe-steps", drop.probeSteps)
+            // Through the Float settings reader and back by its shortest text, so 0.9 stays 0.9.
+            func fraction(_ flag: Double?, _ key: String, _ fallback: Double) throws -> Double {
+                Double("\(try real(flag.map(Float.init), key, Float(fallback), positive: true))")!
+            }
+            drop.sampleRatio = try fraction(dropSampleRatio, "drop-sample-ratio", drop.sampleRatio)
+            drop.threshold = try fraction(dropThreshold, "drop-threshold", drop.threshold)
+            try drop.validate()
+        }
+        if adapterKind == .adalora {
+            if try initialization ?? file.string("init") != nil { throw LoRAError("--init does not apply to --method adalora (P and Q start normal, Λ at zero, as in PEFT)") }
+            if useDoRA { throw LoRAError("--use-dora does not apply to --method adalora") }
+            let target = try integer(targetR ?? rank, "target-r", 8, maximum: LoRAConfig.maximumRank)
+            var config = AdaLoRAConfig(initR: try integer(initR, "init-r", (3 * target + 1) / 2, maximum: LoRAConfig.maximumRank),
+                                       targetR: target, loraAlpha: try real(alpha, "alpha", 16, positive: true), loraDropout: dropoutValue,
+                                       targetModules: targetModules, tinit: try integer(tinit, "tinit", 0, minimum: 0),
+                                       tfinal: try integer(tfinal, "tfinal", 0, minimum: 0), deltaT: try integer(deltaT, "delta-t", 1))
+            config.totalStep = nil  // set from the run's length below
+            try config.validate(source: "the AdaLoRA options")
+            adaLoRA = config
+            adapterConfig = config
+        } else if adapterKind == .vera {
             // VeRA has no scaling and no LoRA initialization: a flag for them would silently do nothing.
             for (flag, given) in [("alpha", try alpha ?? file.float("alpha") != nil), ("use-rslora", try useRslora ?? file.bool("use-rslora") != nil),
                                   ("init", try initialization ?? file.string("init") != nil)] where given {
@@ -132,6 +176,9 @@ struct TrainCommand: ParsableCommand {
             let initName = try initialization ?? file.string("init") ?? "kaiming"
             guard let initialization = initName == "kaiming" ? .kaiming : initName == "none" ? LoRAInit.none : LoRAInit(name: initName) else {
                 throw LoRAError("--init must be kaiming, gaussian, none, pissa, pissa_niter_K (K in 1...100) or olora (got \(initName))")
+            }
+            if adapterKind == .loraDrop && (initialization.isDataDriven || useDoRA) {
+                throw LoRAError("--method lora-drop trains plain LoRA pairs: --init \(initialization.name) and --use-dora do not apply")
             }
             lora.initialization = initialization
             adapterConfig = lora
@@ -180,8 +227,32 @@ struct TrainCommand: ParsableCommand {
             adapterConfig.layersToTransform = Array(max(0, n - numLayers)..<n)
         }
         adapterConfig.baseModelNameOrPath = model
-        let adapter = try Adapter.attach(to: base, config: adapterConfig, seed: settings.seed)
+        if var config = adaLoRA {
+            config.totalStep = settings.iterations
+            config.layersToTransform = adapterConfig.layersToTransform
+            try config.validate(source: "the AdaLoRA options (with \(settings.iterations) steps)")
+            adapterConfig = config
+        }
         let pad = Int32(tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
+        // Held until the process ends; taken once the run is known to start, so that a refused one leaves
+        // no folder behind (LoRA-Drop's probe takes it first: it writes its selection there).
+        var folderLock: AdapterFolderLock? = nil
+        var sharing: [[String]] = []
+        if adapterKind == .loraDrop, let lora = adapterConfig as? LoRAConfig {
+            folderLock = try AdapterFolderLock(folder: adapterPath)
+            let selection: LoRADrop.Selection
+            if resume, FileManager.default.fileExists(atPath: adapterPath + "/" + LoRADrop.Selection.fileName) {
+                selection = try LoRADrop.Selection.read(folder: adapterPath)
+                display.printAbove("LoRA-Drop: the selection in \(adapterPath)/\(LoRADrop.Selection.fileName)")
+            } else {
+                display.printAbove("LoRA-Drop probe: \(drop.probeSteps) steps on \(Int((drop.sampleRatio * 100).rounded()))% of the training examples")
+                selection = try LoRADrop.probe(model: base, config: lora, trainingSet: trainSet, training: settings, settings: drop, padId: pad)
+                try selection.write(to: adapterPath)
+            }
+            display.printAbove(Self.describe(selection))
+            sharing = selection.sharedGroups
+        }
+        let adapter = try Adapter.attach(to: base, config: adapterConfig, seed: settings.seed, sharing: sharing)
         let loop = try TrainingLoop(model: base, adapter: adapter, trainingSet: trainSet, validationSet: validSet,
                                     settings: settings, padId: pad)
         // LoRA-FA freezes A when the loop makes its optimizer, so the count comes after.
@@ -202,9 +273,7 @@ struct TrainCommand: ParsableCommand {
                              gradientCheckpointing: base.gradientCheckpointing)
         }
         display.printAbove("estimated peak memory: \(memory.summary)")
-        // Held until the process ends; taken once the run is known to start, so that a refused one leaves no folder behind.
-        let folderLock = try AdapterFolderLock(folder: adapterPath)
-        loop.folderLock = folderLock
+        loop.folderLock = try folderLock ?? AdapterFolderLock(folder: adapterPath)
         if resume {
             try loop.resume(from: adapterPath)
             display.printAbove("resuming at step \(loop.step) of \(settings.iterations)")
@@ -229,6 +298,40 @@ struct TrainCommand: ParsableCommand {
             print(String(format: "validation loss %.4f at step %d → %.4f at step %d (best %.4f at step %d)",
                          first.loss, first.step, last.loss, last.step, best.loss, best.step))
         }
+        if adapterKind == .adalora {
+            let ranks = adapter.sites(of: AdaLoRA.self).map { $0.adapter.keptTriplets?.filter { $0 }.count ?? $0.adapter.rank }
+            print("AdaLoRA ranks: \(ranks.reduce(0, +)) in all over \(ranks.count) layers (\(ranks.min() ?? 0) to \(ranks.max() ?? 0)); lora inspect \(adapterPath) lists them")
+        }
         print("adapter saved to \(adapterPath); loss curve \(adapterPath)/loss.svg")
+        if let summaryFile {
+            let history = summary.history
+            let size = ["adapter_config.json", "adapter_model.safetensors"].reduce(0) { total, name in
+                total + (((try? FileManager.default.attributesOfItem(atPath: adapterPath + "/" + name))?[.size] as? NSNumber)?.intValue ?? 0)
+            }
+            let json: [String: Any] = [
+                "method": methodName, "trainable_parameters": adapter.parameterCount, "steps": summary.steps,
+                "trained_tokens": summary.trainedTokens, "seconds": summary.seconds,
+                "tokens_per_second": Double(summary.trainedTokens) / summary.seconds, "peak_memory_mb": peakResidentMB(),
+                "final_train_loss": history.train.last?.loss ?? NSNull(), "adapter_bytes": size,
+                "train_loss": history.train.map { [$0.step, $0.loss] }, "validation_loss": history.validation.map { [$0.step, $0.loss] },
+                "best_validation_loss": history.bestValidation?.loss ?? NSNull(), "final_validation_loss": history.validation.last?.loss ?? NSNull(),
+            ]
+            let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
+            try LoRAError.writing(summaryFile) { try data.write(to: URL(fileURLWithPath: summaryFile), options: .atomic) }
+        }
+    }
+
+    /// LoRA-Drop's selection as a table: site, importance, kept or the site whose pair it shares.
+    static func describe(_ selection: LoRADrop.Selection) -> String {
+        let kept = selection.sites.filter(\.kept)
+        let width = selection.sites.map(\.site.count).max() ?? 4
+        var out = "LoRA-Drop selection (threshold \(selection.threshold), \(selection.probeSteps) probe steps on \(selection.sampleExamples) examples): "
+            + "\(kept.count) of \(selection.sites.count) layers keep their own pair, \(selection.sharedGroups.count) shared pairs for the rest\n"
+        out += "  " + "site".padding(toLength: width, withPad: " ", startingAt: 0) + "  importance  pair\n"
+        for s in selection.sites {
+            let pair = s.kept ? "kept" : "shared" + (s.sharesWith.map { " with \($0)" } ?? " (owner)")
+            out += "  " + s.site.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + String(format: "%10.4f", s.importance) + "  " + pair + "\n"
+        }
+        return String(out.dropLast())
     }
 }
