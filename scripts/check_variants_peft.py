@@ -1,6 +1,6 @@
 """Adapters that `lora train --method M` (or `--init pissa|olora`) writes load in PEFT and give the same loss there as `lora eval`.
 
-For each of lora-plus, lora-fa, dora, vera, pissa and olora: trains 20 steps with the CLI on the tiny_chat fixture and
+For each of lora-plus, lora-fa, dora, vera, adalora, lora-drop, pissa and olora: trains 20 steps with the CLI on the tiny_chat fixture and
 a generated chat data set (as scripts/cli_checks.sh makes it), then computes the validation loss of the
 adapted model twice: with `lora eval --mask-prompt --json` and with transformers + PEFT
 (PeftModel.from_pretrained on the adapter folder as written), under lora eval's rule for chat rows with
@@ -48,6 +48,8 @@ for k, line in enumerate(valid):
 # method → its train flags (VeRA's rank and rate as in cli_checks.sh; PiSSA/OLoRA adapters are saved converted)
 methods = {"lora-plus": ["--method", "lora-plus"], "lora-fa": ["--method", "lora-fa"], "dora": ["--method", "dora"],
            "vera": ["--method", "vera", "--rank", "16", "--learning-rate", "5e-2"],
+           "adalora": ["--method", "adalora", "--tinit", "3", "--tfinal", "5"],
+           "lora-drop": ["--method", "lora-drop", "--drop-probe-steps", "5", "--drop-sample-ratio", "0.5"],
            "pissa": ["--init", "pissa"], "olora": ["--init", "olora"]}
 
 tok = AutoTokenizer.from_pretrained(tiny)

@@ -171,7 +171,57 @@ expect_error "flags: --alpha with vera" "--alpha does not apply to --method vera
 expect_error "flags: --projection-prng-key without vera" "applies to --method vera only" train "${dargs[@]}" --projection-prng-key 3 --adapter-path "$tmp/vera3"
 expect_error "export-adapter: VeRA" "this one is VeRA" export-adapter --model $tiny --adapter-path "$tmp/vera" --output "$tmp/vera.gguf"
 expect_error "resume with another method" "method: lora-plus → lora" train "${targs[@]}" --iters 5 --adapter-path "$tmp/lp" --resume
-expect_error "flags: unknown method" "--method must be lora, lora-plus, lora-fa, dora or vera" train --model $tiny --data "$tmp/tdata" --method vera2
+expect_error "flags: unknown method" "--method must be lora, lora-plus, lora-fa, dora, vera, adalora or lora-drop" train --model $tiny --data "$tmp/tdata" --method vera2
+# AdaLoRA: PEFT's ADALORA files, pruned to the final ranks; the budget ends at target_r on average.
+"$lora" train "${dargs[@]}" --method adalora --tinit 3 --tfinal 5 --adapter-path "$tmp/ada" >"$tmp/atrain" 2>&1
+ada_after=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/ada" 2>&1)
+grep -q '"peft_type" *: *"ADALORA"' "$tmp/ada/adapter_config.json" && grep -q "^AdaLoRA ranks: 56 in all over 14 layers" "$tmp/atrain" && python3 -c "
+import json, sys; b = json.loads(sys.argv[1])['loss']; a = json.loads(sys.argv[2])['loss']; sys.exit(0 if a < b - 0.2 else 1)" "$before" "$ada_after" \
+    && ok "--method adalora (init_r 6 → target_r 4) ends at 56 triplets over 14 layers and lowers the validation loss: $ada_after" \
+    || bad "adalora: $(tail -3 "$tmp/atrain") $ada_after"
+"$lora" inspect "$tmp/ada" >"$tmp/ainspect" 2>&1 && grep -q "PEFT AdaLoRA adapter" "$tmp/ainspect" && grep -q "final 56 in all, 4.00 on average" "$tmp/ainspect" \
+    && ok "inspect shows an AdaLoRA adapter's final ranks: $(grep '^  ranks' "$tmp/ainspect" | tr -s ' ')" || bad "inspect adalora: $(cat "$tmp/ainspect")"
+"$lora" merge --model $tiny --adapter-path "$tmp/ada" --output "$tmp/amerged" >/dev/null 2>&1
+ada_merged=$("$lora" eval --model "$tmp/amerged" --data "$tmp/tdata" --split valid --mask-prompt --json 2>&1)
+python3 -c "
+import json, sys; a = json.loads(sys.argv[1])['loss']; m = json.loads(sys.argv[2])['loss']; sys.exit(0 if abs(a - m) < 1e-5 * a else 1)" "$ada_after" "$ada_merged" \
+    && ok "the merged AdaLoRA model evaluates as base + adapter: $ada_merged" || bad "merged AdaLoRA eval $ada_merged vs $ada_after"
+expect_error "flags: --tinit without adalora" "--tinit applies to --method adalora only" train "${dargs[@]}" --tinit 3 --adapter-path "$tmp/ada2"
+expect_error "flags: adalora schedule longer than the run" "tinit (40) must be below" train "${dargs[@]}" --method adalora --tinit 40 --adapter-path "$tmp/ada3"
+# LoRA-Drop: a probe picks the layers that keep their own pair; the rest share one per shape.
+"$lora" train "${dargs[@]}" --method lora-drop --drop-probe-steps 10 --drop-sample-ratio 0.5 --adapter-path "$tmp/drop" >"$tmp/dtrain" 2>&1
+drop_after=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/drop" 2>&1)
+python3 -c "
+import json, sys
+sel = json.load(open(sys.argv[3]))
+b = json.loads(sys.argv[1])['loss']; a = json.loads(sys.argv[2])['loss']
+shares = sum(s['importance'] for s in sel['sites'])
+kept = sum(s['importance'] for s in sel['sites'] if s['kept'])
+sys.exit(0 if a < b - 0.2 and abs(shares - 1) < 1e-9 and kept >= 0.9 and not all(s['kept'] for s in sel['sites']) else 1)" "$before" "$drop_after" "$tmp/drop/lora_drop.json" \
+    && grep -q "^LoRA-Drop selection (threshold 0.9, 10 probe steps on 12 examples)" "$tmp/dtrain" \
+    && ok "--method lora-drop writes its selection (lora_drop.json, $(grep -c '"kept" : true' "$tmp/drop/lora_drop.json") of 14 layers kept) and lowers the validation loss: $drop_after" \
+    || bad "lora-drop: $(head -3 "$tmp/dtrain") $drop_after"
+"$lora" inspect "$tmp/drop" >"$tmp/dinspect" 2>&1 && grep -q "^  shared pairs" "$tmp/dinspect" \
+    && ok "inspect recognises LoRA-Drop's shared pairs: $(grep '^  shared pairs' "$tmp/dinspect" | tr -s ' ')" || bad "inspect lora-drop: $(cat "$tmp/dinspect")"
+expect_error "flags: --drop-threshold above 1" "--drop-threshold must be above 0 and at most 1" train "${dargs[@]}" --method lora-drop --drop-threshold 1.5 --adapter-path "$tmp/drop2"
+# compare: every method on the same data and seed, one table; a failing method gets its row; --resume skips what is done.
+"$lora" compare --model $tiny --data "$tmp/tdata" --output "$tmp/cmp" --iters 10 --batch-size 4 --learning-rate 1e-2 --mask-prompt --rank 4 \
+    --steps-per-eval 5 --drop-probe-steps 5 >"$tmp/cmpout" 2>&1
+python3 - "$tmp/cmp" <<'PY' && ok "compare trains all 7 methods into one table (compare.md, compare.csv, compare.svg with 7 curves)" || bad "compare: $(tail -12 "$tmp/cmpout")"
+import csv, sys
+folder = sys.argv[1]
+rows = list(csv.reader(open(folder + "/compare.csv")))
+assert rows[0][0] == "method" and [r[0] for r in rows[1:]] == ["lora", "lora-plus", "lora-fa", "vera", "dora", "adalora", "lora-drop"], rows
+assert all(float(r[7]) > 0 and int(r[1]) > 0 for r in rows[1:]), rows
+svg = open(folder + "/compare.svg").read()
+assert svg.count("<polyline") == 7 and all(m in svg for m in ["lora-plus", "adalora", "lora-drop"])
+assert open(folder + "/compare.md").read().count("\n") == 9
+PY
+rm "$tmp/cmp/adalora/summary.json"  # as if its run had been killed
+"$lora" compare --model $tiny --data "$tmp/tdata" --output "$tmp/cmp" --iters 10 --methods lora,adalora --batch-size 4 --rank 4 --tinit 20 --resume >"$tmp/cmpout2" 2>&1
+grep -q "^lora: done before" "$tmp/cmpout2" && grep -q "^| adalora | failed: .*tinit (20) must be below" "$tmp/cmpout2" \
+    && ok "compare --resume skips a finished method; a failing one is reported in its row: $(grep '^| adalora' "$tmp/cmpout2" | cut -c1-90)" \
+    || bad "compare resume/failure: $(cat "$tmp/cmpout2")"
 expect_error "flags: zero LoRA+ ratio" "lora-plus-ratio" train --model $tiny --data "$tmp/tdata" --method lora-plus --lora-plus-ratio 0
 
 # A config file holds settings; the command line wins.

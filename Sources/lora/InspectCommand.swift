@@ -122,6 +122,11 @@ struct InspectCommand: ParsableCommand {
         if let t = a.taskType { rows.append(("task type", t)) }
         if let v = a.peftVersion { rows.append(("peft version", v)) }
         rows.append(("adapted sites", "\(a.sites.count)"))
+        let sharing = a.sites.filter { $0.sharesWith != nil }
+        if !sharing.isEmpty {
+            let pairs = Set(sharing.compactMap(\.sharesWith)).count
+            rows.append(("shared pairs", "\(sharing.count) sites read another site's A and B (\(pairs) pair\(pairs == 1 ? "" : "s"), as LoRA-Drop trains them)"))
+        }
         rows.append(("trainable params", count(a.parameterCount)))
         rows.append(("dtypes", a.dtypes.map { "\($0.name) ×\($0.count)" }.joined(separator: ", ")))
         rows.append(("on disk", "\(bytes(a.diskBytes)) (\(grouped(a.diskBytes)) bytes)"))
@@ -131,15 +136,17 @@ struct InspectCommand: ParsableCommand {
         }
         var out = "\(a.folder): PEFT LoRA adapter\n" + keyValues(rows) + "\n"
 
-        let header = ["site", "rank", "A", "B", "params", "s", "‖ΔW‖_F"]
+        var header = ["site", "rank", "A", "B", "params", "s", "‖ΔW‖_F"]
         var table = a.sites.map { site in
             [site.path, "\(site.rank)", site.shapeA.map(String.init).joined(separator: "×"),
              site.shapeB.map(String.init).joined(separator: "×"), grouped(site.parameterCount), number(site.scaling),
-             String(format: "%.6g", site.deltaNorm)]
+             String(format: "%.6g", site.deltaNorm)] + (sharing.isEmpty ? [] : [site.sharesWith ?? ""])
         }
         let total = a.sites.reduce(0.0) { $0 + $1.deltaNorm * $1.deltaNorm }.squareRoot()
-        table.append(["total", "", "", "", grouped(a.parameterCount), "", String(format: "%.6g", total)])
-        out += alignedTable(header: header, rows: table, rightAligned: [false, true, true, true, true, true, true], ruleBeforeLast: true)
+        table.append(["total", "", "", "", grouped(a.parameterCount), "", String(format: "%.6g", total)] + (sharing.isEmpty ? [] : [""]))
+        var right = [false, true, true, true, true, true, true]
+        if !sharing.isEmpty { header.append("pair of"); right.append(false) }
+        out += alignedTable(header: header, rows: table, rightAligned: right, ruleBeforeLast: true)
         if a.useDoRA {
             out += "note: DoRA also rescales each column by its magnitude vector; ‖ΔW‖_F here is of s·B·A alone\n"
         }

@@ -8,7 +8,7 @@ struct Lora: ParsableCommand {
         commandName: "lora",
         abstract: "LoRA fine-tuning for Llama-family language models on the CPU.",
         subcommands: [TrainCommand.self, GenerateCommand.self, EvalCommand.self, TokenizeCommand.self, MergeCommand.self, ExportAdapterCommand.self, ConvertCommand.self,
-                      InspectCommand.self,
+                      InspectCommand.self, CompareCommand.self,
                       BenchCommand.self])
 
     /// Parses the command line and runs the command. ArgumentParser's own errors (an unknown flag,

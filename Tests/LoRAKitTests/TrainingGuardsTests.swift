@@ -97,7 +97,7 @@ final class NumericalGuardTests: XCTestCase {
         let svg = h.svg()
         XCTAssertLessThan(Date().timeIntervalSince(start), 1)
         XCTAssertFalse(svg.contains("nan") || svg.contains("inf"), svg)
-        XCTAssertEqual(TrainingHistory.roundTicks(-1.1e308, 1.1e308).map { String(format: "%g", $0) },
+        XCTAssertEqual(LossChart.roundTicks(-1.1e308, 1.1e308).map { String(format: "%g", $0) },
                        ["-1e+308", "-5e+307", "0", "5e+307", "1e+308"])
         // Every loss equal and huge (the case that looped: ±0.5 cannot move 1e300, so the tick spacing
         // was 0): widened by a millionth instead.
@@ -108,10 +108,10 @@ final class NumericalGuardTests: XCTestCase {
         XCTAssertTrue(flat.svg().contains("points=\"60.0,205.0\""), flat.svg())
         XCTAssertLessThan(Date().timeIntervalSince(start), 1)
         // Ticks that adding 1 cannot move, an empty range, and a subnormal one: few or none, never a hang.
-        XCTAssertLessThanOrEqual(TrainingHistory.roundTicks(1e300, 1e300 * (1 + 1e-15)).count, 8)
-        XCTAssertEqual(TrainingHistory.roundTicks(5, 5), [])
-        XCTAssertEqual(TrainingHistory.roundTicks(0, 5e-324), [])
-        XCTAssertEqual(TrainingHistory.roundTicks(-.infinity, 1), [])
+        XCTAssertLessThanOrEqual(LossChart.roundTicks(1e300, 1e300 * (1 + 1e-15)).count, 8)
+        XCTAssertEqual(LossChart.roundTicks(5, 5), [])
+        XCTAssertEqual(LossChart.roundTicks(0, 5e-324), [])
+        XCTAssertEqual(LossChart.roundTicks(-.infinity, 1), [])
     }
 }
 

@@ -155,9 +155,9 @@ final class TrainingLoopTests: XCTestCase {
         // Validation 1.5 at y = 40 + 0.55/1.1·330 = 205.
         XCTAssertTrue(svg.contains("<circle cx=\"700.0\" cy=\"205.0\""), svg)
         XCTAssertEqual(h.bestValidation, .init(step: 3, loss: 1.5))
-        XCTAssertEqual(TrainingHistory.roundTicks(0.95, 2.05), [1, 1.2, 1.4, 1.6, 1.8, 2])
-        XCTAssertEqual(TrainingHistory.roundTicks(1, 150), [50, 100, 150])  // 149/4 = 37.25: 20 is under 0.7 × that, 50 is not
-        XCTAssertEqual(TrainingHistory.roundTicks(0, 2.32), [0, 0.5, 1, 1.5, 2])
+        XCTAssertEqual(LossChart.roundTicks(0.95, 2.05), [1, 1.2, 1.4, 1.6, 1.8, 2])
+        XCTAssertEqual(LossChart.roundTicks(1, 150), [50, 100, 150])  // 149/4 = 37.25: 20 is under 0.7 × that, 50 is not
+        XCTAssertEqual(LossChart.roundTicks(0, 2.32), [0, 0.5, 1, 1.5, 2])
         XCTAssertEqual(h.movingAverage([.init(step: 1, loss: 1), .init(step: 2, loss: 3), .init(step: 3, loss: 5)], window: 2).map(\.loss), [1, 2, 4])
     }
 }

@@ -24,6 +24,8 @@ public struct AdapterSummary: Sendable {
         /// ‖A‖_F and ‖B‖_F (B is zero right after the default initialisation).
         public var normA: Double
         public var normB: Double
+        /// The first site whose A and B hold exactly these values (a pair LoRA-Drop shares), else nil.
+        public var sharesWith: String? = nil
     }
 
     public var folder: String
@@ -119,6 +121,20 @@ public struct AdapterSummary: Sendable {
         }
         guard !sites.isEmpty else { throw LoRAError("\(weightsPath) has no lora_A / lora_B tensors") }
         sites.sort { Self.order($0.path, $1.path) }
+        // Equal pairs: compared by their bits, after a cheap match of shapes and norms.
+        for i in sites.indices {
+            for j in 0..<i where sites[j].sharesWith == nil && sites[j].shapeA == sites[i].shapeA && sites[j].shapeB == sites[i].shapeB
+                && sites[j].normA == sites[i].normA && sites[j].normB == sites[i].normB {
+                func bits(_ path: String, _ m: String) -> [UInt32]? {
+                    try? file.floats(Adapter.keyPrefix + path + ".\(m).weight").map(\.bitPattern)
+                }
+                if let a = bits(sites[i].path, "lora_A"), let b = bits(sites[i].path, "lora_B"),
+                   a == bits(sites[j].path, "lora_A"), b == bits(sites[j].path, "lora_B") {
+                    sites[i].sharesWith = sites[j].path
+                    break
+                }
+            }
+        }
 
         var dtypeCounts: [String: Int] = [:]
         for info in file.tensors.values { dtypeCounts[info.dtype.rawValue, default: 0] += 1 }
