@@ -169,15 +169,8 @@ struct InspectCommand: ParsableCommand {
             ("dropout", number(Double(c.veraDropout))),
             ("target modules", "\(c.targetModules)"),
         ]
-        if let layers = c.layersToTransform { rows.append(("layers", layers.map(String.init).joined(separator: ", "))) }
-        rows.append(("base model", c.baseModelNameOrPath ?? "(not recorded)"))
-        rows.append(("adapted sites", "\(a.sites.count)"))
-        rows.append(("trainable params", count(a.parameterCount)))
-        rows.append(("on disk", "\(bytes(a.diskBytes)) (\(grouped(a.diskBytes)) bytes)"))
-        if trainingSteps.adapter != nil || trainingSteps.checkpoint != nil {
-            let checkpoint = trainingSteps.checkpoint.map { "step \($0)" } ?? "none"
-            rows.append(("training step", "\(trainingSteps.adapter.map(String.init) ?? "not recorded") (checkpoint: \(checkpoint))"))
-        }
+        rows += commonRows(layers: c.layersToTransform, baseModel: c.baseModelNameOrPath, sites: a.sites.count,
+                           parameters: a.parameterCount, diskBytes: a.diskBytes, trainingSteps: trainingSteps)
         var out = "\(a.folder): PEFT VeRA adapter\n" + keyValues(rows) + "\n"
         var table = a.sites.map { site in
             [site.path, "\(site.rank)", "\(site.outFeatures)", grouped(site.rank + site.outFeatures),
@@ -201,15 +194,8 @@ struct InspectCommand: ParsableCommand {
             ("dropout", number(Double(c.loraDropout))),
             ("target modules", "\(c.targetModules)"),
         ]
-        if let layers = c.layersToTransform { rows.append(("layers", layers.map(String.init).joined(separator: ", "))) }
-        rows.append(("base model", c.baseModelNameOrPath ?? "(not recorded)"))
-        rows.append(("adapted sites", "\(a.sites.count)"))
-        rows.append(("trainable params", count(a.parameterCount)))
-        rows.append(("on disk", "\(bytes(a.diskBytes)) (\(grouped(a.diskBytes)) bytes)"))
-        if trainingSteps.adapter != nil || trainingSteps.checkpoint != nil {
-            let checkpoint = trainingSteps.checkpoint.map { "step \($0)" } ?? "none"
-            rows.append(("training step", "\(trainingSteps.adapter.map(String.init) ?? "not recorded") (checkpoint: \(checkpoint))"))
-        }
+        rows += commonRows(layers: c.layersToTransform, baseModel: c.baseModelNameOrPath, sites: a.sites.count,
+                           parameters: a.parameterCount, diskBytes: a.diskBytes, trainingSteps: trainingSteps)
         var out = "\(a.folder): PEFT AdaLoRA adapter\n" + keyValues(rows) + "\n"
         var table = a.sites.map { site in
             [site.path, "\(site.rank)", "\(site.outFeatures)×\(site.inFeatures)", grouped(site.parameterCount), String(format: "%.6g", site.normE)]
@@ -218,6 +204,22 @@ struct InspectCommand: ParsableCommand {
         out += alignedTable(header: ["site", "rank", "W", "params", "‖Λ‖"], rows: table,
                             rightAligned: [false, true, true, true, true], ruleBeforeLast: true)
         return out
+    }
+
+    /// The rows every method's adapter description ends its settings with.
+    static func commonRows(layers: [Int]?, baseModel: String?, sites: Int, parameters: Int, diskBytes: Int,
+                           trainingSteps: (adapter: Int?, checkpoint: Int?)) -> [(String, String)] {
+        var rows: [(String, String)] = []
+        if let layers { rows.append(("layers", layers.map(String.init).joined(separator: ", "))) }
+        rows.append(("base model", baseModel ?? "(not recorded)"))
+        rows.append(("adapted sites", "\(sites)"))
+        rows.append(("trainable params", count(parameters)))
+        rows.append(("on disk", "\(bytes(diskBytes)) (\(grouped(diskBytes)) bytes)"))
+        if trainingSteps.adapter != nil || trainingSteps.checkpoint != nil {
+            let checkpoint = trainingSteps.checkpoint.map { "step \($0)" } ?? "none"
+            rows.append(("training step", "\(trainingSteps.adapter.map(String.init) ?? "not recorded") (checkpoint: \(checkpoint))"))
+        }
+        return rows
     }
 
     /// "key   value" lines with the values in one column.

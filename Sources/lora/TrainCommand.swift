@@ -121,7 +121,6 @@ struct TrainCommand: ParsableCommand {
         let dropoutValue = try real(dropout, "dropout", 0)
         guard (0..<1).contains(dropoutValue) else { throw LoRAError("--dropout must be in [0, 1) (got \(dropoutValue))") }
         var adapterConfig: any AdapterConfiguration
-        var adaLoRA: AdaLoRAConfig? = nil
         for (flag, given, kind) in [("init-r", try initR ?? file.int("init-r") != nil, TrainingMethod.AdapterKind.adalora),
                                     ("target-r", try targetR ?? file.int("target-r") != nil, .adalora),
                                     ("tinit", try tinit ?? file.int("tinit") != nil, .adalora),
@@ -148,14 +147,12 @@ struct TrainCommand: ParsableCommand {
             if try initialization ?? file.string("init") != nil { throw LoRAError("--init does not apply to --method adalora (P and Q start normal, Λ at zero, as in PEFT)") }
             if useDoRA { throw LoRAError("--use-dora does not apply to --method adalora") }
             let target = try integer(targetR ?? rank, "target-r", 8, maximum: LoRAConfig.maximumRank)
-            var config = AdaLoRAConfig(initR: try integer(initR, "init-r", (3 * target + 1) / 2, maximum: LoRAConfig.maximumRank),
+            let config = AdaLoRAConfig(initR: try integer(initR, "init-r", (3 * target + 1) / 2, maximum: LoRAConfig.maximumRank),
                                        targetR: target, loraAlpha: try real(alpha, "alpha", 16, positive: true), loraDropout: dropoutValue,
                                        targetModules: targetModules, tinit: try integer(tinit, "tinit", 0, minimum: 0),
                                        tfinal: try integer(tfinal, "tfinal", 0, minimum: 0), deltaT: try integer(deltaT, "delta-t", 1))
-            config.totalStep = nil  // set from the run's length below
             try config.validate(source: "the AdaLoRA options")
-            adaLoRA = config
-            adapterConfig = config
+            adapterConfig = config  // total_step is set once the run's length is known
         } else if adapterKind == .vera {
             // VeRA has no scaling and no LoRA initialization: a flag for them would silently do nothing.
             for (flag, given) in [("alpha", try alpha ?? file.float("alpha") != nil), ("use-rslora", try useRslora ?? file.bool("use-rslora") != nil),
@@ -227,9 +224,8 @@ struct TrainCommand: ParsableCommand {
             adapterConfig.layersToTransform = Array(max(0, n - numLayers)..<n)
         }
         adapterConfig.baseModelNameOrPath = model
-        if var config = adaLoRA {
+        if var config = adapterConfig as? AdaLoRAConfig {
             config.totalStep = settings.iterations
-            config.layersToTransform = adapterConfig.layersToTransform
             try config.validate(source: "the AdaLoRA options (with \(settings.iterations) steps)")
             adapterConfig = config
         }

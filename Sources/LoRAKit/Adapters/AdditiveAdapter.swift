@@ -18,6 +18,18 @@ extension AdditiveAdapter {
     }
 }
 
+/// u = A·x̃ into `saved` ([rows × rank]), with x̃ = x, or in training with dropout x ∘ mask, the mask
+/// drawn into `saved` after u: the forward LoRA and AdaLoRA share.
+func lowRankInput(x: UnsafePointer<Float>, rows: Int, a: Parameter, dropout: Float, training: Bool,
+                  saved: UnsafeMutablePointer<Float>, random: inout SeededRandom) {
+    let rank = a.value.shape[0], inFeatures = a.value.shape[1]
+    let dropped = training && dropout > 0
+        ? droppedInput(x, count: rows * inFeatures, rate: dropout, mask: saved + rows * rank, random: &random) : nil
+    defer { dropped?.deallocate() }
+    Gemm.sgemm(transA: false, transB: true, m: rows, n: rank, k: inFeatures, alpha: 1,
+               a: dropped.map { UnsafePointer($0) } ?? x, lda: inFeatures, b: a.value.data, ldb: inFeatures, beta: 0, c: saved, ldc: rank)
+}
+
 /// The backward of u = A·x̃ (x̃ = x, or x ∘ mask under dropout) that LoRA and AdaLoRA share, given
 /// du ([rows × rank]): A's gradient += duᵀ·x̃ when A trains, and dx += mask ∘ (du·A) when dx is non-nil.
 func lowRankInputBackward(du: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int, a: Parameter, trainsA: Bool,

@@ -58,12 +58,7 @@ public final class AdaLoRA: AdditiveAdapter, @unchecked Sendable {
                         saved: UnsafeMutablePointer<Float>, training: Bool) {
         guard rank > 0 else { return }
         let u = saved
-        let dropped = training && dropout > 0
-            ? droppedInput(x, count: rows * inFeatures, rate: dropout, mask: saved + rows * rank, random: &random) : nil
-        defer { dropped?.deallocate() }
-        let input = dropped.map { UnsafePointer($0) } ?? x
-        Gemm.sgemm(transA: false, transB: true, m: rows, n: rank, k: inFeatures, alpha: 1,
-                   a: input, lda: inFeatures, b: a.value.data, ldb: inFeatures, beta: 0, c: u, ldc: rank)
+        lowRankInput(x: x, rows: rows, a: a, dropout: dropout, training: training, saved: saved, random: &random)
         let v = scaled(u, rows: rows)
         defer { v.deallocate() }
         Gemm.sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: rank, alpha: scaling,

@@ -145,12 +145,7 @@ public final class LoRA: AdditiveAdapter, @unchecked Sendable {
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>,
                         saved: UnsafeMutablePointer<Float>, training: Bool) {
         let u = saved
-        let dropped = training && dropout > 0
-            ? droppedInput(x, count: rows * inFeatures, rate: dropout, mask: saved + rows * rank, random: &random) : nil
-        defer { dropped?.deallocate() }
-        let input = dropped.map { UnsafePointer($0) } ?? x
-        Gemm.sgemm(transA: false, transB: true, m: rows, n: rank, k: inFeatures, alpha: 1,
-                   a: input, lda: inFeatures, b: a.value.data, ldb: inFeatures, beta: 0, c: u, ldc: rank)
+        lowRankInput(x: x, rows: rows, a: a, dropout: dropout, training: training, saved: saved, random: &random)
         Gemm.sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: rank, alpha: scaling,
                    a: u, lda: rank, b: b.value.data, ldb: rank, beta: 1, c: y, ldc: outFeatures)
     }

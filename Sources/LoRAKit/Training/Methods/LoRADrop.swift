@@ -130,7 +130,7 @@ public enum LoRADrop {
     /// Mean over the sample's tokens of ‖s·B·A·x‖² per module, each example run alone (no padding).
     static func measure(model: LlamaModel, adapter: Adapter, sample: DataSet) throws -> [Double] {
         let probes = adapter.modules.map { m -> OutputEnergy in
-            let probe = OutputEnergy(m.adapter)
+            let probe = OutputEnergy(m.adapter, outFeatures: m.site.linear.outFeatures)
             m.site.linear.adapter = probe
             return probe
         }
@@ -149,9 +149,9 @@ public enum LoRADrop {
         private(set) var rows = 0
         private let outFeatures: Int
 
-        init(_ inner: any LinearAdapter) {
+        init(_ inner: any LinearAdapter, outFeatures: Int) {
             self.inner = inner
-            outFeatures = (inner as? LoRA)?.outFeatures ?? 0
+            self.outFeatures = outFeatures
         }
 
         var parameters: [Parameter] { inner.parameters }
