@@ -17,7 +17,10 @@ let package = Package(
         // The layers, each a target so that imports enforce them: tensors and file formats; tokenizers
         // and chat templates (which read GGUF vocabularies); the engine (ops, models, adapters, data,
         // training, generation), which re-exports both.
-        .target(name: "LoRAFormats"),
+        .target(name: "LoRAFormats", dependencies: ["LoRAKernels"]),
+        // The SIMD micro-kernels Swift cannot express (per-function target features), in C; chosen at
+        // run time by CPU feature (KernelGemm), with the portable Swift kernel as the reference.
+        .target(name: "LoRAKernels"),
         .target(name: "LoRATokenizers", dependencies: ["LoRAFormats"]),
         .target(name: "LoRAKit", dependencies: ["LoRAFormats", "LoRATokenizers"]),
         // What the CLI reads besides models and data: train's YAML config files (a library, so the fuzz
@@ -47,7 +50,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LoRAKitTests",
-            dependencies: ["LoRAKit", "LoRAFormats", "LoRATokenizers", "LoRACommandLine", "LoRAFuzzHarnesses"],
+            dependencies: ["LoRAKit", "LoRAFormats", "LoRAKernels", "LoRATokenizers", "LoRACommandLine", "LoRAFuzzHarnesses"],
             exclude: ["Fixtures"]
         ),
     ]

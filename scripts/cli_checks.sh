@@ -205,7 +205,7 @@ sys.exit(0 if a < b - 0.2 and abs(shares - 1) < 1e-9 and kept >= 0.9 and not all
     && ok "inspect recognises LoRA-Drop's shared pairs: $(grep '^  shared pairs' "$tmp/dinspect" | tr -s ' ')" || bad "inspect lora-drop: $(cat "$tmp/dinspect")"
 expect_error "flags: --drop-threshold above 1" "--drop-threshold must be above 0 and at most 1" train "${dargs[@]}" --method lora-drop --drop-threshold 1.5 --adapter-path "$tmp/drop2"
 # compare: every method on the same data and seed, one table; a failing method gets its row; --resume skips what is done.
-"$lora" compare --model $tiny --data "$tmp/tdata" --output "$tmp/cmp" --iters 10 --batch-size 4 --learning-rate 1e-2 --mask-prompt --rank 4 \
+"$lora" compare --model $tiny --data "$tmp/tdata" --output "$tmp/cmp" --iters 10 --batch-size 4 --learning-rate 1e-2 --mask-prompt --rank 4 --alpha 8 \
     --steps-per-eval 5 --drop-probe-steps 5 >"$tmp/cmpout" 2>&1
 python3 - "$tmp/cmp" <<'PY' && ok "compare trains all 7 methods into one table (compare.md, compare.csv, compare.svg with 7 curves)" || bad "compare: $(tail -12 "$tmp/cmpout")"
 import csv, sys

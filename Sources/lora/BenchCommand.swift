@@ -24,9 +24,19 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Gradient checkpointing: recompute each block's forward in the backward instead of keeping its activations (less memory, slower).")
     var gradCheckpoint = false
     @Flag(help: "Print one JSON line instead of a summary.") var json = false
+    @Flag(help: "Time only the step's matrix products (forward and input gradient of every linear layer), on each kernel this CPU has and the BLAS found, side by side (medians of --steps rounds).")
+    var products = false
 
     func run() throws {
-        try Lora.reportingErrors { try measure() }
+        try Lora.reportingErrors {
+            if products {
+                var config = ModelConfig.smolLM2_135M
+                config.numLayers = layers
+                ProductBench(config: config, rows: batchSize * seqLen, rounds: max(1, steps)).run(json: json)
+            } else {
+                try measure()
+            }
+        }
     }
 
     private func loadModel() throws -> LlamaModel {
@@ -133,28 +143,4 @@ struct StepFLOPs {
         }
         return flops
     }
-}
-
-/// sgemm FLOP/s on the step's main shapes (the linear layers forward and backward), for comparison.
-func measureGemmRate(config c: ModelConfig, rows n: Int) -> Double {
-    let d = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim, f = c.intermediateSize
-    let shapes = [(q, d), (kv, d), (kv, d), (d, q), (f, d), (f, d), (d, f), (c.vocabSize, d)]
-    let x = Tensor(shape: [n, max(d, f, q)]), y = Tensor(shape: [n, max(c.vocabSize, f, d)])
-    var flops = 0.0, seconds = 0.0
-    for (out, inp) in shapes {
-        let w = Tensor(shape: [out, inp])
-        for backward in [false, true] {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            if backward {
-                Gemm.sgemm(transA: false, transB: false, m: n, n: inp, k: out, alpha: 1, a: y.data, lda: out,
-                           b: w.data, ldb: inp, beta: 0, c: x.data, ldc: inp)
-            } else {
-                Gemm.sgemm(transA: false, transB: true, m: n, n: out, k: inp, alpha: 1, a: x.data, lda: inp,
-                           b: w.data, ldb: inp, beta: 0, c: y.data, ldc: out)
-            }
-            seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            flops += 2 * Double(n) * Double(out) * Double(inp)
-        }
-    }
-    return flops / seconds
 }

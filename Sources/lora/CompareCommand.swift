@@ -17,11 +17,11 @@ struct CompareCommand: ParsableCommand {
 
     @Option(help: "A Hugging Face folder, a .gguf file, or smollm2-135m.") var model: String
     @Option(help: "A data folder (train.jsonl, valid.jsonl) or a .jsonl file.") var data: String
-    @Option(help: "Comma-separated methods (default: \(allMethods.joined(separator: ","))).") var methods: String = allMethods.joined(separator: ",")
+    @Option(help: "Comma-separated methods.") var methods: String = allMethods.joined(separator: ",")
     @Option(help: "The folder for the adapters (one subfolder per method) and the table.") var output: String
     @Option(parsing: .unconditional, help: "Optimizer steps per method (default: train's, 100).") var iters: Int?
     @Flag(help: "Skip the methods whose run in --output finished.") var resume = false
-    @Argument(parsing: .allUnrecognized, help: "Any other `lora train` option, given to every method that reads it (e.g. --rank 8 --steps-per-eval 10; --rank does not apply to vera).")
+    @Argument(parsing: .allUnrecognized, help: "Any other `lora train` option, given to every method that reads it (e.g. --rank 8 --steps-per-eval 10; --rank, --alpha, --use-rslora and --init do not apply to vera).")
     var trainOptions: [String] = []
 
     func run() throws {
@@ -79,13 +79,16 @@ struct CompareCommand: ParsableCommand {
         if rows.allSatisfy({ $0.error != nil }) { throw LoRAError("every method failed; see the logs in \(output)") }
     }
 
-    /// Options that only one method reads go to that method alone; --rank goes to all but VeRA, whose
-    /// r is the rank of its shared projections (PEFT's default 256), not of a per-layer pair.
+    /// Options that only one method reads go to that method alone; the LoRA pair's options go to all but
+    /// VeRA (`veraSkips`).
     static let methodOptions: [String: String] = [
         "--init-r": "adalora", "--target-r": "adalora", "--tinit": "adalora", "--tfinal": "adalora", "--delta-t": "adalora",
         "--drop-probe-steps": "lora-drop", "--drop-sample-ratio": "lora-drop", "--drop-threshold": "lora-drop",
         "--lora-plus-ratio": "lora-plus", "--projection-prng-key": "vera",
     ]
+    /// What VeRA does not read: its r is the rank of its shared projections (PEFT's default 256), not of a
+    /// per-layer pair, and it has no scaling and no LoRA initialization.
+    static let veraSkips: Set<String> = ["--rank", "--alpha", "--use-rslora", "--init"]
     /// `lora train`'s options that take no value.
     static let trainFlags: Set<String> = ["--grad-checkpoint", "--use-dora", "--use-rslora", "--mask-prompt"]
 
@@ -98,7 +101,7 @@ struct CompareCommand: ParsableCommand {
             let group = Array(all[i..<min(all.count, i + (takesValue ? 2 : 1))])
             i += group.count
             if let only = methodOptions[name], only != method { continue }
-            if name == "--rank" && method == "vera" { continue }
+            if method == "vera" && veraSkips.contains(base) { continue }
             out += group
         }
         return out

@@ -1,6 +1,7 @@
 import XCTest
 @testable import LoRAKit
 @testable import LoRAFormats
+import LoRAKernels
 
 /// Checks `Gemm.sgemm` on both backends against a naive triple loop in Double.
 final class GemmTests: XCTestCase {
@@ -20,6 +21,12 @@ final class GemmTests: XCTestCase {
         var alpha: Float = 1, beta: Float = 0
         var padA = 0, padB = 0, padC = 0
         var nanC = false
+    }
+
+    /// The AVX2 kernel, for its part of each test; skipped on a CPU without AVX2+FMA.
+    func avx2() throws -> GemmBackend {
+        guard CPUFeatures.current.contains(.avx2FMA) else { throw XCTSkip("this CPU has no AVX2+FMA") }
+        return .avx2
     }
 
     /// The BLAS backend for the BLAS half of each test; skips that half when no library could be loaded.
@@ -185,7 +192,7 @@ final class GemmTests: XCTestCase {
         }
     }
 
-    // MARK: - Tests: each scenario on the built-in kernel and on BLAS
+    // MARK: - Tests: each scenario on each of our kernels and on BLAS
 
     func testTransposesAndOddSizesBuiltin() { transposesAndOddSizes(.builtin) }
     func testTransposesAndOddSizesBLAS() throws { transposesAndOddSizes(try blas()) }
@@ -199,6 +206,12 @@ final class GemmTests: XCTestCase {
     func testEmptyDimensionsBLAS() throws { emptyDimensions(try blas()) }
     func testSingleThreadedBuiltin() { singleThreaded(.builtin) }
     func testSingleThreadedBLAS() throws { singleThreaded(try blas()) }
+    func testTransposesAndOddSizesAVX2() throws { transposesAndOddSizes(try avx2()) }
+    func testLeadingDimensionsAVX2() throws { leadingDimensions(try avx2()) }
+    func testAlphaBetaAVX2() throws { alphaBeta(try avx2()) }
+    func testBetaZeroOverwritesNaNAVX2() throws { betaZeroOverwritesNaN(try avx2()) }
+    func testEmptyDimensionsAVX2() throws { emptyDimensions(try avx2()) }
+    func testSingleThreadedAVX2() throws { singleThreaded(try avx2()) }
 
     /// The Fortran `sgemm_` path (row-major → column-major swap), through the available library with its
     /// `cblas_sgemm` ignored.
@@ -218,10 +231,10 @@ final class GemmTests: XCTestCase {
         }
     }
 
-    /// Products large enough (≥ BuiltinGemm.parallelThreshold multiply-adds) for the built-in kernel's
-    /// threading and blocking: several k blocks, partial last row/column bands, splits by rows (m ≥ n) and by
-    /// columns (m < n), and an odd thread count.
-    func testBuiltinLargerShapesAndThreadSplits() {
+    /// Products large enough (≥ BuiltinGemm.parallelThreshold multiply-adds) for our kernel's threading and
+    /// blocking: several k blocks, partial last row/column bands, splits by rows (m ≥ n) and by columns
+    /// (m < n), and an odd thread count.
+    func largerShapesAndThreadSplits(_ backend: GemmBackend) {
         for (m, n, k) in [(301, 77, 530), (9, 611, 800), (517, 9, 1000), (70, 2100, 40), (8, 1100, 520)] {
             XCTAssertGreaterThanOrEqual(m * n * k, BuiltinGemm.parallelThreshold)
         }
@@ -229,14 +242,71 @@ final class GemmTests: XCTestCase {
         defer { Parallel.threadCount = saved }
         for threads in [saved, 3] {
             Parallel.threadCount = threads
-            check(Case(transA: false, transB: false, m: 301, n: 77, k: 530, alpha: 1, beta: 0.5), on: .builtin)
-            check(Case(transA: true, transB: false, m: 9, n: 611, k: 800, padA: 3), on: .builtin)
-            check(Case(transA: false, transB: true, m: 517, n: 9, k: 1000, padB: 1), on: .builtin)
-            check(Case(transA: true, transB: true, m: 70, n: 2100, k: 40, beta: 1), on: .builtin)
+            check(Case(transA: false, transB: false, m: 301, n: 77, k: 530, alpha: 1, beta: 0.5), on: backend)
+            check(Case(transA: true, transB: false, m: 9, n: 611, k: 800, padA: 3), on: backend)
+            check(Case(transA: false, transB: true, m: 517, n: 9, k: 1000, padB: 1), on: backend)
+            check(Case(transA: true, transB: true, m: 70, n: 2100, k: 40, beta: 1), on: backend)
             // m = 8 is computed as Cᵀ = op(B)ᵀ·op(A)ᵀ (see BuiltinGemm), with C written column-wise.
             for (transA, transB) in [(false, false), (true, false), (false, true), (true, true)] {
-                check(Case(transA: transA, transB: transB, m: 8, n: 1100, k: 520, beta: -1, padA: 1, padB: 2, padC: 3), on: .builtin)
-                check(Case(transA: transA, transB: transB, m: 8, n: 20, k: 7, alpha: 2, beta: 0, nanC: true), on: .builtin)
+                check(Case(transA: transA, transB: transB, m: 8, n: 1100, k: 520, beta: -1, padA: 1, padB: 2, padC: 3), on: backend)
+                check(Case(transA: transA, transB: transB, m: 8, n: 20, k: 7, alpha: 2, beta: 0, nanC: true), on: backend)
+            }
+        }
+    }
+
+    func testLargerShapesAndThreadSplitsBuiltin() { largerShapesAndThreadSplits(.builtin) }
+    func testLargerShapesAndThreadSplitsAVX2() throws { largerShapesAndThreadSplits(try avx2()) }
+
+    /// The AVX2 kernel bit for bit against a scalar model of it: each element is a chain of fused
+    /// multiply-adds in k order within each k block of BuiltinGemm (blocks of ⌈k / ⌈k/256⌉⌉), scaled by
+    /// alpha and added to C once per block (beta 0 for the first block then 1; beta 0 or 1 here, so every
+    /// store path rounds the same way). Covers packed and in-place operands, ragged tiles, transposes,
+    /// M = 1 and k not a multiple of the vector width or the unroll.
+    func testAVX2MatchesItsScalarModelExactly() throws {
+        _ = try avx2()
+        let shapes = [(1, 1, 1), (1, 40, 3), (7, 17, 5), (6, 16, 256), (13, 100, 257), (100, 13, 513), (64, 130, 600), (1, 300, 77)]
+        for (m, n, k) in shapes {
+            for (transA, transB) in [(false, false), (true, false), (false, true), (true, true)] {
+                for beta: Float in [0, 1] {
+                    var rng = Rng(state: UInt64(m * 7919 + n * 31 + k))
+                    let (aRows, aCols) = transA ? (k, m) : (m, k)
+                    let (bRows, bCols) = transB ? (n, k) : (k, n)
+                    let a = (0..<aRows * aCols).map { _ in rng.next() }
+                    let b = (0..<bRows * bCols).map { _ in rng.next() }
+                    let c0 = (0..<m * n).map { _ in rng.next() }
+                    let alpha: Float = 0.75
+                    func opA(_ i: Int, _ p: Int) -> Float { transA ? a[p * aCols + i] : a[i * aCols + p] }
+                    func opB(_ p: Int, _ j: Int) -> Float { transB ? b[j * bCols + p] : b[p * bCols + j] }
+                    let blocks = (k + BuiltinGemm.kcMax - 1) / BuiltinGemm.kcMax
+                    let kc = (k + blocks - 1) / blocks
+                    var model = c0
+                    for i in 0..<m {
+                        for j in 0..<n {
+                            var start = 0
+                            while start < k {
+                                var acc: Float = 0
+                                for p in start..<min(k, start + kc) { acc.addProduct(opA(i, p), opB(p, j)) }  // one rounding per step, as FMA
+                                let first = start == 0
+                                model[i * n + j] = (first && beta == 0) ? alpha * acc : alpha * acc + model[i * n + j]
+                                start += kc
+                            }
+                        }
+                    }
+                    var c = c0
+                    Gemm.withBackend(.avx2) {
+                        a.withUnsafeBufferPointer { ap in
+                            b.withUnsafeBufferPointer { bp in
+                                c.withUnsafeMutableBufferPointer { cp in
+                                    Gemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+                                               a: ap.baseAddress!, lda: aCols, b: bp.baseAddress!, ldb: bCols,
+                                               beta: beta, c: cp.baseAddress!, ldc: n)
+                                }
+                            }
+                        }
+                    }
+                    let mismatches = (0..<m * n).filter { c[$0].bitPattern != model[$0].bitPattern }
+                    XCTAssertTrue(mismatches.isEmpty, "\(m)×\(n)×\(k) transA \(transA) transB \(transB) beta \(beta): \(mismatches.count) elements differ from the model, first at \(mismatches.first ?? 0): \(mismatches.first.map { c[$0] } ?? 0) vs \(mismatches.first.map { model[$0] } ?? 0)")
+                }
             }
         }
     }
@@ -272,8 +342,16 @@ final class GemmTests: XCTestCase {
             }
         }
         XCTAssertEqual(Gemm.backend, before)
-        if let blas = Gemm.availableBLAS {
-            XCTAssertEqual(before, ProcessInfo.processInfo.environment["LORA_BLAS"] == "builtin" ? .builtin : blas)
+        // The default without LORA_BLAS: our AVX2 kernel where the CPU has it and the C was optimized
+        // (outside Apple platforms), else the BLAS found, else our best kernel.
+        if ProcessInfo.processInfo.environment["LORA_BLAS"] == nil {
+            let best: GemmBackend = CPUFeatures.current.contains(.avx2FMA) ? .avx2 : .builtin
+            #if canImport(Darwin)
+            XCTAssertEqual(before, Gemm.availableBLAS ?? best)
+            #else
+            let optimized = lora_kernels_optimized() != 0
+            XCTAssertEqual(before, best == .avx2 && optimized ? .avx2 : (Gemm.availableBLAS ?? best))
+            #endif
         }
     }
 }

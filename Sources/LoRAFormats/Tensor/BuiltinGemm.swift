@@ -1,5 +1,9 @@
-/// LoRAKit's own SGEMM: pure Swift, SIMD, cache-blocked, multi-threaded. Used when no BLAS library loads
-/// (or when `LORA_BLAS=builtin`).
+import LoRAKernels
+
+/// LoRAKit's own SGEMM: cache-blocked and multi-threaded in Swift around a micro-kernel, either the
+/// portable Swift one described below (any CPU; `LORA_BLAS=builtin`) or a C one built for the CPU's
+/// instruction set (`MicroKernel.avx2`: a 6×16 tile with AVX2+FMA, A packed plain and broadcast from
+/// memory, C rows prefetched; `LORA_BLAS=avx2`, the default on x86-64 CPUs that have it).
 ///
 /// Blocking (the GotoBLAS / BLIS scheme). C = alpha·op(A)·op(B) + beta·C is cut up as
 ///
@@ -12,7 +16,7 @@
 ///             for ir in the A block, step MR
 ///               micro-kernel: an MR×NR tile of C += A micro-panel · B micro-panel
 ///
-/// The micro-kernel keeps the whole MR×NR = 6×8 tile in registers: twelve SIMD4 accumulators, which is
+/// The portable micro-kernel keeps the whole MR×NR = 6×8 tile in registers: twelve SIMD4 accumulators, which is
 /// twelve of the sixteen 128-bit registers of baseline x86-64 (SSE2, what Swift compiles for unless told
 /// otherwise; no FMA, no broadcast loads). Each k step loads one 8-float row of the B micro-panel into two
 /// registers and, per row of the tile, one A value, and does 2 multiplies and 2 adds. Because SSE2 cannot
@@ -40,20 +44,34 @@
 /// then an independent serial GEMM with its own packing buffers. Products too small to amortize the
 /// dispatch run on the calling thread.
 enum BuiltinGemm {
-    /// Micro-tile height (rows of C per micro-kernel call).
+    /// The innermost loop: the portable Swift micro-kernel (6×8, the reference, on every CPU) or a C
+    /// one compiled for an instruction set (LoRAKernels), called only where the CPU has that set.
+    /// The blocking, packing and threading around it are the same for all of them.
+    enum MicroKernel: Sendable {
+        case portable
+        /// 6×16 with AVX2 and FMA (`lora_sgemm_avx2_6x16`): plain packed A, broadcast from memory.
+        case avx2
+
+        var mr: Int { 6 }
+        var nr: Int { self == .portable ? 8 : 16 }
+        /// Rows of a packed A block, a multiple of MR: the portable kernel's splatted floats take four
+        /// times the room, so its block is smaller (72 × 256 splats = 288 KiB; 168 × 256 plain = 168 KiB,
+        /// BLIS's choice for this tile on Haswell-class cores), both inside a 512 KiB L2.
+        var mcMax: Int { self == .portable ? 72 : 168 }
+    }
+
+    /// Micro-tile height of the portable kernel (rows of C per micro-kernel call).
     static let mr = 6
-    /// Micro-tile width (columns of C per micro-kernel call).
+    /// Micro-tile width of the portable kernel (columns of C per micro-kernel call).
     static let nr = 8
     /// Depth of a packed block: the A (24 KiB) and B (8 KiB) micro-panels share L1.
     static let kcMax = 256
-    /// Rows of a packed A block (a multiple of MR): mc×kc splatted floats = 288 KiB, inside L2.
-    static let mcMax = 72
     /// Columns of a packed B panel (a multiple of NR): kc×nc floats = 2 MiB per thread, in L3.
     static let ncMax = 2048
     /// Products with fewer multiply-adds than this (about 180 µs of work on one core) run on the calling thread:
     /// measured here, waking a second worker costs tens of microseconds, so smaller products lose by splitting.
     static let parallelThreshold = 1 << 22
-    /// Floats per k step in a packed A micro-panel: MR values, each stored as a SIMD4 splat.
+    /// Floats per k step in a packed A micro-panel of the portable kernel: MR values, each a SIMD4 splat.
     static let aPanelStride = 4 * mr
 
     /// A strided view of a matrix: element (i, j) is `base[i * rs + j * cs]`.
@@ -69,7 +87,9 @@ enum BuiltinGemm {
     /// Same contract as `Gemm.sgemm`, with m, n, k ≥ 1 and alpha ≠ 0 (the caller handles the trivial cases).
     static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                       a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
+                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int,
+                      kernel: MicroKernel = .portable) {
+        let mr = kernel.mr, nr = kernel.nr
         let opA = transA ? View(base: a, rs: 1, cs: lda) : View(base: a, rs: lda, cs: 1)
         let opB = transB ? View(base: b, rs: 1, cs: ldb) : View(base: b, rs: ldb, cs: 1)
 
@@ -79,11 +99,11 @@ enum BuiltinGemm {
         }
         let job: Job, rows: Int, cols: Int
         if fill(n, m) > 1.2 * fill(m, n) {
-            job = Job(k: k, alpha: alpha, a: opB.transposed, b: opA.transposed, beta: beta,
+            job = Job(kernel: kernel, k: k, alpha: alpha, a: opB.transposed, b: opA.transposed, beta: beta,
                       c: c, crs: 1, ccs: ldc)
             (rows, cols) = (n, m)
         } else {
-            job = Job(k: k, alpha: alpha, a: opA, b: opB, beta: beta, c: c, crs: ldc, ccs: 1)
+            job = Job(kernel: kernel, k: k, alpha: alpha, a: opA, b: opB, beta: beta, c: c, crs: ldc, ccs: 1)
             (rows, cols) = (m, n)
         }
 
@@ -107,6 +127,7 @@ enum BuiltinGemm {
     /// One product C = alpha·A·B + beta·C over views (A and B already include any transposition); each call
     /// to `run` computes one rectangle of C. Element (i, j) of C is `c[i * crs + j * ccs]`.
     struct Job {
+        let kernel: MicroKernel
         let k: Int
         let alpha: Float
         let a: View
@@ -120,6 +141,7 @@ enum BuiltinGemm {
         func run(rows: Range<Int>, cols: Range<Int>) {
             let m = rows.count, n = cols.count
             if m == 0 || n == 0 { return }
+            let mr = kernel.mr, nr = kernel.nr, mcMax = kernel.mcMax
             let packA = n > 4 * nr
             let packB = b.cs != 1 || m > 4 * mr
 
@@ -131,11 +153,12 @@ enum BuiltinGemm {
 
             // One 64-byte-aligned allocation for this band's packing buffers.
             let bFloats = ((packB ? kcStep * ncCap : kcStep * nr) + 15) / 16 * 16  // B panel, or one edge micro-panel
-            let aFloats = packA ? kcStep * mcCap * 4 : 0
-            let raw = UnsafeMutableRawPointer.allocate(byteCount: (bFloats + aFloats) * 4, alignment: 64)
+            let aFloats = packA ? kcStep * mcCap * (kernel == .portable ? 4 : 1) : 0
+            let tileFloats = mr * nr  // where a C kernel's ragged or strided tile lands first
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: (bFloats + aFloats + tileFloats) * 4, alignment: 64)
             defer { raw.deallocate() }
-            let bBuf = raw.bindMemory(to: Float.self, capacity: bFloats + aFloats)
-            let aBuf = bBuf + bFloats
+            let bBuf = raw.bindMemory(to: Float.self, capacity: bFloats + aFloats + tileFloats)
+            let aBuf = bBuf + bFloats, tileBuf = aBuf + aFloats
 
             var jc = cols.lowerBound
             while jc < cols.upperBound {
@@ -144,12 +167,18 @@ enum BuiltinGemm {
                 while pc < k {
                     let kc = min(kcStep, k - pc)
                     let betaHere: Float = pc == 0 ? beta : 1
-                    if packB { BuiltinGemm.packB(b, row: pc, kc: kc, col: jc, nc: nc, into: bBuf) }
+                    if packB { BuiltinGemm.packB(b, row: pc, kc: kc, col: jc, nc: nc, nr: nr, into: bBuf) }
 
                     var ic = rows.lowerBound
                     while ic < rows.upperBound {
                         let mc = min(mcMax, rows.upperBound - ic)
-                        if packA { BuiltinGemm.packA(a, row: ic, mc: mc, col: pc, kc: kc, into: aBuf) }
+                        if packA {
+                            if kernel == .portable {
+                                BuiltinGemm.packA(a, row: ic, mc: mc, col: pc, kc: kc, into: aBuf)
+                            } else {
+                                BuiltinGemm.packPlainA(a, row: ic, mc: mc, col: pc, kc: kc, mr: mr, into: aBuf)
+                            }
+                        }
 
                         var jr = 0
                         while jr < nc {
@@ -162,7 +191,7 @@ enum BuiltinGemm {
                             } else if ncr == nr {
                                 bPanel = b.at(pc, jc + jr); bStride = b.rs
                             } else {
-                                BuiltinGemm.packB(b, row: pc, kc: kc, col: jc + jr, nc: ncr, into: bBuf)
+                                BuiltinGemm.packB(b, row: pc, kc: kc, col: jc + jr, nc: ncr, nr: nr, into: bBuf)
                                 bPanel = UnsafePointer(bBuf); bStride = nr
                             }
                             let cCol = c + (jc + jr) * ccs
@@ -170,7 +199,15 @@ enum BuiltinGemm {
                             while ir < mc {
                                 let tile = Tile(c: cCol + (ic + ir) * crs, rs: crs, cs: ccs,
                                                 rows: min(mr, mc - ir), cols: ncr, alpha: alpha, beta: betaHere)
-                                if packA {
+                                if kernel == .avx2 {
+                                    if packA {
+                                        BuiltinGemm.runAVX2(kc: kc, packedA: UnsafePointer(aBuf + ir * kc), b: bPanel,
+                                                            bStride: bStride, tile: tile, scratch: tileBuf)
+                                    } else {
+                                        BuiltinGemm.runAVX2(kc: kc, a: a.at(ic + ir, pc), ars: a.rs, acs: a.cs, b: bPanel,
+                                                            bStride: bStride, tile: tile, scratch: tileBuf)
+                                    }
+                                } else if packA {
                                     BuiltinGemm.kernelPackedA(kc: kc, a: UnsafePointer(aBuf + ir * kc * 4),
                                                               b: bPanel, bStride: bStride, tile: tile)
                                 } else {
@@ -192,47 +229,53 @@ enum BuiltinGemm {
 
     // MARK: - Packing
 
-    /// Packs B[row..<row+kc, col..<col+nc] as ceil(nc/NR) micro-panels, each kc rows of NR contiguous floats
-    /// (panel q starts at dst + q·kc·NR); columns past nc are zero.
-    static func packB(_ b: View, row: Int, kc: Int, col: Int, nc: Int, into dst: UnsafeMutablePointer<Float>) {
+    /// Packs B[row..<row+kc, col..<col+nc] as ceil(nc/nr) micro-panels, each kc rows of nr contiguous floats
+    /// (panel q starts at dst + q·kc·nr); columns past nc are zero. nr is a multiple of 8.
+    static func packB(_ b: View, row: Int, kc: Int, col: Int, nc: Int, nr: Int, into dst: UnsafeMutablePointer<Float>) {
         var q = 0
         while q * nr < nc {
             let j0 = col + q * nr, w = min(nr, nc - q * nr)
             let out = UnsafeMutableRawPointer(dst + q * kc * nr)
+            let rowBytes = nr * 4
             if b.cs == 1 && w == nr {
-                // Rows of B are contiguous: copy 8 floats per k.
+                // Rows of B are contiguous: copy nr floats per k, 8 at a time.
                 var src = UnsafeRawPointer(b.at(row, j0))
                 let step = b.rs * 4
                 for p in 0..<kc {
-                    out.storeBytes(of: src.loadUnaligned(as: SIMD8<Float>.self), toByteOffset: p * 32, as: SIMD8<Float>.self)
+                    for g in stride(from: 0, to: rowBytes, by: 32) {
+                        out.storeBytes(of: src.loadUnaligned(fromByteOffset: g, as: SIMD8<Float>.self),
+                                       toByteOffset: p * rowBytes + g, as: SIMD8<Float>.self)
+                    }
                     src += step
                 }
             } else if b.rs == 1 && w == nr {
-                // Columns of B are contiguous (B is a transposed matrix): read 4 k values from each of the
-                // 8 columns and transpose two 4×4 blocks, giving 4 rows of the micro-panel.
-                let s = UnsafeRawPointer(b.at(row, j0)), cs = b.cs * 4
-                var p = 0
-                while p + 4 <= kc {
-                    let o = p * 4
-                    let x0 = s.loadUnaligned(fromByteOffset: o, as: SIMD4<Float>.self)
-                    let x1 = s.loadUnaligned(fromByteOffset: o + cs, as: SIMD4<Float>.self)
-                    let x2 = s.loadUnaligned(fromByteOffset: o + 2 * cs, as: SIMD4<Float>.self)
-                    let x3 = s.loadUnaligned(fromByteOffset: o + 3 * cs, as: SIMD4<Float>.self)
-                    let x4 = s.loadUnaligned(fromByteOffset: o + 4 * cs, as: SIMD4<Float>.self)
-                    let x5 = s.loadUnaligned(fromByteOffset: o + 5 * cs, as: SIMD4<Float>.self)
-                    let x6 = s.loadUnaligned(fromByteOffset: o + 6 * cs, as: SIMD4<Float>.self)
-                    let x7 = s.loadUnaligned(fromByteOffset: o + 7 * cs, as: SIMD4<Float>.self)
-                    for t in 0..<4 {
-                        let v = SIMD8(x0[t], x1[t], x2[t], x3[t], x4[t], x5[t], x6[t], x7[t])
-                        out.storeBytes(of: v, toByteOffset: (p + t) * 32, as: SIMD8<Float>.self)
+                // Columns of B are contiguous (B is a transposed matrix): for each group of 8 columns, read
+                // 4 k values from each and transpose two 4×4 blocks, giving 4 rows of 8 floats.
+                for g in stride(from: 0, to: nr, by: 8) {
+                    let s = UnsafeRawPointer(b.at(row, j0 + g)), cs = b.cs * 4
+                    var p = 0
+                    while p + 4 <= kc {
+                        let o = p * 4
+                        let x0 = s.loadUnaligned(fromByteOffset: o, as: SIMD4<Float>.self)
+                        let x1 = s.loadUnaligned(fromByteOffset: o + cs, as: SIMD4<Float>.self)
+                        let x2 = s.loadUnaligned(fromByteOffset: o + 2 * cs, as: SIMD4<Float>.self)
+                        let x3 = s.loadUnaligned(fromByteOffset: o + 3 * cs, as: SIMD4<Float>.self)
+                        let x4 = s.loadUnaligned(fromByteOffset: o + 4 * cs, as: SIMD4<Float>.self)
+                        let x5 = s.loadUnaligned(fromByteOffset: o + 5 * cs, as: SIMD4<Float>.self)
+                        let x6 = s.loadUnaligned(fromByteOffset: o + 6 * cs, as: SIMD4<Float>.self)
+                        let x7 = s.loadUnaligned(fromByteOffset: o + 7 * cs, as: SIMD4<Float>.self)
+                        for t in 0..<4 {
+                            let v = SIMD8(x0[t], x1[t], x2[t], x3[t], x4[t], x5[t], x6[t], x7[t])
+                            out.storeBytes(of: v, toByteOffset: (p + t) * rowBytes + g * 4, as: SIMD8<Float>.self)
+                        }
+                        p += 4
                     }
-                    p += 4
-                }
-                while p < kc {
-                    let e = b.at(row + p, j0), cs = b.cs
-                    let v = SIMD8(e[0], e[cs], e[2 * cs], e[3 * cs], e[4 * cs], e[5 * cs], e[6 * cs], e[7 * cs])
-                    out.storeBytes(of: v, toByteOffset: p * 32, as: SIMD8<Float>.self)
-                    p += 1
+                    while p < kc {
+                        let e = b.at(row + p, j0 + g), cs = b.cs
+                        let v = SIMD8(e[0], e[cs], e[2 * cs], e[3 * cs], e[4 * cs], e[5 * cs], e[6 * cs], e[7 * cs])
+                        out.storeBytes(of: v, toByteOffset: p * rowBytes + g * 4, as: SIMD8<Float>.self)
+                        p += 1
+                    }
                 }
             } else {
                 // Ragged last panel (or an arbitrary view): scalar copy with zero padding.
@@ -240,6 +283,36 @@ enum BuiltinGemm {
                 for p in 0..<kc {
                     for j in 0..<w { o[p * nr + j] = b.at(row + p, j0 + j).pointee }
                     for j in w..<nr { o[p * nr + j] = 0 }
+                }
+            }
+            q += 1
+        }
+    }
+
+    /// Packs A[row..<row+mc, col..<col+kc] as ceil(mc/mr) plain micro-panels (for the C kernels, which
+    /// broadcast from memory): value (r, p) of panel q is at dst + (q·kc + p)·mr + r. Rows past mc are zero.
+    static func packPlainA(_ a: View, row: Int, mc: Int, col: Int, kc: Int, mr: Int, into dst: UnsafeMutablePointer<Float>) {
+        var q = 0
+        while q * mr < mc {
+            let i0 = row + q * mr, h = min(mr, mc - q * mr)
+            let out = dst + q * kc * mr
+            if a.rs == 1 {
+                // Columns of A are contiguous: the h values of one k are adjacent.
+                var src = a.at(i0, col)
+                for p in 0..<kc {
+                    let o = out + p * mr
+                    for r in 0..<h { o[r] = src[r] }
+                    for r in h..<mr { o[r] = 0 }
+                    src += a.cs
+                }
+            } else {
+                for r in 0..<mr {
+                    if r < h {
+                        let src = a.at(i0 + r, col), cs = a.cs
+                        for p in 0..<kc { out[p * mr + r] = src[p * cs] }
+                    } else {
+                        for p in 0..<kc { out[p * mr + r] = 0 }
+                    }
                 }
             }
             q += 1
@@ -351,6 +424,33 @@ enum BuiltinGemm {
         store(c0, c1, c2, c3, c4, c5, to: tile)
     }
 
+    /// One tile through the AVX2 kernel with packed A: straight into C when the tile is full and C's rows
+    /// are contiguous, else into `scratch` (6×16) and from there through the scalar path.
+    @inline(__always)
+    static func runAVX2(kc: Int, packedA a: UnsafePointer<Float>, b: UnsafePointer<Float>, bStride: Int,
+                        tile t: Tile, scratch: UnsafeMutablePointer<Float>) {
+        if t.rows == 6 && t.cols == 16 && t.cs == 1 {
+            lora_sgemm_avx2_6x16(Int64(kc), a, b, Int64(bStride), t.c, Int64(t.rs), t.alpha, t.beta)
+        } else {
+            lora_sgemm_avx2_6x16(Int64(kc), a, b, Int64(bStride), scratch, 16, 1, 0)
+            storeScalar(UnsafePointer(scratch), ld: 16, to: t)
+        }
+    }
+
+    /// As above with A read in place (element (r, p) at a[r·ars + p·acs]).
+    @inline(__always)
+    static func runAVX2(kc: Int, a: UnsafePointer<Float>, ars: Int, acs: Int, b: UnsafePointer<Float>, bStride: Int,
+                        tile t: Tile, scratch: UnsafeMutablePointer<Float>) {
+        if t.rows == 6 && t.cols == 16 && t.cs == 1 {
+            lora_sgemm_avx2_6x16_strided(Int64(kc), a, Int64(ars), Int64(acs), 6, b, Int64(bStride),
+                                         t.c, Int64(t.rs), t.alpha, t.beta)
+        } else {
+            lora_sgemm_avx2_6x16_strided(Int64(kc), a, Int64(ars), Int64(acs), Int64(t.rows), b, Int64(bStride),
+                                         scratch, 16, 1, 0)
+            storeScalar(UnsafePointer(scratch), ld: 16, to: t)
+        }
+    }
+
     /// Writes a 6×8 result to its tile of C: vector stores for a full tile of a row-major C, else the
     /// scalar path.
     @inline(__always)
@@ -381,18 +481,23 @@ enum BuiltinGemm {
         raw.storeBytes(of: v, as: SIMD8<Float>.self)
     }
 
-    /// A ragged or strided tile: only the top-left rows×cols of the result reach C, one float at a time.
+    /// A ragged or strided tile of the portable kernel: see `storeScalar(_:ld:to:)`.
     @inline(never)
     static func storeScalar(_ acc: (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>),
                             to t: Tile) {
         withUnsafeBytes(of: acc) { raw in
-            let v = raw.bindMemory(to: Float.self)
-            for r in 0..<t.rows {
-                for j in 0..<t.cols {
-                    let x = t.alpha * v[r * nr + j]
-                    let p = t.c + r * t.rs + j * t.cs
-                    p.pointee = t.beta == 0 ? x : (t.beta == 1 ? p.pointee + x : x + t.beta * p.pointee)
-                }
+            storeScalar(raw.bindMemory(to: Float.self).baseAddress!, ld: nr, to: t)
+        }
+    }
+
+    /// A ragged or strided tile: only the top-left rows×cols of the result (row r at v + r·ld) reach C,
+    /// one float at a time.
+    static func storeScalar(_ v: UnsafePointer<Float>, ld: Int, to t: Tile) {
+        for r in 0..<t.rows {
+            for j in 0..<t.cols {
+                let x = t.alpha * v[r * ld + j]
+                let p = t.c + r * t.rs + j * t.cs
+                p.pointee = t.beta == 0 ? x : (t.beta == 1 ? p.pointee + x : x + t.beta * p.pointee)
             }
         }
     }

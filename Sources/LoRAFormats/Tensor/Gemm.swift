@@ -1,21 +1,58 @@
 import Foundation
+import LoRAKernels
 
 /// Which implementation `Gemm.sgemm` runs.
-public enum GemmBackend: Sendable, Equatable {
+public enum GemmBackend: Sendable, Equatable, CustomStringConvertible {
     /// A BLAS library loaded at run time; the associated value is the path or soname it was opened with.
     case blas(String)
-    /// LoRAKit's own pure-Swift kernel (`BuiltinGemm`).
+    /// LoRAKit's own kernel with the portable Swift micro-kernel (`BuiltinGemm`), the reference on any CPU.
     case builtin
+    /// LoRAKit's own kernel with the AVX2+FMA micro-kernel (LoRAKernels), on x86-64 CPUs that have both.
+    case avx2
+
+    public var description: String {
+        switch self {
+        case .blas(let name): "blas(\(name))"
+        case .builtin: "builtin (portable Swift)"
+        case .avx2: "builtin (AVX2+FMA)"
+        }
+    }
+
+    /// The CPU kernels this machine can run, best first (each a valid `LORA_BLAS` value: avx2, builtin).
+    public static var cpuKernels: [GemmBackend] {
+        (CPUFeatures.current.contains(.avx2FMA) ? [.avx2] : []) + [.builtin]
+    }
 }
 
-/// Single-precision matrix products, row-major throughout. Uses a system BLAS when one can be loaded at run
-/// time (OpenBLAS, BLIS, reference BLAS, Accelerate) and a built-in SIMD kernel otherwise.
+/// The instruction sets of this CPU that LoRAKit's kernels use (as the CPU and the OS report them).
+public struct CPUFeatures: OptionSet, Sendable, CustomStringConvertible {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let avx2FMA = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX2_FMA))
+    public static let avx512F = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX512F))
+    public static let avx512BF16 = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX512BF16))
+
+    public static let current = CPUFeatures(rawValue: lora_cpu_features())
+
+    public var description: String {
+        let names = [(CPUFeatures.avx2FMA, "avx2+fma"), (.avx512F, "avx512f"), (.avx512BF16, "avx512_bf16")]
+        let present = names.filter { contains($0.0) }.map(\.1)
+        return present.isEmpty ? "none" : present.joined(separator: ", ")
+    }
+}
+
+/// Single-precision matrix products, row-major throughout: LoRAKit's own kernel with a micro-kernel for the
+/// CPU's instruction set, or a system BLAS loaded at run time (OpenBLAS, BLIS, reference BLAS, Accelerate).
 ///
 /// Backend choice, made once at first use:
-/// - `LORA_BLAS=builtin` forces the built-in kernel;
-/// - `LORA_BLAS=<path or soname>` loads that library (falling back to the built-in kernel, with a warning on
+/// - `LORA_BLAS=avx2` or `LORA_BLAS=builtin` forces that kernel of ours (AVX2+FMA, or the portable Swift
+///   one; avx2 on a CPU without it falls back to the portable kernel with a warning);
+/// - `LORA_BLAS=<path or soname>` loads that library (falling back to our best kernel, with a warning on
 ///   standard error, when it cannot be loaded);
-/// - otherwise the first loadable library of `BLASLibrary.candidates` is used, else the built-in kernel.
+/// - otherwise: on x86-64 with AVX2+FMA our AVX2 kernel (as fast as OpenBLAS there, see the README's
+///   performance section), except in a debug build, whose C is unoptimized; on Apple platforms
+///   Accelerate; else the first loadable library of `BLASLibrary.candidates`, else our best kernel.
 public enum Gemm {
     /// C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C. op(X) = X or Xᵀ. Row-major, leading dimensions lda/ldb/ldc in elements.
     ///
@@ -66,13 +103,15 @@ public enum Gemm {
                           a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
             }
         } else {
+            let kernel: BuiltinGemm.MicroKernel
+            if case .avx2 = selection { kernel = .avx2 } else { kernel = .portable }
             BuiltinGemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
                               a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc,
-                              threads: serial ? 1 : Parallel.threadCount)
+                              threads: serial ? 1 : Parallel.threadCount, kernel: kernel)
         }
     }
 
-    /// The backend in use: chosen once at first use; LORA_BLAS=builtin forces the built-in kernel; LORA_BLAS=/path/lib.so forces a library.
+    /// The backend in use: chosen once at first use; LORA_BLAS=avx2|builtin forces one of our kernels; LORA_BLAS=/path/lib.so forces a library.
     /// Inside `withBackend` this is the backend given there.
     public static var backend: GemmBackend { GemmState.snapshot().selection.backend }
 
@@ -87,12 +126,15 @@ public enum Gemm {
     ///
     /// The setting is process-wide, not per thread: do not run two `withBackend` blocks concurrently.
     /// `.blas(name)` opens `name` if no library was opened under that name yet; it is a programming error
-    /// (a precondition failure) to name a library that cannot be loaded.
+    /// (a precondition failure) to name a library that cannot be loaded, or `.avx2` on a CPU without it.
     public static func withBackend<T>(_ b: GemmBackend, _ body: () throws -> T) rethrows -> T {
         let selection: GemmState.Selection
         switch b {
         case .builtin:
             selection = .builtin
+        case .avx2:
+            precondition(CPUFeatures.current.contains(.avx2FMA), "Gemm.withBackend: this CPU has no AVX2+FMA")
+            selection = .avx2
         case .blas(let name):
             guard let lib = BLASLibrary.named(name) else {
                 preconditionFailure("Gemm.withBackend: cannot load a BLAS with sgemm from \(name)")
@@ -135,14 +177,19 @@ public enum Gemm {
 enum GemmState {
     enum Selection {
         case builtin
+        case avx2
         case blas(BLASLibrary)
 
         var backend: GemmBackend {
             switch self {
             case .builtin: return .builtin
+            case .avx2: return .avx2
             case .blas(let lib): return .blas(lib.name)
             }
         }
+
+        /// Our best kernel on this CPU.
+        static var bestKernel: Selection { CPUFeatures.current.contains(.avx2FMA) ? .avx2 : .builtin }
     }
 
     /// `LORA_BLAS`, if set and non-empty.
@@ -151,22 +198,41 @@ enum GemmState {
         return s
     }()
 
+    /// `LORA_BLAS` values that name one of our kernels rather than a library.
+    private static let kernelNames: Set<String> = ["builtin", "avx2"]
+
     /// The library `LORA_BLAS` names (when it loads), else the first loadable candidate.
     static let availableLibrary: BLASLibrary? = {
-        if let name = requested, name.lowercased() != "builtin", let lib = BLASLibrary.named(name) { return lib }
+        if let name = requested, !kernelNames.contains(name.lowercased()), let lib = BLASLibrary.named(name) { return lib }
         return BLASLibrary.discovered
     }()
+
+    private static func warn(_ message: String) {
+        try? FileHandle.standardError.write(contentsOf: Data(("LoRAKit: " + message + "\n").utf8))  // write(_:) traps when the write fails
+    }
 
     /// The backend chosen at first use (a `static let` initializer runs once, thread-safely).
     private static let initial: Selection = {
         if let name = requested {
-            if name.lowercased() == "builtin" { return .builtin }
-            if let lib = BLASLibrary.named(name) { return .blas(lib) }
-            try? FileHandle.standardError.write(contentsOf: Data(("LoRAKit: LORA_BLAS=\(name) cannot be loaded (or has no sgemm); using the built-in kernel\n").utf8))  // write(_:) traps when the write fails
-            return .builtin
+            switch name.lowercased() {
+            case "builtin": return .builtin
+            case "avx2":
+                if CPUFeatures.current.contains(.avx2FMA) { return .avx2 }
+                warn("LORA_BLAS=avx2 but this CPU has no AVX2+FMA; using the portable kernel")
+                return .builtin
+            default:
+                if let lib = BLASLibrary.named(name) { return .blas(lib) }
+                warn("LORA_BLAS=\(name) cannot be loaded (or has no sgemm); using the built-in kernel")
+                return Selection.bestKernel
+            }
         }
+        #if canImport(Darwin)
         if let lib = BLASLibrary.discovered { return .blas(lib) }
-        return .builtin
+        #else
+        if CPUFeatures.current.contains(.avx2FMA) && lora_kernels_optimized() != 0 { return .avx2 }
+        if let lib = BLASLibrary.discovered { return .blas(lib) }
+        #endif
+        return Selection.bestKernel
     }()
 
     /// Whether LoRAKit splits large BLAS products over its own threads with the BLAS held at one

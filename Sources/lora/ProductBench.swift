@@ -1,0 +1,115 @@
+import Foundation
+import LoRAKit
+
+/// The matrix products of one training step's linear layers, timed on each backend this machine
+/// offers (`lora bench --products`), so our kernels and the BLAS found are compared on the same
+/// shapes in one run, alternating backends round by round so they see the same load.
+struct ProductBench {
+    let config: ModelConfig
+    /// Rows of activations (batch × sequence length).
+    let rows: Int
+    let rounds: Int
+
+    /// (name, out, in) of each distinct linear layer of a block, and the head.
+    var layers: [(String, Int, Int)] {
+        let c = config, d = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
+        let f = c.intermediateSize
+        return [("q_proj", q, d), ("k_proj/v_proj", kv, d), ("o_proj", d, q), ("gate/up_proj", f, d),
+                ("down_proj", d, f), ("lm_head", c.vocabSize, d)]
+    }
+
+    /// Times per layer of a step: k_proj and v_proj, gate and up count twice.
+    var weights: [Double] { [1, 2, 1, 2, 1, 1] }
+
+    func run(json: Bool) {
+        var backends = GemmBackend.cpuKernels
+        if let blas = Gemm.availableBLAS { backends.append(blas) }
+        // seconds[backend][layer][forward/backward] per round
+        var seconds = Array(repeating: Array(repeating: [[Double]](repeating: [], count: 2), count: layers.count),
+                            count: backends.count)
+        for _ in 0..<rounds {
+            for (b, backend) in backends.enumerated() {
+                Gemm.withBackend(backend) {
+                    for (l, (_, out, inp)) in layers.enumerated() {
+                        for backward in [false, true] {
+                            seconds[b][l][backward ? 1 : 0].append(time(out: out, inp: inp, backward: backward))
+                        }
+                    }
+                }
+            }
+        }
+        func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
+        func gflops(_ b: Int, _ l: Int, _ dir: Int) -> Double {
+            2 * Double(rows) * Double(layers[l].1) * Double(layers[l].2) / median(seconds[b][l][dir]) / 1e9
+        }
+        // A step's product time, weighted by how often each layer runs.
+        func stepRate(_ b: Int) -> Double {
+            var flops = 0.0, time = 0.0
+            for l in layers.indices {
+                for dir in 0..<2 {
+                    flops += weights[l] * 2 * Double(rows) * Double(layers[l].1) * Double(layers[l].2)
+                    time += weights[l] * median(seconds[b][l][dir])
+                }
+            }
+            return flops / time / 1e9
+        }
+        if json {
+            for (b, backend) in backends.enumerated() {
+                var perLayer: [String: Double] = [:]
+                for (l, layer) in layers.enumerated() {
+                    perLayer[layer.0 + " forward"] = gflops(b, l, 0)
+                    perLayer[layer.0 + " backward"] = gflops(b, l, 1)
+                }
+                let line: [String: Any] = ["backend": "\(backend)", "rows": rows, "threads": Parallel.threadCount,
+                                           "step_gflops": stepRate(b), "gflops": perLayer, "rounds": rounds]
+                if let data = try? JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) {
+                    print(String(decoding: data, as: UTF8.self))
+                }
+            }
+            return
+        }
+        print("matrix products of a step, \(rows) rows, \(Parallel.threadCount) threads, CPU features: \(CPUFeatures.current); GFLOP/s, median of \(rounds)")
+        let names = backends.map { "\($0)" }
+        let width = max(14, names.map(\.count).max() ?? 0) + 2
+        func pad(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }
+        print(pad("", 24) + names.map { pad($0, width) }.joined())
+        for (l, layer) in layers.enumerated() {
+            for dir in 0..<2 {
+                let label = "\(layer.0) \(layer.1)x\(layer.2) " + (dir == 0 ? "fwd" : "bwd")
+                print(label + pad("", 24 - label.count) + backends.indices.map { pad(String(format: "%.1f", gflops($0, l, dir)), width) }.joined())
+            }
+        }
+        print("step (weighted)" + pad("", 9) + backends.indices.map { pad(String(format: "%.1f", stepRate($0)), width) }.joined())
+    }
+
+    /// One product: forward y[rows×out] = x·Wᵀ, or the input gradient dx[rows×in] = dy·W.
+    func time(out: Int, inp: Int, backward: Bool) -> Double {
+        let w = Tensor(shape: [out, inp]), x = Tensor(shape: [rows, inp]), y = Tensor(shape: [rows, out])
+        for i in 0..<w.count { w.data[i] = Float(i % 7) * 0.01 }
+        for i in 0..<x.count { x.data[i] = Float(i % 5) * 0.01 }
+        for i in 0..<y.count { y.data[i] = Float(i % 3) * 0.01 }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        if backward {
+            Gemm.sgemm(transA: false, transB: false, m: rows, n: inp, k: out, alpha: 1, a: y.data, lda: out,
+                       b: w.data, ldb: inp, beta: 0, c: x.data, ldc: inp)
+        } else {
+            Gemm.sgemm(transA: false, transB: true, m: rows, n: out, k: inp, alpha: 1, a: x.data, lda: inp,
+                       b: w.data, ldb: inp, beta: 0, c: y.data, ldc: out)
+        }
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+    }
+}
+
+/// sgemm FLOP/s on the step's main shapes (the linear layers forward and backward) with the backend in
+/// use, for `lora bench`'s fraction-of-sgemm line.
+func measureGemmRate(config c: ModelConfig, rows n: Int) -> Double {
+    let bench = ProductBench(config: c, rows: n, rounds: 1)
+    var flops = 0.0, seconds = 0.0
+    for (l, (_, out, inp)) in bench.layers.enumerated() {
+        for backward in [false, true] {
+            seconds += bench.weights[l] * bench.time(out: out, inp: inp, backward: backward)
+            flops += bench.weights[l] * 2 * Double(n) * Double(out) * Double(inp)
+        }
+    }
+    return flops / seconds
+}
