@@ -120,7 +120,13 @@ for method, extra in methods.items():
         print(f"{method:9s} PeftModel.from_pretrained failed: {type(e).__name__}: {e}")
         failed.append(method)
         continue
-    key_warnings = [str(w.message) for w in caught if "keys" in str(w.message).lower()]
+    # PEFT (0.21) says that AdaLoRA's rank_pattern keys ("...q_proj.lora_E") "did not match any targeted
+    # module" for every AdaLoRA adapter, its own too (PeftModel.from_pretrained on the PEFT-trained fixture
+    # Fixtures/variants/adalora/trained_adapter prints it), then applies them (resize_modules_by_rank_pattern);
+    # the trainable-parameter counts below show the pruned ranks took effect.
+    def peft_quirk(message):
+        return method == "adalora" and message.startswith("The following rank_pattern keys did not match any targeted module")
+    key_warnings = [str(w.message) for w in caught if "keys" in str(w.message).lower() and not peft_quirk(str(w.message))]
     # PEFT warns of missing keys only; a key it would ignore is found by comparing with what it would save.
     with safe_open(adapter / "adapter_model.safetensors", "pt") as f:
         ignored = sorted(set(f.keys()) - set(get_peft_model_state_dict(model).keys()))
