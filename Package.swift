@@ -50,7 +50,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LoRAKitTests",
-            dependencies: ["LoRAKit", "LoRAFormats", "LoRAKernels", "LoRATokenizers", "LoRACommandLine", "LoRAFuzzHarnesses"],
+            dependencies: ["LoRAKit", "LoRAFormats", "LoRATokenizers", "LoRACommandLine", "LoRAFuzzHarnesses"],
             exclude: ["Fixtures"]
         ),
     ]

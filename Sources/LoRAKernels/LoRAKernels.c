@@ -1,12 +1,5 @@
 #include "LoRAKernels.h"
 
-int lora_kernels_optimized(void) {
-#if defined(__OPTIMIZE__)
-    return 1;
-#else
-    return 0;
-#endif
-}
 
 #if defined(__x86_64__)
 #include <immintrin.h>

@@ -45,7 +45,16 @@ final class TrainingTests: XCTestCase {
     }
 
     func testBuiltinKernelGivesThePyTorchGradientsToo() throws {
-        try Gemm.withBackend(.builtin) {
+        try pyTorchGradients(on: .builtin)
+    }
+
+    func testAVX2KernelGivesThePyTorchGradientsToo() throws {
+        guard CPUFeatures.current.contains(.avx2FMA) else { throw XCTSkip("this CPU has no AVX2+FMA") }
+        try pyTorchGradients(on: .avx2)
+    }
+
+    private func pyTorchGradients(on backend: GemmBackend) throws {
+        try Gemm.withBackend(backend) {
             let dir = fixturesPath + "/llama_tied"
             let model = try LlamaModel.load(folder: dir + "/model")
             let adapter = try Adapter.load(from: dir + "/adapter", into: model)

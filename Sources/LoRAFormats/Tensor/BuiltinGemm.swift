@@ -305,6 +305,14 @@ enum BuiltinGemm {
                     for r in h..<mr { o[r] = 0 }
                     src += a.cs
                 }
+            } else if a.cs == 1 && mr == 6 && h == 6 {
+                // Rows of A are contiguous: six sequential reads, one sequential write of six per k.
+                let s0 = a.at(i0, col), s1 = s0 + a.rs, s2 = s1 + a.rs, s3 = s2 + a.rs, s4 = s3 + a.rs, s5 = s4 + a.rs
+                var o = out
+                for p in 0..<kc {
+                    o[0] = s0[p]; o[1] = s1[p]; o[2] = s2[p]; o[3] = s3[p]; o[4] = s4[p]; o[5] = s5[p]
+                    o += 6
+                }
             } else {
                 for r in 0..<mr {
                     if r < h {

@@ -50,9 +50,9 @@ public struct CPUFeatures: OptionSet, Sendable, CustomStringConvertible {
 ///   one; avx2 on a CPU without it falls back to the portable kernel with a warning);
 /// - `LORA_BLAS=<path or soname>` loads that library (falling back to our best kernel, with a warning on
 ///   standard error, when it cannot be loaded);
-/// - otherwise: on x86-64 with AVX2+FMA our AVX2 kernel (as fast as OpenBLAS there, see the README's
-///   performance section), except in a debug build, whose C is unoptimized; on Apple platforms
-///   Accelerate; else the first loadable library of `BLASLibrary.candidates`, else our best kernel.
+/// - otherwise the first loadable library of `BLASLibrary.candidates` (Accelerate on Apple platforms),
+///   else our best kernel for this CPU: AVX2+FMA where it has them (0.9× OpenBLAS's products and the
+///   same training speed on this project's machine, see the README), else the portable one.
 public enum Gemm {
     /// C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C. op(X) = X or Xᵀ. Row-major, leading dimensions lda/ldb/ldc in elements.
     ///
@@ -226,12 +226,7 @@ enum GemmState {
                 return Selection.bestKernel
             }
         }
-        #if canImport(Darwin)
         if let lib = BLASLibrary.discovered { return .blas(lib) }
-        #else
-        if CPUFeatures.current.contains(.avx2FMA) && lora_kernels_optimized() != 0 { return .avx2 }
-        if let lib = BLASLibrary.discovered { return .blas(lib) }
-        #endif
         return Selection.bestKernel
     }()
 

@@ -21,10 +21,6 @@ enum {
 /// The instruction sets this CPU and operating system can run (an OR of LORA_CPU_* bits).
 uint32_t lora_cpu_features(void);
 
-/// 1 when these kernels were compiled with optimization. SwiftPM's debug configuration compiles C at
-/// -O0, where the intrinsics run about 60 times slower (1.3 against 83 GFLOP/s measured for the AVX2
-/// tile), so a debug build prefers a BLAS when one is found.
-int lora_kernels_optimized(void);
 
 /// Rows and columns of the tile lora_sgemm_avx2_6x16 computes.
 enum { LORA_AVX2_MR = 6, LORA_AVX2_NR = 16 };
