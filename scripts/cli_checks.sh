@@ -179,6 +179,22 @@ grep -q '"peft_type" *: *"ADALORA"' "$tmp/ada/adapter_config.json" && grep -q "^
 import json, sys; b = json.loads(sys.argv[1])['loss']; a = json.loads(sys.argv[2])['loss']; sys.exit(0 if a < b - 0.2 else 1)" "$before" "$ada_after" \
     && ok "--method adalora (init_r 6 → target_r 4) ends at 56 triplets over 14 layers and lowers the validation loss: $ada_after" \
     || bad "adalora: $(tail -3 "$tmp/atrain") $ada_after"
+# AdaLoRA killed at a checkpoint mid-allocation and resumed: its importance scores and budget come back,
+# so the adapter (and its ranks) are bit for bit the uninterrupted run's.
+aargs=("${dargs[@]}" --method adalora --iters 300 --tinit 3 --tfinal 20 --save-every 5 --steps-per-report 100)
+"$lora" train "${aargs[@]}" --adapter-path "$tmp/ada_whole" >/dev/null 2>&1
+"$lora" train "${aargs[@]}" --adapter-path "$tmp/ada_killed" >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 500); do [ -f "$tmp/ada_killed/checkpoint.safetensors" ] && break; sleep 0.01; done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+"$lora" train "${aargs[@]}" --adapter-path "$tmp/ada_killed" --resume >"$tmp/ada_resumed" 2>&1
+at=$(sed -n 's/^resuming at step \([0-9]*\) of 300$/\1/p' "$tmp/ada_resumed")
+if [ -n "$at" ] && [ "$at" -lt 280 ] && cmp -s "$tmp/ada_whole/adapter_model.safetensors" "$tmp/ada_killed/adapter_model.safetensors" \
+        && cmp -s "$tmp/ada_whole/adapter_config.json" "$tmp/ada_killed/adapter_config.json"; then
+    ok "adalora killed during allocation (step $at of 300) and resumed: identical adapter bits and rank_pattern"
+else
+    bad "adalora resume after SIGKILL (resumed at '${at}'): $(tail -2 "$tmp/ada_resumed")"
+fi
 "$lora" inspect "$tmp/ada" >"$tmp/ainspect" 2>&1 && grep -q "PEFT AdaLoRA adapter" "$tmp/ainspect" && grep -q "final 56 in all, 4.00 on average" "$tmp/ainspect" \
     && ok "inspect shows an AdaLoRA adapter's final ranks: $(grep '^  ranks' "$tmp/ainspect" | tr -s ' ')" || bad "inspect adalora: $(cat "$tmp/ainspect")"
 "$lora" merge --model $tiny --adapter-path "$tmp/ada" --output "$tmp/amerged" >/dev/null 2>&1
