@@ -64,7 +64,8 @@ enum BuiltinGemm {
     static let mr = 6
     /// Micro-tile width of the portable kernel (columns of C per micro-kernel call).
     static let nr = 8
-    /// Depth of a packed block: the A (24 KiB) and B (8 KiB) micro-panels share L1.
+    /// Depth of a packed block: the A and B micro-panels share a 32 KiB L1 (portable: 24 KiB of splatted A
+    /// and 8 KiB of B; AVX2: 6 KiB of A and 16 KiB of B).
     static let kcMax = 256
     /// Columns of a packed B panel (a multiple of NR): kc×nc floats = 2 MiB per thread, in L3.
     static let ncMax = 2048
