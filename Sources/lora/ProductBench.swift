@@ -5,21 +5,29 @@ import LoRAKit
 /// offers (`lora bench --products`), so our kernels and the BLAS found are compared on the same
 /// shapes in one run, alternating backends round by round so they see the same load.
 struct ProductBench {
-    let config: ModelConfig
+    /// A distinct linear layer of a block (or the head): its weight is out × inp, and a step runs it
+    /// `perStep` times (k_proj and v_proj, gate and up share a shape).
+    struct Layer {
+        let name: String, out: Int, inp: Int, perStep: Double
+        /// Floating-point operations of one product (forward or input gradient) over `rows` rows.
+        func flops(rows: Int) -> Double { 2 * Double(rows) * Double(out) * Double(inp) }
+    }
+
     /// Rows of activations (batch × sequence length).
     let rows: Int
     let rounds: Int
+    let layers: [Layer]
+    /// LORA_BENCH_CPU_TIME=1: time the process's CPU rather than the wall clock (see `clock`).
+    private let cpuTime = ProcessInfo.processInfo.environment["LORA_BENCH_CPU_TIME"] == "1"
 
-    /// (name, out, in) of each distinct linear layer of a block, and the head.
-    var layers: [(String, Int, Int)] {
-        let c = config, d = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
-        let f = c.intermediateSize
-        return [("q_proj", q, d), ("k_proj/v_proj", kv, d), ("o_proj", d, q), ("gate/up_proj", f, d),
-                ("down_proj", d, f), ("lm_head", c.vocabSize, d)]
+    init(config c: ModelConfig, rows: Int, rounds: Int) {
+        self.rows = rows
+        self.rounds = rounds
+        let d = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim, f = c.intermediateSize
+        layers = [Layer(name: "q_proj", out: q, inp: d, perStep: 1), Layer(name: "k_proj/v_proj", out: kv, inp: d, perStep: 2),
+                  Layer(name: "o_proj", out: d, inp: q, perStep: 1), Layer(name: "gate/up_proj", out: f, inp: d, perStep: 2),
+                  Layer(name: "down_proj", out: d, inp: f, perStep: 1), Layer(name: "lm_head", out: c.vocabSize, inp: d, perStep: 1)]
     }
-
-    /// Times per layer of a step: k_proj and v_proj, gate and up count twice.
-    var weights: [Double] { [1, 2, 1, 2, 1, 1] }
 
     func run(json: Bool) {
         var backends = GemmBackend.cpuKernels
@@ -30,9 +38,9 @@ struct ProductBench {
         for _ in 0..<rounds {
             for (b, backend) in backends.enumerated() {
                 Gemm.withBackend(backend) {
-                    for (l, (_, out, inp)) in layers.enumerated() {
+                    for (l, layer) in layers.enumerated() {
                         for backward in [false, true] {
-                            seconds[b][l][backward ? 1 : 0].append(time(out: out, inp: inp, backward: backward))
+                            seconds[b][l][backward ? 1 : 0].append(time(layer, backward: backward))
                         }
                     }
                 }
@@ -40,15 +48,15 @@ struct ProductBench {
         }
         func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
         func gflops(_ b: Int, _ l: Int, _ dir: Int) -> Double {
-            2 * Double(rows) * Double(layers[l].1) * Double(layers[l].2) / median(seconds[b][l][dir]) / 1e9
+            layers[l].flops(rows: rows) / median(seconds[b][l][dir]) / 1e9
         }
         // A step's product time, weighted by how often each layer runs.
         func stepRate(_ b: Int) -> Double {
             var flops = 0.0, time = 0.0
             for l in layers.indices {
                 for dir in 0..<2 {
-                    flops += weights[l] * 2 * Double(rows) * Double(layers[l].1) * Double(layers[l].2)
-                    time += weights[l] * median(seconds[b][l][dir])
+                    flops += layers[l].perStep * layers[l].flops(rows: rows)
+                    time += layers[l].perStep * median(seconds[b][l][dir])
                 }
             }
             return flops / time / 1e9
@@ -57,8 +65,8 @@ struct ProductBench {
             for (b, backend) in backends.enumerated() {
                 var perLayer: [String: Double] = [:]
                 for (l, layer) in layers.enumerated() {
-                    perLayer[layer.0 + " forward"] = gflops(b, l, 0)
-                    perLayer[layer.0 + " backward"] = gflops(b, l, 1)
+                    perLayer[layer.name + " forward"] = gflops(b, l, 0)
+                    perLayer[layer.name + " backward"] = gflops(b, l, 1)
                 }
                 let line: [String: Any] = ["backend": "\(backend)", "rows": rows, "threads": Parallel.threadCount,
                                            "step_gflops": stepRate(b), "gflops": perLayer, "rounds": rounds]
@@ -75,7 +83,7 @@ struct ProductBench {
         print(pad("", 24) + names.map { pad($0, width) }.joined())
         for (l, layer) in layers.enumerated() {
             for dir in 0..<2 {
-                let label = "\(layer.0) \(layer.1)x\(layer.2) " + (dir == 0 ? "fwd" : "bwd")
+                let label = "\(layer.name) \(layer.out)x\(layer.inp) " + (dir == 0 ? "fwd" : "bwd")
                 print(label + pad("", 24 - label.count) + backends.indices.map { pad(String(format: "%.1f", gflops($0, l, dir)), width) }.joined())
             }
         }
@@ -83,7 +91,8 @@ struct ProductBench {
     }
 
     /// One product: forward y[rows×out] = x·Wᵀ, or the input gradient dx[rows×in] = dy·W.
-    func time(out: Int, inp: Int, backward: Bool) -> Double {
+    func time(_ layer: Layer, backward: Bool) -> Double {
+        let out = layer.out, inp = layer.inp
         let w = Tensor(shape: [out, inp]), x = Tensor(shape: [rows, inp]), y = Tensor(shape: [rows, out])
         for i in 0..<w.count { w.data[i] = Float(i % 7) * 0.01 }
         for i in 0..<x.count { x.data[i] = Float(i % 5) * 0.01 }
@@ -102,7 +111,7 @@ struct ProductBench {
     /// Seconds: wall-clock, or with LORA_BENCH_CPU_TIME=1 the process's CPU time, which other jobs on a
     /// shared machine disturb much less (for comparing kernels there; divide by the threads for a rate).
     private func clock() -> Double {
-        if ProcessInfo.processInfo.environment["LORA_BENCH_CPU_TIME"] == "1" {
+        if cpuTime {
             var t = timespec()
             clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
             return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
@@ -116,10 +125,10 @@ struct ProductBench {
 func measureGemmRate(config c: ModelConfig, rows n: Int) -> Double {
     let bench = ProductBench(config: c, rows: n, rounds: 1)
     var flops = 0.0, seconds = 0.0
-    for (l, (_, out, inp)) in bench.layers.enumerated() {
+    for layer in bench.layers {
         for backward in [false, true] {
-            seconds += bench.weights[l] * bench.time(out: out, inp: inp, backward: backward)
-            flops += bench.weights[l] * 2 * Double(n) * Double(out) * Double(inp)
+            seconds += layer.perStep * bench.time(layer, backward: backward)
+            flops += layer.perStep * layer.flops(rows: n)
         }
     }
     return flops / seconds

@@ -61,9 +61,9 @@ enum BuiltinGemm {
     }
 
     /// Micro-tile height of the portable kernel (rows of C per micro-kernel call).
-    static let mr = 6
+    static let mr = MicroKernel.portable.mr
     /// Micro-tile width of the portable kernel (columns of C per micro-kernel call).
-    static let nr = 8
+    static let nr = MicroKernel.portable.nr
     /// Depth of a packed block: the A and B micro-panels share a 32 KiB L1 (portable: 24 KiB of splatted A
     /// and 8 KiB of B; AVX2: 6 KiB of A and 16 KiB of B).
     static let kcMax = 256
