@@ -40,6 +40,7 @@ Run from the repository root:
     python scripts/bench_peft.py --json                 # one JSON line
     python scripts/bench_peft.py --threads 8 --warmup 1 --steps 5
     python scripts/bench_peft.py --attn eager
+    python scripts/bench_peft.py --precision bf16       # under bf16 autocast
 
 The JSON line is
     {"tool": "peft", "tokens_per_second": ..., "peak_rss_mb": ...,
@@ -75,6 +76,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--grad-checkpoint", action="store_true",
                    help="transformers' gradient checkpointing (non-reentrant), as --grad-checkpoint in lora bench")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a summary")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: forward and loss under torch.autocast('cpu', dtype=torch.bfloat16), the usual "
+                        "mixed-precision setting (weights, LoRA parameters and AdamW stay fp32)")
     args = p.parse_args()
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
@@ -210,7 +214,8 @@ def main() -> None:
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        out = model(input_ids=input_ids, labels=labels, use_cache=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            out = model(input_ids=input_ids, labels=labels, use_cache=False)
         out.loss.backward()
         optimizer.step()
         return out.loss.item()
@@ -253,6 +258,7 @@ def main() -> None:
             "peft": peft.__version__,
             "transformers": transformers.__version__,
             "attn": args.attn,
+            "precision": args.precision,
             "batch_size": args.batch_size,
             "seq_len": args.seq_len,
             "layers": args.layers,
@@ -273,7 +279,8 @@ def main() -> None:
               f"enable_gqa={sdpa['enable_gqa']} q={sdpa['q']} k={sdpa['k']}")
     if attention_ops:
         print("attention kernels: " + ", ".join(attention_ops))
-    print(f"batch {args.batch_size} x {args.seq_len} tokens, {args.warmup} warmup + {args.steps} timed steps")
+    print(f"batch {args.batch_size} x {args.seq_len} tokens, {args.warmup} warmup + {args.steps} timed steps, "
+          f"precision {args.precision}")
     print("steps (s): " + " ".join(f"{s:.3f}" for s in step_seconds))
     print("losses: " + " ".join(f"{l:.4f}" for l in losses))
     print(f"throughput: {tokens_per_second:.1f} tokens/s")

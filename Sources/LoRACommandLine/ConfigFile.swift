@@ -79,5 +79,5 @@ public let trainSettingNames: Set<String> = [
     "model", "data", "adapter-path", "iters", "epochs", "batch-size", "grad-accumulation-steps", "learning-rate", "lr-schedule",
     "warmup", "max-grad-norm", "weight-decay", "max-seq-length", "seed", "steps-per-report", "steps-per-eval", "val-batches",
     "save-every", "resume", "grad-checkpoint", "num-layers", "rank", "alpha", "dropout", "targets", "use-rslora", "init",
-    "mask-prompt", "metrics-file", "method", "lora-plus-ratio", "use-dora", "projection-prng-key",
+    "mask-prompt", "metrics-file", "method", "lora-plus-ratio", "use-dora", "projection-prng-key", "precision",
 ]

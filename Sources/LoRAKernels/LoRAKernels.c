@@ -1,5 +1,7 @@
 #include "LoRAKernels.h"
 
+#include <string.h>
+
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -94,6 +96,192 @@ void lora_sgemm_avx2_6x16_strided(int64_t kc, const float *a, int64_t ars, int64
               acs, b, ldb, c, ldc, alpha, beta);
 }
 
+// MARK: - AVX-512: 14×32 fp32 tile
+
+// 28 accumulators (14 rows × two 16-float halves), two B loads per k and one broadcast per row,
+// folded into the FMA as an embedded broadcast: 31 of the 32 zmm registers. 28 FMAs against 16 loads
+// per k keep both 512-bit FMA pipes of a Sapphire Rapids or Zen 4 core busy; the B micro-panel
+// (kc × 32 floats, 32 KiB at kc = 256) and the A micro-panel (14 KiB) share a 48 KiB L1.
+#define LORA_ROWS14(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+
+__attribute__((target("avx512f"), always_inline))
+static inline void store_row_16x2(float *cr, __m512 lo, __m512 hi, float alpha, float beta) {
+    const __m512 va = _mm512_set1_ps(alpha);
+    __m512 r0 = _mm512_mul_ps(va, lo), r1 = _mm512_mul_ps(va, hi);
+    if (beta == 1.0f) {
+        r0 = _mm512_add_ps(r0, _mm512_loadu_ps(cr)); r1 = _mm512_add_ps(r1, _mm512_loadu_ps(cr + 16));
+    } else if (beta != 0.0f) {
+        const __m512 vb = _mm512_set1_ps(beta);
+        r0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr), r0);
+        r1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr + 16), r1);
+    }
+    _mm512_storeu_ps(cr, r0); _mm512_storeu_ps(cr + 16, r1);
+}
+
+// A(r, p) is ar[r][p·acs]; the packed entry point passes ar[r] = a + r with acs = 14.
+__attribute__((target("avx512f"), always_inline))
+static inline void avx512_14x32(int64_t kc, const float *const ar[14], int64_t acs, const float *b, int64_t ldb,
+                                float *c, int64_t ldc, float alpha, float beta) {
+#define LORA_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps(); const float *a##r = ar[r];
+    LORA_ROWS14(LORA_DECL)
+#undef LORA_DECL
+    for (int r = 0; r < 14; r++) {
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + 31), _MM_HINT_T0);
+    }
+    for (int64_t p = 0; p < kc; p++) {
+        const float *bp = b + p * ldb;
+        const int64_t ao = p * acs;
+        const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
+#define LORA_FMA(r) { const __m512 x = _mm512_set1_ps(a##r[ao]); c##r##0 = _mm512_fmadd_ps(x, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(x, b1, c##r##1); }
+        LORA_ROWS14(LORA_FMA)
+#undef LORA_FMA
+    }
+#define LORA_STORE(r) store_row_16x2(c + (r) * ldc, c##r##0, c##r##1, alpha, beta);
+    LORA_ROWS14(LORA_STORE)
+#undef LORA_STORE
+}
+
+__attribute__((target("avx512f")))
+void lora_sgemm_avx512_14x32(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc,
+                             float alpha, float beta) {
+    const float *const ar[14] = {a, a + 1, a + 2, a + 3, a + 4, a + 5, a + 6, a + 7, a + 8, a + 9, a + 10, a + 11, a + 12, a + 13};
+    avx512_14x32(kc, ar, 14, b, ldb, c, ldc, alpha, beta);
+}
+
+__attribute__((target("avx512f")))
+void lora_sgemm_avx512_14x32_strided(int64_t kc, const float *a, int64_t ars, int64_t acs, int64_t arows,
+                                     const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta) {
+    const float *ar[14];
+    for (int64_t r = 0; r < 14; r++) ar[r] = a + (r < arows ? r : arows - 1) * ars;
+    avx512_14x32(kc, ar, acs, b, ldb, c, ldc, alpha, beta);
+}
+
+__attribute__((target("avx512f")))
+void lora_pack_f32_avx512(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width, float *dst) {
+    const __mmask16 lo = (__mmask16)(count >= 16 ? 0xffff : (1u << count) - 1);
+    const __mmask16 hi = (__mmask16)(count <= 16 ? 0 : count >= 32 ? 0xffff : (1u << (count - 16)) - 1);
+    if (ts == 1) {
+        // The panel's columns are adjacent: a masked copy per p.
+        for (int64_t p = 0; p < kc; p++) {
+            const float *src = x + p * ps;
+            float *out = dst + p * width;
+            _mm512_mask_storeu_ps(out, width >= 16 ? 0xffff : (__mmask16)((1u << width) - 1), _mm512_maskz_loadu_ps(lo, src));
+            if (width > 16) _mm512_mask_storeu_ps(out + 16, (__mmask16)((1u << (width - 16)) - 1) | (width >= 32 ? 0xffff : 0), _mm512_maskz_loadu_ps(hi, src + 16));
+        }
+        return;
+    }
+    if (ts * width < (1 << 29)) {
+        // Each p gathers the panel's values of column p from their rows.
+        const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32((int)ts));
+        const __mmask16 wlo = width >= 16 ? 0xffff : (__mmask16)((1u << width) - 1);
+        const __mmask16 whi = width <= 16 ? 0 : width >= 32 ? 0xffff : (__mmask16)((1u << (width - 16)) - 1);
+        for (int64_t p = 0; p < kc; p++) {
+            const float *src = x + p * ps;
+            float *out = dst + p * width;
+            _mm512_mask_storeu_ps(out, wlo, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lo, idx, src, 4));
+            if (width > 16) _mm512_mask_storeu_ps(out + 16, whi, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), hi, idx, src + 16 * ts, 4));
+        }
+        return;
+    }
+    for (int64_t p = 0; p < kc; p++) {
+        for (int64_t t = 0; t < width; t++) dst[p * width + t] = t < count ? x[t * ts + p * ps] : 0.0f;
+    }
+}
+
+// MARK: - AVX-512 BF16: 14×32 tile of bf16 pairs, fp32 accumulation
+
+// vcvtneps2bf16's rounding in scalar form: NaN stays NaN (made quiet), a zero or subnormal input
+// becomes a zero of its sign (the instruction treats denormal inputs as zero), anything else is
+// rounded to nearest, ties to even.
+static inline uint32_t bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    if ((u & 0x7f800000u) == 0) return (u >> 16) & 0x8000u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+__attribute__((target("avx512f,avx512bf16")))
+void lora_pack_bf16_pairs(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width,
+                          uint32_t *dst) {
+    const int64_t kq = (kc + 1) / 2;
+    if (ps == 1 && count > 0) {
+        // Pairs are adjacent in each source row: 32 floats convert to 16 pairs in k order, which are
+        // scattered down column t of the panel.
+        const __m512i down = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                _mm512_set1_epi32((int)width));
+        for (int64_t t = 0; t < count; t++) {
+            const float *row = x + t * ts;
+            int64_t q = 0;
+            for (; 2 * q + 32 <= kc; q += 16) {
+                const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + 2 * q + 16), _mm512_loadu_ps(row + 2 * q));
+                _mm512_i32scatter_epi32(dst + q * width + t, down, (__m512i)v, 4);
+            }
+            for (; q < kq; q++) {
+                const uint32_t lo = bf16_bits(row[2 * q]), hi = 2 * q + 1 < kc ? bf16_bits(row[2 * q + 1]) : 0;
+                dst[q * width + t] = lo | hi << 16;
+            }
+        }
+    } else if (ts == 1) {
+        // The panel's columns are adjacent in each source row: two rows (k = 2q, 2q + 1) of 16 values
+        // interleave into 16 pairs.
+        int64_t t = 0;
+        for (; t + 16 <= count; t += 16) {
+            for (int64_t q = 0; q < kq; q++) {
+                const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + 2 * q * ps + t)));
+                __m512i pair = lo;
+                if (2 * q + 1 < kc) {
+                    const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + (2 * q + 1) * ps + t)));
+                    pair = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+                }
+                _mm512_storeu_si512(dst + q * width + t, pair);
+            }
+        }
+        for (; t < count; t++) {
+            for (int64_t q = 0; q < kq; q++) {
+                const uint32_t lo = bf16_bits(x[2 * q * ps + t]), hi = 2 * q + 1 < kc ? bf16_bits(x[(2 * q + 1) * ps + t]) : 0;
+                dst[q * width + t] = lo | hi << 16;
+            }
+        }
+    } else {
+        for (int64_t t = 0; t < count; t++) {
+            for (int64_t q = 0; q < kq; q++) {
+                const uint32_t lo = bf16_bits(x[t * ts + 2 * q * ps]);
+                const uint32_t hi = 2 * q + 1 < kc ? bf16_bits(x[t * ts + (2 * q + 1) * ps]) : 0;
+                dst[q * width + t] = lo | hi << 16;
+            }
+        }
+    }
+    for (int64_t q = 0; q < kq; q++) {
+        for (int64_t t = count; t < width; t++) dst[q * width + t] = 0;
+    }
+}
+
+__attribute__((target("avx512f,avx512bf16")))
+void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                                  float alpha, float beta) {
+#define LORA_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+    LORA_ROWS14(LORA_DECL)
+#undef LORA_DECL
+    for (int r = 0; r < 14; r++) {
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + 31), _MM_HINT_T0);
+    }
+    for (int64_t q = 0; q < kq; q++) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * 32), b1 = (__m512bh)_mm512_loadu_si512(b + q * 32 + 16);
+        const uint32_t *aq = a + q * 14;
+#define LORA_DOT(r) { const __m512bh x = (__m512bh)_mm512_set1_epi32((int)aq[r]); c##r##0 = _mm512_dpbf16_ps(c##r##0, x, b0); c##r##1 = _mm512_dpbf16_ps(c##r##1, x, b1); }
+        LORA_ROWS14(LORA_DOT)
+#undef LORA_DOT
+    }
+#define LORA_STORE(r) store_row_16x2(c + (r) * ldc, c##r##0, c##r##1, alpha, beta);
+    LORA_ROWS14(LORA_STORE)
+#undef LORA_STORE
+}
+#undef LORA_ROWS14
+
 #else
 
 uint32_t lora_cpu_features(void) { return 0; }
@@ -109,6 +297,36 @@ void lora_sgemm_avx2_6x16_strided(int64_t kc, const float *a, int64_t ars, int64
                                   const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta) {
     (void)kc; (void)a; (void)ars; (void)acs; (void)arows; (void)b; (void)ldb; (void)c; (void)ldc;
     (void)alpha; (void)beta;
+    __builtin_trap();
+}
+
+void lora_sgemm_avx512_14x32(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc,
+                             float alpha, float beta) {
+    (void)kc; (void)a; (void)b; (void)ldb; (void)c; (void)ldc; (void)alpha; (void)beta;
+    __builtin_trap();
+}
+
+void lora_sgemm_avx512_14x32_strided(int64_t kc, const float *a, int64_t ars, int64_t acs, int64_t arows,
+                                     const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta) {
+    (void)kc; (void)a; (void)ars; (void)acs; (void)arows; (void)b; (void)ldb; (void)c; (void)ldc;
+    (void)alpha; (void)beta;
+    __builtin_trap();
+}
+
+void lora_pack_bf16_pairs(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width,
+                          uint32_t *dst) {
+    (void)x; (void)ts; (void)ps; (void)count; (void)kc; (void)width; (void)dst;
+    __builtin_trap();
+}
+
+void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                                  float alpha, float beta) {
+    (void)kq; (void)a; (void)b; (void)c; (void)ldc; (void)alpha; (void)beta;
+    __builtin_trap();
+}
+
+void lora_pack_f32_avx512(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width, float *dst) {
+    (void)x; (void)ts; (void)ps; (void)count; (void)kc; (void)width; (void)dst;
     __builtin_trap();
 }
 

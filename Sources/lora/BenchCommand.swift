@@ -16,6 +16,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "With a GGUF model: expand the quantized weights to Float32 at load (for comparison).")
     var dequantize = false
     @Option(help: "Transformer blocks (SmolLM2-135M has 30).") var layers = 30
+    @Option(help: PrecisionOption.help) var precision = "fp32"
     @Option(help: "LoRA rank.") var rank = 8
     @Option(help: "LoRA alpha.") var alpha: Float = 16
     @Option(help: "lora, lora-plus, lora-fa, dora or vera.") var method = "lora"
@@ -40,10 +41,13 @@ struct BenchCommand: ParsableCommand {
     }
 
     private func loadModel() throws -> LlamaModel {
-        if let spec = model { return try ModelLocation.load(spec, dequantize: dequantize) }
+        let precision = try PrecisionOption.resolve(precision)
+        if let spec = model { return try ModelLocation.load(spec, dequantize: dequantize, precision: precision) }
         var config = ModelConfig.smolLM2_135M
         config.numLayers = layers
-        return LlamaModel.random(config: config, seed: 1)
+        let model = LlamaModel.random(config: config, seed: 1)
+        model.precision = precision
+        return model
     }
 
     private func measure() throws {
@@ -92,7 +96,7 @@ struct BenchCommand: ParsableCommand {
                 "trainable_parameters": adapter.parameterCount, "optimizer_state_bytes": optimizerStateBytes, "dequantize": dequantize, "tokens_per_second": tokensPerSecond, "peak_rss_mb": peak,
                 "estimated_peak_mb": estimate.totalBytes / 1_048_576,
                 "grad_checkpoint": gradCheckpoint,
-                "step_seconds": stepSeconds, "threads": Parallel.threadCount, "blas": "\(Gemm.backend)",
+                "step_seconds": stepSeconds, "threads": Parallel.threadCount, "blas": "\(Gemm.backend)", "precision": "\(model.precision)",
                 "gflop_per_token": flopsPerStep / Double(n) / 1e9, "achieved_gflops": achieved / 1e9,
                 "sgemm_gflops": gemmRate / 1e9, "fraction_of_sgemm": achieved / gemmRate,
             ]
@@ -103,7 +107,7 @@ struct BenchCommand: ParsableCommand {
             print("model: \(self.model ?? "SmolLM2-135M shapes, \(layers) layers, random weights"); \(self.method) r=\(rank) alpha=\(alpha) on all linear layers")
             print(String(format: "trainable parameters: %d; optimizer state: %.1f MB", adapter.parameterCount, Double(optimizerStateBytes) / 1e6))
             print(String(format: "frozen matrices in memory: %.0f MB", Double(weights) / 1e6))
-            print("batch \(batchSize) x \(seqLen) tokens, matrix products: \(Gemm.backend), threads: \(Parallel.threadCount)"
+            print("batch \(batchSize) x \(seqLen) tokens, matrix products: \(model.precision == .bf16 ? "bf16 (AVX-512 BF16) for the base, " : "")\(Gemm.backend), threads: \(Parallel.threadCount)"
                   + (gradCheckpoint ? ", gradient checkpointing" : ""))
             print("steps (s): " + stepSeconds.map { String(format: "%.3f", $0) }.joined(separator: " "))
             print(String(format: "throughput: %.1f tokens/s", tokensPerSecond))

@@ -19,13 +19,14 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Longer rows are cut to this many tokens.") var maxSeqLength = 2048
     @Option(help: "Sequences per forward pass.") var batchSize = 4
     @Flag(help: "Count only completion / assistant tokens.") var maskPrompt = false
+    @Option(help: PrecisionOption.help) var precision = "fp32"
     @Flag(help: "Print one JSON line {\"loss\", \"perplexity\", \"tokens\"}.") var json = false
 
     func run() throws {
         try Lora.reportingErrors {
             guard batchSize > 0, maxSeqLength > 1 else { throw LoRAError("--batch-size must be positive and --max-seq-length above 1") }
             let tokenizer = try ModelLocation.tokenizer(model)
-            let base = try ModelLocation.load(model)
+            let base = try ModelLocation.load(model, precision: PrecisionOption.resolve(precision))
             if let adapterPath {
                 _ = try Adapter.load(from: adapterPath, into: base)
                 try AdapterValues.requireFinite(folder: adapterPath)

@@ -13,6 +13,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "A PEFT-format LoRA adapter folder to apply (unmerged).")
     var adapterPath: String?
 
+    @Option(help: PrecisionOption.help)
+    var precision = "fp32"
+
     @Option(help: "The prompt.")
     var prompt: String
 
@@ -53,7 +56,7 @@ struct GenerateCommand: ParsableCommand {
                 throw LoRAError("sampling settings out of range (temp ≥ 0, 0 < top-p ≤ 1, 0 ≤ min-p < 1, top-k ≥ 0, repetition-penalty > 0)")
             }
             let tokenizer = try ModelLocation.tokenizer(model)
-            let base = try ModelLocation.load(model)
+            let base = try ModelLocation.load(model, precision: PrecisionOption.resolve(precision))
             if let adapterPath { _ = try Adapter.load(from: adapterPath, into: base) }
             let ids = try promptIds(tokenizer)
             var stopTokens = Set<Int32>()

@@ -20,11 +20,12 @@ enum ModelLocation {
         return path
     }
 
-    /// Loads the base model; a GGUF's weights stay quantized unless `dequantize`.
-    static func load(_ spec: String, dequantize: Bool = false) throws -> LlamaModel {
+    /// Loads the base model, its products in `precision`; a GGUF's weights stay quantized unless `dequantize`.
+    static func load(_ spec: String, dequantize: Bool = false, precision: Precision = .fp32) throws -> LlamaModel {
         let path = try path(spec)
-        if path.hasSuffix(".gguf") { return try LlamaModel.load(gguf: path, dequantize: dequantize) }
-        return try LlamaModel.load(folder: path)
+        let model = path.hasSuffix(".gguf") ? try LlamaModel.load(gguf: path, dequantize: dequantize) : try LlamaModel.load(folder: path)
+        model.precision = precision
+        return model
     }
 
     /// The model's tokenizer: tokenizer.json in a Hugging Face folder, or a GGUF's metadata.

@@ -29,20 +29,36 @@ struct ProductBench {
                   Layer(name: "down_proj", out: d, inp: f, perStep: 1), Layer(name: "lm_head", out: c.vocabSize, inp: d, perStep: 1)]
     }
 
+    /// What computes the products: an fp32 backend, or the bf16 kernel (`--precision bf16`).
+    enum Route: CustomStringConvertible {
+        case fp32(GemmBackend), bf16
+        var description: String {
+            switch self {
+            case .fp32(let backend): "\(backend)"
+            case .bf16: "bf16 (AVX-512 BF16)"
+            }
+        }
+    }
+
     func run(json: Bool) {
-        var backends = GemmBackend.cpuKernels
-        if let blas = Gemm.availableBLAS { backends.append(blas) }
+        var backends: [Route] = GemmBackend.cpuKernels.map { .fp32($0) }
+        if let blas = Gemm.availableBLAS { backends.append(.fp32(blas)) }
+        if Precision.bf16.isAvailable { backends.insert(.bf16, at: 0) }
         // seconds[backend][layer][forward/backward] per round
         var seconds = Array(repeating: Array(repeating: [[Double]](repeating: [], count: 2), count: layers.count),
                             count: backends.count)
         for _ in 0..<rounds {
-            for (b, backend) in backends.enumerated() {
-                Gemm.withBackend(backend) {
+            for (b, route) in backends.enumerated() {
+                func timeAll(precision: Precision) {
                     for (l, layer) in layers.enumerated() {
                         for backward in [false, true] {
-                            seconds[b][l][backward ? 1 : 0].append(time(layer, backward: backward))
+                            seconds[b][l][backward ? 1 : 0].append(time(layer, backward: backward, precision: precision))
                         }
                     }
+                }
+                switch route {
+                case .fp32(let backend): Gemm.withBackend(backend) { timeAll(precision: .fp32) }
+                case .bf16: timeAll(precision: .bf16)
                 }
             }
         }
@@ -91,19 +107,18 @@ struct ProductBench {
     }
 
     /// One product: forward y[rows×out] = x·Wᵀ, or the input gradient dx[rows×in] = dy·W.
-    func time(_ layer: Layer, backward: Bool) -> Double {
+    func time(_ layer: Layer, backward: Bool, precision: Precision = .fp32) -> Double {
         let out = layer.out, inp = layer.inp
         let w = Tensor(shape: [out, inp]), x = Tensor(shape: [rows, inp]), y = Tensor(shape: [rows, out])
         for i in 0..<w.count { w.data[i] = Float(i % 7) * 0.01 }
         for i in 0..<x.count { x.data[i] = Float(i % 5) * 0.01 }
         for i in 0..<y.count { y.data[i] = Float(i % 3) * 0.01 }
+        let product = precision == .bf16 ? Gemm.sgemmBF16 : Gemm.sgemm
         let t0 = clock()
         if backward {
-            Gemm.sgemm(transA: false, transB: false, m: rows, n: inp, k: out, alpha: 1, a: y.data, lda: out,
-                       b: w.data, ldb: inp, beta: 0, c: x.data, ldc: inp)
+            product(false, false, rows, inp, out, 1, y.data, out, w.data, inp, 0, x.data, inp)
         } else {
-            Gemm.sgemm(transA: false, transB: true, m: rows, n: out, k: inp, alpha: 1, a: x.data, lda: inp,
-                       b: w.data, ldb: inp, beta: 0, c: y.data, ldc: out)
+            product(false, true, rows, out, inp, 1, x.data, inp, w.data, inp, 0, y.data, out)
         }
         return clock() - t0
     }

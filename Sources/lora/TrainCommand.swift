@@ -62,6 +62,7 @@ struct TrainCommand: ParsableCommand {
     var initialization: String?
     @Flag(inversion: .prefixedNo, help: "Train on completion / assistant tokens only.") var maskPrompt: Bool?
     @Option(help: "Append one JSON object per report to this file.") var metricsFile: String?
+    @Option(help: PrecisionOption.help) var precision: String?
 
     func run() throws {
         try Lora.reportingErrors { try train() }
@@ -194,7 +195,7 @@ struct TrainCommand: ParsableCommand {
 
         // Everything checked: now the expensive part.
         let tokenizer = try ModelLocation.tokenizer(model)
-        let base = try ModelLocation.load(model)
+        let base = try ModelLocation.load(model, precision: PrecisionOption.resolve(try precision ?? file.string("precision") ?? "fp32"))
         base.gradientCheckpointing = try gradCheckpoint ?? file.bool("grad-checkpoint") ?? false
         let trainPath = DataSet.path(data, split: "train")
         let trainSet = try DataSet(path: trainPath, tokenizer: tokenizer, maskPrompt: maskPrompt, maxSequenceLength: maxSeqLength)

@@ -28,6 +28,12 @@ final class GemmTests: XCTestCase {
         return .avx2
     }
 
+    /// The AVX-512 kernel; skipped on a CPU without AVX-512F.
+    func avx512() throws -> GemmBackend {
+        guard CPUFeatures.current.contains(.avx512F) else { throw XCTSkip("this CPU has no AVX-512F") }
+        return .avx512
+    }
+
     /// The BLAS backend for the BLAS half of each test; skips that half when no library could be loaded.
     func blas() throws -> GemmBackend {
         guard let blas = Gemm.availableBLAS else { throw XCTSkip("no BLAS library found; only the builtin kernel is tested") }
@@ -55,7 +61,7 @@ final class GemmTests: XCTestCase {
     }
 
     /// As above, with `product(a, lda, b, ldb, c, ldc)` computing the product described by `t`.
-    func check(_ t: Case, label: String, seed: UInt64 = 1, file: StaticString = #filePath, line: UInt = #line,
+    func check(_ t: Case, label: String, seed: UInt64 = 1, tolerance: Double = 1e-5, file: StaticString = #filePath, line: UInt = #line,
                _ product: (UnsafePointer<Float>, Int, UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int) -> Void) {
         var rng = Rng(state: seed &+ UInt64(t.m * 1_000_003 + t.n * 1009 + t.k))
         let (aRows, aCols) = t.transA ? (t.k, t.m) : (t.m, t.k)
@@ -103,7 +109,7 @@ final class GemmTests: XCTestCase {
                     want += Double(t.beta) * Double(c0[i * ldc + j])
                     mag += abs(Double(t.beta) * Double(c0[i * ldc + j]))
                 }
-                if !(abs(Double(got) - want) <= 1e-5 * max(mag, 1e-30)) {
+                if !(abs(Double(got) - want) <= tolerance * max(mag, 1e-30)) {
                     if failures < 5 {
                         XCTFail("\(label) \(t): C[\(i),\(j)] = \(got), want \(want)", file: file, line: line)
                     }
@@ -211,6 +217,12 @@ final class GemmTests: XCTestCase {
     func testBetaZeroOverwritesNaNAVX2() throws { betaZeroOverwritesNaN(try avx2()) }
     func testEmptyDimensionsAVX2() throws { emptyDimensions(try avx2()) }
     func testSingleThreadedAVX2() throws { singleThreaded(try avx2()) }
+    func testTransposesAndOddSizesAVX512() throws { transposesAndOddSizes(try avx512()) }
+    func testLeadingDimensionsAVX512() throws { leadingDimensions(try avx512()) }
+    func testAlphaBetaAVX512() throws { alphaBeta(try avx512()) }
+    func testBetaZeroOverwritesNaNAVX512() throws { betaZeroOverwritesNaN(try avx512()) }
+    func testEmptyDimensionsAVX512() throws { emptyDimensions(try avx512()) }
+    func testSingleThreadedAVX512() throws { singleThreaded(try avx512()) }
 
     /// The Fortran `sgemm_` path (row-major → column-major swap), through the available library with its
     /// `cblas_sgemm` ignored.
@@ -255,15 +267,100 @@ final class GemmTests: XCTestCase {
 
     func testLargerShapesAndThreadSplitsBuiltin() { largerShapesAndThreadSplits(.builtin) }
     func testLargerShapesAndThreadSplitsAVX2() throws { largerShapesAndThreadSplits(try avx2()) }
+    func testLargerShapesAndThreadSplitsAVX512() throws { largerShapesAndThreadSplits(try avx512()) }
 
-    /// The AVX2 kernel bit for bit against a scalar model of it: each element is a chain of fused
+    /// Our C kernels bit for bit against a scalar model of them: each element is a chain of fused
     /// multiply-adds in k order within each k block of BuiltinGemm (blocks of ⌈k / ⌈k/256⌉⌉), scaled by
     /// alpha and added to C once per block (beta 0 for the first block then 1; beta 0 or 1 here, so every
     /// store path rounds the same way). Covers packed and in-place operands, ragged tiles, transposes,
     /// M = 1 and k not a multiple of the vector width or the unroll.
-    func testAVX2MatchesItsScalarModelExactly() throws {
-        _ = try avx2()
-        let shapes = [(1, 1, 1), (1, 40, 3), (7, 17, 5), (6, 16, 256), (13, 100, 257), (100, 13, 513), (64, 130, 600), (1, 300, 77)]
+    func testAVX2MatchesItsScalarModelExactly() throws { try matchesScalarModel(try avx2()) }
+    func testAVX512MatchesItsScalarModelExactly() throws { try matchesScalarModel(try avx512()) }
+
+    func matchesScalarModel(_ backend: GemmBackend) throws {
+        try forEachModelCase { m, n, k, beta, opA, opB, alpha, c0 in
+            let blocks = (k + BuiltinGemm.kcMax - 1) / BuiltinGemm.kcMax
+            let kc = (k + blocks - 1) / blocks
+            return modelProduct(m: m, n: n, k: k, kc: kc, beta: beta, alpha: alpha, c0: c0) { i, j, range in
+                var acc: Float = 0
+                for p in range { acc.addProduct(opA(i, p), opB(p, j)) }  // one rounding per step, as FMA
+                return acc
+            }
+        } product: { transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc in
+            Gemm.withBackend(backend) {
+                Gemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                           beta: beta, c: c, ldc: ldc)
+            }
+        }
+    }
+
+    /// The bf16 kernel bit for bit against its scalar model: inputs rounded to bfloat16 as
+    /// vcvtneps2bf16 does (nearest even, subnormals to zero), and per k block (blocks of an even
+    /// count, ⌈k / ⌈k/256⌉⌉ rounded up to even) a chain over the pairs: acc += a(2q+1)·b(2q+1), then
+    /// acc += a(2q)·b(2q), each one rounding (the product of two bfloat16 values is exact in fp32),
+    /// which is vdpbf16ps's order in Intel's description.
+    func testBF16MatchesItsScalarModelExactly() throws {
+        guard Precision.bf16.isAvailable else { throw XCTSkip("this CPU has no AVX-512 BF16") }
+        try forEachModelCase { m, n, k, beta, opA, opB, alpha, c0 in
+            let blocks = (k + BuiltinGemm.kcMax - 1) / BuiltinGemm.kcMax
+            let kc = ((k + blocks - 1) / blocks + 1) / 2 * 2
+            return modelProduct(m: m, n: n, k: k, kc: kc, beta: beta, alpha: alpha, c0: c0) { i, j, range in
+                var acc: Float = 0
+                for p in stride(from: range.lowerBound, to: range.upperBound, by: 2) {
+                    if p + 1 < range.upperBound { acc += Self.bf16(opA(i, p + 1)) * Self.bf16(opB(p + 1, j)) }
+                    acc += Self.bf16(opA(i, p)) * Self.bf16(opB(p, j))
+                }
+                return acc
+            }
+        } product: { transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc in
+            Gemm.sgemmBF16(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                           beta: beta, c: c, ldc: ldc)
+        }
+    }
+
+    /// x rounded to bfloat16 as vcvtneps2bf16 rounds it (written here from Intel's description, not
+    /// taken from the kernel): NaN stays NaN, zero and subnormals become a zero of x's sign, else
+    /// round to nearest, ties to even.
+    static func bf16(_ x: Float) -> Float {
+        let u = x.bitPattern
+        if x.isNaN { return x }
+        if u & 0x7f80_0000 == 0 { return Float(bitPattern: u & 0x8000_0000) }
+        let rounded = (u &+ 0x7fff &+ ((u >> 16) & 1)) & 0xffff_0000
+        return Float(bitPattern: rounded)
+    }
+
+    /// The bf16 kernel against the Double reference on every shape class, to the bound bfloat16
+    /// rounding implies: bfloat16 keeps 8 significant bits, so each rounded input carries a relative
+    /// error of at most 2⁻⁸ and each product at most 2⁻⁷ + 2⁻¹⁶; the sum's error is at most that times
+    /// Σ|a·b| (plus fp32 summation, far smaller).
+    func testBF16AgainstTheReference() throws {
+        guard Precision.bf16.isAvailable else { throw XCTSkip("this CPU has no AVX-512 BF16") }
+        let shapes = [(1, 1, 1), (1, 3, 17), (3, 1, 33), (17, 33, 1), (33, 17, 3), (65, 130, 17), (130, 65, 33),
+                      (3, 130, 65), (130, 3, 130), (14, 32, 513), (15, 33, 2), (301, 77, 530), (8, 1100, 520)]
+        for (m, n, k) in shapes {
+            for (transA, transB) in [(false, false), (true, false), (false, true), (true, true)] {
+                let t = Case(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1.5, beta: 0.5, padA: 1, padB: 2, padC: 3)
+                check(t, label: "bf16", tolerance: 1.0 / 128 + 1e-5) { a, lda, b, ldb, c, ldc in
+                    Gemm.sgemmBF16(transA: transA, transB: transB, m: m, n: n, k: k, alpha: t.alpha, a: a, lda: lda, b: b, ldb: ldb,
+                                   beta: t.beta, c: c, ldc: ldc)
+                }
+            }
+        }
+        // And it is not simply fp32: an input that bfloat16 cannot hold is rounded.
+        var a: [Float] = [1 + 1.0 / 256 + 1.0 / 4096], b: [Float] = [1], c: [Float] = [0]
+        Gemm.sgemmBF16(transA: false, transB: false, m: 1, n: 1, k: 1, alpha: 1, a: &a, lda: 1, b: &b, ldb: 1, beta: 0, c: &c, ldc: 1)
+        XCTAssertEqual(c[0], 1 + 1.0 / 128)
+    }
+
+    typealias Product = (Bool, Bool, Int, Int, Int, Float, UnsafePointer<Float>, Int, UnsafePointer<Float>, Int, Float,
+                         UnsafeMutablePointer<Float>, Int) -> Void
+
+    /// Runs `product` over the model tests' shapes, transposes and betas, and compares C bit for bit
+    /// with what `model` returns for the same operands.
+    func forEachModelCase(_ model: (Int, Int, Int, Float, (Int, Int) -> Float, (Int, Int) -> Float, Float, [Float]) -> [Float],
+                          product: Product) throws {
+        let shapes = [(1, 1, 1), (1, 40, 3), (7, 17, 5), (6, 16, 256), (14, 32, 255), (13, 100, 257), (100, 13, 513),
+                      (64, 130, 600), (1, 300, 77), (29, 65, 2)]
         for (m, n, k) in shapes {
             for (transA, transB) in [(false, false), (true, false), (false, true), (true, true)] {
                 for beta: Float in [0, 1] {
@@ -276,38 +373,39 @@ final class GemmTests: XCTestCase {
                     let alpha: Float = 0.75
                     func opA(_ i: Int, _ p: Int) -> Float { transA ? a[p * aCols + i] : a[i * aCols + p] }
                     func opB(_ p: Int, _ j: Int) -> Float { transB ? b[j * bCols + p] : b[p * bCols + j] }
-                    let blocks = (k + BuiltinGemm.kcMax - 1) / BuiltinGemm.kcMax
-                    let kc = (k + blocks - 1) / blocks
-                    var model = c0
-                    for i in 0..<m {
-                        for j in 0..<n {
-                            var start = 0
-                            while start < k {
-                                var acc: Float = 0
-                                for p in start..<min(k, start + kc) { acc.addProduct(opA(i, p), opB(p, j)) }  // one rounding per step, as FMA
-                                let first = start == 0
-                                model[i * n + j] = (first && beta == 0) ? alpha * acc : alpha * acc + model[i * n + j]
-                                start += kc
-                            }
-                        }
-                    }
+                    let want = model(m, n, k, beta, opA, opB, alpha, c0)
                     var c = c0
-                    Gemm.withBackend(.avx2) {
-                        a.withUnsafeBufferPointer { ap in
-                            b.withUnsafeBufferPointer { bp in
-                                c.withUnsafeMutableBufferPointer { cp in
-                                    Gemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
-                                               a: ap.baseAddress!, lda: aCols, b: bp.baseAddress!, ldb: bCols,
-                                               beta: beta, c: cp.baseAddress!, ldc: n)
-                                }
+                    a.withUnsafeBufferPointer { ap in
+                        b.withUnsafeBufferPointer { bp in
+                            c.withUnsafeMutableBufferPointer { cp in
+                                product(transA, transB, m, n, k, alpha, ap.baseAddress!, aCols, bp.baseAddress!, bCols,
+                                        beta, cp.baseAddress!, n)
                             }
                         }
                     }
-                    let mismatches = (0..<m * n).filter { c[$0].bitPattern != model[$0].bitPattern }
-                    XCTAssertTrue(mismatches.isEmpty, "\(m)×\(n)×\(k) transA \(transA) transB \(transB) beta \(beta): \(mismatches.count) elements differ from the model, first at \(mismatches.first ?? 0): \(mismatches.first.map { c[$0] } ?? 0) vs \(mismatches.first.map { model[$0] } ?? 0)")
+                    let mismatches = (0..<m * n).filter { c[$0].bitPattern != want[$0].bitPattern }
+                    XCTAssertTrue(mismatches.isEmpty, "\(m)×\(n)×\(k) transA \(transA) transB \(transB) beta \(beta): \(mismatches.count) elements differ from the model, first at \(mismatches.first ?? 0): \(mismatches.first.map { c[$0] } ?? 0) vs \(mismatches.first.map { want[$0] } ?? 0)")
                 }
             }
         }
+    }
+
+    /// C after the model's product, from C = `c0`: per k block of `kc`, `block(i, j, range)` is the tile's sum, which
+    /// is scaled by alpha and stored (beta 0) or added (beta 1, and every later block).
+    func modelProduct(m: Int, n: Int, k: Int, kc: Int, beta: Float, alpha: Float, c0: [Float],
+                      block: (Int, Int, Range<Int>) -> Float) -> [Float] {
+        var model = c0
+        for i in 0..<m {
+            for j in 0..<n {
+                var start = 0
+                while start < k {
+                    let acc = block(i, j, start..<min(k, start + kc))
+                    model[i * n + j] = (start == 0 && beta == 0) ? alpha * acc : alpha * acc + model[i * n + j]
+                    start += kc
+                }
+            }
+        }
+        return model
     }
 
     /// singleThreaded returns the body's value, rethrows its error, and puts the BLAS thread count back.
@@ -341,10 +439,11 @@ final class GemmTests: XCTestCase {
             }
         }
         XCTAssertEqual(Gemm.backend, before)
-        // The default without LORA_BLAS: the BLAS found, else our AVX2 kernel where the CPU has it,
-        // else the portable one.
+        // The default without LORA_BLAS: our AVX-512 kernel where the CPU has it, else the BLAS
+        // found, else our best kernel for the CPU.
         if ProcessInfo.processInfo.environment["LORA_BLAS"] == nil {
-            XCTAssertEqual(before, Gemm.availableBLAS ?? (CPUFeatures.current.contains(.avx2FMA) ? .avx2 : .builtin))
+            let expected = CPUFeatures.current.contains(.avx512F) ? .avx512 : Gemm.availableBLAS ?? GemmBackend.cpuKernels[0]
+            XCTAssertEqual(before, expected)
         }
     }
 }

@@ -2,8 +2,10 @@ import LoRAKernels
 
 /// LoRAKit's own SGEMM: cache-blocked and multi-threaded in Swift around a micro-kernel, either the
 /// portable Swift one described below (any CPU; `LORA_BLAS=builtin`) or a C one built for the CPU's
-/// instruction set (`MicroKernel.avx2`: a 6×16 tile with AVX2+FMA, A packed plain and broadcast from
-/// memory, C rows prefetched; `LORA_BLAS=avx2`, the default on x86-64 CPUs that have it).
+/// instruction set (LoRAKernels; A packed plain and broadcast from memory, C rows prefetched):
+/// `MicroKernel.avx2`, a 6×16 tile with AVX2+FMA (`LORA_BLAS=avx2`); `.avx512`, a 14×32 tile with
+/// AVX-512F (`LORA_BLAS=avx512`); and `.avx512bf16`, the same tile from bfloat16 pairs with fp32 sums,
+/// which only `Gemm.sgemmBF16` runs.
 ///
 /// Blocking (the GotoBLAS / BLIS scheme). C = alpha·op(A)·op(B) + beta·C is cut up as
 ///
@@ -51,24 +53,45 @@ enum BuiltinGemm {
         case portable
         /// 6×16 with AVX2 and FMA (`lora_sgemm_avx2_6x16`): plain packed A, broadcast from memory.
         case avx2
+        /// 14×32 with AVX-512F (`lora_sgemm_avx512_14x32`), likewise.
+        case avx512
+        /// 14×32 from bfloat16 pairs with vdpbf16ps (`lora_sbgemm_avx512bf16_14x32`): both operands are
+        /// rounded to bfloat16 as they are packed, the sums stay fp32.
+        case avx512bf16
 
-        var mr: Int { 6 }
-        var nr: Int { self == .portable ? 8 : 16 }
+        var mr: Int {
+            switch self {
+            case .portable, .avx2: 6
+            case .avx512, .avx512bf16: 14
+            }
+        }
+        var nr: Int {
+            switch self {
+            case .portable: 8
+            case .avx2: 16
+            case .avx512, .avx512bf16: 32
+            }
+        }
         /// Rows of a packed A block, a multiple of MR: the portable kernel's splatted floats take four
         /// times the room, so its block is smaller (72 × 256 splats = 288 KiB; 168 × 256 plain = 168 KiB,
-        /// BLIS's choice for this tile on Haswell-class cores), both inside a 512 KiB L2.
+        /// BLIS's choice for the 6×16 tile on Haswell-class cores), all inside a 512 KiB L2.
         var mcMax: Int { self == .portable ? 72 : 168 }
+        /// Columns of a packed B panel (a multiple of NR): kc×nc values per thread, meant to stay in the
+        /// L2 beside the A block. 2048 × 256 floats is 2 MiB; the AVX-512 tile halves it to 1 MiB (measured
+        /// on Sapphire Rapids' 2 MiB L2: the head's products ran faster at 1024), the bf16 pairs hold
+        /// 2048 columns in 1 MiB.
+        var ncMax: Int { self == .avx512 ? 1024 : 2048 }
     }
 
     /// Micro-tile height of the portable kernel (rows of C per micro-kernel call).
     static let mr = MicroKernel.portable.mr
     /// Micro-tile width of the portable kernel (columns of C per micro-kernel call).
     static let nr = MicroKernel.portable.nr
-    /// Depth of a packed block: the A and B micro-panels share a 32 KiB L1 (portable: 24 KiB of splatted A
-    /// and 8 KiB of B; AVX2: 6 KiB of A and 16 KiB of B).
+    /// Depth of a packed block: the A and B micro-panels share the L1 (portable: 24 KiB of splatted A
+    /// and 8 KiB of B; AVX2: 6 KiB of A and 16 KiB of B; AVX-512: 14 KiB of A and 32 KiB of B, inside the
+    /// 48 KiB L1 of the cores that have it; bf16 pairs: half that). Measured on the AVX-512 tile alone
+    /// (L1-resident, Sapphire Rapids): kc 192–256 ran at 96% of the FMA peak, 384 at 68%.
     static let kcMax = 256
-    /// Columns of a packed B panel (a multiple of NR): kc×nc floats = 2 MiB per thread, in L3.
-    static let ncMax = 2048
     /// Products with fewer multiply-adds than this (about 180 µs of work on one core) run on the calling thread:
     /// measured here, waking a second worker costs tens of microseconds, so smaller products lose by splitting.
     static let parallelThreshold = 1 << 22
@@ -142,7 +165,8 @@ enum BuiltinGemm {
         func run(rows: Range<Int>, cols: Range<Int>) {
             let m = rows.count, n = cols.count
             if m == 0 || n == 0 { return }
-            let mr = kernel.mr, nr = kernel.nr, mcMax = kernel.mcMax
+            if kernel == .avx512bf16 { return runBF16(rows: rows, cols: cols) }
+            let mr = kernel.mr, nr = kernel.nr, mcMax = kernel.mcMax, ncMax = kernel.ncMax
             let packA = n > 4 * nr
             let packB = b.cs != 1 || m > 4 * mr
 
@@ -152,12 +176,11 @@ enum BuiltinGemm {
             let ncCap = min(ncMax, (n + nr - 1) / nr * nr)
             let mcCap = min(mcMax, (m + mr - 1) / mr * mr)
 
-            // One 64-byte-aligned allocation for this band's packing buffers.
+            // One 64-byte-aligned buffer for this band's packing, kept between products (PackingBuffers).
             let bFloats = ((packB ? kcStep * ncCap : kcStep * nr) + 15) / 16 * 16  // B panel, or one edge micro-panel
             let aFloats = packA ? kcStep * mcCap * (kernel == .portable ? 4 : 1) : 0
             let tileFloats = mr * nr  // where a C kernel's ragged or strided tile lands first
-            let raw = UnsafeMutableRawPointer.allocate(byteCount: (bFloats + aFloats + tileFloats) * 4, alignment: 64)
-            defer { raw.deallocate() }
+            PackingBuffers.with(bytes: (bFloats + aFloats + tileFloats) * 4) { raw in
             let bBuf = raw.bindMemory(to: Float.self, capacity: bFloats + aFloats + tileFloats)
             let aBuf = bBuf + bFloats, tileBuf = aBuf + aFloats
 
@@ -168,7 +191,7 @@ enum BuiltinGemm {
                 while pc < k {
                     let kc = min(kcStep, k - pc)
                     let betaHere: Float = pc == 0 ? beta : 1
-                    if packB { BuiltinGemm.packB(b, row: pc, kc: kc, col: jc, nc: nc, nr: nr, into: bBuf) }
+                    if packB { BuiltinGemm.packB(b, row: pc, kc: kc, col: jc, nc: nc, nr: nr, into: bBuf, kernel: kernel) }
 
                     var ic = rows.lowerBound
                     while ic < rows.upperBound {
@@ -177,7 +200,7 @@ enum BuiltinGemm {
                             if kernel == .portable {
                                 BuiltinGemm.packA(a, row: ic, mc: mc, col: pc, kc: kc, into: aBuf)
                             } else {
-                                BuiltinGemm.packPlainA(a, row: ic, mc: mc, col: pc, kc: kc, mr: mr, into: aBuf)
+                                BuiltinGemm.packPlainA(a, row: ic, mc: mc, col: pc, kc: kc, mr: mr, into: aBuf, kernel: kernel)
                             }
                         }
 
@@ -192,7 +215,7 @@ enum BuiltinGemm {
                             } else if ncr == nr {
                                 bPanel = b.at(pc, jc + jr); bStride = b.rs
                             } else {
-                                BuiltinGemm.packB(b, row: pc, kc: kc, col: jc + jr, nc: ncr, nr: nr, into: bBuf)
+                                BuiltinGemm.packB(b, row: pc, kc: kc, col: jc + jr, nc: ncr, nr: nr, into: bBuf, kernel: kernel)
                                 bPanel = UnsafePointer(bBuf); bStride = nr
                             }
                             let cCol = c + (jc + jr) * ccs
@@ -200,13 +223,13 @@ enum BuiltinGemm {
                             while ir < mc {
                                 let tile = Tile(c: cCol + (ic + ir) * crs, rs: crs, cs: ccs,
                                                 rows: min(mr, mc - ir), cols: ncr, alpha: alpha, beta: betaHere)
-                                if kernel == .avx2 {
+                                if kernel != .portable {
                                     if packA {
-                                        BuiltinGemm.runAVX2(kc: kc, packedA: UnsafePointer(aBuf + ir * kc), b: bPanel,
-                                                            bStride: bStride, tile: tile, scratch: tileBuf)
+                                        BuiltinGemm.runC(kernel, kc: kc, packedA: UnsafePointer(aBuf + ir * kc), b: bPanel,
+                                                         bStride: bStride, tile: tile, scratch: tileBuf)
                                     } else {
-                                        BuiltinGemm.runAVX2(kc: kc, a: a.at(ic + ir, pc), ars: a.rs, acs: a.cs, b: bPanel,
-                                                            bStride: bStride, tile: tile, scratch: tileBuf)
+                                        BuiltinGemm.runC(kernel, kc: kc, a: a.at(ic + ir, pc), ars: a.rs, acs: a.cs, b: bPanel,
+                                                         bStride: bStride, tile: tile, scratch: tileBuf)
                                     }
                                 } else if packA {
                                     BuiltinGemm.kernelPackedA(kc: kc, a: UnsafePointer(aBuf + ir * kc * 4),
@@ -225,6 +248,74 @@ enum BuiltinGemm {
                 }
                 jc += ncMax
             }
+            }
+        }
+
+        /// The bf16 product of C[rows, cols]: the same blocking, with both operands packed as bfloat16
+        /// pairs along k (`lora_pack_bf16_pairs`, which rounds them), so neither is read in place. k
+        /// blocks hold an even count but for the last, so no pair straddles two blocks.
+        func runBF16(rows: Range<Int>, cols: Range<Int>) {
+            let m = rows.count, n = cols.count
+            let mr = kernel.mr, nr = kernel.nr, mcMax = kernel.mcMax, ncMax = kernel.ncMax
+            let kBlocks = (k + kcMax - 1) / kcMax
+            let kcStep = ((k + kBlocks - 1) / kBlocks + 1) / 2 * 2
+            let kqStep = kcStep / 2
+            let ncCap = min(ncMax, (n + nr - 1) / nr * nr)
+            let mcCap = min(mcMax, (m + mr - 1) / mr * mr)
+            let bWords = (kqStep * ncCap + 15) / 16 * 16, aWords = kqStep * mcCap, tileFloats = mr * nr
+            PackingBuffers.with(bytes: (bWords + aWords + tileFloats) * 4) { raw in
+            let bBuf = raw.bindMemory(to: UInt32.self, capacity: bWords + aWords)
+            let aBuf = bBuf + bWords
+            let tileBuf = (raw + (bWords + aWords) * 4).bindMemory(to: Float.self, capacity: tileFloats)
+
+            var jc = cols.lowerBound
+            while jc < cols.upperBound {
+                let nc = min(ncMax, cols.upperBound - jc)
+                var pc = 0
+                while pc < k {
+                    let kc = min(kcStep, k - pc), kq = (kc + 1) / 2
+                    let betaHere: Float = pc == 0 ? beta : 1
+                    // B(p, j) for j in a panel: t = j, so the pair packing's t stride is B's column stride.
+                    var q = 0
+                    while q * nr < nc {
+                        lora_pack_bf16_pairs(b.at(pc, jc + q * nr), Int64(b.cs), Int64(b.rs), Int64(min(nr, nc - q * nr)),
+                                             Int64(kc), Int64(nr), bBuf + q * kq * nr)
+                        q += 1
+                    }
+                    var ic = rows.lowerBound
+                    while ic < rows.upperBound {
+                        let mc = min(mcMax, rows.upperBound - ic)
+                        var q = 0
+                        while q * mr < mc {
+                            lora_pack_bf16_pairs(a.at(ic + q * mr, pc), Int64(a.rs), Int64(a.cs), Int64(min(mr, mc - q * mr)),
+                                                 Int64(kc), Int64(mr), aBuf + q * kq * mr)
+                            q += 1
+                        }
+                        var jr = 0
+                        while jr < nc {
+                            let cCol = c + (jc + jr) * ccs
+                            var ir = 0
+                            while ir < mc {
+                                let t = Tile(c: cCol + (ic + ir) * crs, rs: crs, cs: ccs, rows: min(mr, mc - ir),
+                                             cols: min(nr, nc - jr), alpha: alpha, beta: betaHere)
+                                let aPanel = UnsafePointer(aBuf + ir * kq), bPanel = UnsafePointer(bBuf + jr * kq)
+                                if t.rows == mr && t.cols == nr && t.cs == 1 {
+                                    lora_sbgemm_avx512bf16_14x32(Int64(kq), aPanel, bPanel, t.c, Int64(t.rs), t.alpha, t.beta)
+                                } else {
+                                    lora_sbgemm_avx512bf16_14x32(Int64(kq), aPanel, bPanel, tileBuf, Int64(nr), 1, 0)
+                                    BuiltinGemm.storeScalar(UnsafePointer(tileBuf), ld: nr, to: t)
+                                }
+                                ir += mr
+                            }
+                            jr += nr
+                        }
+                        ic += mcMax
+                    }
+                    pc += kc
+                }
+                jc += ncMax
+            }
+            }
         }
     }
 
@@ -232,7 +323,19 @@ enum BuiltinGemm {
 
     /// Packs B[row..<row+kc, col..<col+nc] as ceil(nc/nr) micro-panels, each kc rows of nr contiguous floats
     /// (panel q starts at dst + q·kc·nr); columns past nc are zero. nr is a multiple of 8.
-    static func packB(_ b: View, row: Int, kc: Int, col: Int, nc: Int, nr: Int, into dst: UnsafeMutablePointer<Float>) {
+    static func packB(_ b: View, row: Int, kc: Int, col: Int, nc: Int, nr: Int, into dst: UnsafeMutablePointer<Float>,
+                      kernel: MicroKernel = .portable) {
+        if kernel == .avx512 {
+            // In C with AVX-512 (masked copies or gathers): the Swift loops below cost a fifth of the
+            // AVX-512 tile's time at 576-wide products.
+            var q = 0
+            while q * nr < nc {
+                lora_pack_f32_avx512(b.at(row, col + q * nr), Int64(b.cs), Int64(b.rs), Int64(min(nr, nc - q * nr)), Int64(kc),
+                                     Int64(nr), dst + q * kc * nr)
+                q += 1
+            }
+            return
+        }
         var q = 0
         while q * nr < nc {
             let j0 = col + q * nr, w = min(nr, nc - q * nr)
@@ -292,7 +395,17 @@ enum BuiltinGemm {
 
     /// Packs A[row..<row+mc, col..<col+kc] as ceil(mc/mr) plain micro-panels (for the C kernels, which
     /// broadcast from memory): value (r, p) of panel q is at dst + (q·kc + p)·mr + r. Rows past mc are zero.
-    static func packPlainA(_ a: View, row: Int, mc: Int, col: Int, kc: Int, mr: Int, into dst: UnsafeMutablePointer<Float>) {
+    static func packPlainA(_ a: View, row: Int, mc: Int, col: Int, kc: Int, mr: Int, into dst: UnsafeMutablePointer<Float>,
+                           kernel: MicroKernel) {
+        if kernel == .avx512 {
+            var q = 0
+            while q * mr < mc {
+                lora_pack_f32_avx512(a.at(row + q * mr, col), Int64(a.rs), Int64(a.cs), Int64(min(mr, mc - q * mr)), Int64(kc),
+                                     Int64(mr), dst + q * kc * mr)
+                q += 1
+            }
+            return
+        }
         var q = 0
         while q * mr < mc {
             let i0 = row + q * mr, h = min(mr, mc - q * mr)
@@ -433,31 +546,34 @@ enum BuiltinGemm {
         store(c0, c1, c2, c3, c4, c5, to: tile)
     }
 
-    /// One tile through the AVX2 kernel with packed A: straight into C when the tile is full and C's rows
-    /// are contiguous, else into `scratch` (6×16) and from there through the scalar path.
+    /// One tile through a C kernel (AVX2 or AVX-512) with packed A: straight into C when the tile is full
+    /// and C's rows are contiguous, else into `scratch` (MR×NR) and from there through the scalar path.
     @inline(__always)
-    static func runAVX2(kc: Int, packedA a: UnsafePointer<Float>, b: UnsafePointer<Float>, bStride: Int,
-                        tile t: Tile, scratch: UnsafeMutablePointer<Float>) {
-        if t.rows == 6 && t.cols == 16 && t.cs == 1 {
-            lora_sgemm_avx2_6x16(Int64(kc), a, b, Int64(bStride), t.c, Int64(t.rs), t.alpha, t.beta)
+    static func runC(_ kernel: MicroKernel, kc: Int, packedA a: UnsafePointer<Float>, b: UnsafePointer<Float>, bStride: Int,
+                     tile t: Tile, scratch: UnsafeMutablePointer<Float>) {
+        let full = t.rows == kernel.mr && t.cols == kernel.nr && t.cs == 1
+        let (c, ldc, alpha, beta) = full ? (t.c, t.rs, t.alpha, t.beta) : (scratch, kernel.nr, 1, 0)
+        if kernel == .avx512 {
+            lora_sgemm_avx512_14x32(Int64(kc), a, b, Int64(bStride), c, Int64(ldc), alpha, beta)
         } else {
-            lora_sgemm_avx2_6x16(Int64(kc), a, b, Int64(bStride), scratch, 16, 1, 0)
-            storeScalar(UnsafePointer(scratch), ld: 16, to: t)
+            lora_sgemm_avx2_6x16(Int64(kc), a, b, Int64(bStride), c, Int64(ldc), alpha, beta)
         }
+        if !full { storeScalar(UnsafePointer(scratch), ld: kernel.nr, to: t) }
     }
 
     /// As above with A read in place (element (r, p) at a[r·ars + p·acs]).
     @inline(__always)
-    static func runAVX2(kc: Int, a: UnsafePointer<Float>, ars: Int, acs: Int, b: UnsafePointer<Float>, bStride: Int,
-                        tile t: Tile, scratch: UnsafeMutablePointer<Float>) {
-        if t.rows == 6 && t.cols == 16 && t.cs == 1 {
-            lora_sgemm_avx2_6x16_strided(Int64(kc), a, Int64(ars), Int64(acs), 6, b, Int64(bStride),
-                                         t.c, Int64(t.rs), t.alpha, t.beta)
+    static func runC(_ kernel: MicroKernel, kc: Int, a: UnsafePointer<Float>, ars: Int, acs: Int, b: UnsafePointer<Float>,
+                     bStride: Int, tile t: Tile, scratch: UnsafeMutablePointer<Float>) {
+        let full = t.rows == kernel.mr && t.cols == kernel.nr && t.cs == 1
+        let (c, ldc, alpha, beta) = full ? (t.c, t.rs, t.alpha, t.beta) : (scratch, kernel.nr, 1, 0)
+        let rows = Int64(full ? kernel.mr : t.rows)
+        if kernel == .avx512 {
+            lora_sgemm_avx512_14x32_strided(Int64(kc), a, Int64(ars), Int64(acs), rows, b, Int64(bStride), c, Int64(ldc), alpha, beta)
         } else {
-            lora_sgemm_avx2_6x16_strided(Int64(kc), a, Int64(ars), Int64(acs), Int64(t.rows), b, Int64(bStride),
-                                         scratch, 16, 1, 0)
-            storeScalar(UnsafePointer(scratch), ld: 16, to: t)
+            lora_sgemm_avx2_6x16_strided(Int64(kc), a, Int64(ars), Int64(acs), rows, b, Int64(bStride), c, Int64(ldc), alpha, beta)
         }
+        if !full { storeScalar(UnsafePointer(scratch), ld: kernel.nr, to: t) }
     }
 
     /// Writes a 6×8 result to its tile of C: vector stores for a full tile of a row-major C, else the

@@ -9,18 +9,22 @@ public enum GemmBackend: Sendable, Equatable, CustomStringConvertible {
     case builtin
     /// LoRAKit's own kernel with the AVX2+FMA micro-kernel (LoRAKernels), on x86-64 CPUs that have both.
     case avx2
+    /// LoRAKit's own kernel with the AVX-512F micro-kernel (LoRAKernels).
+    case avx512
 
     public var description: String {
         switch self {
         case .blas(let name): "blas(\(name))"
         case .builtin: "builtin (portable Swift)"
         case .avx2: "builtin (AVX2+FMA)"
+        case .avx512: "builtin (AVX-512)"
         }
     }
 
-    /// The CPU kernels this machine can run, best first (each a valid `LORA_BLAS` value: avx2, builtin).
+    /// The CPU kernels this machine can run, best first (each a valid `LORA_BLAS` value: avx512, avx2, builtin).
     public static var cpuKernels: [GemmBackend] {
-        (CPUFeatures.current.contains(.avx2FMA) ? [.avx2] : []) + [.builtin]
+        let cpu = CPUFeatures.current
+        return (cpu.contains(.avx512F) ? [.avx512] : []) + (cpu.contains(.avx2FMA) ? [.avx2] : []) + [.builtin]
     }
 }
 
@@ -50,9 +54,10 @@ public struct CPUFeatures: OptionSet, Sendable, CustomStringConvertible {
 ///   one; avx2 on a CPU without it falls back to the portable kernel with a warning);
 /// - `LORA_BLAS=<path or soname>` loads that library (falling back to our best kernel, with a warning on
 ///   standard error, when it cannot be loaded);
-/// - otherwise the first loadable library of `BLASLibrary.candidates` (Accelerate on Apple platforms),
+/// - otherwise our AVX-512 kernel on CPUs with AVX-512F (at least OpenBLAS's speed, see `initial`);
+///   else the first loadable library of `BLASLibrary.candidates` (Accelerate on Apple platforms);
 ///   else our best kernel for this CPU: AVX2+FMA where it has them (0.9× OpenBLAS's products and the
-///   same training speed on this project's machine, see the README), else the portable one.
+///   same training speed on an AVX2 machine, see the README), else the portable one.
 public enum Gemm {
     /// C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C. op(X) = X or Xᵀ. Row-major, leading dimensions lda/ldb/ldc in elements.
     ///
@@ -104,11 +109,38 @@ public enum Gemm {
             }
         } else {
             let kernel: BuiltinGemm.MicroKernel
-            if case .avx2 = selection { kernel = .avx2 } else { kernel = .portable }
+            switch selection {
+            case .avx512: kernel = .avx512
+            case .avx2: kernel = .avx2
+            default: kernel = .portable
+            }
             BuiltinGemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
                               a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc,
                               threads: serial ? 1 : Parallel.threadCount, kernel: kernel)
         }
+    }
+
+    /// C = alpha · bf16(op(A)) · bf16(op(B)) + beta · C: the operands rounded to bfloat16 (to nearest
+    /// even; subnormals to zero) and multiplied with fp32 sums by the vdpbf16ps kernel, whatever the
+    /// backend. Each rounded operand is within 2⁻⁸ relative, so each term within about 2⁻⁷ ≈ 7.8e-3 and
+    /// the sum within that much of Σ|A|·|B| at worst; see `Precision`. Same contract as `sgemm` otherwise. Requires
+    /// `Precision.bf16.isAvailable` (a precondition).
+    public static func sgemmBF16(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                                 a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                                 beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        precondition(Precision.bf16.isAvailable, "Gemm.sgemmBF16: this CPU has no AVX-512 BF16")
+        precondition(m >= 0 && n >= 0 && k >= 0, "Gemm.sgemmBF16: negative dimension (m \(m), n \(n), k \(k))")
+        if m == 0 || n == 0 { return }
+        precondition(ldc >= n || m == 1, "Gemm.sgemmBF16: ldc \(ldc) < n \(n)")
+        if k == 0 || alpha == 0 {
+            scale(c, rows: m, cols: n, ldc: ldc, by: beta)
+            return
+        }
+        precondition(lda >= (transA ? m : k) || (transA ? k : m) == 1, "Gemm.sgemmBF16: lda \(lda) too small")
+        precondition(ldb >= (transB ? k : n) || (transB ? n : k) == 1, "Gemm.sgemmBF16: ldb \(ldb) too small")
+        BuiltinGemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                          beta: beta, c: c, ldc: ldc, threads: GemmState.snapshot().serial ? 1 : Parallel.threadCount,
+                          kernel: .avx512bf16)
     }
 
     /// The backend in use: chosen once at first use; LORA_BLAS=avx2|builtin forces one of our kernels; LORA_BLAS=/path/lib.so forces a library.
@@ -135,6 +167,9 @@ public enum Gemm {
         case .avx2:
             precondition(CPUFeatures.current.contains(.avx2FMA), "Gemm.withBackend: this CPU has no AVX2+FMA")
             selection = .avx2
+        case .avx512:
+            precondition(CPUFeatures.current.contains(.avx512F), "Gemm.withBackend: this CPU has no AVX-512F")
+            selection = .avx512
         case .blas(let name):
             guard let lib = BLASLibrary.named(name) else {
                 preconditionFailure("Gemm.withBackend: cannot load a BLAS with sgemm from \(name)")
@@ -178,18 +213,23 @@ enum GemmState {
     enum Selection {
         case builtin
         case avx2
+        case avx512
         case blas(BLASLibrary)
 
         var backend: GemmBackend {
             switch self {
             case .builtin: return .builtin
             case .avx2: return .avx2
+            case .avx512: return .avx512
             case .blas(let lib): return .blas(lib.name)
             }
         }
 
         /// Our best kernel on this CPU.
-        static var bestKernel: Selection { CPUFeatures.current.contains(.avx2FMA) ? .avx2 : .builtin }
+        static var bestKernel: Selection {
+            let cpu = CPUFeatures.current
+            return cpu.contains(.avx512F) ? .avx512 : cpu.contains(.avx2FMA) ? .avx2 : .builtin
+        }
     }
 
     /// `LORA_BLAS`, if set and non-empty.
@@ -199,7 +239,7 @@ enum GemmState {
     }()
 
     /// `LORA_BLAS` values that name one of our kernels rather than a library.
-    private static let kernelNames: Set<String> = ["builtin", "avx2"]
+    private static let kernelNames: Set<String> = ["builtin", "avx2", "avx512"]
 
     /// The library `LORA_BLAS` names (when it loads), else the first loadable candidate.
     static let availableLibrary: BLASLibrary? = {
@@ -220,12 +260,22 @@ enum GemmState {
                 if CPUFeatures.current.contains(.avx2FMA) { return .avx2 }
                 warn("LORA_BLAS=avx2 but this CPU has no AVX2+FMA; using the portable kernel")
                 return .builtin
+            case "avx512":
+                if CPUFeatures.current.contains(.avx512F) { return .avx512 }
+                warn("LORA_BLAS=avx512 but this CPU has no AVX-512F; using our best kernel for it")
+                return Selection.bestKernel
             default:
                 if let lib = BLASLibrary.named(name) { return .blas(lib) }
                 warn("LORA_BLAS=\(name) cannot be loaded (or has no sgemm); using the built-in kernel")
                 return Selection.bestKernel
             }
         }
+        // Our AVX-512 kernel where the CPU has it: on this project's Xeon (Sapphire Rapids family) its
+        // products ran at 4.9× Debian's OpenBLAS 0.3.21, which does not know that CPU model and falls
+        // back to its generic SSE kernel, and at 0.9–1.0× OpenBLAS forced to its Skylake-X kernel
+        // (README, Kernels). A deterministic rule, not a timing race: a run and its resume must use
+        // the same products to continue bit for bit.
+        if CPUFeatures.current.contains(.avx512F) { return .avx512 }
         if let lib = BLASLibrary.discovered { return .blas(lib) }
         return Selection.bestKernel
     }()

@@ -37,6 +37,35 @@ void lora_sgemm_avx2_6x16(int64_t kc, const float *a, const float *b, int64_t ld
 void lora_sgemm_avx2_6x16_strided(int64_t kc, const float *a, int64_t ars, int64_t acs, int64_t arows,
                                   const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta);
 
+/// Rows and columns of the AVX-512 tiles (fp32 and bf16).
+enum { LORA_AVX512_MR = 14, LORA_AVX512_NR = 32 };
+
+/// As lora_sgemm_avx2_6x16 for a 14×32 tile: A packed as a[p·14 + r], B 32 floats per p.
+/// Requires AVX-512F (LORA_CPU_AVX512F).
+void lora_sgemm_avx512_14x32(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc,
+                             float alpha, float beta);
+
+/// As lora_sgemm_avx2_6x16_strided for a 14×32 tile. Requires AVX-512F.
+void lora_sgemm_avx512_14x32_strided(int64_t kc, const float *a, int64_t ars, int64_t acs, int64_t arows,
+                                     const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta);
+
+/// Packs X(t, p) = x[t·ts + p·ps], t < count, p < kc, for the AVX-512 tile: dst[p·width + t] = X(t, p),
+/// zero for count ≤ t < width (width ≤ 32). Requires AVX-512F.
+void lora_pack_f32_avx512(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width, float *dst);
+
+/// Packs X(t, p) = x[t·ts + p·ps], t < count, p < kc, as bfloat16 pairs along p: dst[q·width + t] holds
+/// X(t, 2q) in its low 16 bits and X(t, 2q + 1) in its high 16 bits, each rounded to nearest even
+/// (a NaN stays NaN; a subnormal becomes a zero of its sign, as vcvtneps2bf16 does). Columns
+/// t ≥ count and the missing half of an odd kc's last pair are zero. Requires AVX-512 BF16.
+void lora_pack_bf16_pairs(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width,
+                          uint32_t *dst);
+
+/// One 14×32 tile from bfloat16 pairs with vdpbf16ps: C = alpha·Σ_q dot(A pair (r, q), B pair (q, j)) +
+/// beta·C, A pair (r, q) at a[q·14 + r], B pair (q, j) at b[q·32 + j] (both from lora_pack_bf16_pairs),
+/// fp32 sums. Requires AVX-512 BF16 (LORA_CPU_AVX512BF16).
+void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                                  float alpha, float beta);
+
 #ifdef __cplusplus
 }
 #endif

@@ -80,6 +80,16 @@ public final class LlamaModel: @unchecked Sendable {
 
     public var headIsTied: Bool { head.matrix === embedding }
 
+    /// The number format of every linear layer's base products, the head's included (see `Precision`).
+    /// Setting bf16 on a CPU without it is a programming error: check `Precision.bf16.isAvailable`.
+    public var precision: Precision {
+        get { head.precision }
+        set {
+            precondition(newValue.isAvailable, "LlamaModel.precision: this CPU cannot run \(newValue) products")
+            for site in sites { site.linear.precision = newValue }
+        }
+    }
+
     /// The base weights under their Hugging Face names (the head only when untied), for export.
     public func namedWeights() -> [(String, Tensor)] {
         var out: [(String, Tensor)] = [("model.embed_tokens.weight", embedding.expanded())]

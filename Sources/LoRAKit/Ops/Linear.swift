@@ -61,6 +61,9 @@ public final class Linear: @unchecked Sendable {
     public var adapter: (any LinearAdapter)?
     /// True while the adapter's delta is folded into `weight`; the adapter branch is then skipped.
     public private(set) var isMerged = false
+    /// The number format of the base products x·Wᵀ and dy·W (see `Precision`); the adapter's own
+    /// products stay fp32. Products of fewer than `bf16MinimumRows` rows stay fp32 too.
+    public var precision: Precision = .fp32
 
     public init(matrix: FrozenMatrix, bias: Tensor? = nil) {
         self.matrix = matrix
@@ -128,11 +131,19 @@ public final class Linear: @unchecked Sendable {
         if matrix.isPacked && rows <= Self.decodeRows {
             packedDecodeProduct(x: x, rows: rows, y: y, beta: beta)
         } else {
+            let product = basePrecision(rows: rows) == .bf16 ? Gemm.sgemmBF16 : Gemm.sgemm
             matrix.forEachPanel { r0, n, w in
-                Gemm.sgemm(transA: false, transB: true, m: rows, n: n, k: inFeatures, alpha: 1,
-                           a: x, lda: inFeatures, b: w, ldb: inFeatures, beta: beta, c: y + r0, ldc: outFeatures)
+                product(false, true, rows, n, inFeatures, 1, x, inFeatures, w, inFeatures, beta, y + r0, outFeatures)
             }
         }
+    }
+
+    /// Below this many rows (token-by-token decoding) the bf16 kernel would spend more on rounding W
+    /// into its packed pairs than it saves: each value of W serves only these few rows.
+    static let bf16MinimumRows = 16
+
+    private func basePrecision(rows: Int) -> Precision {
+        precision == .bf16 && rows >= Self.bf16MinimumRows ? .bf16 : .fp32
     }
 
     /// Up to this many input rows (token-by-token decoding), a packed W is not expanded into panels:
@@ -173,10 +184,10 @@ public final class Linear: @unchecked Sendable {
                 baseDy = UnsafePointer(scaled)
             }
             // dx = Σ over panels of dy[:, panel] · W[panel, :]
+            let product = basePrecision(rows: rows) == .bf16 ? Gemm.sgemmBF16 : Gemm.sgemm
             matrix.forEachPanel { r0, n, w in
-                Gemm.sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: n, alpha: 1,
-                           a: baseDy + r0, lda: outFeatures, b: w, ldb: inFeatures, beta: accumulate || r0 > 0 ? 1 : 0,
-                           c: dx, ldc: inFeatures)
+                product(false, false, rows, inFeatures, n, 1, baseDy + r0, outFeatures, w, inFeatures,
+                        accumulate || r0 > 0 ? 1 : 0, dx, inFeatures)
             }
         }
         adapter?.backward(dy: dy, x: x, rows: rows, saved: saved!, dx: dx)
