@@ -40,8 +40,10 @@ final class DataDrivenInitTests: XCTestCase {
             let (c, reference, _) = try load(method)
             // float32 SVDs of matrices with close singular values agree to about 1e-5 (measured 1.5e-5).
             try checkProducts(c, reference, "init.", tolerance: 5e-5)
+            // The residual W − s·B·A inherits the SVDs' differences: 1.3e-5 with OpenBLAS 0.3.21's sgesdd on
+            // a Sapphire Rapids-class Xeon (its generic kernels), under 1e-5 on the AMD machine before.
             for (site, _) in c.adapter.sites(of: LoRA.self) {
-                XCTAssertLessThan(relativeError(site.linear.weight.array, try reference.floats("residual." + site.path + ".weight")), 1e-5,
+                XCTAssertLessThan(relativeError(site.linear.weight.array, try reference.floats("residual." + site.path + ".weight")), 5e-5,
                                   "\(method) residual of \(site.path)")
             }
             let reals = PyTorchParityTests.realLogits
