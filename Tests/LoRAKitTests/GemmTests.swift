@@ -270,16 +270,16 @@ final class GemmTests: XCTestCase {
     func testLargerShapesAndThreadSplitsAVX512() throws { largerShapesAndThreadSplits(try avx512()) }
 
     /// Our C kernels bit for bit against a scalar model of them: each element is a chain of fused
-    /// multiply-adds in k order within each k block of BuiltinGemm (blocks of ⌈k / ⌈k/256⌉⌉), scaled by
+    /// multiply-adds in k order within each k block of BuiltinGemm (blocks of ⌈k / ⌈k/kcMax⌉⌉), scaled by
     /// alpha and added to C once per block (beta 0 for the first block then 1; beta 0 or 1 here, so every
     /// store path rounds the same way). Covers packed and in-place operands, ragged tiles, transposes,
     /// M = 1 and k not a multiple of the vector width or the unroll.
-    func testAVX2MatchesItsScalarModelExactly() throws { try matchesScalarModel(try avx2()) }
-    func testAVX512MatchesItsScalarModelExactly() throws { try matchesScalarModel(try avx512()) }
+    func testAVX2MatchesItsScalarModelExactly() throws { try matchesScalarModel(try avx2(), kcMax: BuiltinGemm.MicroKernel.avx2.kcMax) }
+    func testAVX512MatchesItsScalarModelExactly() throws { try matchesScalarModel(try avx512(), kcMax: BuiltinGemm.MicroKernel.avx512.kcMax) }
 
-    func matchesScalarModel(_ backend: GemmBackend) throws {
+    func matchesScalarModel(_ backend: GemmBackend, kcMax: Int) throws {
         try forEachModelCase { m, n, k, beta, opA, opB, alpha, c0 in
-            let blocks = (k + BuiltinGemm.kcMax - 1) / BuiltinGemm.kcMax
+            let blocks = (k + kcMax - 1) / kcMax
             let kc = (k + blocks - 1) / blocks
             return modelProduct(m: m, n: n, k: k, kc: kc, beta: beta, alpha: alpha, c0: c0) { i, j, range in
                 var acc: Float = 0
@@ -296,13 +296,14 @@ final class GemmTests: XCTestCase {
 
     /// The bf16 kernel bit for bit against its scalar model: inputs rounded to bfloat16 as
     /// vcvtneps2bf16 does (nearest even, subnormals to zero), and per k block (blocks of an even
-    /// count, ⌈k / ⌈k/256⌉⌉ rounded up to even) a chain over the pairs: acc += a(2q+1)·b(2q+1), then
+    /// count, ⌈k / ⌈k/kcMax⌉⌉ rounded up to even) a chain over the pairs: acc += a(2q+1)·b(2q+1), then
     /// acc += a(2q)·b(2q), each one rounding (the product of two bfloat16 values is exact in fp32),
     /// which is vdpbf16ps's order in Intel's description.
     func testBF16MatchesItsScalarModelExactly() throws {
         guard Precision.bf16.isAvailable else { throw XCTSkip("this CPU has no AVX-512 BF16") }
+        let kcMax = BuiltinGemm.MicroKernel.avx512bf16.kcMax
         try forEachModelCase { m, n, k, beta, opA, opB, alpha, c0 in
-            let blocks = (k + BuiltinGemm.kcMax - 1) / BuiltinGemm.kcMax
+            let blocks = (k + kcMax - 1) / kcMax
             let kc = ((k + blocks - 1) / blocks + 1) / 2 * 2
             return modelProduct(m: m, n: n, k: k, kc: kc, beta: beta, alpha: alpha, c0: c0) { i, j, range in
                 var acc: Float = 0

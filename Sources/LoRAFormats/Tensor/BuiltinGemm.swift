@@ -81,17 +81,23 @@ enum BuiltinGemm {
         /// on Sapphire Rapids' 2 MiB L2: the head's products ran faster at 1024), the bf16 pairs hold
         /// 2048 columns in 1 MiB.
         var ncMax: Int { self == .avx512 ? 1024 : 2048 }
+        /// Depth of a packed block: the A and B micro-panels share the L1 (portable: 24 KiB of splatted
+        /// A and 8 KiB of B at 256; AVX2: 6 KiB of A and 16 KiB of B). The AVX-512 tile's panels at 256
+        /// (14 + 32 KiB) filled the 48 KiB L1; at 192 (10.5 + 24 KiB) a step's products ran 19% faster
+        /// on one core, 128 no faster than 256 (Sapphire Rapids, CPU time, `lora bench --products`);
+        /// the bf16 tile gained 5% at 192 too.
+        var kcMax: Int {
+            switch self {
+            case .portable, .avx2: 256
+            case .avx512, .avx512bf16: 192
+            }
+        }
     }
 
     /// Micro-tile height of the portable kernel (rows of C per micro-kernel call).
     static let mr = MicroKernel.portable.mr
     /// Micro-tile width of the portable kernel (columns of C per micro-kernel call).
     static let nr = MicroKernel.portable.nr
-    /// Depth of a packed block: the A and B micro-panels share the L1 (portable: 24 KiB of splatted A
-    /// and 8 KiB of B; AVX2: 6 KiB of A and 16 KiB of B; AVX-512: 14 KiB of A and 32 KiB of B, inside the
-    /// 48 KiB L1 of the cores that have it; bf16 pairs: half that). Measured on the AVX-512 tile alone
-    /// (L1-resident, Sapphire Rapids): kc 192–256 ran at 96% of the FMA peak, 384 at 68%.
-    static let kcMax = 256
     /// Products with fewer multiply-adds than this (about 180 µs of work on one core) run on the calling thread:
     /// measured here, waking a second worker costs tens of microseconds, so smaller products lose by splitting.
     static let parallelThreshold = 1 << 22
@@ -166,7 +172,7 @@ enum BuiltinGemm {
             let m = rows.count, n = cols.count
             if m == 0 || n == 0 { return }
             if kernel == .avx512bf16 { return runBF16(rows: rows, cols: cols) }
-            let mr = kernel.mr, nr = kernel.nr, mcMax = kernel.mcMax, ncMax = kernel.ncMax
+            let mr = kernel.mr, nr = kernel.nr, mcMax = kernel.mcMax, ncMax = kernel.ncMax, kcMax = kernel.kcMax
             let packA = n > 4 * nr
             let packB = b.cs != 1 || m > 4 * mr
 
@@ -256,7 +262,7 @@ enum BuiltinGemm {
         /// blocks hold an even count but for the last, so no pair straddles two blocks.
         func runBF16(rows: Range<Int>, cols: Range<Int>) {
             let m = rows.count, n = cols.count
-            let mr = kernel.mr, nr = kernel.nr, mcMax = kernel.mcMax, ncMax = kernel.ncMax
+            let mr = kernel.mr, nr = kernel.nr, mcMax = kernel.mcMax, ncMax = kernel.ncMax, kcMax = kernel.kcMax
             let kBlocks = (k + kcMax - 1) / kcMax
             let kcStep = ((k + kBlocks - 1) / kBlocks + 1) / 2 * 2
             let kqStep = kcStep / 2
