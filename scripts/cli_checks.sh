@@ -394,5 +394,19 @@ expect_error "convert: output exists" "already exists; add --force" convert --mo
 "$lora" merge --model $tiny --adapter-path "$tmp/t1" --output "$tmp/merged" --force >/dev/null 2>&1 && [ -f "$tmp/merged/model.safetensors" ] \
     && cmp -s "$tmp/merged/model.safetensors" "$tmp/tmerged/model.safetensors" && ok "merge --force replaces an existing folder" || bad "merge --force"
 
+# --precision: bf16 base products where the CPU has AVX-512 BF16, one sentence where it has not.
+expect_error "precision: unknown value" "--precision must be fp32, bf16 or auto (got fp16)" eval "${eval_args[@]}" --precision fp16
+if grep -q avx512_bf16 /proc/cpuinfo 2>/dev/null; then
+    fp32=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/t1" 2>&1)
+    bf16=$("$lora" eval "${eval_args[@]}" --adapter-path "$tmp/t1" --precision bf16 --batch-size 8 2>&1)
+    python3 -c "
+import json, sys; a = json.loads(sys.argv[1])['loss']; b = json.loads(sys.argv[2])['loss']; sys.exit(0 if abs(a - b) < 2e-2 * a else 1)" "$fp32" "$bf16" \
+        && ok "eval --precision bf16 is within 2% of fp32's loss: $bf16 vs $fp32" || bad "precision bf16: $bf16 vs $fp32"
+    "$lora" train "${targs[@]}" --iters 2 --precision bf16 --adapter-path "$tmp/p1" >"$tmp/out" 2>&1 && [ -f "$tmp/p1/adapter_model.safetensors" ] \
+        && ok "train --precision bf16 writes an adapter" || bad "train --precision bf16: $(tail -2 "$tmp/out")"
+else
+    expect_error "precision: bf16 without AVX-512 BF16" "needs a CPU with bfloat16 dot products" eval "${eval_args[@]}" --precision bf16
+fi
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -63,67 +63,82 @@ public struct CausalAttention: Sendable {
                          v: UnsafePointer<Float>, out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
                          batch: Int, seqLen T: Int,
                          dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
-        let rowsMax = min(block, T)
+        let rowsMax = min(block, T), group = heads / kvHeads, kvd = kvHeads * headDim
+        // One task per (sequence, query head), each with its own dk and dv partials ([T × headDim]
+        // each), summed per kv head afterwards: tasks per kv head alone were too few to share out
+        // (batch 1 with SmolLM2's 3 kv heads kept one of two threads idle a third of the time).
+        let partials = UnsafeMutablePointer<Float>.allocate(capacity: batch * heads * 2 * T * headDim)
+        defer { partials.deallocate() }
         Gemm.singleThreaded {
-            // One task per (sequence, kv head): the heads of a group add into the same dk/dv columns.
-            Parallel.forRanges(batch * kvHeads) { tasks in
+            Parallel.forRanges(batch * heads) { tasks in
                 // P and dP/dS blocks, and the row dots D_i = dO_i · O_i.
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * rowsMax * T + rowsMax)
                 defer { scratch.deallocate() }
                 for task in tasks {
-                    backwardGroup(b: task / kvHeads, kvh: task % kvHeads, dOut: dOut, q: q, k: k, v: v, out: out,
-                                  lse: lse, T: T, dq: dq, dk: dk, dv: dv, scratch: scratch)
+                    let dkPart = partials + task * 2 * T * headDim
+                    backwardHead(b: task / heads, h: task % heads, dOut: dOut, q: q, k: k, v: v, out: out, lse: lse, T: T,
+                                 dq: dq, dk: dkPart, dv: dkPart + T * headDim, scratch: scratch)
+                }
+            }
+            Parallel.forRanges(batch * kvHeads) { tasks in
+                for task in tasks {
+                    let b = task / kvHeads, kvh = task % kvHeads
+                    for t in 0..<T {
+                        let dkRow = dk + (b * T + t) * kvd + kvh * headDim, dvRow = dv + (b * T + t) * kvd + kvh * headDim
+                        for g in 0..<group {
+                            let part = partials + (b * heads + kvh * group + g) * 2 * T * headDim + t * headDim
+                            for j in 0..<headDim {
+                                dkRow[j] = g == 0 ? part[j] : dkRow[j] + part[j]
+                                dvRow[j] = g == 0 ? part[T * headDim + j] : dvRow[j] + part[T * headDim + j]
+                            }
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// One (sequence, kv head) and the query heads that share it.
-    private func backwardGroup(b: Int, kvh: Int, dOut: UnsafePointer<Float>, q: UnsafePointer<Float>,
-                               k: UnsafePointer<Float>, v: UnsafePointer<Float>, out: UnsafePointer<Float>,
-                               lse: UnsafePointer<Float>, T: Int, dq: UnsafeMutablePointer<Float>,
-                               dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
-                               scratch: UnsafeMutablePointer<Float>) {
-        let qd = heads * headDim, kvd = kvHeads * headDim, group = heads / kvHeads, rowsMax = min(block, T)
+    /// One (sequence, query head): its dq, and its share of dk and dv ([T × headDim], contiguous).
+    private func backwardHead(b: Int, h: Int, dOut: UnsafePointer<Float>, q: UnsafePointer<Float>,
+                              k: UnsafePointer<Float>, v: UnsafePointer<Float>, out: UnsafePointer<Float>,
+                              lse: UnsafePointer<Float>, T: Int, dq: UnsafeMutablePointer<Float>,
+                              dk dkb: UnsafeMutablePointer<Float>, dv dvb: UnsafeMutablePointer<Float>,
+                              scratch: UnsafeMutablePointer<Float>) {
+        let qd = heads * headDim, kvd = kvHeads * headDim, kvh = h / (heads / kvHeads), rowsMax = min(block, T)
         let p = scratch, ds = scratch + rowsMax * T, dots = scratch + 2 * rowsMax * T
         let kb = k + b * T * kvd + kvh * headDim, vb = v + b * T * kvd + kvh * headDim
-        let dkb = dk + b * T * kvd + kvh * headDim, dvb = dv + b * T * kvd + kvh * headDim
-        for t in 0..<T {
-            (dkb + t * kvd).update(repeating: 0, count: headDim)
-            (dvb + t * kvd).update(repeating: 0, count: headDim)
-        }
-        for h in (kvh * group)..<((kvh + 1) * group) {
-            let qb = q + b * T * qd + h * headDim, ob = out + b * T * qd + h * headDim
-            let dob = dOut + b * T * qd + h * headDim, dqb = dq + b * T * qd + h * headDim
-            let lseb = lse + (b * heads + h) * T
-            for r0 in stride(from: 0, to: T, by: block) {
-                let rows = min(block, T - r0), keys = r0 + rows
-                Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
-                           a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: p, ldc: keys)
-                Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: 1,
-                           a: dob + r0 * qd, lda: qd, b: vb, ldb: kvd, beta: 0, c: ds, ldc: keys)
-                for i in 0..<rows {
-                    let o = ob + (r0 + i) * qd, d = dob + (r0 + i) * qd
-                    var dot: Float = 0
-                    for j in 0..<headDim { dot += o[j] * d[j] }
-                    dots[i] = dot
-                }
-                for i in 0..<rows {
-                    let prow = p + i * keys, dsrow = ds + i * keys, valid = r0 + i + 1
-                    _ = expShiftedSum(prow, count: valid, shift: lseb[r0 + i])  // P = exp(S − lse)
-                    let dot = dots[i]
-                    for j in 0..<valid { dsrow[j] = prow[j] * (dsrow[j] - dot) }
-                    (prow + valid).update(repeating: 0, count: keys - valid)
-                    (dsrow + valid).update(repeating: 0, count: keys - valid)
-                }
-                // dQ = scale·dS·K;  dK += scale·dSᵀ·Q;  dV += Pᵀ·dO
-                Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: scale,
-                           a: ds, lda: keys, b: kb, ldb: kvd, beta: 0, c: dqb + r0 * qd, ldc: qd)
-                Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: scale,
-                           a: ds, lda: keys, b: qb + r0 * qd, ldb: qd, beta: 1, c: dkb, ldc: kvd)
-                Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: 1,
-                           a: p, lda: keys, b: dob + r0 * qd, ldb: qd, beta: 1, c: dvb, ldc: kvd)
+        dkb.update(repeating: 0, count: T * headDim)
+        dvb.update(repeating: 0, count: T * headDim)
+        let qb = q + b * T * qd + h * headDim, ob = out + b * T * qd + h * headDim
+        let dob = dOut + b * T * qd + h * headDim, dqb = dq + b * T * qd + h * headDim
+        let lseb = lse + (b * heads + h) * T
+        for r0 in stride(from: 0, to: T, by: block) {
+            let rows = min(block, T - r0), keys = r0 + rows
+            Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
+                       a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: p, ldc: keys)
+            Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: 1,
+                       a: dob + r0 * qd, lda: qd, b: vb, ldb: kvd, beta: 0, c: ds, ldc: keys)
+            for i in 0..<rows {
+                let o = ob + (r0 + i) * qd, d = dob + (r0 + i) * qd
+                var dot: Float = 0
+                for j in 0..<headDim { dot += o[j] * d[j] }
+                dots[i] = dot
             }
+            for i in 0..<rows {
+                let prow = p + i * keys, dsrow = ds + i * keys, valid = r0 + i + 1
+                _ = expShiftedSum(prow, count: valid, shift: lseb[r0 + i])  // P = exp(S − lse)
+                let dot = dots[i]
+                for j in 0..<valid { dsrow[j] = prow[j] * (dsrow[j] - dot) }
+                (prow + valid).update(repeating: 0, count: keys - valid)
+                (dsrow + valid).update(repeating: 0, count: keys - valid)
+            }
+            // dQ = scale·dS·K;  dK += scale·dSᵀ·Q;  dV += Pᵀ·dO
+            Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: scale,
+                       a: ds, lda: keys, b: kb, ldb: kvd, beta: 0, c: dqb + r0 * qd, ldc: qd)
+            Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: scale,
+                       a: ds, lda: keys, b: qb + r0 * qd, ldb: qd, beta: 1, c: dkb, ldc: headDim)
+            Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: 1,
+                       a: p, lda: keys, b: dob + r0 * qd, ldb: qd, beta: 1, c: dvb, ldc: headDim)
         }
     }
 }
