@@ -203,14 +203,15 @@ final class GradientCheckTests: XCTestCase {
     // MARK: Causal attention
 
     struct AttentionCase {
-        let batch = 2, T = 7, heads = 4, kvHeads = 2, headDim = 8
+        let batch: Int, T: Int, heads: Int, kvHeads: Int, headDim: Int
         var qd: Int { heads * headDim }
         var kvd: Int { kvHeads * headDim }
         let q: Tensor, k: Tensor, v: Tensor
-        init() {
-            q = randomTensor([2 * 7, 4 * 8], seed: 501)
-            k = randomTensor([2 * 7, 2 * 8], seed: 502)
-            v = randomTensor([2 * 7, 2 * 8], seed: 503)
+        init(batch: Int = 2, T: Int = 7, heads: Int = 4, kvHeads: Int = 2, headDim: Int = 8) {
+            (self.batch, self.T, self.heads, self.kvHeads, self.headDim) = (batch, T, heads, kvHeads, headDim)
+            q = randomTensor([batch * T, heads * headDim], seed: 501)
+            k = randomTensor([batch * T, kvHeads * headDim], seed: 502)
+            v = randomTensor([batch * T, kvHeads * headDim], seed: 503)
         }
     }
 
@@ -257,6 +258,19 @@ final class GradientCheckTests: XCTestCase {
             XCTAssertLessThanOrEqual(outErr, 1e-5, "attention output, block \(block)")
             XCTAssertLessThanOrEqual(lseErr, 1e-5, "attention log-sum-exp, block \(block)")
         }
+    }
+
+    /// From 2048 tokens on, query rows go in blocks of 128 (`rowBlock`), with a ragged last block here.
+    func testLongSequencesUseTallerBlocksAndMatchTheNaiveReference() {
+        let c = AttentionCase(batch: 1, T: 2100, heads: 2, kvHeads: 1, headDim: 4)
+        let attention = CausalAttention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
+        XCTAssertEqual(attention.rowBlock(seqLen: 2047), 64)
+        XCTAssertEqual(attention.rowBlock(seqLen: c.T), 128)
+        let (refOut, refLse) = naiveAttention(c)
+        let out = Tensor(shape: [c.batch * c.T, c.qd]), lse = Tensor(shape: [c.batch * c.heads * c.T])
+        attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: out.data, lse: lse.data)
+        XCTAssertLessThanOrEqual(maxAbsDiff(out.array, refOut), 1e-5)
+        XCTAssertLessThanOrEqual(maxAbsDiff(lse.array, refLse), 1e-5)
     }
 
     func testCausalAttentionBackward() {

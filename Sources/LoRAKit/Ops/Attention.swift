@@ -25,14 +25,23 @@ public struct CausalAttention: Sendable {
 
     var scale: Float { 1 / Float(headDim).squareRoot() }
 
+    /// Query rows per block for sequences of T tokens: `block`, or 128 from 2048 tokens on. Each row
+    /// block re-packs the keys and values it multiplies, so long sequences gain from taller blocks
+    /// (1 × 4096 trained 8–9% faster at 128 than at 64), while short ones lose more to the wasted
+    /// upper half of the diagonal block (1 × 256 ran 7–18% slower at 128).
+    public func rowBlock(seqLen T: Int) -> Int { T >= 2048 ? max(block, 128) : block }
+
     public func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                         batch: Int, seqLen T: Int, out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        var attention = self
+        attention.block = rowBlock(seqLen: T)
+        let block = attention.block
         Gemm.singleThreaded {
             Parallel.forRanges(batch * heads) { tasks in
                 let scores = UnsafeMutablePointer<Float>.allocate(capacity: min(block, T) * T)
                 defer { scores.deallocate() }
                 for task in tasks {
-                    forwardHead(b: task / heads, h: task % heads, q: q, k: k, v: v, T: T, out: out, lse: lse, scores: scores)
+                    attention.forwardHead(b: task / heads, h: task % heads, q: q, k: k, v: v, T: T, out: out, lse: lse, scores: scores)
                 }
             }
         }
@@ -63,7 +72,9 @@ public struct CausalAttention: Sendable {
                          v: UnsafePointer<Float>, out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
                          batch: Int, seqLen T: Int,
                          dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
-        let rowsMax = min(block, T), group = heads / kvHeads, kvd = kvHeads * headDim
+        var attention = self
+        attention.block = rowBlock(seqLen: T)
+        let rowsMax = min(attention.block, T), group = heads / kvHeads, kvd = kvHeads * headDim
         // One task per (sequence, query head), each with its own dk and dv partials ([T × headDim]
         // each), summed per kv head afterwards: tasks per kv head alone were too few to share out
         // (batch 1 with SmolLM2's 3 kv heads kept one of two threads idle a third of the time).
@@ -76,7 +87,7 @@ public struct CausalAttention: Sendable {
                 defer { scratch.deallocate() }
                 for task in tasks {
                     let dkPart = partials + task * 2 * T * headDim
-                    backwardHead(b: task / heads, h: task % heads, dOut: dOut, q: q, k: k, v: v, out: out, lse: lse, T: T,
+                    attention.backwardHead(b: task / heads, h: task % heads, dOut: dOut, q: q, k: k, v: v, out: out, lse: lse, T: T,
                                  dq: dq, dk: dkPart, dv: dkPart + T * headDim, scratch: scratch)
                 }
             }

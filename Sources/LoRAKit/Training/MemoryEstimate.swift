@@ -46,7 +46,7 @@ public struct MemoryEstimate: Sendable {
 
     /// One thread's attention scratch in the backward pass (the larger of forward and backward).
     static func attentionScratchFloats(seqLen: Int) -> Double {
-        let rows = Double(min(CausalAttention(heads: 1, kvHeads: 1, headDim: 1).block, seqLen))
+        let rows = Double(min(CausalAttention(heads: 1, kvHeads: 1, headDim: 1).rowBlock(seqLen: seqLen), seqLen))
         return 2 * rows * Double(seqLen) + rows
     }
 
