@@ -159,15 +159,18 @@ void lora_sgemm_avx512_14x32_strided(int64_t kc, const float *a, int64_t ars, in
 
 __attribute__((target("avx512f")))
 void lora_pack_f32_avx512(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width, float *dst) {
+    // Lanes to read (the panel's real columns) and to write (all its columns), in two halves of 16.
     const __mmask16 lo = (__mmask16)(count >= 16 ? 0xffff : (1u << count) - 1);
     const __mmask16 hi = (__mmask16)(count <= 16 ? 0 : count >= 32 ? 0xffff : (1u << (count - 16)) - 1);
+    const __mmask16 wlo = (__mmask16)(width >= 16 ? 0xffff : (1u << width) - 1);
+    const __mmask16 whi = (__mmask16)(width <= 16 ? 0 : (1u << (width - 16)) - 1);
     if (ts == 1) {
         // The panel's columns are adjacent: a masked copy per p.
         for (int64_t p = 0; p < kc; p++) {
             const float *src = x + p * ps;
             float *out = dst + p * width;
-            _mm512_mask_storeu_ps(out, width >= 16 ? 0xffff : (__mmask16)((1u << width) - 1), _mm512_maskz_loadu_ps(lo, src));
-            if (width > 16) _mm512_mask_storeu_ps(out + 16, (__mmask16)((1u << (width - 16)) - 1) | (width >= 32 ? 0xffff : 0), _mm512_maskz_loadu_ps(hi, src + 16));
+            _mm512_mask_storeu_ps(out, wlo, _mm512_maskz_loadu_ps(lo, src));
+            if (width > 16) _mm512_mask_storeu_ps(out + 16, whi, _mm512_maskz_loadu_ps(hi, src + 16));
         }
         return;
     }
@@ -211,8 +214,6 @@ void lora_pack_f32_avx512(const float *x, int64_t ts, int64_t ps, int64_t count,
         // Each p gathers the panel's values of column p from their rows.
         const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                                _mm512_set1_epi32((int)ts));
-        const __mmask16 wlo = width >= 16 ? 0xffff : (__mmask16)((1u << width) - 1);
-        const __mmask16 whi = width <= 16 ? 0 : width >= 32 ? 0xffff : (__mmask16)((1u << (width - 16)) - 1);
         for (int64_t p = 0; p < kc; p++) {
             const float *src = x + p * ps;
             float *out = dst + p * width;

@@ -186,7 +186,9 @@ enum BuiltinGemm {
             let bFloats = ((packB ? kcStep * ncCap : kcStep * nr) + 15) / 16 * 16  // B panel, or one edge micro-panel
             let aFloats = packA ? kcStep * mcCap * (kernel == .portable ? 4 : 1) : 0
             let tileFloats = mr * nr  // where a C kernel's ragged or strided tile lands first
-            PackingBuffers.with(bytes: (bFloats + aFloats + tileFloats) * 4) { raw in
+            let buffer = PackingBuffers.take((bFloats + aFloats + tileFloats) * 4)
+            defer { PackingBuffers.give(buffer) }
+            let raw = buffer.pointer
             let bBuf = raw.bindMemory(to: Float.self, capacity: bFloats + aFloats + tileFloats)
             let aBuf = bBuf + bFloats, tileBuf = aBuf + aFloats
 
@@ -254,7 +256,6 @@ enum BuiltinGemm {
                 }
                 jc += ncMax
             }
-            }
         }
 
         /// The bf16 product of C[rows, cols]: the same blocking, with both operands packed as bfloat16
@@ -269,7 +270,9 @@ enum BuiltinGemm {
             let ncCap = min(ncMax, (n + nr - 1) / nr * nr)
             let mcCap = min(mcMax, (m + mr - 1) / mr * mr)
             let bWords = (kqStep * ncCap + 15) / 16 * 16, aWords = kqStep * mcCap, tileFloats = mr * nr
-            PackingBuffers.with(bytes: (bWords + aWords + tileFloats) * 4) { raw in
+            let buffer = PackingBuffers.take((bWords + aWords + tileFloats) * 4)
+            defer { PackingBuffers.give(buffer) }
+            let raw = buffer.pointer
             let bBuf = raw.bindMemory(to: UInt32.self, capacity: bWords + aWords)
             let aBuf = bBuf + bWords
             let tileBuf = (raw + (bWords + aWords) * 4).bindMemory(to: Float.self, capacity: tileFloats)
@@ -281,21 +284,15 @@ enum BuiltinGemm {
                 while pc < k {
                     let kc = min(kcStep, k - pc), kq = (kc + 1) / 2
                     let betaHere: Float = pc == 0 ? beta : 1
-                    // B(p, j) for j in a panel: t = j, so the pair packing's t stride is B's column stride.
-                    var q = 0
-                    while q * nr < nc {
-                        lora_pack_bf16_pairs(b.at(pc, jc + q * nr), Int64(b.cs), Int64(b.rs), Int64(min(nr, nc - q * nr)),
-                                             Int64(kc), Int64(nr), bBuf + q * kq * nr)
-                        q += 1
+                    // B's panels run along its columns: packed as Bᵀ's rows.
+                    BuiltinGemm.forEachPanel(b.transposed, t0: jc, count: nc, p0: pc, kc: kc, width: nr) { x, ts, ps, count, panel in
+                        lora_pack_bf16_pairs(x, ts, ps, count, Int64(kc), Int64(nr), bBuf + panel * kq * nr)
                     }
                     var ic = rows.lowerBound
                     while ic < rows.upperBound {
                         let mc = min(mcMax, rows.upperBound - ic)
-                        var q = 0
-                        while q * mr < mc {
-                            lora_pack_bf16_pairs(a.at(ic + q * mr, pc), Int64(a.rs), Int64(a.cs), Int64(min(mr, mc - q * mr)),
-                                                 Int64(kc), Int64(mr), aBuf + q * kq * mr)
-                            q += 1
+                        BuiltinGemm.forEachPanel(a, t0: ic, count: mc, p0: pc, kc: kc, width: mr) { x, ts, ps, count, panel in
+                            lora_pack_bf16_pairs(x, ts, ps, count, Int64(kc), Int64(mr), aBuf + panel * kq * mr)
                         }
                         var jr = 0
                         while jr < nc {
@@ -321,7 +318,6 @@ enum BuiltinGemm {
                 }
                 jc += ncMax
             }
-            }
         }
     }
 
@@ -333,12 +329,9 @@ enum BuiltinGemm {
                       kernel: MicroKernel = .portable) {
         if kernel == .avx512 {
             // In C with AVX-512 (masked copies, register transposes, gathers): the Swift loops below cost a fifth of the
-            // AVX-512 tile's time at 576-wide products.
-            var q = 0
-            while q * nr < nc {
-                lora_pack_f32_avx512(b.at(row, col + q * nr), Int64(b.cs), Int64(b.rs), Int64(min(nr, nc - q * nr)), Int64(kc),
-                                     Int64(nr), dst + q * kc * nr)
-                q += 1
+            // AVX-512 tile's time at 576-wide products. B's panels run along its columns: packed as Bᵀ's rows.
+            forEachPanel(b.transposed, t0: col, count: nc, p0: row, kc: kc, width: nr) { x, ts, ps, count, panel in
+                lora_pack_f32_avx512(x, ts, ps, count, Int64(kc), Int64(nr), dst + panel * kc * nr)
             }
             return
         }
@@ -399,16 +392,26 @@ enum BuiltinGemm {
         }
     }
 
+    /// The micro-panels of v's rows t0..<t0+count (each `width` rows, the last ragged) over columns
+    /// p0..<p0+kc, for the C packing functions: body(first element, row stride, column stride, rows
+    /// in this panel, panel index).
+    @inline(__always)
+    static func forEachPanel(_ v: View, t0: Int, count: Int, p0: Int, kc: Int, width: Int,
+                             _ body: (UnsafePointer<Float>, Int64, Int64, Int64, Int) -> Void) {
+        var q = 0
+        while q * width < count {
+            body(v.at(t0 + q * width, p0), Int64(v.rs), Int64(v.cs), Int64(min(width, count - q * width)), q)
+            q += 1
+        }
+    }
+
     /// Packs A[row..<row+mc, col..<col+kc] as ceil(mc/mr) plain micro-panels (for the C kernels, which
     /// broadcast from memory): value (r, p) of panel q is at dst + (q·kc + p)·mr + r. Rows past mc are zero.
     static func packPlainA(_ a: View, row: Int, mc: Int, col: Int, kc: Int, mr: Int, into dst: UnsafeMutablePointer<Float>,
                            kernel: MicroKernel) {
         if kernel == .avx512 {
-            var q = 0
-            while q * mr < mc {
-                lora_pack_f32_avx512(a.at(row + q * mr, col), Int64(a.rs), Int64(a.cs), Int64(min(mr, mc - q * mr)), Int64(kc),
-                                     Int64(mr), dst + q * kc * mr)
-                q += 1
+            forEachPanel(a, t0: row, count: mc, p0: col, kc: kc, width: mr) { x, ts, ps, count, panel in
+                lora_pack_f32_avx512(x, ts, ps, count, Int64(kc), Int64(mr), dst + panel * kc * mr)
             }
             return
         }

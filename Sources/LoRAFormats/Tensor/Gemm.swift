@@ -67,18 +67,11 @@ public enum Gemm {
     public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                              a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                              beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        precondition(m >= 0 && n >= 0 && k >= 0, "Gemm.sgemm: negative dimension (m \(m), n \(n), k \(k))")
-        if m == 0 || n == 0 { return }
-        precondition(ldc >= n || m == 1, "Gemm.sgemm: ldc \(ldc) < n \(n)")
-        if k == 0 || alpha == 0 {
-            scale(c, rows: m, cols: n, ldc: ldc, by: beta)
-            return
-        }
+        if handledTrivially("Gemm.sgemm", transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, lda: lda, ldb: ldb,
+                            beta: beta, c: c, ldc: ldc) { return }
         // Stored shapes of A and B (rows × columns in memory).
         let (aRows, aCols) = transA ? (k, m) : (m, k)
         let (bRows, bCols) = transB ? (n, k) : (k, n)
-        precondition(lda >= aCols || aRows == 1, "Gemm.sgemm: lda \(lda) < \(aCols) columns of A")
-        precondition(ldb >= bCols || bRows == 1, "Gemm.sgemm: ldb \(ldb) < \(bCols) columns of B")
 
         let (selection, serial) = GemmState.snapshot()
         if case .blas(let lib) = selection,
@@ -129,21 +122,32 @@ public enum Gemm {
                                  a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         precondition(Precision.bf16.isAvailable, "Gemm.sgemmBF16: this CPU has no AVX-512 BF16")
-        precondition(m >= 0 && n >= 0 && k >= 0, "Gemm.sgemmBF16: negative dimension (m \(m), n \(n), k \(k))")
-        if m == 0 || n == 0 { return }
-        precondition(ldc >= n || m == 1, "Gemm.sgemmBF16: ldc \(ldc) < n \(n)")
-        if k == 0 || alpha == 0 {
-            scale(c, rows: m, cols: n, ldc: ldc, by: beta)
-            return
-        }
-        precondition(lda >= (transA ? m : k) || (transA ? k : m) == 1, "Gemm.sgemmBF16: lda \(lda) too small")
-        precondition(ldb >= (transB ? k : n) || (transB ? n : k) == 1, "Gemm.sgemmBF16: ldb \(ldb) too small")
+        if handledTrivially("Gemm.sgemmBF16", transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, lda: lda, ldb: ldb,
+                            beta: beta, c: c, ldc: ldc) { return }
         BuiltinGemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
                           beta: beta, c: c, ldc: ldc, threads: GemmState.snapshot().serial ? 1 : Parallel.threadCount,
                           kernel: .avx512bf16)
     }
 
-    /// The backend in use: chosen once at first use; LORA_BLAS=avx2|builtin forces one of our kernels; LORA_BLAS=/path/lib.so forces a library.
+    /// Checks a product's arguments (a precondition failure names `caller`) and does the products with
+    /// nothing to multiply: none when m or n is 0, C = beta·C when k or alpha is 0. Returns whether it did.
+    private static func handledTrivially(_ caller: String, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                                         lda: Int, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) -> Bool {
+        precondition(m >= 0 && n >= 0 && k >= 0, "\(caller): negative dimension (m \(m), n \(n), k \(k))")
+        if m == 0 || n == 0 { return true }
+        precondition(ldc >= n || m == 1, "\(caller): ldc \(ldc) < n \(n)")
+        if k == 0 || alpha == 0 {
+            scale(c, rows: m, cols: n, ldc: ldc, by: beta)
+            return true
+        }
+        let (aRows, aCols) = transA ? (k, m) : (m, k)
+        let (bRows, bCols) = transB ? (n, k) : (k, n)
+        precondition(lda >= aCols || aRows == 1, "\(caller): lda \(lda) < \(aCols) columns of A")
+        precondition(ldb >= bCols || bRows == 1, "\(caller): ldb \(ldb) < \(bCols) columns of B")
+        return false
+    }
+
+    /// The backend in use: chosen once at first use; LORA_BLAS=avx512|avx2|builtin forces one of our kernels; LORA_BLAS=/path/lib.so forces a library.
     /// Inside `withBackend` this is the backend given there.
     public static var backend: GemmBackend { GemmState.snapshot().selection.backend }
 
