@@ -4,15 +4,31 @@ import Yams
 
 /// A YAML file of command settings: a mapping whose keys are the command's long option names,
 /// with dashes or underscores (`batch_size: 8` or `batch-size: 8`). Flags given on the command
-/// line win over the file.
+/// line win over the file. JSON is YAML too: `lora train` reads back the training_args.json it
+/// wrote with this type.
 public struct ConfigFile {
     public let path: String
-    private let values: [String: Node]
-    /// Each setting's key as the file spells it, for error messages.
-    private let spelling: [String: String]
+    private var values: [String: Node]
+    /// Each setting's key as the file spells it, and the file it came from, for error messages.
+    private var spelling: [String: String]
+    private var origin: [String: String] = [:]
 
     /// An empty configuration, for runs without a file.
     public init() { path = ""; values = [:]; spelling = [:] }
+
+    /// These settings, and those of `lower` that this file does not set.
+    public func overlaid(on lower: ConfigFile) -> ConfigFile {
+        var merged = self
+        for (key, value) in lower.values where values[key] == nil {
+            merged.values[key] = value
+            merged.spelling[key] = lower.spelling[key]
+            merged.origin[key] = lower.origin[key] ?? lower.path
+        }
+        return merged
+    }
+
+    /// Whether the file sets `key`.
+    public func has(_ key: String) -> Bool { values[key] != nil }
 
     public init(path: String, allowedKeys: Set<String>) throws {
         self.path = path
@@ -38,7 +54,7 @@ public struct ConfigFile {
     }
 
     private func fail(_ key: String, _ kind: String) -> LoRAError {
-        LoRAError("\(path): \(spelling[key] ?? key) must be \(kind)")
+        LoRAError("\(origin[key] ?? path): \(spelling[key] ?? key) must be \(kind)")
     }
 
     public func string(_ key: String) throws -> String? {
@@ -80,4 +96,6 @@ public let trainSettingNames: Set<String> = [
     "warmup", "max-grad-norm", "weight-decay", "max-seq-length", "seed", "steps-per-report", "steps-per-eval", "val-batches",
     "save-every", "resume", "grad-checkpoint", "num-layers", "rank", "alpha", "dropout", "targets", "use-rslora", "init",
     "mask-prompt", "metrics-file", "method", "lora-plus-ratio", "use-dora", "projection-prng-key", "precision",
+    "keep-checkpoints", "save-best", "init-r", "target-r", "tinit", "tfinal", "delta-t", "drop-probe-steps", "drop-sample-ratio",
+    "drop-threshold",
 ]

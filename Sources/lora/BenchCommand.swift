@@ -53,6 +53,7 @@ struct BenchCommand: ParsableCommand {
     private func measure() throws {
         let model = try loadModel()
         model.gradientCheckpointing = gradCheckpoint
+        SlowPathNotice.warnIfSlow()
         let config = model.config
         let (trainingMethod, adapterKind) = try TrainingMethod.named(method)
         let adapterConfig: any AdapterConfiguration = adapterKind == .vera

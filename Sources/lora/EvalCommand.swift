@@ -12,10 +12,10 @@ struct EvalCommand: ParsableCommand {
             count only completion / assistant tokens with --mask-prompt.
             """)
 
-    @Option(help: "A Hugging Face folder, a .gguf file, or smollm2-135m.") var model: String
+    @Option(name: [.short, .long], help: ArgumentHelp(stringLiteral: ModelLocation.help + " Default: the adapter's base model.")) var model: String?
     @Option(help: "A folder with train/valid/test.jsonl (its --split is used) or a .jsonl file.") var data: String
     @Option(help: "Split of a data folder.") var split = "test"
-    @Option(help: "A PEFT-format LoRA adapter folder to apply.") var adapterPath: String?
+    @Option(help: "A LoRA adapter to apply: a PEFT-format folder, or a llama.cpp LoRA .gguf file.") var adapterPath: String?
     @Option(help: "Longer rows are cut to this many tokens.") var maxSeqLength = 2048
     @Option(help: "Sequences per forward pass.") var batchSize = 4
     @Flag(help: "Count only completion / assistant tokens.") var maskPrompt = false
@@ -25,11 +25,12 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         try Lora.reportingErrors {
             guard batchSize > 0, maxSeqLength > 1 else { throw LoRAError("--batch-size must be positive and --max-seq-length above 1") }
+            let model = try ModelLocation.baseModel(model, adapterPath: adapterPath)
             let tokenizer = try ModelLocation.tokenizer(model)
             let base = try ModelLocation.load(model, precision: PrecisionOption.resolve(precision))
             if let adapterPath {
-                _ = try Adapter.load(from: adapterPath, into: base)
-                try AdapterValues.requireFinite(folder: adapterPath)
+                _ = try adapterPath.hasSuffix(".gguf") ? Adapter.loadLlamaCpp(from: adapterPath, into: base) : Adapter.load(from: adapterPath, into: base)
+                if !adapterPath.hasSuffix(".gguf") { try AdapterValues.requireFinite(folder: adapterPath) }  // the .gguf reader checks its own
             }
             let set = try DataSet(path: DataSet.path(data, split: split), tokenizer: tokenizer, maskPrompt: maskPrompt,
                                   maxSequenceLength: maxSeqLength)

@@ -11,7 +11,7 @@ struct ExportAdapterCommand: ParsableCommand {
             scales every module by one alpha/r, so per-module scalings (rsLoRA, rank or alpha patterns) are folded into B.
             """)
 
-    @Option(help: "The adapter's base model: a Hugging Face folder, a .gguf file, or smollm2-135m.") var model: String
+    @Option(name: [.short, .long], help: ArgumentHelp(stringLiteral: "The adapter's base model: " + ModelLocation.help + " Default: the one the adapter names.")) var model: String?
     @Option(help: "Adapter folder in PEFT's format.") var adapterPath = "adapters"
     @Option(help: "The .gguf file to write.") var output: String
 
@@ -19,7 +19,7 @@ struct ExportAdapterCommand: ParsableCommand {
         try Lora.reportingErrors {
             guard output.hasSuffix(".gguf") else { throw LoRAError("--output must be a .gguf file (got \(output))") }
             guard !FileManager.default.fileExists(atPath: output) else { throw LoRAError("output file \(output) already exists") }
-            let base = try ModelLocation.load(model)
+            let base = try ModelLocation.load(ModelLocation.baseModel(model, adapterPath: adapterPath))
             let adapter = try Adapter.load(from: adapterPath, into: base)
             try adapter.saveLlamaCpp(to: output)
             print("wrote \(adapter.modules.count) LoRA modules (\(adapter.parameterCount) parameters) to \(output)")

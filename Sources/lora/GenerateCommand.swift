@@ -5,24 +5,29 @@ import LoRAKit
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Generate text from a prompt, streaming it as it comes, with or without a LoRA adapter.")
+        abstract: "Generate text from a prompt, streaming it as it comes, with or without a LoRA adapter.",
+        discussion: """
+            The prompt goes through the model's chat template as a user message when the model has one \
+            (--no-chat sends it as plain text). Without --model the base model is the one the adapter names \
+            (base_model_name_or_path).
+            """)
 
-    @Option(help: "A Hugging Face folder, a .gguf file, or smollm2-135m.")
-    var model: String
+    @Option(name: [.short, .long], help: ArgumentHelp(stringLiteral: ModelLocation.help + " Default: the adapter's base model."))
+    var model: String?
 
-    @Option(help: "A PEFT-format LoRA adapter folder to apply (unmerged).")
+    @Option(help: "A LoRA adapter to apply (unmerged): a PEFT-format folder, or a llama.cpp LoRA .gguf file.")
     var adapterPath: String?
 
     @Option(help: PrecisionOption.help)
     var precision = "fp32"
 
-    @Option(help: "The prompt.")
+    @Option(name: [.short, .long], help: "The prompt; - reads it from standard input.")
     var prompt: String
 
-    @Flag(help: "Wrap the prompt as a user message in the model's chat template.")
-    var chat = false
+    @Flag(inversion: .prefixedNo, help: "Wrap the prompt as a user message in the model's chat template (default: when the model has one).")
+    var chat: Bool?
 
-    @Option(help: "A system message (with --chat).")
+    @Option(name: [.customLong("system-prompt"), .customLong("system")], help: "A system message for the chat template.")
     var system: String?
 
     @Option(help: "Most tokens to generate.")
@@ -55,10 +60,15 @@ struct GenerateCommand: ParsableCommand {
             guard temperature >= 0, topP > 0, topP <= 1, minP >= 0, minP < 1, topK >= 0, repetitionPenalty > 0 else {
                 throw LoRAError("sampling settings out of range (temp ≥ 0, 0 < top-p ≤ 1, 0 ≤ min-p < 1, top-k ≥ 0, repetition-penalty > 0)")
             }
+            let model = try ModelLocation.baseModel(model, adapterPath: adapterPath)
+            let prompt = try self.prompt == "-" ? Self.standardInput() : self.prompt
             let tokenizer = try ModelLocation.tokenizer(model)
             let base = try ModelLocation.load(model, precision: PrecisionOption.resolve(precision))
-            if let adapterPath { _ = try Adapter.load(from: adapterPath, into: base) }
-            let ids = try promptIds(tokenizer)
+            if let adapterPath {
+                _ = try adapterPath.hasSuffix(".gguf") ? Adapter.loadLlamaCpp(from: adapterPath, into: base) : Adapter.load(from: adapterPath, into: base)
+            }
+            let ids = try promptIds(tokenizer, prompt: prompt, model: model)
+            SlowPathNotice.warnIfSlow()
             var stopTokens = Set<Int32>()
             if let eos = tokenizer.eosTokenId { stopTokens.insert(Int32(eos)) }
             var streamer = StopStringStreamer(stops: stop)
@@ -82,8 +92,22 @@ struct GenerateCommand: ParsableCommand {
         }
     }
 
-    private func promptIds(_ tokenizer: Tokenizer) throws -> [Int] {
-        guard chat else { return tokenizer.encode(prompt, addSpecialTokens: true) }
+    /// All of standard input, for --prompt -.
+    static func standardInput() throws -> String {
+        let data = FileHandle.standardInput.readDataToEndOfFile()
+        guard let text = String(data: data, encoding: .utf8) else { throw LoRAError("the prompt on standard input is not UTF-8 text") }
+        guard !text.isEmpty else { throw LoRAError("--prompt - read an empty prompt from standard input") }
+        return text
+    }
+
+    private func promptIds(_ tokenizer: Tokenizer, prompt: String, model: String) throws -> [Int] {
+        if chat == nil && tokenizer.chatTemplate == nil && system != nil {
+            throw LoRAError("--system-prompt needs a chat template, and \(model) has none")
+        }
+        guard chat ?? (tokenizer.chatTemplate != nil) else {
+            if system != nil { throw LoRAError("--system-prompt goes through the chat template; drop --no-chat") }
+            return tokenizer.encode(prompt, addSpecialTokens: true)
+        }
         guard let source = tokenizer.chatTemplate else { throw LoRAError("\(model) has no chat template; drop --chat") }
         var messages: [ChatMessage] = []
         if let system { messages.append(ChatMessage(role: "system", content: system)) }

@@ -4,9 +4,12 @@ import LoRAKit
 
 @main
 struct Lora: ParsableCommand {
+    static let version = "0.1.0"
+
     static let configuration = CommandConfiguration(
         commandName: "lora",
         abstract: "LoRA fine-tuning for Llama-family language models on the CPU.",
+        version: Lora.version,
         subcommands: [TrainCommand.self, GenerateCommand.self, EvalCommand.self, TokenizeCommand.self, MergeCommand.self, ExportAdapterCommand.self, ConvertCommand.self,
                       InspectCommand.self, CompareCommand.self,
                       BenchCommand.self])
@@ -20,7 +23,8 @@ struct Lora: ParsableCommand {
             try command.run()
         } catch {
             if error is ExitCode || exitCode(for: error) == .success { exit(withError: error) }  // already reported, or help
-            try? FileHandle.standardError.write(contentsOf: Data(("error: \(LoRAError.oneLine(message(for: error))) (see --help)\n").utf8))  // write(_:) traps when the write fails
+            let sentence = LoRAError.oneLine(message(for: error)) + (OptionSuggestion.for(error: message(for: error)).map { "; did you mean \($0)?" } ?? "")
+            try? FileHandle.standardError.write(contentsOf: Data(("error: \(sentence) (see --help)\n").utf8))  // write(_:) traps when the write fails
             Foundation.exit(1)
         }
     }
@@ -29,7 +33,11 @@ struct Lora: ParsableCommand {
     /// code 1: a LoRAError's sentence, a file error as "cannot write PATH: REASON" (see
     /// LoRAError.describing), never a multi-line or raw Foundation message.
     static func reportingErrors(_ body: () throws -> Void) throws {
-        do { try body() } catch {
+        do { try body() } catch let code as ExitCode {
+            throw code  // the command has said why
+        } catch {
+            // A live progress line on the terminal is cleared first, so the error is not appended to it.
+            if isatty(STDOUT_FILENO) != 0 { try? FileHandle.standardOutput.write(contentsOf: Data(ProgressDisplay.clearLine.utf8)) }
             try? FileHandle.standardError.write(contentsOf: Data(("error: \(LoRAError.describing(error))\n").utf8))  // write(_:) traps when the write fails
             throw ExitCode(1)
         }

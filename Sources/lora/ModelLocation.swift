@@ -6,6 +6,25 @@ import LoRAKit
 enum ModelLocation {
     static let aliases = ["smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf"]
 
+    static let help = "A Hugging Face folder, a .gguf file, a hub id ORG/NAME, or smollm2-135m."
+
+    /// --model, or when it is left out, the base model an adapter folder names (PEFT's
+    /// base_model_name_or_path in adapter_config.json).
+    static func baseModel(_ model: String?, adapterPath: String?) throws -> String {
+        if let model { return model }
+        guard let adapterPath else { throw LoRAError("--model is required") }
+        let configPath = adapterPath + "/adapter_config.json"
+        guard !adapterPath.hasSuffix(".gguf") else { throw LoRAError("--model is required with a llama.cpp adapter (\(adapterPath) names no base model)") }
+        guard let data = FileManager.default.contents(atPath: configPath),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw LoRAError("--model is required (\(configPath) cannot be read to find the base model)")
+        }
+        guard let name = json["base_model_name_or_path"] as? String, !name.isEmpty else {
+            throw LoRAError("--model is required: \(configPath) names no base model (base_model_name_or_path)")
+        }
+        return name
+    }
+
     static var cacheFolder: String {
         let env = ProcessInfo.processInfo.environment
         return env["LORA_CACHE"] ?? ((env["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/swift-lora")
@@ -33,5 +52,13 @@ enum ModelLocation {
         let path = try path(spec)
         if path.hasSuffix(".gguf") { return try Tokenizer.load(gguf: GGUFFile(path: path)) }
         return try Tokenizer.load(path: path)
+    }
+
+    /// How a model is named where it is written down for later runs (an adapter's
+    /// base_model_name_or_path, training_args.json): an alias as the file it stands for, a local path
+    /// made absolute, anything else (a hub id) as given.
+    static func canonicalName(_ spec: String) throws -> String {
+        if aliases[spec.lowercased()] != nil { return try path(spec) }
+        return FileManager.default.fileExists(atPath: spec) ? OutputPath.absolute(spec) : spec
     }
 }

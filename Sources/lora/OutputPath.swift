@@ -33,4 +33,50 @@ enum OutputPath {
             throw error
         }
     }
+
+    /// Throws, before any work is done, unless `folder` is a writable folder or can be made: its
+    /// nearest existing ancestor must be a writable folder (the missing ones are created on writing).
+    static func requireWritable(folder: String) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: folder, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw LoRAError("\(folder) is a file, but a folder is needed there") }
+            guard access(folder, W_OK) == 0 else { throw LoRAError("cannot write into \(folder): \(String(cString: strerror(errno)))") }
+            return
+        }
+        try requireCreatable(folder)
+    }
+
+    /// Throws unless `file` can be written: an existing file must be writable, and a new one's folder
+    /// must exist or be creatable.
+    static func requireWritable(file: String) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: file, isDirectory: &isDir) {
+            guard !isDir.boolValue else { throw LoRAError("\(file) is a folder, but a file is needed there") }
+            guard access(file, W_OK) == 0 else { throw LoRAError("cannot write \(file): \(String(cString: strerror(errno)))") }
+            return
+        }
+        try requireCreatable(file)
+    }
+
+    /// Checks the nearest existing ancestor of a path that does not exist yet.
+    private static func requireCreatable(_ path: String) throws {
+        var parent = (absolute(path) as NSString).deletingLastPathComponent
+        while !FileManager.default.fileExists(atPath: parent) { parent = (parent as NSString).deletingLastPathComponent }
+        var isDir: ObjCBool = false
+        FileManager.default.fileExists(atPath: parent, isDirectory: &isDir)
+        guard isDir.boolValue else { throw LoRAError("cannot create \(path): \(parent) is a file, not a folder") }
+        guard access(parent, W_OK) == 0 else { throw LoRAError("cannot create \(path): \(parent) is not writable") }
+    }
+
+    /// The absolute form of a path, relative ones taken from the current folder.
+    static func absolute(_ path: String) -> String {
+        let full = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        return (full as NSString).standardizingPath
+    }
+
+    /// The path as one shell word, for commands printed for the user to run.
+    static func shellQuoted(_ path: String) -> String {
+        let plain = path.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || "/._-+=:@%,".unicodeScalars.contains($0) }
+        return plain && !path.isEmpty ? path : "'" + path.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
 }

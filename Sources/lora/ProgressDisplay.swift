@@ -1,8 +1,9 @@
 import Foundation
 import LoRAKit
 
-/// Shows a training run's progress: on a terminal, a bar redrawn in place after every step with
-/// report lines printed above it; elsewhere (a file, a pipe, CI logs) only the report lines.
+/// Shows a training run's progress: on a terminal, one line redrawn in place after every step (cut to
+/// the terminal's width) with report lines and warnings printed above it; elsewhere (a file, a pipe,
+/// CI logs) only the report lines.
 final class ProgressDisplay {
     let live: Bool
     /// When the bar was last drawn: redrawn at most ten times a second, so tiny models are not slowed by the terminal.
@@ -15,32 +16,67 @@ final class ProgressDisplay {
         let now = DispatchTime.now().uptimeNanoseconds
         if live && (now - lastDraw > 100_000_000 || p.report != nil || p.step == p.totalSteps) {
             lastDraw = now
-            let width = 24, filled = Int(Double(width) * Double(p.step) / Double(p.totalSteps))
-            let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-            let line = String(format: "%@ %d/%d  loss %.3f  lr %.1e  %.0f tok/s  ETA %@  %.0f MB", bar, p.step, p.totalSteps, p.loss,
-                              p.learningRate, p.tokensPerSecond, Self.duration(p.secondsLeft), peakResidentMB())
             // \r and "erase line" redraw the bar in place.
-            write("\r\u{1B}[2K" + line)
-            if p.step == p.totalSteps { write("\r\u{1B}[2K") }
+            write(Self.clearLine + Self.barLine(p, memoryMB: peakResidentMB(), columns: Self.terminalColumns()))
+            if p.step == p.totalSteps { write(Self.clearLine) }
         }
         fflush(nil)
     }
 
     /// Prints a whole line, above the live bar when there is one (the next step redraws it).
     func printAbove(_ line: String) {
-        if live { write("\r\u{1B}[2K") }
+        if live { write(Self.clearLine) }
         print(line)
         fflush(nil)
     }
 
+    /// A warning on standard error, above the live bar.
+    func warn(_ sentence: String) {
+        if live { write(Self.clearLine) }
+        fflush(nil)
+        try? FileHandle.standardError.write(contentsOf: Data("warning: \(sentence)\n".utf8))  // write(_:) traps when the write fails
+    }
+
+    static let clearLine = "\r\u{1B}[2K"
+
     /// Writes to standard output, ignoring failures (a closed terminal): FileHandle.write(_:) would trap on them.
     private func write(_ text: String) { try? FileHandle.standardOutput.write(contentsOf: Data(text.utf8)) }
 
+    /// The live line: a bar, the step, this step's loss and the speed, fitted to `columns` (a line
+    /// longer than the terminal wraps, and "\r" then redraws only its last part). The bar shrinks
+    /// first, then the fields at the end go.
+    static func barLine(_ p: TrainingProgress, memoryMB: Double, columns: Int) -> String {
+        let fields = [
+            "\(p.step)/\(p.totalSteps)", String(format: "step loss %.3f", p.loss), String(format: "lr %.1e", p.learningRate),
+            String(format: "%.0f tok/s (%.0f target)", p.processedTokensPerSecond, p.tokensPerSecond),
+            "ETA " + duration(p.secondsLeft), String(format: "%.0f MB", memoryMB),
+        ]
+        let room = columns - 1  // the last column is left empty: some terminals wrap on it
+        var text = fields[0]
+        for field in fields.dropFirst() where text.count + 2 + field.count <= room { text += "  " + field }
+        let width = min(24, room - text.count - 1)
+        guard width >= 5 else { return String(text.prefix(room)) }
+        let filled = p.totalSteps > 0 ? width * p.step / p.totalSteps : 0
+        return String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + " " + text
+    }
+
+    /// The terminal's width in columns, 80 where it cannot be asked.
+    static func terminalColumns() -> Int {
+        var size = winsize()
+        #if os(Linux)
+        let asked = ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size)
+        #else
+        let asked = ioctl(STDOUT_FILENO, TIOCGWINSZ, &size)
+        #endif
+        return asked == 0 && size.ws_col > 0 ? Int(size.ws_col) : 80
+    }
+
     func reportLine(_ p: TrainingProgress, _ r: TrainingProgress.Report) -> String {
-        var line = String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  %.0f MB", p.step, p.totalSteps, r.loss,
-                          p.learningRate, r.tokensPerSecond, peakResidentMB())
-        if let v = r.validationLoss { line += String(format: "  val_loss %.4f", v) }
-        if p.savedCheckpoint { line += "  (checkpoint saved)" }
+        var line = String(format: "step %d/%d  avg loss %.4f", p.step, p.totalSteps, r.loss)
+        if let v = r.validationLoss { line += String(format: "  val loss %.4f", v) }
+        line += String(format: "  lr %.2e  %.0f tok/s (%.0f target)  %.0f MB", p.learningRate, r.processedTokensPerSecond,
+                       r.tokensPerSecond, peakResidentMB())
+        if p.savedBest { line += "  (checkpoint and best adapter saved)" } else if p.savedCheckpoint { line += "  (checkpoint saved)" }
         return line
     }
 

@@ -12,11 +12,13 @@ struct TrainCommand: ParsableCommand {
             {"prompt","completion"} or {"messages"}. Adapter settings use PEFT's names and meaning. Any option can \
             also be set in a YAML file given with -c/--config (keys are the option names, e.g. batch_size: 8); \
             options on the command line win. The adapter folder also receives checkpoint.safetensors (what \
-            --resume continues from) and loss.svg.
+            --resume continues from), training_args.json (the run's settings, which --resume reads back: \
+            `lora train --resume --adapter-path A` needs no other option) and loss.svg. Ctrl-C or SIGTERM \
+            saves the current step and prints the command that resumes.
             """)
 
     @Option(name: [.short, .customLong("config")], help: "A YAML file of settings (keys: the long option names).") var config: String?
-    @Option(help: "A Hugging Face folder, a .gguf file, or smollm2-135m.") var model: String?
+    @Option(name: [.short, .long], help: "A Hugging Face folder, a .gguf file, a hub id ORG/NAME, or smollm2-135m.") var model: String?
     @Option(help: "A data folder (train.jsonl, valid.jsonl) or a .jsonl file.") var data: String?
     @Option(help: "Where the adapter and checkpoints are written (default: adapters).") var adapterPath: String?
     @Option(parsing: .unconditional, help: "Optimizer steps (default: 100).") var iters: Int?
@@ -34,7 +36,10 @@ struct TrainCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Also evaluate the validation split every N steps; it is always evaluated before the first and after the last step (default: 0).")
     var stepsPerEval: Int?
     @Option(parsing: .unconditional, help: "Validation batches per evaluation, 0: all (default: 0).") var valBatches: Int?
-    @Option(parsing: .unconditional, help: "Write a checkpoint every N steps, 0: only at the end (default: 0).") var saveEvery: Int?
+    @Option(parsing: .unconditional, help: "Write a checkpoint every N steps, 0: only at the end (default: 100).") var saveEvery: Int?
+    @Option(parsing: .unconditional, help: "Also keep the adapters of the last N saves in step-numbered folders (0000100_adapters/), 0: none (default: 0).")
+    var keepCheckpoints: Int?
+    @Flag(inversion: .prefixedNo, help: "Also keep the adapter with the best validation loss in best_adapters/.") var saveBest: Bool?
     @Flag(inversion: .prefixedNo, help: "Continue from the checkpoint in --adapter-path.") var resume: Bool?
     @Flag(inversion: .prefixedNo, help: "Recompute each block's activations in the backward pass: less memory, about a third more time.")
     var gradCheckpoint: Bool?
@@ -69,13 +74,19 @@ struct TrainCommand: ParsableCommand {
     }
 
     private func train() throws {
-        let file = try config.map { try ConfigFile(path: $0, allowedKeys: trainSettingNames) } ?? ConfigFile()
+        let given = try config.map { try ConfigFile(path: $0, allowedKeys: trainSettingNames) } ?? ConfigFile()
+        let resume = try self.resume ?? given.bool("resume") ?? false
+        let adapterPath = try adapterPath ?? given.string("adapter-path") ?? "adapters"
+        // A resumed run starts from the settings it was saved with; the command line and -c still win.
+        let file = resume ? given.overlaid(on: try TrainingArguments.read(folder: adapterPath)) : given
+        var arguments = TrainingArguments()
         /// An integer setting: the flag, else the config file, else the default; in minimum...maximum.
         func integer(_ flag: Int?, _ key: String, _ fallback: Int, minimum: Int = 1,
                      maximum: Int = TrainingSettings.maximumSteps) throws -> Int {
             let v = try flag ?? file.int(key) ?? fallback
             guard v >= minimum else { throw LoRAError("--\(key) must be at least \(minimum) (got \(v))") }
             guard v <= maximum else { throw LoRAError("--\(key) must be at most \(maximum) (got \(v))") }
+            arguments[key] = v
             return v
         }
         /// A real-valued setting: finite, and at least 0 (above 0 when `positive`).
@@ -84,6 +95,17 @@ struct TrainCommand: ParsableCommand {
             guard v.isFinite, positive ? v > 0 : v >= 0 else {
                 throw LoRAError("--\(key) must be a finite number \(positive ? "above" : "of at least") 0 (got \(v))")
             }
+            arguments[key] = v
+            return v
+        }
+        func string(_ flag: String?, _ key: String, _ fallback: String) throws -> String {
+            let v = try flag ?? file.string(key) ?? fallback
+            arguments[key] = v
+            return v
+        }
+        func bool(_ flag: Bool?, _ key: String) throws -> Bool {
+            let v = try flag ?? file.bool(key) ?? false
+            arguments[key] = v
             return v
         }
         var settings = TrainingSettings()
@@ -91,7 +113,7 @@ struct TrainCommand: ParsableCommand {
         settings.gradAccumulationSteps = try integer(gradAccumulationSteps, "grad-accumulation-steps", 1,
                                                      maximum: TrainingSettings.maximumAccumulationSteps)
         settings.learningRate = try real(learningRate, "learning-rate", 1e-4, positive: true)
-        let scheduleName = try lrSchedule ?? file.string("lr-schedule") ?? "constant"
+        let scheduleName = try string(lrSchedule, "lr-schedule", "constant")
         guard let schedule = LRSchedule(rawValue: scheduleName) else {
             throw LoRAError("--lr-schedule must be constant, linear or cosine (got \(scheduleName))")
         }
@@ -103,22 +125,24 @@ struct TrainCommand: ParsableCommand {
         settings.seed = UInt64(try integer(seed, "seed", 0, minimum: 0, maximum: .max))
         settings.stepsPerReport = try integer(stepsPerReport, "steps-per-report", 10)
         settings.stepsPerEval = try integer(stepsPerEval, "steps-per-eval", 0, minimum: 0)
-        let methodName = try method ?? file.string("method") ?? "lora"
+        let methodName = try string(method, "method", "lora")
         let (method, adapterKind) = try TrainingMethod.named(methodName)
         settings.method = method
-        let useDoRA = try adapterKind == .dora || (useDora ?? file.bool("use-dora") ?? false)
+        let useDoRA = try bool(useDora, "use-dora") || adapterKind == .dora
         if useDoRA && adapterKind == .vera { throw LoRAError("--use-dora does not apply to --method vera") }
         settings.loraPlusRatio = try real(loraPlusRatio, "lora-plus-ratio", 16, positive: true)
         let valBatches = try integer(self.valBatches, "val-batches", 0, minimum: 0, maximum: .max)
         settings.validationBatches = valBatches > 0 ? valBatches : nil
-        settings.saveEvery = try integer(saveEvery, "save-every", 0, minimum: 0)
+        settings.saveEvery = try integer(saveEvery, "save-every", 100, minimum: 0)
+        settings.keepCheckpoints = try integer(keepCheckpoints, "keep-checkpoints", 0, minimum: 0)
+        settings.saveBest = try bool(saveBest, "save-best")
         let maxSeqLength = try integer(self.maxSeqLength, "max-seq-length", 2048, minimum: 2, maximum: 1 << 20)
-        let resume = try self.resume ?? file.bool("resume") ?? false
-        let maskPrompt = try self.maskPrompt ?? file.bool("mask-prompt") ?? false
+        let maskPrompt = try bool(self.maskPrompt, "mask-prompt")
         let metricsFile = try metricsFile ?? file.string("metrics-file")
+        if let metricsFile { arguments["metrics-file"] = metricsFile }
 
         let r = try integer(rank, "rank", adapterKind == .vera ? 256 : 8, maximum: LoRAConfig.maximumRank)
-        let targetModules = TargetModules(commaSeparated: try targets ?? file.string("targets") ?? "all-linear")
+        let targetModules = TargetModules(commaSeparated: try string(targets, "targets", "all-linear"))
         let dropoutValue = try real(dropout, "dropout", 0)
         guard (0..<1).contains(dropoutValue) else { throw LoRAError("--dropout must be in [0, 1) (got \(dropoutValue))") }
         var adapterConfig: any AdapterConfiguration
@@ -169,9 +193,8 @@ struct TrainCommand: ParsableCommand {
                 throw LoRAError("--projection-prng-key applies to --method vera only")
             }
             var lora = LoRAConfig(r: r, loraAlpha: try real(alpha, "alpha", 16, positive: true), loraDropout: dropoutValue,
-                                  targetModules: targetModules, useRSLoRA: try useRslora ?? file.bool("use-rslora") ?? false,
-                                  useDoRA: useDoRA)
-            let initName = try initialization ?? file.string("init") ?? "kaiming"
+                                  targetModules: targetModules, useRSLoRA: try bool(useRslora, "use-rslora"), useDoRA: useDoRA)
+            let initName = try string(initialization, "init", "kaiming")
             guard let initialization = initName == "kaiming" ? .kaiming : initName == "none" ? LoRAInit.none : LoRAInit(name: initName) else {
                 throw LoRAError("--init must be kaiming, gaussian, none, pissa, pissa_niter_K (K in 1...100) or olora (got \(initName))")
             }
@@ -186,17 +209,25 @@ struct TrainCommand: ParsableCommand {
         if givenEpochs != nil && givenIters != nil { throw LoRAError("give --iters or --epochs, not both") }
         let epochs = try givenEpochs.map { try integer($0, "epochs", 1) }
         let iters = try givenIters.map { try integer($0, "iters", 1) }
+        arguments["epochs"] = nil  // stored as the steps it makes, so that a resume asks for no more
 
-        guard let model = try model ?? file.string("model") else { throw LoRAError("--model is required (or model: in the config file)") }
-        guard let data = try data ?? file.string("data") else { throw LoRAError("--data is required (or data: in the config file)") }
+        let missing = resume ? " (\(adapterPath)/\(TrainingArguments.fileName) has none either)" : ""
+        guard let model = try model ?? file.string("model") else { throw LoRAError("--model is required (or model: in the config file)\(missing)") }
+        guard let data = try data ?? file.string("data") else { throw LoRAError("--data is required (or data: in the config file)\(missing)") }
+        arguments["model"] = try ModelLocation.canonicalName(model)
+        arguments["data"] = OutputPath.absolute(data)
+        let precisionName = try string(precision, "precision", "fp32")
+        let gradientCheckpointing = try bool(gradCheckpoint, "grad-checkpoint")
 
-        let adapterPath = try adapterPath ?? file.string("adapter-path") ?? "adapters"
+        try OutputPath.requireWritable(folder: adapterPath)
+        for path in [metricsFile, summaryFile].compactMap({ $0 }) { try OutputPath.requireWritable(file: path) }
         let metrics = try metricsFile.map { try MetricsFile(path: $0) }
 
         // Everything checked: now the expensive part.
         let tokenizer = try ModelLocation.tokenizer(model)
-        let base = try ModelLocation.load(model, precision: PrecisionOption.resolve(try precision ?? file.string("precision") ?? "fp32"))
-        base.gradientCheckpointing = try gradCheckpoint ?? file.bool("grad-checkpoint") ?? false
+        let base = try ModelLocation.load(model, precision: PrecisionOption.resolve(precisionName))
+        base.gradientCheckpointing = gradientCheckpointing
+        SlowPathNotice.warnIfSlow()
         let trainPath = DataSet.path(data, split: "train")
         let trainSet = try DataSet(path: trainPath, tokenizer: tokenizer, maskPrompt: maskPrompt, maxSequenceLength: maxSeqLength)
         let validPath = DataSet.path(data, split: "valid")
@@ -210,8 +241,19 @@ struct TrainCommand: ParsableCommand {
         if let epochs, settings.iterations > TrainingSettings.maximumSteps {
             throw LoRAError("--epochs \(epochs) makes \(settings.iterations) steps, more than \(TrainingSettings.maximumSteps)")
         }
+        arguments["iters"] = settings.iterations
         try settings.validate()
         let display = ProgressDisplay()
+        guard trainSet.targetCount > 0 else {
+            throw LoRAError("no row of \(trainPath) has a token to train on\(maskPrompt ? " after --mask-prompt (every completion or assistant turn is empty or cut off by --max-seq-length)" : "")")
+        }
+        let untrained = trainSet.examples.filter { !$0.isTarget.dropFirst().contains(true) }.count  // the first token is never predicted
+        if untrained > 0 {
+            display.warn("\(untrained) of \(trainSet.examples.count) training rows have no token to train on\(maskPrompt ? " after --mask-prompt" : "") and only cost time")
+        }
+        let noValidation = "there is no validation set " + (validPath == trainPath ? "(--data is one file; a folder can hold valid.jsonl)" : "(no \(validPath))")
+        if validSet == nil && settings.stepsPerEval > 0 { display.warn("--steps-per-eval \(settings.stepsPerEval) does nothing: \(noValidation)") }
+        if validSet == nil && settings.saveBest { display.warn("--save-best does nothing: \(noValidation)") }
         var line = "train: \(trainSet.examples.count) examples, \(trainSet.targetCount) target tokens"
         if trainSet.truncated > 0 { line += " (\(trainSet.truncated) rows cut to \(maxSeqLength) tokens)" }
         if let validSet {
@@ -224,7 +266,7 @@ struct TrainCommand: ParsableCommand {
             let n = base.config.numLayers
             adapterConfig.layersToTransform = Array(max(0, n - numLayers)..<n)
         }
-        adapterConfig.baseModelNameOrPath = model
+        adapterConfig.baseModelNameOrPath = arguments["model"] as? String
         if var config = adapterConfig as? AdaLoRAConfig {
             config.totalStep = settings.iterations
             try config.validate(source: "the AdaLoRA options (with \(settings.iterations) steps)")
@@ -249,6 +291,7 @@ struct TrainCommand: ParsableCommand {
             display.printAbove(Self.describe(selection))
             sharing = selection.sharedGroups
         }
+        try Self.requireMatches(targetModules, in: base)
         let adapter = try Adapter.attach(to: base, config: adapterConfig, seed: settings.seed, sharing: sharing)
         let loop = try TrainingLoop(model: base, adapter: adapter, trainingSet: trainSet, validationSet: validSet,
                                     settings: settings, padId: pad)
@@ -262,6 +305,7 @@ struct TrainCommand: ParsableCommand {
         }
         display.printAbove("trainable params: \(grouped(adapter.parameterCount)) || all params: \(grouped(all)) || trainable%: "
                            + String(format: "%.4f", 100 * Double(adapter.parameterCount) / Double(all)))
+        display.printAbove(Self.perTarget(adapter, grouped: grouped))
 
         let longest = ((validSet?.examples ?? []) + trainSet.examples).map(\.tokens.count).max() ?? 1
         let memory = MemoryEstimate(model: base, batchSize: settings.batchSize, seqLen: longest)
@@ -277,19 +321,28 @@ struct TrainCommand: ParsableCommand {
         } else if let before = try loop.validate() {
             display.printAbove(String(format: "validation loss before training: %.4f", before))
         }
-        let summary = try loop.run(folder: adapterPath) { p in
+        loop.companionFiles[TrainingArguments.fileName] = try arguments.json()
+        let stop = StopSignals()
+        let summary = try loop.run(folder: adapterPath, shouldStop: { stop.received != nil }) { p in
             display.show(p)
             if let metrics, let r = p.report {
                 var line: [String: Any] = ["step": p.step, "loss": r.loss, "learning_rate": p.learningRate,
-                                           "tokens_per_second": r.tokensPerSecond, "trained_tokens": p.trainedTokens,
+                                           "tokens_per_second": r.processedTokensPerSecond,
+                                           "target_tokens_per_second": r.tokensPerSecond, "trained_tokens": p.trainedTokens,
                                            "peak_memory_mb": peakResidentMB()]
                 if let v = r.validationLoss { line["val_loss"] = v }
                 try metrics.append(line)
             }
         }
-        print(String(format: "trained %d steps, %d target tokens in %@ (%.0f tok/s), peak memory %.0f MB", summary.steps,
-                     summary.trainedTokens, ProgressDisplay.duration(summary.seconds), Double(summary.trainedTokens) / summary.seconds,
-                     peakResidentMB()))
+        if summary.stopped, let signal = stop.received {
+            display.printAbove("\(signal.name): stopped after step \(summary.steps) of \(settings.iterations); the adapter and checkpoint of step \(summary.steps) are saved in \(adapterPath)")
+            print("resume with: lora train --resume --adapter-path \(OutputPath.shellQuoted(adapterPath))")
+            fflush(nil)
+            throw ExitCode(signal.exitCode)
+        }
+        print(String(format: "trained %d steps in %@ (%.0f tok/s, %.0f target tok/s this session), %d target tokens in all, peak memory %.0f MB",
+                     summary.steps, ProgressDisplay.duration(summary.seconds), summary.processedTokensPerSecond, summary.tokensPerSecond,
+                     summary.trainedTokens, peakResidentMB()))
         let validation = summary.history.validation
         if let first = validation.first, let last = validation.last, let best = summary.history.bestValidation {
             print(String(format: "validation loss %.4f at step %d → %.4f at step %d (best %.4f at step %d)",
@@ -308,7 +361,8 @@ struct TrainCommand: ParsableCommand {
             let json: [String: Any] = [
                 "method": methodName, "trainable_parameters": adapter.parameterCount, "steps": summary.steps,
                 "trained_tokens": summary.trainedTokens, "seconds": summary.seconds,
-                "tokens_per_second": Double(summary.trainedTokens) / summary.seconds, "peak_memory_mb": peakResidentMB(),
+                "tokens_per_second": summary.processedTokensPerSecond, "target_tokens_per_second": summary.tokensPerSecond,
+                "peak_memory_mb": peakResidentMB(),
                 "final_train_loss": history.train.last?.loss ?? NSNull(), "adapter_bytes": size,
                 "train_loss": history.train.map { [$0.step, $0.loss] }, "validation_loss": history.validation.map { [$0.step, $0.loss] },
                 "best_validation_loss": history.bestValidation?.loss ?? NSNull(), "final_validation_loss": history.validation.last?.loss ?? NSNull(),
@@ -316,6 +370,33 @@ struct TrainCommand: ParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
             try LoRAError.writing(summaryFile) { try data.write(to: URL(fileURLWithPath: summaryFile), options: .atomic) }
         }
+    }
+
+    /// Refuses target names that match no linear layer (PEFT only refuses when none does, so a typo
+    /// in one name of several would train without that module), listing the names the model has.
+    static func requireMatches(_ targets: TargetModules, in model: LlamaModel) throws {
+        guard case .names(let names) = targets else { return }
+        let sites = model.sites.filter { $0.name != "lm_head" }
+        let unmatched = names.filter { name in !sites.contains { $0.path == name || $0.path.hasSuffix("." + name) } }
+        guard !unmatched.isEmpty else { return }
+        var kinds: [String] = []
+        for site in sites where !kinds.contains(site.name) { kinds.append(site.name) }
+        throw LoRAError("--targets \(unmatched.joined(separator: ", ")) \(unmatched.count == 1 ? "matches" : "match") no linear layer of this model; "
+                        + "its modules are \(kinds.joined(separator: ", ")) (or all-linear, or full paths such as \(sites.first?.path ?? "model.layers.0.self_attn.q_proj"))")
+    }
+
+    /// The trainable parameters per target module name, e.g. "q_proj: 30 layers, 276,480".
+    static func perTarget(_ adapter: Adapter, grouped: (Int) -> String) -> String {
+        var order: [String] = [], layers: [String: Int] = [:], counts: [String: Int] = [:]
+        var seen = Set<ObjectIdentifier>()
+        for m in adapter.modules {
+            if layers[m.site.name] == nil { order.append(m.site.name) }
+            layers[m.site.name, default: 0] += 1
+            // A pair LoRA-Drop shares counts once, at its owner.
+            let own = m.adapter.parameters.filter { seen.insert(ObjectIdentifier($0.value)).inserted }
+            counts[m.site.name, default: 0] += own.reduce(0) { $0 + $1.value.count }
+        }
+        return "  " + order.map { "\($0): \(layers[$0]!) layer\(layers[$0]! == 1 ? "" : "s"), \(grouped(counts[$0]!))" }.joined(separator: "; ")
     }
 
     /// LoRA-Drop's selection as a table: site, importance, kept or the site whose pair it shares.

@@ -167,7 +167,9 @@ public struct DataSet: Sendable {
                     targets.append(next < e.tokens.count && e.isTarget[next] ? e.tokens[next] : Batch.ignoreIndex)
                 }
             }
-            return Batch(batchSize: group.count, seqLen: T, tokens: tokens, targets: targets)
+            var batch = Batch(batchSize: group.count, seqLen: T, tokens: tokens, targets: targets)
+            batch.tokenCount = group.reduce(0) { $0 + $1.tokens.count }
+            return batch
         }
     }
 }

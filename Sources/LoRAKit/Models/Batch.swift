@@ -9,6 +9,8 @@ public struct Batch: Sendable {
     public var tokens: [Int32]
     /// [batchSize × seqLen] next-token targets, `ignoreIndex` where no loss is taken.
     public var targets: [Int32]
+    /// Tokens of the sequences themselves, padding excluded (all positions unless the maker says otherwise).
+    public var tokenCount: Int
 
     public init(batchSize: Int, seqLen: Int, tokens: [Int32], targets: [Int32]) {
         precondition(tokens.count == batchSize * seqLen && targets.count == tokens.count, "batch shape mismatch")
@@ -16,6 +18,7 @@ public struct Batch: Sendable {
         self.seqLen = seqLen
         self.tokens = tokens
         self.targets = targets
+        tokenCount = tokens.count
     }
 
     /// From Hugging Face-style `labels` (aligned with the inputs, −100 where ignored): position t

@@ -26,8 +26,7 @@ public enum StepCommit {
             throw LoRAError("cannot create \(staging): \(String(cString: strerror(errno)))")
         }
         try write(staging)
-        for name in try fm.contentsOfDirectory(atPath: staging) { try sync(staging + "/" + name) }
-        try sync(staging)
+        try syncTree(staging)
         guard rename(staging, done) == 0 else {
             throw LoRAError("cannot rename \(staging) to \(done): \(String(cString: strerror(errno)))")
         }
@@ -60,12 +59,30 @@ public enum StepCommit {
             throw LoRAError("cannot read the committed save \(done): \(String(cString: strerror(errno)))")
         }
         for name in names {
+            // A folder (a kept step's or the best adapter) replaces one of the same name: rename does
+            // not replace a non-empty folder. A kill between the two is finished by the next recover.
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: folder + "/" + name, isDirectory: &isDir), isDir.boolValue {
+                do { try FileManager.default.removeItem(atPath: folder + "/" + name) } catch {
+                    throw LoRAError("cannot replace \(folder)/\(name): \(String(cString: strerror(errno)))")
+                }
+            }
             guard rename(done + "/" + name, folder + "/" + name) == 0 else {
                 throw LoRAError("cannot move \(done)/\(name) into \(folder): \(String(cString: strerror(errno)))")
             }
         }
         try sync(folder)
         guard rmdir(done) == 0 else { throw LoRAError("cannot remove \(done): \(String(cString: strerror(errno)))") }
+        try sync(folder)
+    }
+
+    /// Flushes a folder's files, its subfolders' and its own entries to disk.
+    private static func syncTree(_ folder: String) throws {
+        for name in try FileManager.default.contentsOfDirectory(atPath: folder) {
+            var isDir: ObjCBool = false
+            let path = folder + "/" + name
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue { try syncTree(path) } else { try sync(path) }
+        }
         try sync(folder)
     }
 

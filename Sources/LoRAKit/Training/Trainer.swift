@@ -19,7 +19,9 @@ public final class Trainer: @unchecked Sendable {
         public let loss: Double
         public let gradNorm: Float
         public let learningRate: Float
+        /// Target tokens (where the loss is taken), and all tokens the model ran, padding excluded.
         public let tokens: Int
+        public let processedTokens: Int
     }
 
     public init(model: LlamaModel, optimizer: any Optimizer, schedule: LRSchedule = .constant, warmupSteps: Int = 0,
@@ -66,7 +68,8 @@ public final class Trainer: @unchecked Sendable {
         step += 1
         for hook in hooks { hook.afterUpdate(step: step) }
         return StepResult(loss: loss, gradNorm: norm, learningRate: lr,
-                          tokens: microBatches.reduce(0) { $0 + $1.targetCount })
+                          tokens: microBatches.reduce(0) { $0 + $1.targetCount },
+                          processedTokens: microBatches.reduce(0) { $0 + $1.tokenCount })
     }
 
     /// The parameter whose gradient made the norm non-finite: the first with a NaN or ±Inf, else the

@@ -12,18 +12,23 @@ public struct TrainingProgress: Sendable {
     public let trainedTokens: Int
     /// Training time so far, in this and earlier sessions.
     public let seconds: Double
-    /// Target tokens per second and the estimated time left, from this session's steps.
+    /// Target tokens per second, all tokens the model ran per second (prompts included, padding
+    /// not), and the estimated time left, from this session's steps.
     public let tokensPerSecond: Double
+    public let processedTokensPerSecond: Double
     public let secondsLeft: Double
     /// Set every `stepsPerReport` steps, when the validation set was evaluated, and at the last step.
     public let report: Report?
-    /// Whether a checkpoint was written after this step.
+    /// Whether a checkpoint was written after this step, and whether it holds a new best adapter
+    /// (`best_adapters/`).
     public let savedCheckpoint: Bool
+    public let savedBest: Bool
 
     public struct Report: Sendable {
-        /// Mean training loss and target tokens per second since the previous report.
+        /// Mean training loss, target tokens and all tokens per second since the previous report.
         public let loss: Double
         public let tokensPerSecond: Double
+        public let processedTokensPerSecond: Double
         /// Set when the validation set was evaluated at this step.
         public let validationLoss: Double?
     }
@@ -35,6 +40,11 @@ public struct TrainingSummary: Sendable {
     public let trainedTokens: Int
     public let seconds: Double
     public let history: TrainingHistory
+    /// Target tokens and all tokens (padding excluded) per second, in this session.
+    public let tokensPerSecond: Double
+    public let processedTokensPerSecond: Double
+    /// Whether the run stopped before its last step because `shouldStop` asked it to (after saving).
+    public let stopped: Bool
 }
 
 /// A LoRA fine-tuning run: batches from a seeded stream, `Trainer` steps, periodic reports and
@@ -58,6 +68,9 @@ public final class TrainingLoop: @unchecked Sendable {
     /// when `run` returns.
     public var folderLock: AdapterFolderLock?
     private var ownsLock = false
+    /// Files saved with every step beside the adapter and checkpoint (name → contents), e.g. the
+    /// command line's settings, so that they always describe the step the folder holds.
+    public var companionFiles: [String: Data] = [:]
 
     public var step: Int { trainer.step }
 
@@ -160,8 +173,11 @@ public final class TrainingLoop: @unchecked Sendable {
     }
 
     /// Trains until `settings.iterations` steps, calling `onStep` after each. With a folder, writes a
-    /// checkpoint every `saveEvery` steps and, at the end, the checkpoint, the adapter and `loss.svg`.
-    public func run(folder: String?, onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainingSummary {
+    /// checkpoint every `saveEvery` steps, at a new best validation loss with `saveBest`, and at the
+    /// end: the checkpoint, the adapter and `loss.svg`. `shouldStop` is asked after every step; when
+    /// it says yes the run saves that step (with a folder) and returns early, `stopped` set.
+    public func run(folder: String?, shouldStop: () -> Bool = { false },
+                    onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainingSummary {
         if let folder { try lock(folder) }
         defer { if ownsLock { unlock() } }
         if let folder {
@@ -170,7 +186,8 @@ public final class TrainingLoop: @unchecked Sendable {
         }
         if trainer.step == 0 { try validate() }  // the loss before training, for the curve and the summary
         let sessionStart = DispatchTime.now().uptimeNanoseconds, firstStep = trainer.step
-        var windowLoss = 0.0, windowSteps = 0, windowTokens = 0, windowStart = sessionStart, sessionTokens = 0
+        var windowLoss = 0.0, windowSteps = 0, windowTokens = 0, windowProcessed = 0, windowStart = sessionStart
+        var sessionTokens = 0, sessionProcessed = 0, stopped = false
         func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
 
         while trainer.step < settings.iterations {
@@ -181,32 +198,45 @@ public final class TrainingLoop: @unchecked Sendable {
                 throw LoRAError("training stopped at step \(e.step): \(e.problem); \(kept ?? "nothing was saved") (\(NonFiniteTrainingError.usualCauses))")
             }
             let step = trainer.step, last = step == settings.iterations
-            trainedTokens += result.tokens; sessionTokens += result.tokens
-            windowLoss += result.loss; windowSteps += 1; windowTokens += result.tokens
+            trainedTokens += result.tokens; sessionTokens += result.tokens; sessionProcessed += result.processedTokens
+            windowLoss += result.loss; windowSteps += 1; windowTokens += result.tokens; windowProcessed += result.processedTokens
             history.train.append(.init(step: step, loss: result.loss))
 
             var report: TrainingProgress.Report? = nil
             let evaluate = validationSet != nil && (last || (settings.stepsPerEval > 0 && step % settings.stepsPerEval == 0))
             if step % settings.stepsPerReport == 0 || last || evaluate {
                 let validationLoss = evaluate ? try validate() : nil
-                report = .init(loss: windowLoss / Double(windowSteps), tokensPerSecond: Double(windowTokens) / seconds(since: windowStart),
-                               validationLoss: validationLoss)
-                windowLoss = 0; windowSteps = 0; windowTokens = 0; windowStart = DispatchTime.now().uptimeNanoseconds
+                let windowSeconds = seconds(since: windowStart)
+                report = .init(loss: windowLoss / Double(windowSteps), tokensPerSecond: Double(windowTokens) / windowSeconds,
+                               processedTokensPerSecond: Double(windowProcessed) / windowSeconds, validationLoss: validationLoss)
+                windowLoss = 0; windowSteps = 0; windowTokens = 0; windowProcessed = 0; windowStart = DispatchTime.now().uptimeNanoseconds
             }
             let sessionSeconds = seconds(since: sessionStart)
-            let save = folder != nil && (last || (settings.saveEvery > 0 && step % settings.saveEvery == 0))
-            if let folder, save { try saveCheckpoint(to: folder, seconds: secondsBefore + sessionSeconds) }
+            stopped = !last && shouldStop()
+            let best = settings.saveBest && report?.validationLoss != nil && history.bestValidation?.step == step
+            let save = folder != nil && (last || stopped || best || (settings.saveEvery > 0 && step % settings.saveEvery == 0))
+            if let folder, save { try saveCheckpoint(to: folder, seconds: secondsBefore + sessionSeconds, best: best) }
             let perStep = sessionSeconds / Double(step - firstStep)
             try onStep(TrainingProgress(step: step, totalSteps: settings.iterations, loss: result.loss, learningRate: result.learningRate,
                                         gradNorm: result.gradNorm, trainedTokens: trainedTokens, seconds: secondsBefore + sessionSeconds,
                                         tokensPerSecond: Double(sessionTokens) / sessionSeconds,
-                                        secondsLeft: perStep * Double(settings.iterations - step), report: report, savedCheckpoint: save))
+                                        processedTokensPerSecond: Double(sessionProcessed) / sessionSeconds,
+                                        secondsLeft: perStep * Double(settings.iterations - step), report: report,
+                                        savedCheckpoint: save, savedBest: save && best))
+            if stopped { break }
         }
-        return TrainingSummary(steps: trainer.step, trainedTokens: trainedTokens, seconds: secondsBefore + seconds(since: sessionStart),
-                               history: history)
+        let sessionSeconds = seconds(since: sessionStart)
+        return TrainingSummary(steps: trainer.step, trainedTokens: trainedTokens, seconds: secondsBefore + sessionSeconds,
+                               history: history, tokensPerSecond: Double(sessionTokens) / sessionSeconds,
+                               processedTokensPerSecond: Double(sessionProcessed) / sessionSeconds, stopped: stopped)
     }
 
-    private func saveCheckpoint(to folder: String, seconds: Double) throws {
+    /// The folder of the adapter kept for `step` with `keepCheckpoints` (mlx-lm's `0000100_adapters.safetensors`, as a PEFT folder).
+    public static func stepAdapterFolder(step: Int) -> String { String(format: "%07d_adapters", step) }
+    /// The folder of the best validation loss's adapter with `saveBest`.
+    public static let bestAdapterFolder = "best_adapters"
+
+    private func saveCheckpoint(to folder: String, seconds: Double, best: Bool) throws {
         // The trainer refuses non-finite steps; this keeps any other path from writing such weights.
         if let bad = firstNonFinite(trainer.optimizer.parameters) {
             throw LoRAError("not saving step \(trainer.step) to \(folder): \(bad.name) is not finite at index \(bad.index)")
@@ -219,12 +249,39 @@ public final class TrainingLoop: @unchecked Sendable {
         try StepCommit.save(to: folder) { staging in
             try TrainingCheckpoint.save(state, weights: adapter.weights, optimizer: trainer.optimizer, hooks: trainer.hooks, to: staging)
             try adapter.save(to: staging, trainingStep: trainer.step)
+            // Copies of this step's adapter files, as hard links where the file system has them:
+            // the latest's are replaced by a rename at the next save, so the links keep this step's.
+            var copies = settings.keepCheckpoints > 0 ? [Self.stepAdapterFolder(step: trainer.step)] : []
+            if best { copies.append(Self.bestAdapterFolder) }
+            for copy in copies {
+                let dir = staging + "/" + copy
+                try LoRAError.writing(dir) { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false) }
+                for name in ["adapter_config.json", "adapter_model.safetensors"] {
+                    let from = staging + "/" + name, to = dir + "/" + name
+                    if link(from, to) != 0 { try LoRAError.writing(to) { try FileManager.default.copyItem(atPath: from, toPath: to) } }
+                }
+            }
+            for (name, contents) in companionFiles {
+                try LoRAError.writing(staging + "/" + name) { try contents.write(to: URL(fileURLWithPath: staging + "/" + name)) }
+            }
             let svgPath = staging + "/loss.svg"
             do { try history.svg(title: "LoRA fine-tuning loss").write(toFile: svgPath, atomically: false, encoding: .utf8) } catch {
                 throw LoRAError("cannot write \(svgPath): \(String(cString: strerror(errno)))")
             }
         }
         savedStep = trainer.step
+        if settings.keepCheckpoints > 0 { pruneStepAdapters(in: folder) }
+    }
+
+    /// Removes the step-numbered adapter folders beyond the newest `keepCheckpoints`.
+    private func pruneStepAdapters(in folder: String) {
+        let steps = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).compactMap { name -> Int? in
+            guard name.hasSuffix("_adapters"), let step = Int(name.dropLast("_adapters".count)), name == Self.stepAdapterFolder(step: step) else { return nil }
+            return step
+        }.sorted()
+        for step in steps.dropLast(settings.keepCheckpoints) {
+            try? FileManager.default.removeItem(atPath: folder + "/" + Self.stepAdapterFolder(step: step))
+        }
     }
 
     /// Files a killed run left half-written under the temporary names this loop writes to ("NAME.tmp-PID").

@@ -25,6 +25,10 @@ public struct TrainingSettings: Codable, Sendable, Equatable {
     public var validationBatches: Int? = nil
     /// Write a checkpoint every N steps (and always at the end); 0: only at the end.
     public var saveEvery = 0
+    /// Keep the adapters of the last N saves in step-numbered folders beside the latest (`0000100_adapters/`); 0: none.
+    public var keepCheckpoints = 0
+    /// Also keep the adapter of the step with the best validation loss in `best_adapters/`.
+    public var saveBest = false
     /// How the adapter trains (LoRA, LoRA+, LoRA-FA).
     public var method: TrainingMethod = .lora
     /// LoRA+'s ratio of B's learning rate to A's.
@@ -56,6 +60,7 @@ public struct TrainingSettings: Codable, Sendable, Equatable {
         try count("steps-per-report", stepsPerReport, 1...Self.maximumSteps)
         try count("steps-per-eval", stepsPerEval, 0...Self.maximumSteps)
         try count("save-every", saveEvery, 0...Self.maximumSteps)
+        try count("keep-checkpoints", keepCheckpoints, 0...Self.maximumSteps)
         if let validationBatches { try count("val-batches", validationBatches, 1...Int.max) }
         guard learningRate.isFinite && learningRate > 0 else {
             throw LoRAError("--learning-rate must be a finite number above 0 (got \(learningRate))")
@@ -112,6 +117,8 @@ extension TrainingSettings {
         try read(&stepsPerEval, .stepsPerEval)
         validationBatches = try c.decodeIfPresent(Int.self, forKey: .validationBatches)
         try read(&saveEvery, .saveEvery)
+        try read(&keepCheckpoints, .keepCheckpoints)
+        try read(&saveBest, .saveBest)
         try read(&method, .method)
         try read(&loraPlusRatio, .loraPlusRatio)
     }

@@ -1,0 +1,47 @@
+import Foundation
+
+/// Turns Ctrl-C (SIGINT) and SIGTERM into a request that training stop after the current step, save
+/// and exit; a second signal of either kind ends the process at once. Signals are taken on a
+/// dispatch queue rather than in a C handler, so what they run needs not be async-signal-safe.
+final class StopSignals: @unchecked Sendable {
+    struct Signal: Sendable {
+        let number: Int32
+        var name: String { number == SIGINT ? "SIGINT (Ctrl-C)" : "SIGTERM" }
+        /// 128 + the signal's number, what a shell reports for a process the signal ended.
+        var exitCode: Int32 { 128 + number }
+    }
+
+    private let lock = NSLock()
+    private var first: Int32 = 0  // guarded by lock
+    private var sources: [any DispatchSourceSignal] = []
+
+    /// The signal that asked the run to stop, once one has.
+    var received: Signal? {
+        let n = lock.withLock { first }
+        return n == 0 ? nil : Signal(number: n)
+    }
+
+    init() {
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)  // delivered to the source below instead of ending the process
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [unowned self] in handle(number) }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    private func handle(_ number: Int32) {
+        let earlier: Int32 = lock.withLock {
+            defer { if first == 0 { first = number } }
+            return first
+        }
+        guard earlier == 0 else {
+            // Checkpoints are written so that a kill at any moment leaves the last complete step.
+            _exit(Signal(number: earlier).exitCode)
+        }
+        let clear = isatty(STDOUT_FILENO) != 0 ? ProgressDisplay.clearLine : ""  // the live progress line
+        let line = clear + "\(Signal(number: number).name): stopping after this step to save it (send it again to quit now)\n"
+        try? FileHandle.standardError.write(contentsOf: Data(line.utf8))  // write(_:) traps when the write fails
+    }
+}
