@@ -6,12 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 lora=${1:-.build/release/lora}
 fx=Tests/LoRAKitTests/Fixtures/llama_tied
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-passed=0 failed=0
-
-ok() { echo "ok: $1"; passed=$((passed + 1)); }
-bad() { echo "FAILED: $1"; failed=$((failed + 1)); }
+source scripts/check_lib.sh
 
 if "$lora" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/merged" >/dev/null \
     && [ -f "$tmp/merged/model.safetensors" ] && [ -f "$tmp/merged/config.json" ]; then
@@ -20,18 +15,7 @@ else
     bad "merge writes a model folder"
 fi
 
-# expect_error NAME EXPECTED_WORDS ARGS...
-expect_error() {
-    local name=$1 words=$2; shift 2
-    "$lora" "$@" >"$tmp/out" 2>"$tmp/err"
-    local rc=$?
-    if [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q -- "$words" "$tmp/err"; then
-        ok "$name: $(cat "$tmp/err")"
-    else
-        bad "$name (exit $rc): $(cat "$tmp/err")"
-    fi
-}
-expect_error "missing model folder" "does not exist" merge --model "$tmp/nope" --adapter-path $fx/adapter --output "$tmp/o1"
+expect_error "missing model folder" "not found" merge --model "$tmp/nope" --adapter-path $fx/adapter --output "$tmp/o1"
 expect_error "output exists" "already exists" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/merged"
 expect_error "bad dtype" "dtype" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/o2" --dtype f8
 expect_error "adapter of another model" "has shape" merge --model Tests/LoRAKitTests/Fixtures/mistral_layers/model --adapter-path $fx/adapter --output "$tmp/o3"
@@ -52,13 +36,7 @@ expect_error "zero max tokens" "max-tokens" generate --model $fx/model --prompt 
 
 # The whole workflow on a tiny chat model (2 layers, hidden 32): train → eval → merge → generate.
 tiny=Tests/LoRAKitTests/Fixtures/tiny_chat
-mkdir -p "$tmp/tdata"
-for i in $(seq 1 24); do
-    printf '{"messages": [{"role": "user", "content": "word %d"}, {"role": "assistant", "content": "the word is %d"}]}\n' $i $i
-done >"$tmp/tdata/train.jsonl"
-for i in 30 31 32 33; do
-    printf '{"messages": [{"role": "user", "content": "word %d"}, {"role": "assistant", "content": "the word is %d"}]}\n' $i $i
-done >"$tmp/tdata/valid.jsonl"
+word_data "$tmp/tdata"
 targs=(--model $tiny --data "$tmp/tdata" --iters 30 --batch-size 4 --learning-rate 1e-2 --mask-prompt --rank 4 --dropout 0.1 --steps-per-report 10)
 if "$lora" train "${targs[@]}" --adapter-path "$tmp/t1" --metrics-file "$tmp/tm.jsonl" >"$tmp/train" 2>&1 \
     && [ -f "$tmp/t1/adapter_model.safetensors" ] && [ -f "$tmp/t1/checkpoint.safetensors" ] && grep -q "<svg" "$tmp/t1/loss.svg" \
@@ -170,7 +148,7 @@ g2=$("$lora" generate --model "$tmp/vmerged" --chat --prompt "word 40" --max-tok
 expect_error "flags: --alpha with vera" "--alpha does not apply to --method vera" train "${dargs[@]}" --method vera --alpha 8 --adapter-path "$tmp/vera2"
 expect_error "flags: --projection-prng-key without vera" "applies to --method vera only" train "${dargs[@]}" --projection-prng-key 3 --adapter-path "$tmp/vera3"
 expect_error "export-adapter: VeRA" "this one is VeRA" export-adapter --model $tiny --adapter-path "$tmp/vera" --output "$tmp/vera.gguf"
-expect_error "resume with another method" "method: lora-plus → lora" train "${targs[@]}" --iters 5 --adapter-path "$tmp/lp" --resume
+expect_error "resume with another method" "method lora-plus in the checkpoint, lora requested" train "${targs[@]}" --method lora --iters 5 --adapter-path "$tmp/lp" --resume
 expect_error "flags: unknown method" "--method must be lora, lora-plus, lora-fa, dora, vera, adalora or lora-drop" train --model $tiny --data "$tmp/tdata" --method vera2
 # AdaLoRA: PEFT's ADALORA files, pruned to the final ranks; the budget ends at target_r on average.
 "$lora" train "${dargs[@]}" --method adalora --tinit 3 --tfinal 5 --adapter-path "$tmp/ada" >"$tmp/atrain" 2>&1
@@ -264,8 +242,8 @@ bad_data badmsg '{"messages": [{"role": "user"}]}'
 expect_error "data: message without content" "badmsg.jsonl:1" train --model $tiny --data "$tmp/badmsg.jsonl"
 : >"$tmp/empty.jsonl"
 expect_error "data: empty file" "no rows" train --model $tiny --data "$tmp/empty.jsonl"
-expect_error "data: missing" "cannot read" train --model $tiny --data "$tmp/nothere.jsonl"
-expect_error "data: folder without train.jsonl" "cannot read" train --model $tiny --data "$tmp/t1"
+expect_error "data: missing" "nothere.jsonl not found" train --model $tiny --data "$tmp/nothere.jsonl"
+expect_error "data: folder without train.jsonl" "t1/train.jsonl not found" train --model $tiny --data "$tmp/t1"
 printf 'lerning_rate: 1\n' >"$tmp/k.yaml"
 expect_error "config: unknown key" "lerning_rate" train -c "$tmp/k.yaml"
 printf 'batch_size: four\n' >"$tmp/t.yaml"
@@ -295,7 +273,7 @@ import json, sys; b = json.loads(sys.argv[1])['loss']; a = json.loads(sys.argv[2
 done
 expect_error "flags: bad schedule" "lr-schedule" train --model $tiny --data "$tmp/tdata" --lr-schedule step
 expect_error "flags: negative learning rate" "learning-rate" train --model $tiny --data "$tmp/tdata" --learning-rate -1
-expect_error "flags: unknown target" "match no linear layer" train --model $tiny --data "$tmp/tdata" --targets qq_proj
+expect_error "flags: unknown target" "qq_proj matches no linear layer of this model; its modules are q_proj" train --model $tiny --data "$tmp/tdata" --targets qq_proj
 expect_error "resume without a checkpoint" "no checkpoint.safetensors" train --model $tiny --data "$tmp/tdata" --adapter-path "$tmp/fresh" --resume
 expect_error "resume with another learning rate" "learning rate" train "${rargs[@]}" --adapter-path "$tmp/killed" --iters 500 --learning-rate 5e-4 --resume
 expect_error "resume a finished run" "end of a 400-step run" train "${rargs[@]}" --adapter-path "$tmp/killed" --resume
@@ -314,10 +292,10 @@ expect_error "metrics file under /proc" "/proc/lora-metrics" train --model $tiny
 # With the real model (fetched by scripts/fetch_smollm2.sh), when present.
 if "$lora" tokenize --model smollm2-135m --json "Hello, world" >"$tmp/tok" 2>"$tmp/err"; then
     if grep -q '"ids":\[19556,28,905\]' "$tmp/tok"; then ok "tokenize smollm2-135m"; else bad "tokenize smollm2-135m: $(cat "$tmp/tok")"; fi
-    "$lora" generate --model smollm2-135m --prompt "The capital of France is" --max-tokens 20 >"$tmp/gen" 2>"$tmp/err"
+    "$lora" generate --model smollm2-135m --no-chat --prompt "The capital of France is" --max-tokens 20 >"$tmp/gen" 2>"$tmp/err"
     if [ "$(cat "$tmp/gen")" = "$(printf ' Paris.\n\nThe answer is: 2018-01-22 ')" ]; then ok "generate (greedy) prints transformers' text"; else bad "generate: $(cat "$tmp/gen")"; fi
     grep -q "tokens/s" "$tmp/err" && ok "generate reports tokens/s: $(cat "$tmp/err")" || bad "generate report: $(cat "$tmp/err")"
-    "$lora" generate --model smollm2-135m --prompt "Count: one, two, three," --max-tokens 30 --stop "five" >"$tmp/gen" 2>/dev/null
+    "$lora" generate --model smollm2-135m --no-chat --prompt "Count: one, two, three," --max-tokens 30 --stop "five" >"$tmp/gen" 2>/dev/null
     if "$lora" eval --model smollm2-135m --data Tests/LoRAKitTests/Fixtures/smollm2/eval.jsonl --json >"$tmp/eval" 2>"$tmp/err" \
         && grep -q '"tokens":47' "$tmp/eval"; then ok "eval --json: $(cat "$tmp/eval")"; else bad "eval: $(cat "$tmp/eval" "$tmp/err")"; fi
     # A short fine-tune that must lower the validation loss, then eval and generate with its adapter.
@@ -408,5 +386,4 @@ else
     expect_error "precision: bf16 without AVX-512 BF16" "needs a CPU with bfloat16 dot products" eval "${eval_args[@]}" --precision bf16
 fi
 
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+finish

@@ -31,7 +31,16 @@ enum ModelLocation {
     }
 
     static func path(_ spec: String) throws -> String {
-        guard let file = aliases[spec.lowercased()] else { return spec }
+        guard let file = aliases[spec.lowercased()] else {
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: spec, isDirectory: &isFolder) else {
+                throw LoRAError("model \(spec) not found (--model takes a Hugging Face folder, a .gguf file, a hub id ORG/NAME or smollm2-135m)")
+            }
+            guard isFolder.boolValue || spec.hasSuffix(".gguf") else {
+                throw LoRAError("model \(spec) is a file but not a .gguf; give the Hugging Face folder that holds it")
+            }
+            return spec
+        }
         let path = cacheFolder + "/" + file
         guard FileManager.default.fileExists(atPath: path) else {
             throw LoRAError("\(spec) is not in the cache yet (\(path)); run: bash scripts/fetch_smollm2.sh")

@@ -42,22 +42,37 @@ final class ProgressDisplay {
     /// Writes to standard output, ignoring failures (a closed terminal): FileHandle.write(_:) would trap on them.
     private func write(_ text: String) { try? FileHandle.standardOutput.write(contentsOf: Data(text.utf8)) }
 
-    /// The live line: a bar, the step, this step's loss and the speed, fitted to `columns` (a line
-    /// longer than the terminal wraps, and "\r" then redraws only its last part). The bar shrinks
-    /// first, then the fields at the end go.
+    /// The live line: a bar, the step, this step's loss, the speed and the time left, fitted to
+    /// `columns` (a line longer than the terminal wraps, and "\r" then redraws only its last part).
+    /// What does not fit goes, least useful first: memory, learning rate, the target-token speed, the
+    /// bar (8 to 24 cells), the speed, the time left.
     static func barLine(_ p: TrainingProgress, memoryMB: Double, columns: Int) -> String {
-        let fields = [
-            "\(p.step)/\(p.totalSteps)", String(format: "step loss %.3f", p.loss), String(format: "lr %.1e", p.learningRate),
-            String(format: "%.0f tok/s (%.0f target)", p.processedTokensPerSecond, p.tokensPerSecond),
-            "ETA " + duration(p.secondsLeft), String(format: "%.0f MB", memoryMB),
-        ]
-        let room = columns - 1  // the last column is left empty: some terminals wrap on it
-        var text = fields[0]
-        for field in fields.dropFirst() where text.count + 2 + field.count <= room { text += "  " + field }
-        let width = min(24, room - text.count - 1)
-        guard width >= 5 else { return String(text.prefix(room)) }
-        let filled = p.totalSteps > 0 ? width * p.step / p.totalSteps : 0
-        return String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + " " + text
+        // Three columns stay empty: the "^C" a terminal echoes after the line must not wrap it, or the
+        // clearing that follows would erase only the wrapped part.
+        let room = columns - 3
+        let minimumBar = 8, fullBar = 24
+        var used = -2  // each part costs its width and the two spaces before it
+        func take(_ width: Int) -> Bool {
+            guard used + 2 + width <= room else { return false }
+            used += 2 + width
+            return true
+        }
+        let step = "\(p.step)/\(p.totalSteps)", loss = String(format: "loss %.3f", p.loss), eta = "ETA " + duration(p.secondsLeft)
+        let speed = String(format: "%.0f tok/s", p.processedTokensPerSecond), target = String(format: " (%.0f target)", p.tokensPerSecond)
+        let lr = String(format: "lr %.1e", p.learningRate), memory = String(format: "%.0f MB", memoryMB)
+        var kept = Set([step, loss, eta].filter { take($0.count) })
+        if take(speed.count) { kept.insert(speed) }
+        let bar = take(minimumBar)
+        var speedText = speed
+        if kept.contains(speed) && used + target.count <= room { used += target.count; speedText += target }
+        for field in [lr, memory] where take(field.count) { kept.insert(field) }
+        var parts = [step, loss, lr, speed, eta, memory].filter(kept.contains).map { $0 == speed ? speedText : $0 }
+        if bar {
+            let width = min(fullBar, minimumBar + room - used)
+            let filled = p.totalSteps > 0 ? width * p.step / p.totalSteps : 0
+            parts.insert(String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled), at: 0)
+        }
+        return String(parts.joined(separator: "  ").prefix(room))
     }
 
     /// The terminal's width in columns, 80 where it cannot be asked.

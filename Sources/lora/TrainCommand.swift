@@ -323,7 +323,8 @@ struct TrainCommand: ParsableCommand {
         }
         loop.companionFiles[TrainingArguments.fileName] = try arguments.json()
         let stop = StopSignals()
-        let summary = try loop.run(folder: adapterPath, shouldStop: { stop.received != nil }) { p in
+        loop.shouldStop = { stop.received != nil }
+        let summary = try loop.run(folder: adapterPath) { p in
             display.show(p)
             if let metrics, let r = p.report {
                 var line: [String: Any] = ["step": p.step, "loss": r.loss, "learning_rate": p.learningRate,

@@ -55,6 +55,42 @@ final class TrainingLoopTests: XCTestCase {
         XCTAssertEqual(TrainingLoop.iterations(epochs: 1, examples: 11, batchSize: 3, gradAccumulationSteps: 3), 2)
     }
 
+    /// A stop request (Ctrl-C in `lora train`) saves the step it came after, off the save schedule, and
+    /// resuming from there ends on the uninterrupted run's bits; the step-numbered adapters kept are the
+    /// last saves', each equal to the adapter of its step.
+    func testStoppingSavesTheStepAndKeepsTheLastSavesAdapters() throws {
+        let whole = try makeLoop(iterations: 8)
+        _ = try whole.run(folder: try temporaryDirectory("whole"))
+        let folder = try temporaryDirectory("stopped")
+        let first = try makeLoop(iterations: 8)
+        first.shouldStop = { first.step == 5 }
+        let stopped = try first.run(folder: folder)
+        XCTAssertTrue(stopped.stopped)
+        XCTAssertEqual(stopped.steps, 5)
+        let second = try makeLoop(iterations: 8)
+        try second.resume(from: folder)
+        XCTAssertEqual(second.step, 5, "saved at the stop, not at the schedule's step 3")
+        XCTAssertFalse(try second.run(folder: folder).stopped)
+        XCTAssertEqual(bits(second), bits(whole))
+
+        var keep = settings(iterations: 8)
+        keep.keepCheckpoints = 2  // saves at 3, 6 and 8
+        let model = LlamaModel.random(config: Self.tiny, seed: 1)
+        let kept = try TrainingLoop(model: model, adapter: try Adapter.attach(to: model, config: Self.dropoutLoRA, seed: 9),
+                                    trainingSet: Self.examples, settings: keep, padId: 0)
+        let keptFolder = try temporaryDirectory("kept")
+        _ = try kept.run(folder: keptFolder)
+        let names = try FileManager.default.contentsOfDirectory(atPath: keptFolder).filter { $0.hasSuffix("_adapters") }.sorted()
+        XCTAssertEqual(names, ["0000006_adapters", "0000008_adapters"])
+        XCTAssertEqual(FileManager.default.contents(atPath: keptFolder + "/0000008_adapters/adapter_model.safetensors"),
+                       FileManager.default.contents(atPath: keptFolder + "/adapter_model.safetensors"))
+        let six = try Adapter.load(from: keptFolder + "/0000006_adapters", into: LlamaModel.random(config: Self.tiny, seed: 1))
+        let stoppedAtSix = try makeLoop(iterations: 8)
+        stoppedAtSix.shouldStop = { stoppedAtSix.step == 6 }
+        _ = try stoppedAtSix.run(folder: nil)
+        XCTAssertEqual(six.parameters.map { $0.value.array.map(\.bitPattern) }, bits(stoppedAtSix))
+    }
+
     func testResumingFromACheckpointEndsWithTheSameBitsAsAnUninterruptedRun() throws {
         let whole = try makeLoop(iterations: 8)
         let wholeSummary = try whole.run(folder: try temporaryDirectory("whole"))
@@ -133,7 +169,7 @@ final class TrainingLoopTests: XCTestCase {
         var other = settings(iterations: 6)
         other.learningRate = 2e-2
         let loop = try TrainingLoop(model: model, adapter: adapter, trainingSet: Self.examples, settings: other, padId: 0)
-        XCTAssertThrowsError(try loop.resume(from: folder)) { XCTAssertTrue("\($0)".contains("learning rate: 0.01 → 0.02"), "\($0)") }
+        XCTAssertThrowsError(try loop.resume(from: folder)) { XCTAssertTrue("\($0)".contains("learning rate 0.01 in the checkpoint, 0.02 requested"), "\($0)") }
         let fewer = DataSet(examples: Array(Self.examples.examples.dropLast()))
         let loop2 = try TrainingLoop(model: model, adapter: adapter, trainingSet: fewer, settings: settings(iterations: 6), padId: 0)
         XCTAssertThrowsError(try loop2.resume(from: folder)) { XCTAssertTrue("\($0)".contains("training data differs"), "\($0)") }

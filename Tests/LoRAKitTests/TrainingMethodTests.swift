@@ -81,8 +81,8 @@ final class TrainingMethodTests: XCTestCase {
     func testMethodIsPartOfTheResumeCheck() {
         var a = TrainingSettings(), b = a
         b.method = .loraFA
-        XCTAssertEqual(a.resumeMismatch(b), "method: lora → lora-fa")
+        XCTAssertEqual(a.resumeMismatch(b), "method lora in the checkpoint, lora-fa requested")
         a.method = .loraPlus; b.method = .loraPlus; b.loraPlusRatio = 20
-        XCTAssertEqual(a.resumeMismatch(b), "LoRA+ ratio: 16.0 → 20.0")
+        XCTAssertEqual(a.resumeMismatch(b), "LoRA+ ratio 16.0 in the checkpoint, 20.0 requested")
     }
 }

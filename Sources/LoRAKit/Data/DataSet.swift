@@ -40,6 +40,11 @@ public struct DataSet: Sendable {
     public init(path: String, tokenizer: Tokenizer, maskPrompt: Bool = false, maxSequenceLength: Int = 2048) throws {
         // An example is cut to the length and needs two tokens: one predicting the other.
         guard maxSequenceLength >= 2 else { throw LoRAError("the maximum sequence length must be at least 2 (got \(maxSequenceLength))") }
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw LoRAError("data file \(path) not found" + (path.hasSuffix(".jsonl") ? "" : " (--data takes a .jsonl file or a folder with train.jsonl and valid.jsonl)"))
+        }
+        guard !isFolder.boolValue else { throw LoRAError("\(path) is a folder, but a .jsonl data file is needed there") }
         guard let data = FileManager.default.contents(atPath: path) else { throw LoRAError("cannot read data file \(path)") }
         let template = try tokenizer.chatTemplate.map { try ChatTemplate($0) }
         let eos = tokenizer.eosTokenId.map(Int32.init)

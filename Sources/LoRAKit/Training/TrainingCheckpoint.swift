@@ -120,11 +120,15 @@ struct TrainingCheckpoint {
 
     /// Reads the checkpoint in `folder` into the adapter's tensors, the optimizer's moments and the
     /// hooks' tensors; returns its state.
-    static func load(from folder: String, weights: [Parameter], into optimizer: any Optimizer, hooks: [any TrainingHook] = []) throws -> State {
+    /// `check` sees the state before any tensor is read, so that a run with other settings is told
+    /// which, rather than that a tensor has another shape.
+    static func load(from folder: String, weights: [Parameter], into optimizer: any Optimizer, hooks: [any TrainingHook] = [],
+                     check: (State) throws -> Void = { _ in }) throws -> State {
         let path = folder + "/" + fileName
         guard FileManager.default.fileExists(atPath: path) else { throw LoRAError("\(folder) has no \(fileName) to resume from") }
         let file = try SafetensorsFile(path: path)
         let state = try state(of: file)
+        try check(state)
         var tensors = weights.map { ($0.name, $0.value) }
         for (i, p) in optimizer.parameters.enumerated() {
             tensors += [("optimizer.m." + p.name, optimizer.m[i]), ("optimizer.v." + p.name, optimizer.v[i])]

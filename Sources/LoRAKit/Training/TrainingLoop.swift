@@ -71,6 +71,8 @@ public final class TrainingLoop: @unchecked Sendable {
     /// Files saved with every step beside the adapter and checkpoint (name → contents), e.g. the
     /// command line's settings, so that they always describe the step the folder holds.
     public var companionFiles: [String: Data] = [:]
+    /// Asked after every step but the last: whether to save and return early (e.g. on Ctrl-C).
+    public var shouldStop: () -> Bool = { false }
 
     public var step: Int { trainer.step }
 
@@ -117,12 +119,14 @@ public final class TrainingLoop: @unchecked Sendable {
 
     private func restore(from folder: String) throws {
         try StepCommit.recover(folder, holding: folderLock)
-        let state = try TrainingCheckpoint.load(from: folder, weights: adapter.weights, into: trainer.optimizer, hooks: trainer.hooks)
-        if let mismatch = state.settings.resumeMismatch(settings) {
-            throw LoRAError("the checkpoint in \(folder) was made with other settings (\(mismatch)); resume with the same ones")
-        }
-        guard state.adapterConfig == (try adapterConfigJSON()) else {
-            throw LoRAError("the checkpoint in \(folder) was made with other adapter settings (rank, alpha, dropout, targets or layers)")
+        let adapterConfig = try adapterConfigJSON()
+        let state = try TrainingCheckpoint.load(from: folder, weights: adapter.weights, into: trainer.optimizer, hooks: trainer.hooks) { state in
+            if let mismatch = state.settings.resumeMismatch(settings) {
+                throw LoRAError("the checkpoint in \(folder) was made with other settings (\(mismatch)); resume with the same ones")
+            }
+            guard state.adapterConfig == adapterConfig else {
+                throw LoRAError("the checkpoint in \(folder) was made with other adapter settings (\(Self.difference(saved: state.adapterConfig, requested: adapterConfig))); resume with the same ones")
+            }
         }
         guard state.dataFingerprint == dataFingerprint else {
             throw LoRAError("the training data differs from the data the checkpoint in \(folder) was trained on")
@@ -176,8 +180,7 @@ public final class TrainingLoop: @unchecked Sendable {
     /// checkpoint every `saveEvery` steps, at a new best validation loss with `saveBest`, and at the
     /// end: the checkpoint, the adapter and `loss.svg`. `shouldStop` is asked after every step; when
     /// it says yes the run saves that step (with a folder) and returns early, `stopped` set.
-    public func run(folder: String?, shouldStop: () -> Bool = { false },
-                    onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainingSummary {
+    public func run(folder: String?, onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainingSummary {
         if let folder { try lock(folder) }
         defer { if ownsLock { unlock() } }
         if let folder {
@@ -291,6 +294,27 @@ public final class TrainingLoop: @unchecked Sendable {
         where ours.contains(where: { name.hasPrefix($0) && name.dropFirst($0.count).allSatisfy(\.isNumber) }) {
             try? FileManager.default.removeItem(atPath: folder + "/" + name)
         }
+    }
+
+    /// The first adapter setting two adapter_config.json texts differ in, as "rank 8 in the checkpoint, 16 requested".
+    static func difference(saved: String, requested: String) -> String {
+        func object(_ text: String) -> [String: Any] {
+            (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+        }
+        func text(_ value: Any?) -> String {
+            guard let value, !(value is NSNull) else { return "none" }
+            if let list = value as? [Any] { return list.map { text($0) }.joined(separator: ",") }
+            return "\(value)"
+        }
+        let old = object(saved), new = object(requested)
+        let names = ["r": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout", "target_modules": "targets",
+                     "layers_to_transform": "layers", "use_rslora": "use_rslora", "use_dora": "use_dora", "peft_type": "method"]
+        let keys = ["peft_type", "r", "lora_alpha", "target_modules", "layers_to_transform", "lora_dropout"]
+            + Set(old.keys).union(new.keys).subtracting(["peft_type", "r", "lora_alpha", "target_modules", "layers_to_transform", "lora_dropout"]).sorted()
+        for key in keys where text(old[key]) != text(new[key]) {
+            return "\(names[key] ?? key) \(text(old[key])) in the checkpoint, \(text(new[key])) requested"
+        }
+        return "the adapter config differs"
     }
 
     private func adapterConfigJSON() throws -> String {

@@ -91,7 +91,7 @@ public struct TrainingSettings: Codable, Sendable, Equatable {
             ("method", method.rawValue, resumed.method.rawValue),
             ("LoRA+ ratio", method == .loraPlus ? "\(loraPlusRatio)" : "-", resumed.method == .loraPlus ? "\(resumed.loraPlusRatio)" : "-"),
         ]
-        return pairs.first { $0.1 != $0.2 }.map { "\($0.0): \($0.1) → \($0.2)" }
+        return pairs.first { $0.1 != $0.2 }.map { "\($0.0) \($0.1) in the checkpoint, \($0.2) requested" }
     }
 }
 
