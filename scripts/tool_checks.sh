@@ -71,8 +71,10 @@ expect_error "adapter folder is a file" "is a file, but a folder is needed" trai
 expect_error "adapter folder under a file" "$tmp/afile is a file, not a folder" train "${args[@]}" --iters 1 --adapter-path "$tmp/afile/a"
 expect_error "metrics file is a folder" "is a folder, but a file is needed" train "${args[@]}" --iters 1 --adapter-path "$tmp/m1" --metrics-file "$tmp/nothing"
 [ ! -e "$tmp/m1" ] && ok "a refused run leaves no adapter folder" || bad "a refused run left $tmp/m1"
-"$lora" train "${args[@]}" --iters 2 --adapter-path "$tmp/new/deeper/a" >/dev/null 2>&1 && [ -f "$tmp/new/deeper/a/adapter_model.safetensors" ] \
-    && ok "an adapter folder in missing folders is created" || bad "adapter folder in missing folders"
+"$lora" train "${args[@]}" --iters 2 --adapter-path "$tmp/new/deeper/a" --metrics-file "$tmp/new/m/metrics.jsonl" \
+    --summary-file "$tmp/new/s/summary.json" >/dev/null 2>&1 && [ -f "$tmp/new/deeper/a/adapter_model.safetensors" ] \
+    && [ -s "$tmp/new/m/metrics.jsonl" ] && [ -s "$tmp/new/s/summary.json" ] \
+    && ok "the adapter folder, metrics file and summary file are created in missing folders" || bad "outputs in missing folders"
 
 # --- No silent no-ops ----------------------------------------------------------------------------
 expect_error "a target that matches nothing" "vproj matches no linear layer of this model; its modules are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj" \

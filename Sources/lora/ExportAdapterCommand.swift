@@ -19,8 +19,10 @@ struct ExportAdapterCommand: ParsableCommand {
         try Lora.reportingErrors {
             guard output.hasSuffix(".gguf") else { throw LoRAError("--output must be a .gguf file (got \(output))") }
             guard !FileManager.default.fileExists(atPath: output) else { throw LoRAError("output file \(output) already exists") }
+            try OutputPath.requireWritable(file: output)
             let base = try ModelLocation.load(ModelLocation.baseModel(model, adapterPath: adapterPath))
             let adapter = try Adapter.load(from: adapterPath, into: base)
+            try OutputPath.createParent(of: output)
             try adapter.saveLlamaCpp(to: output)
             print("wrote \(adapter.modules.count) LoRA modules (\(adapter.parameterCount) parameters) to \(output)")
         }

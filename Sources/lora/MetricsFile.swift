@@ -10,6 +10,7 @@ final class MetricsFile {
 
     init(path: String) throws {
         self.path = path
+        try OutputPath.createParent(of: path)
         fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw LoRAError("cannot open metrics file \(path): \(String(cString: strerror(errno)))") }
     }

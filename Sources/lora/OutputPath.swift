@@ -58,6 +58,12 @@ enum OutputPath {
         try requireCreatable(file)
     }
 
+    /// Creates the missing folders a new file at `path` goes into.
+    static func createParent(of path: String) throws {
+        let parent = (absolute(path) as NSString).deletingLastPathComponent
+        try LoRAError.writing(parent) { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
+    }
+
     /// Checks the nearest existing ancestor of a path that does not exist yet.
     private static func requireCreatable(_ path: String) throws {
         var parent = (absolute(path) as NSString).deletingLastPathComponent

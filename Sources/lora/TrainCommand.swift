@@ -369,6 +369,7 @@ struct TrainCommand: ParsableCommand {
                 "best_validation_loss": history.bestValidation?.loss ?? NSNull(), "final_validation_loss": history.validation.last?.loss ?? NSNull(),
             ]
             let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
+            try OutputPath.createParent(of: summaryFile)
             try LoRAError.writing(summaryFile) { try data.write(to: URL(fileURLWithPath: summaryFile), options: .atomic) }
         }
     }
