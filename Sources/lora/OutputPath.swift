@@ -69,7 +69,7 @@ enum OutputPath {
         var parent = (absolute(path) as NSString).deletingLastPathComponent
         while !FileManager.default.fileExists(atPath: parent) { parent = (parent as NSString).deletingLastPathComponent }
         var isDir: ObjCBool = false
-        FileManager.default.fileExists(atPath: parent, isDirectory: &isDir)
+        _ = FileManager.default.fileExists(atPath: parent, isDirectory: &isDir)
         guard isDir.boolValue else { throw LoRAError("cannot create \(path): \(parent) is a file, not a folder") }
         guard access(parent, W_OK) == 0 else { throw LoRAError("cannot create \(path): \(parent) is not writable") }
     }

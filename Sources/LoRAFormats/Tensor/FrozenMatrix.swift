@@ -9,6 +9,20 @@ public protocol PackedMatrix: AnyObject, Sendable {
     var byteCount: Int { get }
     /// Writes rows `range` as Float32, `columns` values per row, row-major.
     func unpack(rows range: Range<Int>, into destination: UnsafeMutablePointer<Float>)
+    /// Whether `dotProducts` runs here (a kernel reads these rows' encoding on this CPU).
+    var hasDotProducts: Bool { get }
+    /// y[r·ldy + i] = row (range.lowerBound + i) · x[r·ldx ..< r·ldx + columns] (plus beta·y[r·ldy + i]
+    /// when beta ≠ 0) for nx ≤ 4 vectors, read from the packed rows; only where `hasDotProducts`.
+    func dotProducts(rows range: Range<Int>, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
+                     y: UnsafeMutablePointer<Float>, ldy: Int)
+}
+
+extension PackedMatrix {
+    public var hasDotProducts: Bool { false }
+    public func dotProducts(rows range: Range<Int>, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
+                            y: UnsafeMutablePointer<Float>, ldy: Int) {
+        preconditionFailure("\(Self.self) has no dot products")
+    }
 }
 
 /// A frozen [rows × columns] weight: a dense Float32 tensor, or packed rows that products expand

@@ -66,6 +66,18 @@ void lora_pack_bf16_pairs(const float *x, int64_t ts, int64_t ps, int64_t count,
 void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
                                   float alpha, float beta);
 
+/// GGML block types the quantized dot kernels read (the values are GGML's type ids).
+enum { LORA_QDOT_Q4_0 = 2, LORA_QDOT_Q4_1 = 3, LORA_QDOT_Q8_0 = 8 };
+
+/// y[r·ldy + i] = Σ_k W(i, k)·x[r·ldx + k] (plus beta·y[r·ldy + i] when beta ≠ 0) for i < rows and
+/// r < nx ≤ 4, where row i of W is `blocks` GGML blocks of 32 values of `type` (LORA_QDOT_*) at
+/// w + i·row_bytes, dequantized as ggml does and multiplied with fp32 x without rounding x.
+/// lora_qdot_avx512 requires LORA_CPU_AVX512F, lora_qdot_avx2 LORA_CPU_AVX2_FMA.
+void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                      int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
+void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                    int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
+
 #ifdef __cplusplus
 }
 #endif

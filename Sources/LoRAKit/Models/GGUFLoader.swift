@@ -126,4 +126,14 @@ final class RopeRowOrder: PackedMatrix, @unchecked Sendable {
             base.unpack(rows: s..<(s + 1), into: destination + (r - range.lowerBound) * columns)
         }
     }
+
+    var hasDotProducts: Bool { base.hasDotProducts }
+
+    func dotProducts(rows range: Range<Int>, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
+                     y: UnsafeMutablePointer<Float>, ldy: Int) {
+        for r in range {
+            let s = sourceRow(r)
+            base.dotProducts(rows: s..<(s + 1), x: x, ldx: ldx, nx: nx, beta: beta, y: y + (r - range.lowerBound), ldy: ldy)
+        }
+    }
 }

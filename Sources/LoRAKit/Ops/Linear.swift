@@ -152,6 +152,13 @@ public final class Linear: @unchecked Sendable {
 
     private func packedDecodeProduct(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, beta: Float) {
         let n = inFeatures, out = outFeatures, chunk = 16
+        if case .packed(let packed) = matrix.storage, packed.hasDotProducts {
+            // Straight from the quantized blocks (QuantizedDot): no Float32 rows at all.
+            Parallel.forRanges(out, minChunk: 64) { range in
+                packed.dotProducts(rows: range, x: x, ldx: n, nx: rows, beta: beta, y: y + range.lowerBound, ldy: out)
+            }
+            return
+        }
         Parallel.forRanges(out, minChunk: 64) { range in
             let w = UnsafeMutablePointer<Float>.allocate(capacity: chunk * n)
             defer { w.deallocate() }

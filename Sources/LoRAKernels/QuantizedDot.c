@@ -1,0 +1,178 @@
+// Dot products of GGML-quantized weight rows with fp32 vectors, straight from the blocks: what
+// token-by-token generation spends its time on (each weight read once per token). The activations
+// stay fp32, so the result is the fp32 product of the dequantized weights up to summation order;
+// the portable reference is LoRAFormats' QuantizedDot.reference.
+#include "LoRAKernels.h"
+
+#include <string.h>
+
+/// IEEE half to float, for the blocks' scales (two per block of 32 values: not worth F16C's
+/// dependency on a CPU flag).
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+    uint32_t bits;
+    if (exponent == 0) {
+        float f = (float)mantissa * (1.0f / 16777216.0f);  // zero or subnormal: mantissa · 2⁻²⁴
+        return sign ? -f : f;
+    }
+    if (exponent == 31) bits = sign | 0x7F800000u | (mantissa << 13);
+    else bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t load_u16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/// Bytes of one block of 32 values: Q4_0 {half d; 16 bytes of nibbles}, Q4_1 {half d, m; nibbles},
+/// Q8_0 {half d; 32 int8}. Nibble j of byte i is value i + 16·j.
+static inline int64_t block_bytes(int type) { return type == LORA_QDOT_Q4_0 ? 18 : type == LORA_QDOT_Q4_1 ? 20 : 34; }
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+// One row against nx ≤ 4 vectors: per block the 32 weights are expanded to two zmm of floats once and
+// multiplied into every vector's accumulator; the block scale multiplies the block's partial sum.
+__attribute__((target("avx512f"), always_inline))
+static inline void avx512_row(int type, const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx,
+                              float sums[4]) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const __m128i low = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    const int64_t bb = block_bytes(type);
+    for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *blk = row + b * bb;
+        const __m512 d = _mm512_set1_ps(half_to_float(load_u16(blk)));
+        __m512 w0, w1, m = _mm512_setzero_ps();
+        if (type == LORA_QDOT_Q8_0) {
+            w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
+            w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
+        } else {
+            const __m128i q = _mm_loadu_si128((const __m128i *)(blk + (type == LORA_QDOT_Q4_1 ? 4 : 2)));
+            __m128i lo = _mm_and_si128(q, low), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
+            if (type == LORA_QDOT_Q4_0) {
+                lo = _mm_sub_epi8(lo, eight);
+                hi = _mm_sub_epi8(hi, eight);
+                w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo));
+                w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi));
+            } else {
+                w0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
+                w1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
+                m = _mm512_set1_ps(half_to_float(load_u16(blk + 2)));
+            }
+        }
+        for (int64_t r = 0; r < nx; r++) {
+            const float *xb = x + r * ldx + b * 32;
+            const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
+            const __m512 t = _mm512_fmadd_ps(w1, x1, _mm512_mul_ps(w0, x0));
+            acc[r] = _mm512_fmadd_ps(d, t, acc[r]);
+            if (type == LORA_QDOT_Q4_1) acc[r] = _mm512_fmadd_ps(m, _mm512_add_ps(x0, x1), acc[r]);  // Q4_1's offset: m·Σx
+        }
+    }
+    for (int64_t r = 0; r < nx; r++) sums[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+__attribute__((target("avx512f")))
+void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                      int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
+    for (int64_t i = 0; i < rows; i++) {
+        float sums[4];
+        // Each type its own instance, so the per-block branches fold away.
+        switch (type) {
+        case LORA_QDOT_Q4_0: avx512_row(LORA_QDOT_Q4_0, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
+        case LORA_QDOT_Q4_1: avx512_row(LORA_QDOT_Q4_1, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
+        default: avx512_row(LORA_QDOT_Q8_0, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
+        }
+        for (int64_t r = 0; r < nx; r++) y[r * ldy + i] = beta == 0 ? sums[r] : beta * y[r * ldy + i] + sums[r];
+    }
+}
+
+/// Eight values as floats, from 8 bytes: unsigned (nibbles) or signed.
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 avx2_u8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 avx2_i8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+// As avx512_row, with the block's 32 weights in four ymm of floats.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void avx2_row(int type, const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx,
+                            float sums[4]) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m128i low = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    const int64_t bb = block_bytes(type);
+    for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *blk = row + b * bb;
+        const __m256 d = _mm256_set1_ps(half_to_float(load_u16(blk)));
+        __m256 w[4], m = _mm256_setzero_ps();
+        if (type == LORA_QDOT_Q8_0) {
+            for (int j = 0; j < 4; j++) w[j] = avx2_i8(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * j)));
+        } else {
+            const uint8_t *qs = blk + (type == LORA_QDOT_Q4_1 ? 4 : 2);
+            const __m128i q = _mm_loadu_si128((const __m128i *)qs);
+            __m128i lo = _mm_and_si128(q, low), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
+            if (type == LORA_QDOT_Q4_0) {
+                lo = _mm_sub_epi8(lo, eight);
+                hi = _mm_sub_epi8(hi, eight);
+                w[0] = avx2_i8(lo); w[1] = avx2_i8(_mm_srli_si128(lo, 8));
+                w[2] = avx2_i8(hi); w[3] = avx2_i8(_mm_srli_si128(hi, 8));
+            } else {
+                w[0] = avx2_u8(lo); w[1] = avx2_u8(_mm_srli_si128(lo, 8));
+                w[2] = avx2_u8(hi); w[3] = avx2_u8(_mm_srli_si128(hi, 8));
+                m = _mm256_set1_ps(half_to_float(load_u16(blk + 2)));
+            }
+        }
+        for (int64_t r = 0; r < nx; r++) {
+            const float *xb = x + r * ldx + b * 32;
+            const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
+            const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
+            __m256 t = _mm256_mul_ps(w[0], x0);
+            t = _mm256_fmadd_ps(w[1], x1, t);
+            t = _mm256_fmadd_ps(w[2], x2, t);
+            t = _mm256_fmadd_ps(w[3], x3, t);
+            acc[r] = _mm256_fmadd_ps(d, t, acc[r]);
+            if (type == LORA_QDOT_Q4_1) {
+                acc[r] = _mm256_fmadd_ps(m, _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)), acc[r]);
+            }
+        }
+    }
+    for (int64_t r = 0; r < nx; r++) {
+        const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+        const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        sums[r] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+    }
+}
+
+__attribute__((target("avx2,fma")))
+void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                    int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
+    for (int64_t i = 0; i < rows; i++) {
+        float sums[4];
+        switch (type) {
+        case LORA_QDOT_Q4_0: avx2_row(LORA_QDOT_Q4_0, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
+        case LORA_QDOT_Q4_1: avx2_row(LORA_QDOT_Q4_1, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
+        default: avx2_row(LORA_QDOT_Q8_0, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
+        }
+        for (int64_t r = 0; r < nx; r++) y[r * ldy + i] = beta == 0 ? sums[r] : beta * y[r * ldy + i] + sums[r];
+    }
+}
+
+#else
+
+// Never called where lora_cpu_features() lacks the instruction set; defined so every platform links.
+void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                      int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
+    (void)type; (void)w; (void)row_bytes; (void)rows; (void)blocks; (void)x; (void)ldx; (void)nx; (void)beta; (void)y; (void)ldy;
+    (void)half_to_float; (void)load_u16; (void)block_bytes;
+    __builtin_trap();
+}
+
+void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                    int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
+    (void)type; (void)w; (void)row_bytes; (void)rows; (void)blocks; (void)x; (void)ldx; (void)nx; (void)beta; (void)y; (void)ldy;
+    __builtin_trap();
+}
+
+#endif

@@ -1,0 +1,73 @@
+import XCTest
+@testable import LoRAFormats
+
+/// The decoding kernels against the reference: the rows dequantized by GGMLQuant (itself equal to
+/// gguf-py's dequantization, GGUFTests) and multiplied in Double.
+final class QuantizedDotTests: XCTestCase {
+    /// Random blocks of `type`: scales (and Q4_1's minimums) as halves of ordinary size, random quants.
+    func randomRows(_ type: GGMLType, rows: Int, blocks: Int, random: inout SeededRandom) -> [UInt8] {
+        let blockBytes = type.bytesPerBlock
+        var bytes = [UInt8](repeating: 0, count: rows * blocks * blockBytes)
+        for b in 0..<(rows * blocks) {
+            let at = b * blockBytes
+            for i in 0..<blockBytes { bytes[at + i] = UInt8(truncatingIfNeeded: random.next()) }
+            func half(_ offset: Int, _ value: Float) {
+                let bits = Float16(value).bitPattern
+                bytes[at + offset] = UInt8(bits & 0xFF); bytes[at + offset + 1] = UInt8(bits >> 8)
+            }
+            half(0, Float(random.next() % 1000) / 50_000 + 1e-3)
+            if type == .Q4_1 { half(2, -Float(random.next() % 1000) / 10_000) }
+        }
+        return bytes
+    }
+
+    func testEveryKernelMatchesTheDequantizedProduct() throws {
+        let kernels = QuantizedDot.available
+        try XCTSkipIf(kernels.isEmpty, "this CPU has neither AVX2+FMA nor AVX-512")
+        var random = SeededRandom(seed: 11)
+        for type in [GGMLType.Q4_0, .Q4_1, .Q8_0] {
+            for (rows, blocks) in [(1, 1), (7, 18), (33, 48)] {
+                let n = blocks * 32, w = randomRows(type, rows: rows, blocks: blocks, random: &random)
+                var dense = [Float](repeating: 0, count: rows * n)
+                w.withUnsafeBytes { GGMLQuant.dequantizeBlocks(type, $0.baseAddress!, &dense, blocks: rows * blocks) }
+                let ldx = n + 3  // rows of x apart by more than n
+                let x = (0..<(4 * ldx)).map { _ in Float(Int(random.next() % 2001) - 1000) / 1000 }
+                for kernel in kernels {
+                    for nx in 1...4 {
+                        for beta: Float in [0, 0.5] {
+                            let ldy = rows + 1
+                            var y = (0..<(nx * ldy)).map { Float($0 % 7) }
+                            let before = y
+                            w.withUnsafeBytes { bytes in
+                                QuantizedDot.run(kernel, type: type, rows: bytes.baseAddress!, rowBytes: blocks * type.bytesPerBlock,
+                                                 count: rows, blocks: blocks, x: x, ldx: ldx, nx: nx, beta: beta, y: &y, ldy: ldy)
+                            }
+                            for r in 0..<nx {
+                                for i in 0..<rows {
+                                    var exact = 0.0, magnitude = 0.0
+                                    for k in 0..<n {
+                                        let p = Double(dense[i * n + k]) * Double(x[r * ldx + k])
+                                        exact += p; magnitude += abs(p)
+                                    }
+                                    let expected = Double(beta) * Double(before[r * ldy + i]) + exact
+                                    XCTAssertEqual(Double(y[r * ldy + i]), expected, accuracy: 2e-6 * (magnitude + abs(expected)) + 1e-30,
+                                                   "\(kernel) \(type) \(rows)×\(blocks) blocks, vector \(r) of \(nx), row \(i), beta \(beta)")
+                                }
+                                XCTAssertEqual(y[r * ldy + rows], before[r * ldy + rows], "the column past the rows is left alone")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kernel each type gets: none for types the kernels do not read, none when the portable
+    /// route is forced, AVX2 when it is forced.
+    func testKernelChoiceFollowsTheForcedMatrixKernel() {
+        XCTAssertNil(QuantizedDot.kernel(for: .Q4_K))
+        Gemm.withBackend(.builtin) { XCTAssertNil(QuantizedDot.kernel(for: .Q4_1)) }
+        if CPUFeatures.current.contains(.avx2FMA) { Gemm.withBackend(.avx2) { XCTAssertEqual(QuantizedDot.kernel(for: .Q8_0), .avx2) } }
+        XCTAssertEqual(QuantizedDot.kernel(for: .Q4_0), QuantizedDot.available.first)
+    }
+}
