@@ -1,8 +1,9 @@
 import Foundation
 import LoRAKit
 
-/// Resolves `--model`: a Hugging Face folder, a .gguf file, or a short name of a model that
-/// scripts/fetch_smollm2.sh puts in the cache.
+/// Resolves `--model`: a Hugging Face folder, a .gguf file, a short name of a model that
+/// scripts/fetch_smollm2.sh puts in the cache, or a Hub id (ORG/NAME, ORG/NAME@REVISION,
+/// ORG/NAME/FILE.gguf) that is not a local path, from the Hugging Face cache or downloaded into it.
 enum ModelLocation {
     static let aliases = ["smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf"]
 
@@ -12,7 +13,11 @@ enum ModelLocation {
     }
 
     static func path(_ spec: String) throws -> String {
-        guard let file = aliases[spec.lowercased()] else { return spec }
+        guard let file = aliases[spec.lowercased()] else {
+            guard !FileManager.default.fileExists(atPath: spec), let id = HubModelID(spec) else { return spec }
+            let display = DownloadDisplay(repo: id.repo)
+            return try HubClient().resolve(id, progress: display.show)
+        }
         let path = cacheFolder + "/" + file
         guard FileManager.default.fileExists(atPath: path) else {
             throw LoRAError("\(spec) is not in the cache yet (\(path)); run: bash scripts/fetch_smollm2.sh")
