@@ -3,6 +3,7 @@
 folders under --root (ROOT/ORG/NAME/FILE) in the Hub's URL layout, as huggingface_hub expects it.
 
   GET  /api/models/ORG/NAME/revision/REV   {"id", "sha", "siblings": [{"rfilename"}]}
+  GET  /api/models/ORG/NAME/tree/REV       [{"type", "path", "size", "oid", "lfs"}] (huggingface_hub's listing)
   HEAD /ORG/NAME/resolve/REV/FILE          small files: 200 with ETag (git blob SHA-1), Content-Length;
   GET  /ORG/NAME/resolve/REV/FILE          LFS files (*.safetensors, *.gguf): 302 to http://localhost:PORT/cdn/... with
                                             X-Linked-Etag (SHA-256) and X-Linked-Size, as the Hub does
@@ -83,6 +84,21 @@ class Hub(BaseHTTPRequestHandler):
         self.log_request_line()
         path = unquote(urlsplit(self.path).path)
         opts = self.server.opts
+        if path.startswith("/api/models/") and "/tree/" in path:
+            # The listing huggingface_hub's snapshot_download asks for (not lora), so that it too can use this server.
+            repo, _, rev = path[len("/api/models/"):].partition("/tree/")
+            files = repo_files(opts.root, repo)
+            if not self.authorized():
+                return
+            if files is None or rev not in ("main", commit_of(files)):
+                return self.not_found("RepoNotFound" if files is None else "RevisionNotFound")
+            entries = []
+            for name, file in files.items():
+                entry = {"type": "file", "path": name, "size": os.path.getsize(file), "oid": file_etag(file)}
+                if name.endswith(LFS_SUFFIXES):
+                    entry["lfs"] = {"oid": file_etag(file), "size": os.path.getsize(file), "pointerSize": 134}
+                entries.append(entry)
+            return self.send(200, [("Content-Type", "application/json")], json.dumps(entries).encode())
         if path.startswith("/api/models/"):
             repo, sep, rev = path[len("/api/models/"):].partition("/revision/")
             files = repo_files(opts.root, repo)
