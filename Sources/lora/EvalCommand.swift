@@ -12,7 +12,7 @@ struct EvalCommand: ParsableCommand {
             count only completion / assistant tokens with --mask-prompt.
             """)
 
-    @Option(help: "A Hugging Face folder, a .gguf file, or smollm2-135m.") var model: String
+    @Option(help: "A Hugging Face folder, a .gguf file, smollm2-135m, or a Hub id ORG/NAME.") var model: String
     @Option(help: "A folder with train/valid/test.jsonl (its --split is used) or a .jsonl file.") var data: String
     @Option(help: "Split of a data folder.") var split = "test"
     @Option(help: "A PEFT-format LoRA adapter folder to apply.") var adapterPath: String?

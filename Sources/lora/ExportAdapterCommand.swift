@@ -11,7 +11,7 @@ struct ExportAdapterCommand: ParsableCommand {
             scales every module by one alpha/r, so per-module scalings (rsLoRA, rank or alpha patterns) are folded into B.
             """)
 
-    @Option(help: "The adapter's base model: a Hugging Face folder, a .gguf file, or smollm2-135m.") var model: String
+    @Option(help: "The adapter's base model: a Hugging Face folder, a .gguf file, smollm2-135m, or a Hub id ORG/NAME.") var model: String
     @Option(help: "Adapter folder in PEFT's format.") var adapterPath = "adapters"
     @Option(help: "The .gguf file to write.") var output: String
 

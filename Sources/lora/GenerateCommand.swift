@@ -7,7 +7,7 @@ struct GenerateCommand: ParsableCommand {
         commandName: "generate",
         abstract: "Generate text from a prompt, streaming it as it comes, with or without a LoRA adapter.")
 
-    @Option(help: "A Hugging Face folder, a .gguf file, or smollm2-135m.")
+    @Option(help: "A Hugging Face folder, a .gguf file, smollm2-135m, or a Hub id ORG/NAME.")
     var model: String
 
     @Option(help: "A PEFT-format LoRA adapter folder to apply (unmerged).")

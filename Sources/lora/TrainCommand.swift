@@ -16,7 +16,7 @@ struct TrainCommand: ParsableCommand {
             """)
 
     @Option(name: [.short, .customLong("config")], help: "A YAML file of settings (keys: the long option names).") var config: String?
-    @Option(help: "A Hugging Face folder, a .gguf file, or smollm2-135m.") var model: String?
+    @Option(help: "A Hugging Face folder, a .gguf file, smollm2-135m, or a Hub id ORG/NAME.") var model: String?
     @Option(help: "A data folder (train.jsonl, valid.jsonl) or a .jsonl file.") var data: String?
     @Option(help: "Where the adapter and checkpoints are written (default: adapters).") var adapterPath: String?
     @Option(parsing: .unconditional, help: "Optimizer steps (default: 100).") var iters: Int?
