@@ -63,7 +63,7 @@ repo="$tmp/cache/models--org--tiny" snap="$tmp/cache/models--org--tiny/snapshots
 out=$("$lora" "${ev[@]}" --model org/tiny 2>"$tmp/err")
 [ $? -eq 0 ] && [ "$out" = "$expected" ] && ok "eval --model org/tiny downloads the model and gives the local folder's loss: $out" \
     || bad "download: $out $(cat "$tmp/err")"
-grep -q "^downloaded org/tiny/model.safetensors (125.6 kB, " "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 5 ] && ! grep -q $'\r' "$tmp/err" \
+grep -q "^downloaded org/tiny/model.safetensors (122.6 KiB, " "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 5 ] && ! grep -q $'\r' "$tmp/err" \
     && ok "off a terminal, one plain line per file on stderr" || bad "download lines: $(cat "$tmp/err")"
 [ "$(cat "$repo/refs/main")" = "$commit" ] && ok "refs/main holds the commit $commit" || bad "refs/main: $(cat "$repo/refs/main" 2>&1)"
 [ "$(readlink "$snap/model.safetensors")" = "../../blobs/$weights_sha" ] && [ "$(readlink "$snap/config.json")" = "../../blobs/$(gitsha1 $tiny/config.json)" ] \

@@ -18,21 +18,16 @@ final class DownloadDisplay {
         let speed = String(format: "%.1f MB/s", p.bytesPerSecond / 1e6)
         let now = DispatchTime.now().uptimeNanoseconds
         if p.finished {
-            write((live ? "\r\u{1B}[2K" : "") + "downloaded \(repo)/\(p.file) (\(Self.size(p.total)), \(speed))\n")
+            write((live ? "\r\u{1B}[2K" : "") + "downloaded \(repo)/\(p.file) (\(InspectCommand.bytes(Int(p.total))), \(speed))\n")
         } else if live && now - lastDraw > 100_000_000 {
             lastDraw = now
-            let percent = String(format: "%.0f%%", p.total > 0 ? 100 * Double(p.received) / Double(p.total) : 100)
+            let fraction = p.total > 0 ? Double(p.received) / Double(p.total) : 1
+            let width = 24, filled = min(width, Int(Double(width) * fraction))
+            let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+            let sizes = "\(InspectCommand.bytes(Int(p.received))) of \(InspectCommand.bytes(Int(p.total)))"
             // \r and "erase line" redraw in place.
-            write("\r\u{1B}[2K\(repo)/\(p.file)  \(Self.size(p.received)) of \(Self.size(p.total))  \(percent)  \(speed)")
+            write("\r\u{1B}[2K\(repo)/\(p.file) \(bar) \(sizes)  " + String(format: "%.0f%%", 100 * fraction) + "  \(speed)")
         }
-    }
-
-    static func size(_ bytes: Int64) -> String {
-        let x = Double(bytes)
-        if x >= 1e9 { return String(format: "%.2f GB", x / 1e9) }
-        if x >= 1e6 { return String(format: "%.1f MB", x / 1e6) }
-        if x >= 1e3 { return String(format: "%.1f kB", x / 1e3) }
-        return "\(bytes) B"
     }
 
     /// Ignores failures (a closed terminal): FileHandle.write(_:) would trap on them.
