@@ -144,6 +144,16 @@ final class HubCacheTests: XCTestCase {
         XCTAssertEqual(message { try client.modelFiles(HubModelID("org/name/c.gguf")!, ["a.gguf"]) }, "org/name on http://hub has no file c.gguf")
     }
 
+    func testSizesNoDiskHoldsAreRefusedBeforeDownloading() throws {
+        let root = try temporaryDirectory()
+        let client = HubClient(environment: ["HF_HUB_CACHE": root])
+        XCTAssertNoThrow(try client.checkSpace(HubModelID("org/name")!, [("a", 1000)]))
+        // Sizes are the server's word: their sum saturates instead of trapping.
+        XCTAssertThrowsError(try client.checkSpace(HubModelID("org/name")!, [("a", .max), ("b", .max)])) { error in
+            XCTAssertTrue("\(error)".hasPrefix("org/name needs 9223372036854.8 MB more in \(root), which has "), "\(error)")
+        }
+    }
+
     func testOfflineWithoutTheModelIsOneSentence() throws {
         let root = try temporaryDirectory()
         let client = HubClient(environment: ["HF_HUB_CACHE": root, "HF_HUB_OFFLINE": "1"])

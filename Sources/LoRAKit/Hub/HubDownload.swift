@@ -102,8 +102,12 @@ public struct HubClient {
 
     /// Refuses to start downloads the disk cannot hold (this also bounds what a server may claim).
     func checkSpace(_ id: HubModelID, _ files: [(etag: String, size: Int64)]) throws {
-        let needed = files.reduce(Int64(0)) { $0 + max(0, $1.size - (Self.fileSize(cache.blob(id, etag: $1.etag) + ".incomplete") ?? 0)) }
-        try FileManager.default.createDirectory(atPath: cache.folder(id) + "/blobs", withIntermediateDirectories: true)
+        // Saturating: the sizes are the server's word, and two of Int64.max must not trap.
+        let needed = files.reduce(Int64(0)) { total, file in
+            let sum = total.addingReportingOverflow(max(0, file.size - (Self.fileSize(cache.blob(id, etag: file.etag) + ".incomplete") ?? 0)))
+            return sum.overflow ? .max : sum.partialValue
+        }
+        try FileManager.default.createDirectory(atPath: cache.root, withIntermediateDirectories: true)  // for the file system to be asked
         let attributes = try? FileManager.default.attributesOfFileSystem(forPath: cache.root)
         if let free = (attributes?[.systemFreeSize] as? NSNumber)?.int64Value, needed > free {
             throw LoRAError("\(id.repo) needs \(Self.megabytes(needed)) more in \(cache.root), which has \(Self.megabytes(free)) free")
@@ -313,7 +317,7 @@ private final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Senda
         guard let http = response, (200..<300).contains(http.statusCode) else { return }
         let total = received + Int64(data.count)
         guard total <= size else {
-            problem = "sent more than the \(size) bytes it reported"
+            problem = "sent more than the \(size) bytes expected"
             return dataTask.cancel()
         }
         if let sink {
