@@ -2,7 +2,7 @@ import Foundation
 
 /// A model on the Hugging Face Hub named the way `--model` takes it: `ORG/NAME`, `ORG/NAME@REVISION`,
 /// or, for a repository of GGUF files, one of them as `ORG/NAME/FILE.gguf` (`ORG/NAME@REVISION/FILE.gguf`).
-public struct HubModelID: Equatable, Sendable {
+public struct HubModelID: Equatable, Sendable, CustomStringConvertible {
     public let repo: String
     public let revision: String
     /// The one file wanted, for a GGUF; nil for a Hugging Face model folder.
