@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `--model ORG/NAME` against scripts/hub_server.py, a stand-in for the Hugging Face Hub on loopback:
 # a download into huggingface_hub's cache layout, the cache alone afterwards, a resumed partial
-# download, a hash mismatch refused, a token, a GGUF repository, and missing repos. Run by .ci/run.
+# download (and one restarted by a server that ignores Range), a hash mismatch refused, a token, a
+# GGUF repository, and missing repos. Run by .ci/run.
 #   bash scripts/hub_checks.sh [path/to/lora]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -100,6 +101,16 @@ out=$("$lora" "${ev[@]}" --model org/tiny 2>"$tmp/err")
     && [ "$(grep -c "model.safetensors range=bytes=0-\|^GET .*model.safetensors range=- " "$tmp/log")" -eq 2 ] \
     && [ ! -e "$repo/blobs/$weights_sha.incomplete" ] && [ "$(sha256 "$repo/blobs/$weights_sha")" = "$weights_sha" ] \
     && ok "the next run resumes with Range: bytes=50000- and the blob checks out" || bad "resume: $out $(cat "$tmp/err") $(cat "$tmp/log")"
+
+# A server that ignores Range answers 200 with the whole file: the partial file is started over.
+start_server --cut model.safetensors:50000 --ignore-range
+export HF_HUB_CACHE="$tmp/norange"
+repo="$tmp/norange/models--org--tiny"
+"$lora" inspect org/tiny >/dev/null 2>&1
+out=$("$lora" "${ev[@]}" --model org/tiny 2>"$tmp/err")
+[ "$out" = "$expected" ] && grep -q "^GET /cdn/org/tiny/model.safetensors range=bytes=50000- " "$tmp/log" \
+    && [ "$(sha256 "$repo/blobs/$weights_sha")" = "$weights_sha" ] \
+    && ok "a 200 to a Range request starts the file over, and it checks out" || bad "200 to Range: $out $(cat "$tmp/err")"
 
 # Content that does not hash to the Hub's SHA-256 is deleted, and nothing of it enters the cache.
 start_server --corrupt model.safetensors

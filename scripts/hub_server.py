@@ -12,7 +12,8 @@ Every resolve answer carries X-Repo-Commit. REV is "main" or the commit (a hash 
 
 Faults, for the checks: --cut FILE:N closes the connection after N bytes of FILE, once;
 --corrupt FILE serves FILE with its bytes changed but the real SHA-256 as its ETag;
---token T answers 401 unless "Authorization: Bearer T" comes with a request.
+--token T answers 401 unless "Authorization: Bearer T" comes with a request; --ignore-range
+answers Range requests with the whole file.
 Each request is logged to --log as "METHOD PATH range=RANGE auth=yes|no". Standard library only.
 """
 import argparse
@@ -146,7 +147,7 @@ class Hub(BaseHTTPRequestHandler):
             data = bytes(b ^ 0xFF for b in data)
         start, status = 0, 200
         rng = self.headers.get("Range")
-        if rng and rng.startswith("bytes=") and rng.endswith("-") and rng[6:-1].isdigit():
+        if rng and rng.startswith("bytes=") and not opts.ignore_range and rng.endswith("-") and rng[6:-1].isdigit():
             start, status = int(rng[6:-1]), 206
             if start >= len(data):
                 return self.send(416, [("Content-Range", f"bytes */{len(data)}")])
@@ -179,6 +180,7 @@ def main():
     p.add_argument("--cut")
     p.add_argument("--corrupt")
     p.add_argument("--token")
+    p.add_argument("--ignore-range", action="store_true", help="answer every request with the whole file (200), as some servers do")
     opts = p.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
     server.opts, server.cut_done = opts, False

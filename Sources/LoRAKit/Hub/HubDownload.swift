@@ -160,7 +160,7 @@ public struct HubClient {
         let lock = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard lock >= 0 else { throw LoRAError("cannot open \(lockPath): \(String(cString: strerror(errno)))") }
         defer { close(lock) }
-        _ = flock(lock, LOCK_EX)
+        _ = flock(lock, LOCK_EX)  // best effort, as huggingface_hub's: the checks below do not depend on it
         if !fm.fileExists(atPath: blob) {
             try download(id, commit: commit, file: file, size: size, to: partial, progress: progress)
             try verify(id, file: file, partial, size: size, etag: etag)
@@ -200,14 +200,14 @@ public struct HubClient {
         var headers = ["Accept-Encoding": "identity"]
         if have > 0 { headers["Range"] = "bytes=\(have)-" }
         let started = Date()
-        _ = try perform(transfer, "GET", resolveURL(id, commit: commit, file: file), headers: headers, id: id, file: file) { received in
+        func report(_ received: Int64, finished: Bool) {
             let seconds = Date().timeIntervalSince(started)
-            progress(HubDownloadProgress(file: file, received: received, total: size, bytesPerSecond: seconds > 0 ? Double(received - have) / seconds : 0, finished: false))
+            let speed = seconds > 0 ? Double(max(0, received - have)) / seconds : 0  // received restarts at 0 when the server ignored Range
+            progress(HubDownloadProgress(file: file, received: received, total: size, bytesPerSecond: speed, finished: finished))
         }
+        _ = try perform(transfer, "GET", resolveURL(id, commit: commit, file: file), headers: headers, id: id, file: file) { report($0, finished: false) }
         if let problem = transfer.problem { throw LoRAError("\(endpoint) \(problem) for \(id.repo)/\(file)") }
-        let seconds = Date().timeIntervalSince(started)
-        progress(HubDownloadProgress(file: file, received: transfer.received, total: size,
-                                     bytesPerSecond: seconds > 0 ? Double(transfer.received - have) / seconds : 0, finished: true))
+        report(transfer.received, finished: true)
     }
 
     // MARK: - HTTP
