@@ -14,9 +14,9 @@ enum ModelLocation {
 
     static func path(_ spec: String) throws -> String {
         guard let file = aliases[spec.lowercased()] else {
+            // A local path wins over a Hub id of the same spelling, as in transformers' from_pretrained.
             guard !FileManager.default.fileExists(atPath: spec), let id = HubModelID(spec) else { return spec }
-            let display = DownloadDisplay(repo: id.repo)
-            return try HubClient().resolve(id, progress: display.show)
+            return try HubClient().resolve(id, progress: DownloadDisplay(repo: id.repo).show)
         }
         let path = cacheFolder + "/" + file
         guard FileManager.default.fileExists(atPath: path) else {
