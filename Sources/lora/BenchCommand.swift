@@ -11,7 +11,7 @@ struct BenchCommand: ParsableCommand {
 
     @Option(help: "Sequences per step.") var batchSize = 4
     @Option(help: "Tokens per sequence.") var seqLen = 256
-    @Option(help: "Benchmark this model (a Hugging Face folder, a .gguf file or smollm2-135m) instead of random SmolLM2-135M shapes.")
+    @Option(help: "Benchmark this model (a Hugging Face folder, a .gguf file, smollm2-135m or a Hub id ORG/NAME) instead of random SmolLM2-135M shapes.")
     var model: String?
     @Flag(help: "With a GGUF model: expand the quantized weights to Float32 at load (for comparison).")
     var dequantize = false

@@ -12,7 +12,7 @@ struct InspectCommand: ParsableCommand {
             all trainable parameters and the root sum of squares of the sites' norms.
             """)
 
-    @Argument(help: "A model folder, a .gguf file, smollm2-135m, or an adapter folder.")
+    @Argument(help: "A model folder, a .gguf file, smollm2-135m, a Hub id ORG/NAME, or an adapter folder.")
     var path: String
 
     func run() throws {

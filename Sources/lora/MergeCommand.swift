@@ -12,7 +12,7 @@ struct MergeCommand: ParsableCommand {
             whose metadata and tokenizer are carried over).
             """)
 
-    @Option(help: "Base model: a Hugging Face folder, a .gguf file, or smollm2-135m.")
+    @Option(help: "Base model: a Hugging Face folder, a .gguf file, smollm2-135m, or a Hub id ORG/NAME.")
     var model: String
 
     @Option(help: "Adapter folder in PEFT's format (adapter_config.json + adapter_model.safetensors).")

@@ -1,8 +1,9 @@
 import Foundation
 import LoRAKit
 
-/// Resolves `--model`: a Hugging Face folder, a .gguf file, or a short name of a model that
-/// scripts/fetch_smollm2.sh puts in the cache.
+/// Resolves `--model`: a Hugging Face folder, a .gguf file, a short name of a model that
+/// scripts/fetch_smollm2.sh puts in the cache, or a Hub id (ORG/NAME, ORG/NAME@REVISION,
+/// ORG/NAME/FILE.gguf) that is not a local path, from the Hugging Face cache or downloaded into it.
 enum ModelLocation {
     static let aliases = ["smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf"]
 
@@ -33,13 +34,17 @@ enum ModelLocation {
     static func path(_ spec: String) throws -> String {
         guard let file = aliases[spec.lowercased()] else {
             var isFolder: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: spec, isDirectory: &isFolder) else {
+            if FileManager.default.fileExists(atPath: spec, isDirectory: &isFolder) {
+                // A local path wins over a Hub id of the same spelling, as in transformers' from_pretrained.
+                guard isFolder.boolValue || spec.hasSuffix(".gguf") else {
+                    throw LoRAError("model \(spec) is a file but not a .gguf; give the Hugging Face folder that holds it")
+                }
+                return spec
+            }
+            guard let id = HubModelID(spec) else {
                 throw LoRAError("model \(spec) not found (--model takes a Hugging Face folder, a .gguf file, a hub id ORG/NAME or smollm2-135m)")
             }
-            guard isFolder.boolValue || spec.hasSuffix(".gguf") else {
-                throw LoRAError("model \(spec) is a file but not a .gguf; give the Hugging Face folder that holds it")
-            }
-            return spec
+            return try HubClient().resolve(id, progress: DownloadDisplay(repo: id.repo).show)
         }
         let path = cacheFolder + "/" + file
         guard FileManager.default.fileExists(atPath: path) else {

@@ -162,7 +162,8 @@ public struct ModelSummary: Sendable {
         else { return 0 }
         var total = 0
         for case let url as URL in e {
-            guard let v = try? url.resourceValues(forKeys: [.fileSizeKey, .isRegularFileKey]), v.isRegularFile == true else { continue }
+            // A Hub snapshot's files are symlinks to its blobs: what counts is what they point at.
+            guard let v = try? url.resolvingSymlinksInPath().resourceValues(forKeys: [.fileSizeKey, .isRegularFileKey]), v.isRegularFile == true else { continue }
             total += v.fileSize ?? 0
         }
         return total
