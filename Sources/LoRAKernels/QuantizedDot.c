@@ -40,7 +40,9 @@ static inline int64_t block_bytes(int type) { return type == LORA_QDOT_Q4_0 ? 18
 __attribute__((target("avx512f"), always_inline))
 static inline void avx512_row(int type, const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx,
                               float sums[4]) {
+    // Q4_1's offsets go to their own accumulators, so each block adds one dependent FMA per chain.
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 offsets[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     const __m128i low = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
     const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
@@ -69,10 +71,10 @@ static inline void avx512_row(int type, const uint8_t *row, int64_t blocks, cons
             const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
             const __m512 t = _mm512_fmadd_ps(w1, x1, _mm512_mul_ps(w0, x0));
             acc[r] = _mm512_fmadd_ps(d, t, acc[r]);
-            if (type == LORA_QDOT_Q4_1) acc[r] = _mm512_fmadd_ps(m, _mm512_add_ps(x0, x1), acc[r]);  // Q4_1's offset: m·Σx
+            if (type == LORA_QDOT_Q4_1) offsets[r] = _mm512_fmadd_ps(m, _mm512_add_ps(x0, x1), offsets[r]);  // m·Σx
         }
     }
-    for (int64_t r = 0; r < nx; r++) sums[r] = _mm512_reduce_add_ps(acc[r]);
+    for (int64_t r = 0; r < nx; r++) sums[r] = _mm512_reduce_add_ps(type == LORA_QDOT_Q4_1 ? _mm512_add_ps(acc[r], offsets[r]) : acc[r]);
 }
 
 __attribute__((target("avx512f")))
@@ -81,11 +83,22 @@ void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t row
     for (int64_t i = 0; i < rows; i++) {
         float sums[4];
         // Each type its own instance, so the per-block branches fold away.
-        switch (type) {
-        case LORA_QDOT_Q4_0: avx512_row(LORA_QDOT_Q4_0, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
-        case LORA_QDOT_Q4_1: avx512_row(LORA_QDOT_Q4_1, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
-        default: avx512_row(LORA_QDOT_Q8_0, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
+        // Each type and vector count its own instance: the branches fold away and the accumulators
+        // stay in registers (indexed by a run-time count they would live in memory).
+        const uint8_t *row = w + i * row_bytes;
+#define LORA_QDOT_ROWS(t)                                                   \
+        switch (nx) {                                                       \
+        case 1: avx512_row(t, row, blocks, x, ldx, 1, sums); break;         \
+        case 2: avx512_row(t, row, blocks, x, ldx, 2, sums); break;         \
+        case 3: avx512_row(t, row, blocks, x, ldx, 3, sums); break;         \
+        default: avx512_row(t, row, blocks, x, ldx, 4, sums); break;        \
         }
+        switch (type) {
+        case LORA_QDOT_Q4_0: LORA_QDOT_ROWS(LORA_QDOT_Q4_0) break;
+        case LORA_QDOT_Q4_1: LORA_QDOT_ROWS(LORA_QDOT_Q4_1) break;
+        default: LORA_QDOT_ROWS(LORA_QDOT_Q8_0) break;
+        }
+#undef LORA_QDOT_ROWS
         for (int64_t r = 0; r < nx; r++) y[r * ldy + i] = beta == 0 ? sums[r] : beta * y[r * ldy + i] + sums[r];
     }
 }
@@ -101,6 +114,7 @@ __attribute__((target("avx2,fma"), always_inline))
 static inline void avx2_row(int type, const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx,
                             float sums[4]) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 offsets[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     const __m128i low = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
     const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
@@ -134,12 +148,13 @@ static inline void avx2_row(int type, const uint8_t *row, int64_t blocks, const 
             t = _mm256_fmadd_ps(w[3], x3, t);
             acc[r] = _mm256_fmadd_ps(d, t, acc[r]);
             if (type == LORA_QDOT_Q4_1) {
-                acc[r] = _mm256_fmadd_ps(m, _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)), acc[r]);
+                offsets[r] = _mm256_fmadd_ps(m, _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)), offsets[r]);
             }
         }
     }
     for (int64_t r = 0; r < nx; r++) {
-        const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+        const __m256 a = type == LORA_QDOT_Q4_1 ? _mm256_add_ps(acc[r], offsets[r]) : acc[r];
+        const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
         sums[r] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
     }
@@ -150,11 +165,20 @@ void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows,
                     int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
     for (int64_t i = 0; i < rows; i++) {
         float sums[4];
-        switch (type) {
-        case LORA_QDOT_Q4_0: avx2_row(LORA_QDOT_Q4_0, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
-        case LORA_QDOT_Q4_1: avx2_row(LORA_QDOT_Q4_1, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
-        default: avx2_row(LORA_QDOT_Q8_0, w + i * row_bytes, blocks, x, ldx, nx, sums); break;
+        const uint8_t *row = w + i * row_bytes;
+#define LORA_QDOT_ROWS(t)                                                 \
+        switch (nx) {                                                     \
+        case 1: avx2_row(t, row, blocks, x, ldx, 1, sums); break;         \
+        case 2: avx2_row(t, row, blocks, x, ldx, 2, sums); break;         \
+        case 3: avx2_row(t, row, blocks, x, ldx, 3, sums); break;         \
+        default: avx2_row(t, row, blocks, x, ldx, 4, sums); break;        \
         }
+        switch (type) {
+        case LORA_QDOT_Q4_0: LORA_QDOT_ROWS(LORA_QDOT_Q4_0) break;
+        case LORA_QDOT_Q4_1: LORA_QDOT_ROWS(LORA_QDOT_Q4_1) break;
+        default: LORA_QDOT_ROWS(LORA_QDOT_Q8_0) break;
+        }
+#undef LORA_QDOT_ROWS
         for (int64_t r = 0; r < nx; r++) y[r * ldy + i] = beta == 0 ? sums[r] : beta * y[r * ldy + i] + sums[r];
     }
 }

@@ -47,6 +47,20 @@ final class SmolLM2Tests: XCTestCase {
         let result = try Generator(model: model).generate(prompt: prompt, maxTokens: expected.count)
         XCTAssertEqual(result.tokens, expected)
     }
+
+    /// Decoding reads the Q4_1 and Q8_0 rows with the quantized dot kernels (q and k through the RoPE
+    /// row order): each token's logits equal the dense model's, the weights dequantized at load.
+    func testDecodingKernelsGiveTheDequantizedModelsLogits() throws {
+        let packed = try model(), dense = try model(dequantize: true)
+        try XCTSkipIf(QuantizedDot.kernel(for: .Q4_1) == nil, "no quantized dot kernel on this CPU")
+        let c1 = KVCache(model: packed, capacity: 16), c2 = KVCache(model: dense, capacity: 16)
+        _ = try packed.forward(tokens: [1, 504, 3365], cache: c1)
+        _ = try dense.forward(tokens: [1, 504, 3365], cache: c2)
+        for t: Int32 in [28, 905, 17] {
+            let a = try packed.forward(tokens: [t], cache: c1), b = try dense.forward(tokens: [t], cache: c2)
+            XCTAssertLessThan(relativeError(a.array, b.array), 1e-5, "token \(t)")
+        }
+    }
 }
 
 extension SmolLM2Tests {

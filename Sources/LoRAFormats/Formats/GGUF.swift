@@ -272,12 +272,12 @@ public final class GGMLMatrix: PackedMatrix, @unchecked Sendable {
 
     public var hasDotProducts: Bool { QuantizedDot.kernel(for: type) != nil }
 
-    public func dotProducts(rows range: Range<Int>, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
+    public func dotProducts(first: Int, step: Int, count: Int, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
                             y: UnsafeMutablePointer<Float>, ldy: Int) {
-        precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows \(range) are outside 0..<\(rows) of \(name)")
-        guard !range.isEmpty, let base = bytes.baseAddress, let kernel = QuantizedDot.kernel(for: type) else { return }
-        QuantizedDot.run(kernel, type: type, rows: base + range.lowerBound * rowByteCount, rowBytes: rowByteCount,
-                         count: range.count, blocks: columns / type.blockSize, x: x, ldx: ldx, nx: nx, beta: beta, y: y, ldy: ldy)
+        guard count > 0, let base = bytes.baseAddress, let kernel = QuantizedDot.kernel(for: type) else { return }
+        precondition(first >= 0 && step >= 1 && first + (count - 1) * step < rows, "rows from \(first) by \(step) leave the \(rows) of \(name)")
+        QuantizedDot.run(kernel, type: type, rows: base + first * rowByteCount, rowBytes: step * rowByteCount,
+                         count: count, blocks: columns / type.blockSize, x: x, ldx: ldx, nx: nx, beta: beta, y: y, ldy: ldy)
     }
 
     /// Every row, expanded on `Parallel.threadCount` threads (rows × columns floats).

@@ -11,15 +11,15 @@ public protocol PackedMatrix: AnyObject, Sendable {
     func unpack(rows range: Range<Int>, into destination: UnsafeMutablePointer<Float>)
     /// Whether `dotProducts` runs here (a kernel reads these rows' encoding on this CPU).
     var hasDotProducts: Bool { get }
-    /// y[r·ldy + i] = row (range.lowerBound + i) · x[r·ldx ..< r·ldx + columns] (plus beta·y[r·ldy + i]
-    /// when beta ≠ 0) for nx ≤ 4 vectors, read from the packed rows; only where `hasDotProducts`.
-    func dotProducts(rows range: Range<Int>, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
+    /// y[r·ldy + i] = row (first + i·step) · x[r·ldx ..< r·ldx + columns] (plus beta·y[r·ldy + i] when
+    /// beta ≠ 0) for i < count and nx ≤ 4 vectors, read from the packed rows; only where `hasDotProducts`.
+    func dotProducts(first: Int, step: Int, count: Int, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
                      y: UnsafeMutablePointer<Float>, ldy: Int)
 }
 
 extension PackedMatrix {
     public var hasDotProducts: Bool { false }
-    public func dotProducts(rows range: Range<Int>, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
+    public func dotProducts(first: Int, step: Int, count: Int, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
                             y: UnsafeMutablePointer<Float>, ldy: Int) {
         preconditionFailure("\(Self.self) has no dot products")
     }

@@ -9,13 +9,13 @@ public enum QuantizedDot {
     public enum Kernel: Sendable, CaseIterable { case avx512, avx2 }
 
     /// The types the kernels read.
-    public static let types: Set<GGMLType> = [.Q4_0, .Q4_1, .Q8_0]
+    public static let types: [GGMLType] = [.Q4_0, .Q4_1, .Q8_0]
 
     /// The kernels this CPU can run, best first.
-    public static var available: [Kernel] {
+    public static let available: [Kernel] = {
         let cpu = CPUFeatures.current
         return (cpu.contains(.avx512F) ? [.avx512] : []) + (cpu.contains(.avx2FMA) ? [.avx2] : [])
-    }
+    }()
 
     /// The kernel for rows of `type` now: the best this CPU has, following a forced matrix kernel
     /// (LORA_BLAS=avx2, or builtin for the portable route, which expands rows in Swift).

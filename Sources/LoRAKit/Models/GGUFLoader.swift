@@ -129,11 +129,17 @@ final class RopeRowOrder: PackedMatrix, @unchecked Sendable {
 
     var hasDotProducts: Bool { base.hasDotProducts }
 
-    func dotProducts(rows range: Range<Int>, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
+    /// Each half of a head is every other llama.cpp row: one strided call per half-head run.
+    func dotProducts(first: Int, step: Int, count: Int, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
                      y: UnsafeMutablePointer<Float>, ldy: Int) {
-        for r in range {
-            let s = sourceRow(r)
-            base.dotProducts(rows: s..<(s + 1), x: x, ldx: ldx, nx: nx, beta: beta, y: y + (r - range.lowerBound), ldy: ldy)
+        precondition(step == 1, "RopeRowOrder: dot products of consecutive rows only")
+        let half = headDim / 2
+        var r = first
+        while r < first + count {
+            let head = r / headDim * headDim, within = r % headDim
+            let end = min(first + count, head + (within < half ? half : headDim))
+            base.dotProducts(first: sourceRow(r), step: 2, count: end - r, x: x, ldx: ldx, nx: nx, beta: beta, y: y + (r - first), ldy: ldy)
+            r = end
         }
     }
 }

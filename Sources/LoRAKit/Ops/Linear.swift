@@ -155,7 +155,8 @@ public final class Linear: @unchecked Sendable {
         if case .packed(let packed) = matrix.storage, packed.hasDotProducts {
             // Straight from the quantized blocks (QuantizedDot): no Float32 rows at all.
             Parallel.forRanges(out, minChunk: 64) { range in
-                packed.dotProducts(rows: range, x: x, ldx: n, nx: rows, beta: beta, y: y + range.lowerBound, ldy: out)
+                packed.dotProducts(first: range.lowerBound, step: 1, count: range.count, x: x, ldx: n, nx: rows, beta: beta,
+                                   y: y + range.lowerBound, ldy: out)
             }
             return
         }
