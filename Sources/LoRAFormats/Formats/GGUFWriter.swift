@@ -31,8 +31,12 @@ public struct GGUFWriter {
             throw LoRAError("tensor \(name): GGUF writing supports \(GGMLType.quantizable.map(\.name).joined(separator: ", ")), not \(type)")
         }
         var data = [UInt8](repeating: 0, count: byteCount)
+        let rowCount = rows ?? 1, rowBytes = byteCount / max(1, rowCount)
         data.withUnsafeMutableBytes { out in
-            if let from = values.baseAddress, let to = out.baseAddress { GGMLQuant.quantize(type, from, count: values.count, into: to) }
+            guard let from = values.baseAddress, let to = out.baseAddress else { return }
+            Parallel.forRanges(rowCount, minChunk: 8) { part in
+                GGMLQuant.quantize(type, from + part.lowerBound * columns, count: part.count * columns, into: to + part.lowerBound * rowBytes)
+            }
         }
         tensors.append((name, type, rows.map { [columns, $0] } ?? [columns], data))
     }
