@@ -11,9 +11,10 @@ struct MergeCommand: ParsableCommand {
             model.safetensors, tokenizer files) that transformers loads; --format gguf writes a GGUF file that \
             llama.cpp loads (the base must be a GGUF, whose metadata and tokenizer are carried over). An --output \
             ending in .gguf implies --format gguf. A GGUF's --dtype defaults to base: each matrix in the type it \
-            has in the base GGUF (so the merged file is the size of the base; norms stay F32). A K quant whose \
-            rows do not split into 256-value blocks falls back as llama-quantize does (q4_k to Q5_0, q5_k to Q5_1, \
-            q6_k to Q8_0), and to F16 where even those do not fit.
+            has in the base GGUF (so the merged file is the size of the base; norms stay F32; a type LoRAKit \
+            cannot write, such as Q3_K, becomes Q4_K). A K quant whose rows do not split into 256-value blocks \
+            falls back as llama-quantize does (q4_k to Q5_0, q5_k to Q5_1, q6_k to Q8_0), and to F16 where even \
+            those do not fit. A 4-bit merge can round much of a small adapter's change away; q8_0 keeps it.
             """)
 
     @Option(help: "Base model: a Hugging Face folder, a .gguf file, or smollm2-135m.")

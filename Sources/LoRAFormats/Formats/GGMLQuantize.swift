@@ -4,8 +4,9 @@
 // Each quantizer follows ggml's reference quantizer (ggml-quants.c, quantize_row_*_ref: what
 // llama-quantize writes without an importance matrix) step for step, in Float32, in the same order of
 // operations and never fused, so the bytes are the reference's: the 32-value types byte for byte what
-// gguf-py's `gguf.quants.quantize` writes (Tests/LoRAKitTests/Fixtures/gguf/quantize.json), the K quants
-// what ggml's C reference writes when compiled without contraction of multiply-adds.
+// gguf-py's `gguf.quants.quantize` writes (Fixtures/gguf/quantize_expected.safetensors), the K quants
+// what ggml's C reference writes when compiled without contraction of multiply-adds (compared by hand
+// on 16,384 varied values; a build that fuses them, as gcc -march=native does, can differ in a rounding).
 //
 // Non-finite values give meaningless blocks (ggml's reference asserts on them); callers check first.
 
@@ -26,13 +27,13 @@ extension GGMLType {
     /// Q5_K → Q5_1, Q6_K → Q8_0), and anything still incompatible F16, as convert_hf_to_gguf.py does.
     public func fallback(forRowLength rowLength: Int) -> GGMLType {
         if rowLength % blockSize == 0 { return self }
-        let smaller: GGMLType? = switch self {
+        let substitute: GGMLType? = switch self {
         case .Q4_K: .Q5_0
         case .Q5_K: .Q5_1
         case .Q6_K: .Q8_0
         default: nil
         }
-        if let smaller, rowLength % smaller.blockSize == 0 { return smaller }
+        if let substitute, rowLength % substitute.blockSize == 0 { return substitute }
         return .F16
     }
 }
