@@ -1,7 +1,7 @@
 """Check a GGUF written by swift-lora against the gguf package and transformers.
 
-Install: pip install torch transformers gguf
-Run:     python scripts/check_gguf_export.py ORIGINAL.gguf EXPORTED.gguf
+Install: pip install torch transformers gguf peft
+Run:     python scripts/check_gguf_export.py ORIGINAL.gguf EXPORTED.gguf [ADAPTER_DIR]
 
 1. gguf's GGUFReader reads the exported file; every metadata key of the original is there with the
    same value (general.file_type aside), and every tensor has the original's name and shape;
@@ -9,9 +9,13 @@ Run:     python scripts/check_gguf_export.py ORIGINAL.gguf EXPORTED.gguf
 2. transformers loads the exported file (gguf_file=) and its loss on the committed SmolLM2 text
    equals the reference in Tests/LoRAKitTests/Fixtures/smollm2/reference.json within 1e-4 relative
    (for an F32 export; Q8_0 re-quantizes, so within 2e-2).
+3. With ADAPTER_DIR (a merged export, `lora merge --output EXPORTED.gguf`): the reference is instead
+   PEFT's model, the original GGUF in transformers with the adapter applied, on the same text; the
+   tensor differences then include the merged deltas. Both files' tensor types are listed.
 """
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +52,21 @@ for name, t in ta.items():
         pass  # both files use llama.cpp's row order
     worst = max(worst, float(np.abs(x - y).max() / (np.abs(x).max() + 1e-12)))
 print(f"gguf reader: {len(tb)} tensors, {len(b.fields)} fields; largest relative tensor difference {worst:.2e}")
+count_types = lambda tensors: dict(sorted(Counter(t.tensor_type.name for t in tensors.values()).items()))
+print(f"tensor types: original {count_types(ta)}, exported {count_types(tb)}")
 
 ref = json.loads((Path(__file__).resolve().parent.parent / "Tests/LoRAKitTests/Fixtures/smollm2/reference.json").read_text())
 model = AutoModelForCausalLM.from_pretrained(exported.parent, gguf_file=exported.name, dtype=torch.float32).eval()
 ids = torch.tensor([ref["text_ids"]])
 with torch.no_grad():
     loss = model(input_ids=ids, labels=ids).loss.item()
-rel = abs(loss - ref["loss"]) / ref["loss"]
-print(f"transformers: loss {loss:.6f} vs reference {ref['loss']:.6f} (relative {rel:.1e})")
+reference, source = ref["loss"], "reference"
+if len(sys.argv) > 3:
+    from peft import PeftModel
+    base = AutoModelForCausalLM.from_pretrained(original.parent, gguf_file=original.name, dtype=torch.float32)
+    with torch.no_grad():
+        reference = PeftModel.from_pretrained(base, sys.argv[3]).eval()(input_ids=ids, labels=ids).loss.item()
+    source = "the original with the adapter (PEFT)"
+rel = abs(loss - reference) / reference
+print(f"transformers: loss {loss:.6f} vs {source} {reference:.6f} (relative {rel:.1e})")
 sys.exit(0 if ok else 1)

@@ -25,8 +25,12 @@ mkdir -p "$tmp/trunc" && cp $fx/adapter/adapter_config.json "$tmp/trunc/" && hea
 expect_error "truncated safetensors" "adapter_model.safetensors" merge --model $fx/model --adapter-path "$tmp/trunc" --output "$tmp/o5"
 [ ! -e "$tmp/o5" ] && ok "a failed merge leaves no output folder" || bad "a failed merge left $tmp/o5"
 
-expect_error "gguf dtype" "q8_0" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/m.gguf" --format gguf --dtype bf16
+expect_error "gguf dtype" "base, f32, f16, q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0 (got bf16)" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/m.gguf" --format gguf --dtype bf16
 expect_error "gguf from an HF base" "GGUF base" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/m.gguf" --format gguf
+# merge by extension: an output ending in .gguf asks for a GGUF (from an HF base, refused as above).
+expect_error "merge by extension" "GGUF base" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/m.gguf"
+expect_error "merge by extension: q4_k is a gguf dtype" "GGUF base" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/m.gguf" --dtype q4_k
+expect_error "--format hf with a .gguf output" "ends in .gguf but --format hf writes a folder" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/m.gguf" --format hf
 expect_error "unknown format" "format" merge --model $fx/model --adapter-path $fx/adapter --output "$tmp/m.x" --format onnx
 expect_error "convert needs a gguf" "not a .gguf" convert --model $fx/model --output "$tmp/c"
 LORA_CACHE="$tmp/empty-cache" expect_error "alias not fetched" "fetch_smollm2" convert --model smollm2-135m --output "$tmp/c"
@@ -326,6 +330,29 @@ if "$lora" tokenize --model smollm2-135m --json "Hello, world" >"$tmp/tok" 2>"$t
     else
         bad "merge from the GGUF base"
     fi
+    # merge by extension: an output ending in .gguf writes a GGUF, by default with the base's tensor types and size.
+    if "$lora" merge --model smollm2-135m --adapter-path "$tmp/adapter" --output "$tmp/smerged.gguf" >/dev/null 2>"$tmp/err" \
+        && [ "$(head -c 4 "$tmp/smerged.gguf")" = "GGUF" ]; then
+        want=$("$lora" inspect smollm2-135m 2>&1 | grep -E "ggml types|on disk") got=$("$lora" inspect "$tmp/smerged.gguf" 2>&1 | grep -E "ggml types|on disk")
+        [ -n "$want" ] && [ "$want" = "$got" ] && ok "merge by extension writes a GGUF in the base's types and size: $(echo $got)" \
+            || bad "merged GGUF '$got' vs the base's '$want'"
+    else
+        bad "merge by extension: $(cat "$tmp/err")"
+    fi
+    # --dtype q4_0: SmolLM2's rows (576 and 1536 values) split into 32-value blocks, so every matrix is Q4_0;
+    # q4_k: only ffn_down's 1536-value rows split into 256-value blocks, the others fall back to Q5_0 as in llama-quantize.
+    "$lora" merge --model smollm2-135m --adapter-path "$tmp/adapter" --output "$tmp/q40.gguf" --dtype q4_0 >/dev/null 2>&1
+    "$lora" inspect "$tmp/q40.gguf" 2>&1 | grep -q "ggml types  *Q4_0 ×211, F32 ×61$" && ok "merge --dtype q4_0 writes Q4_0 matrices" \
+        || bad "merge --dtype q4_0: $("$lora" inspect "$tmp/q40.gguf" 2>&1 | grep "ggml types")"
+    "$lora" merge --model smollm2-135m --adapter-path "$tmp/adapter" --output "$tmp/q4k.gguf" --dtype q4_k >/dev/null 2>&1
+    "$lora" inspect "$tmp/q4k.gguf" 2>&1 | grep -q "ggml types  *Q5_0 ×181, F32 ×61, Q4_K ×30$" && ok "merge --dtype q4_k: Q4_K where rows split into 256, else Q5_0" \
+        || bad "merge --dtype q4_k: $("$lora" inspect "$tmp/q4k.gguf" 2>&1 | grep "ggml types")"
+    # Q8_0 keeps the adapter's effect: the merged GGUF evaluates within 0.01 of base + adapter's loss
+    # (which the adapter brings near 0 here, so an absolute bound).
+    "$lora" merge --model smollm2-135m --adapter-path "$tmp/adapter" --output "$tmp/q80.gguf" --dtype q8_0 >/dev/null 2>&1
+    q80=$("$lora" eval --model "$tmp/q80.gguf" --data "$tmp/data" --split valid --mask-prompt --json 2>/dev/null)
+    python3 -c "import json,sys; a=json.loads(sys.argv[1])['loss']; m=json.loads(sys.argv[2])['loss']; sys.exit(0 if abs(a-m) <= 0.01 else 1)" "$after" "$q80" \
+        && ok "the merged Q8_0 GGUF evaluates as base + adapter within 0.01: $q80 vs $after" || bad "merged Q8_0 eval $q80 vs $after"
     expect_error "bad schedule" "lr-schedule" train --model smollm2-135m --data "$tmp/data" --lr-schedule step
     expect_error "convert output under /proc" "cannot write /proc/lora-out: " convert --model smollm2-135m --output /proc/lora-out
     printf '{"text": "fine"}\n{"text": 5}\n' >"$tmp/bad.jsonl"

@@ -52,6 +52,53 @@ final class GGUFExportTests: XCTestCase {
         XCTAssertEqual(back.array, t.array)
     }
 
+    /// With no type given, every tensor is written in its type in the base, norms in F32, so each takes
+    /// the base's bytes; the values are the base's requantized (within each type's resolution).
+    func testGGUFExportKeepsEachTensorsTypeInTheBase() throws {
+        // hidden 256, ffn 512: every row splits into 256-value blocks, so any type can hold any matrix.
+        let types: [String: GGMLType] = [
+            "token_embd.weight": .Q8_0, "blk.0.attn_q.weight": .Q4_K, "blk.0.attn_k.weight": .Q6_K,
+            "blk.0.attn_v.weight": .Q5_K, "blk.0.attn_output.weight": .Q4_0, "blk.0.ffn_gate.weight": .Q4_1,
+            "blk.0.ffn_up.weight": .Q5_0, "blk.0.ffn_down.weight": .F16,
+        ]
+        let shapes: [String: (Int, Int)] = [
+            "token_embd.weight": (8, 256), "blk.0.attn_q.weight": (256, 256), "blk.0.attn_k.weight": (64, 256),
+            "blk.0.attn_v.weight": (64, 256), "blk.0.attn_output.weight": (256, 256), "blk.0.ffn_gate.weight": (512, 256),
+            "blk.0.ffn_up.weight": (512, 256), "blk.0.ffn_down.weight": (256, 512),
+        ]
+        var w = GGUFWriter()
+        w.set("general.architecture", .string("llama"))
+        for (key, value) in [("embedding_length", 256), ("feed_forward_length", 512), ("block_count", 1),
+                             ("attention.head_count", 4), ("attention.head_count_kv", 1), ("context_length", 64)] {
+            w.set("llama." + key, .uint32(UInt32(value)))
+        }
+        var random = SeededRandom(seed: 3)
+        for (name, (rows, columns)) in shapes.sorted(by: { $0.key < $1.key }) {
+            let values = (0..<(rows * columns)).map { _ in random.normal() * 0.05 }
+            try values.withUnsafeBufferPointer { try w.addTensor(name, rows: rows, columns: columns, values: $0, as: types[name]!) }
+        }
+        for name in ["blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"] {
+            try [Float](repeating: 1, count: 256).withUnsafeBufferPointer { try w.addTensor(name, rows: nil, columns: 256, values: $0, as: .F32) }
+        }
+        let dir = try temporaryDirectory()
+        try w.write(to: dir + "/base.gguf")
+
+        let model = try LlamaModel.load(gguf: dir + "/base.gguf")
+        try model.saveGGUF(to: dir + "/same.gguf", type: nil)
+        let base = try GGUFFile(path: dir + "/base.gguf"), same = try GGUFFile(path: dir + "/same.gguf")
+        XCTAssertEqual(Set(same.tensorNames), Set(base.tensorNames))
+        for name in base.tensorNames {
+            let type = try base.info(name).type
+            XCTAssertEqual(try same.info(name).type, type, name)
+            XCTAssertEqual(try same.info(name).byteCount, try base.info(name).byteCount, name)
+            let original = try base.floats(name), written = try same.floats(name)
+            let scale = original.map(abs).max()!
+            // Requantizing values already on a grid moves them by at most about one step of it.
+            let step: Float = [.Q4_0: 1.0 / 7, .Q4_1: 2.0 / 15, .Q4_K: 2.0 / 15, .Q5_0: 1.0 / 15, .Q5_K: 1.0 / 15, .Q6_K: 1.0 / 31, .Q8_0: 1.0 / 127][type] ?? 0
+            XCTAssertLessThanOrEqual(zip(original, written).map { abs($0 - $1) }.max()!, step * scale, name)
+        }
+    }
+
     func testHuggingFaceBaseCannotBeWrittenAsGGUFYet() throws {
         let model = try LlamaModel.load(folder: fixturesPath + "/llama_tied/model")
         XCTAssertThrowsError(try model.saveGGUF(to: try temporaryDirectory() + "/m.gguf", type: .F32)) { e in

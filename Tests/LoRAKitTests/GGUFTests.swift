@@ -105,7 +105,7 @@ final class GGUFTests: XCTestCase {
         let expected = try SafetensorsFile(path: fixtures + "/quants_expected.safetensors")
         let input = try expected.floats("q8_0_input")
         let reference = try expected.ints("q8_0_bytes").map { UInt8($0) }
-        let bytes = try GGMLQuant.quantizeQ8_0(input)
+        let bytes = try GGMLQuant.quantize(.Q8_0, input)
         XCTAssertEqual(bytes.count, reference.count)
         let mismatches = zip(bytes, reference).indices(where: { $0 != $1 })
         if let first = mismatches.first {
@@ -125,8 +125,8 @@ final class GGUFTests: XCTestCase {
             guard step >= 0x1p-14, step <= 65504 else { continue }
             for i in slice.indices { XCTAssertEqual(back[i], input[i], accuracy: step * 0.57, "block \(block)") }
         }
-        assertThrows(try GGMLQuant.quantizeQ8_0([Float](repeating: 1, count: 33)), mentioning: ["33", "32"])
-        XCTAssertEqual(try GGMLQuant.quantizeQ8_0([]), [])
+        assertThrows(try GGMLQuant.quantize(.Q8_0, [Float](repeating: 1, count: 33)), mentioning: ["33", "32"])
+        XCTAssertEqual(try GGMLQuant.quantize(.Q8_0, []), [])
     }
 
     func testGGMLTypeTableMatchesGGUFPy() throws {

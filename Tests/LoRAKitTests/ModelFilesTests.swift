@@ -74,8 +74,42 @@ final class ModelFilesTests: XCTestCase {
         try model.saveHuggingFace(to: half, dtype: .bf16)
         XCTAssertLessThan(relativeError(try LlamaModel.load(folder: half).logits(batch).array, adapted), 3e-2)
         let names = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
-        XCTAssertEqual(names, ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
+        XCTAssertEqual(names, ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
         XCTAssertEqual(try String(contentsOfFile: out + "/tokenizer.json", encoding: .utf8), #"{"model": {"type": "BPE"}}"#)
+        // The fixture's config.json has bos_token_id 1 and eos_token_id 2 and no generation_config.json.
+        XCTAssertEqual(try jsonObject(out + "/generation_config.json") as NSDictionary, ["bos_token_id": 1, "eos_token_id": 2])
+    }
+
+    /// A merged folder carries the base's generation_config.json whole and the bos/eos ids in both JSON
+    /// files; where the base's JSON files do not state them, they come from its tokenizer files.
+    func testMergedFolderCarriesGenerationConfigAndTokenIds() throws {
+        let tiny = fixturesPath + "/tiny_chat"
+        let out = try temporaryDirectory() + "/merged"
+        try LlamaModel.load(folder: tiny).saveHuggingFace(to: out)
+        XCTAssertEqual(try jsonObject(out + "/generation_config.json") as NSDictionary, try jsonObject(tiny + "/generation_config.json") as NSDictionary)
+        let config = try jsonObject(out + "/config.json")
+        XCTAssertEqual(config["bos_token_id"] as? Int, 1)
+        XCTAssertEqual(config["eos_token_id"] as? Int, 2)
+
+        // Without them in config.json and no generation_config.json: tokenizer_config.json names bos
+        // "<|im_start|>" and eos "<|im_end|>", which tokenizer.json's added_tokens number 1 and 2.
+        let bare = try temporaryDirectory() + "/bare"
+        try FileManager.default.copyItem(atPath: tiny, toPath: bare)
+        try FileManager.default.removeItem(atPath: bare + "/generation_config.json")
+        var bareConfig = try jsonObject(bare + "/config.json")
+        bareConfig["bos_token_id"] = nil
+        bareConfig["eos_token_id"] = nil
+        try JSONSerialization.data(withJSONObject: bareConfig).write(to: URL(fileURLWithPath: bare + "/config.json"))
+        let bareOut = try temporaryDirectory() + "/bare-merged"
+        try LlamaModel.load(folder: bare).saveHuggingFace(to: bareOut)
+        XCTAssertEqual(try jsonObject(bareOut + "/generation_config.json") as NSDictionary, ["bos_token_id": 1, "eos_token_id": 2])
+        let written = try jsonObject(bareOut + "/config.json")
+        XCTAssertEqual(written["bos_token_id"] as? Int, 1)
+        XCTAssertEqual(written["eos_token_id"] as? Int, 2)
+    }
+
+    private func jsonObject(_ path: String) throws -> [String: Any] {
+        try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any], path)
     }
 
     func testOutOfVocabularyTokenIsRefused() throws {

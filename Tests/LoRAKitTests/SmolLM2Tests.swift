@@ -81,6 +81,16 @@ extension SmolLM2Tests {
         XCTAssertEqual(q8File.metadata["tokenizer.ggml.tokens"], original.metadata["tokenizer.ggml.tokens"])
         XCTAssertEqual(try q8File.info("blk.0.ffn_up.weight").type, .Q8_0)
         XCTAssertEqual(try LlamaModel.load(gguf: dir + "/q8.gguf").loss(batch).loss, loss, accuracy: 2e-2 * loss)
+
+        // With no type given, each tensor keeps its type in the base (Q4_1, Q8_0 and F32 here), so the
+        // file keeps the base's size; requantizing dequantized Q4_1 blocks changes the loss but little.
+        try model.saveGGUF(to: dir + "/base.gguf", type: nil)
+        let same = try GGUFFile(path: dir + "/base.gguf")
+        XCTAssertEqual(Set(same.tensorNames), Set(original.tensorNames))
+        for name in original.tensorNames { XCTAssertEqual(try same.info(name).type, try original.info(name).type, name) }
+        let size = { (path: String) in try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int }
+        XCTAssertEqual(Double(try size(dir + "/base.gguf")), Double(try size(Self.modelPath)), accuracy: 1e-3 * Double(try size(Self.modelPath)))
+        XCTAssertEqual(try LlamaModel.load(gguf: dir + "/base.gguf").loss(batch).loss, loss, accuracy: 1e-2 * loss)
     }
 }
 
@@ -95,6 +105,13 @@ extension SmolLM2Tests {
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as! [String: Any]
         XCTAssertEqual(config["model_type"] as? String, "llama")
         XCTAssertEqual(config["tie_word_embeddings"] as? Bool, true)
+        // The GGUF's tokenizer.ggml.bos_token_id and eos_token_id, as gguf-py reads them (1 and 2; the
+        // Hugging Face SmolLM2-135M-Instruct config.json says the same).
+        let generation = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/generation_config.json"))) as! [String: Any]
+        for json in [config, generation] {
+            XCTAssertEqual(json["bos_token_id"] as? Int, 1)
+            XCTAssertEqual(json["eos_token_id"] as? Int, 2)
+        }
         let expected = (try reference["loss"] as! NSNumber).doubleValue
         let converted = try LlamaModel.load(folder: out)
         XCTAssertEqual(try converted.loss(batch).loss, expected, accuracy: 1e-4 * expected)

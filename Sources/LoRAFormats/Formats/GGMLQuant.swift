@@ -1,4 +1,4 @@
-// GGML tensor types and their block layouts, dequantization to Float32, and Q8_0 quantization.
+// GGML tensor types, their block layouts, and dequantization to Float32 (GGMLQuantize.swift writes them).
 //
 // A quantized row is a sequence of blocks; each block packs `blockSize` consecutive values into
 // `bytesPerBlock` bytes (scales as IEEE half floats, quants as packed integers). The formulas below
@@ -125,7 +125,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     }
 }
 
-/// Dequantization of GGML blocks to Float32 and quantization of Float32 to Q8_0.
+/// Dequantization of GGML blocks to Float32 (and, in GGMLQuantize.swift, quantization).
 public enum GGMLQuant {
     /// Expands `count` values of `type` starting at `source` (any alignment) into `destination`.
     /// `count` must be a multiple of the type's block size, and the type one of `GGMLType.dequantizable`.
@@ -310,7 +310,7 @@ public enum GGMLQuant {
     /// bytes 0-3 hold scales 0-3 (low 6 bits) and the top bits of scales 4-7, bytes 4-7 the same for
     /// the mins, bytes 8-11 the low nibbles of scales 4-7 (low) and mins 4-7 (high).
     @inline(__always)
-    private static func scaleMin(_ scales: UnsafeRawPointer, _ j: Int) -> (scale: UInt8, min: UInt8) {
+    static func scaleMin(_ scales: UnsafeRawPointer, _ j: Int) -> (scale: UInt8, min: UInt8) {
         if j < 4 {
             return (byte(scales, j) & 0x3F, byte(scales, j + 4) & 0x3F)
         }
@@ -384,62 +384,17 @@ public enum GGMLQuant {
             }
         }
     }
-
-    // MARK: Quantization
-
-    /// Quantizes `values` (a multiple of 32) to Q8_0 blocks, byte for byte what gguf-py's
-    /// `gguf.quants.quantize(data, Q8_0)` (and ggml's reference quantizer) writes: d = max|x| / 127 stored
-    /// as f16, q = x · (1/d) rounded half away from zero. Non-finite values give meaningless blocks.
-    public static func quantizeQ8_0(_ values: [Float]) throws -> [UInt8] {
-        guard values.count % 32 == 0 else {
-            throw LoRAError("Cannot quantize \(values.count) values to Q8_0: the count is not a multiple of 32.")
-        }
-        let byteCount = values.count / 32 * 34
-        return [UInt8](unsafeUninitializedCapacity: byteCount) { buffer, initialized in
-            values.withUnsafeBufferPointer { source in
-                if let from = source.baseAddress, let to = buffer.baseAddress {
-                    quantizeQ8_0(from, count: values.count, into: UnsafeMutableRawPointer(to))
-                }
-            }
-            initialized = byteCount
-        }
-    }
-
-    /// Writes `count / 32` Q8_0 blocks (count / 32 · 34 bytes) for the `count` floats at `source`.
-    public static func quantizeQ8_0(_ source: UnsafePointer<Float>, count: Int, into destination: UnsafeMutableRawPointer) {
-        precondition(count >= 0 && count % 32 == 0, "Q8_0 quantizes whole blocks of 32 values")
-        for b in 0..<(count / 32) {
-            let x = source + b * 32, block = destination + b * 34
-            var amax: Float = 0
-            for j in 0..<32 { amax = Swift.max(amax, abs(x[j])) }
-            let d = amax / 127
-            let id: Float = d == 0 ? 0 : 1 / d
-            block.storeBytes(of: floatToFloat16Bits(d).littleEndian, toByteOffset: 0, as: UInt16.self)
-            for j in 0..<32 {
-                // Round half away from zero exactly as gguf-py's np_roundf: floor(a) + floor(2 (a − floor(a))).
-                let v = x[j] * id
-                let a = abs(v)
-                let floored = a.rounded(.down)
-                let rounded = floored + (2 * (a - floored)).rounded(.down)
-                var q: Int8 = 0
-                if rounded.isFinite && rounded <= 128 {  // always so for finite input; guards the conversion
-                    q = Int8(truncatingIfNeeded: Int32(v < 0 ? -rounded : rounded))
-                }
-                block.storeBytes(of: q, toByteOffset: 2 + j, as: Int8.self)
-            }
-        }
-    }
 }
 
 // MARK: Byte access
 
 @inline(__always)
-private func byte(_ p: UnsafeRawPointer, _ i: Int) -> UInt8 {
+func byte(_ p: UnsafeRawPointer, _ i: Int) -> UInt8 {
     p.load(fromByteOffset: i, as: UInt8.self)
 }
 
 /// The little-endian f16 at `p + offset` as Float.
 @inline(__always)
-private func half(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
+func half(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
     float16BitsToFloat(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
 }

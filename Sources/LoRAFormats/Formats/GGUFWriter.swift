@@ -18,7 +18,7 @@ public struct GGUFWriter {
     public mutating func remove(_ key: String) { metadata.removeAll { $0.0 == key } }
 
     /// Adds a [rows × columns] row-major matrix (a vector when rows is nil) stored as `type`
-    /// (F32, F16, BF16 or Q8_0). GGUF lists dimensions fastest-varying first: [columns, rows].
+    /// (one of `GGMLType.quantizable`). GGUF lists dimensions fastest-varying first: [columns, rows].
     public mutating func addTensor(_ name: String, rows: Int?, columns: Int, values: UnsafeBufferPointer<Float>,
                                    as type: GGMLType) throws {
         guard values.count == (rows ?? 1) * columns else {
@@ -27,25 +27,17 @@ public struct GGUFWriter {
         guard let byteCount = type.byteCount(forValues: values.count), columns % type.blockSize == 0 else {
             throw LoRAError("tensor \(name): rows of \(columns) values cannot be stored as \(type) (blocks of \(type.blockSize))")
         }
+        guard type.canQuantize else {
+            throw LoRAError("tensor \(name): GGUF writing supports \(GGMLType.quantizable.map(\.name).joined(separator: ", ")), not \(type)")
+        }
         var data = [UInt8](repeating: 0, count: byteCount)
+        let rowCount = rows ?? 1, rowBytes = byteCount / max(1, rowCount)
         data.withUnsafeMutableBytes { out in
-            let base = values.baseAddress!
-            switch type {
-            case .F32:
-                out.copyMemory(from: UnsafeRawBufferPointer(values))
-            case .F16:
-                let p = out.bindMemory(to: UInt16.self)
-                for i in 0..<values.count { p[i] = floatToFloat16Bits(base[i]).littleEndian }
-            case .BF16:
-                let p = out.bindMemory(to: UInt16.self)
-                for i in 0..<values.count { p[i] = floatToBFloat16Bits(base[i]).littleEndian }
-            case .Q8_0:
-                GGMLQuant.quantizeQ8_0(base, count: values.count, into: out.baseAddress!)
-            default:
-                break
+            guard let from = values.baseAddress, let to = out.baseAddress else { return }
+            Parallel.forRanges(rowCount, minChunk: 8) { part in
+                GGMLQuant.quantize(type, from + part.lowerBound * columns, count: part.count * columns, into: to + part.lowerBound * rowBytes)
             }
         }
-        guard [.F32, .F16, .BF16, .Q8_0].contains(type) else { throw LoRAError("tensor \(name): writing \(type) is not supported") }
         tensors.append((name, type, rows.map { [columns, $0] } ?? [columns], data))
     }
 

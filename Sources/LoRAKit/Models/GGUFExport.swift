@@ -2,10 +2,15 @@ import Foundation
 
 extension LlamaModel {
     /// Writes the model (with any merged adapter) as a GGUF file that llama.cpp loads: tensors in
-    /// llama.cpp's names and q/k row order, norms in F32, matrices as `type` (F32, F16 or Q8_0).
-    /// The metadata, tokenizer included, is carried over from the GGUF the model was read from.
-    public func saveGGUF(to path: String, type: GGMLType) throws {
-        guard [.F32, .F16, .Q8_0].contains(type) else { throw LoRAError("GGUF export supports F32, F16 and Q8_0, not \(type)") }
+    /// llama.cpp's names and q/k row order, norms in F32, matrices as `type`, or with `type` nil each
+    /// as its tensor in the base GGUF, so the merged file keeps the base's size. A type LoRAKit cannot
+    /// write (Q2_K, Q3_K, the IQ types) becomes Q4_K; rows that do not split into a type's blocks take
+    /// llama-quantize's fallback (`GGMLType.fallback`). The metadata, tokenizer included, is carried
+    /// over from the GGUF the model was read from.
+    public func saveGGUF(to path: String, type: GGMLType?) throws {
+        if let type, !type.canQuantize {
+            throw LoRAError("GGUF export writes \(GGMLType.quantizable.map(\.name).joined(separator: ", ")), not \(type)")
+        }
         guard let source = sourcePath, source.hasSuffix(".gguf") else {
             throw LoRAError("GGUF export needs a GGUF base model (its tokenizer metadata is carried over); this model was read from \(sourcePath ?? "memory")")
         }
@@ -14,14 +19,17 @@ extension LlamaModel {
         var w = GGUFWriter()
         w.alignment = original.alignment
         for key in original.metadataKeys where key != "general.alignment" { w.set(key, original.metadata[key]!) }
-        w.set("general.file_type", .uint32(type == .F32 ? 0 : type == .F16 ? 1 : 7))
+        if let type { w.set("general.file_type", .uint32(Self.llamaFileType(type))) }
         w.set("general.quantization_version", .uint32(2))
 
         let c = config
         func matrix(_ name: String, _ m: FrozenMatrix, permuteHeads: Int? = nil) throws {
             var t = m.expanded()
             if let heads = permuteHeads { t = Self.ropeRowsToLlamaCpp(t, heads: heads, headDim: c.headDim) }
-            try w.addTensor(name, rows: m.rows, columns: m.columns, values: UnsafeBufferPointer(t.buffer), as: type)
+            var stored = try type ?? original.info(name).type
+            if !stored.canQuantize { stored = .Q4_K }
+            try w.addTensor(name, rows: m.rows, columns: m.columns, values: UnsafeBufferPointer(t.buffer),
+                            as: stored.fallback(forRowLength: m.columns))
         }
         func vector(_ name: String, _ t: Tensor) throws {
             try w.addTensor(name, rows: nil, columns: t.count, values: UnsafeBufferPointer(t.buffer), as: .F32)
@@ -49,6 +57,25 @@ extension LlamaModel {
             try factors.withUnsafeBufferPointer { try w.addTensor("rope_freqs.weight", rows: nil, columns: factors.count, values: $0, as: .F32) }
         }
         try w.write(to: path)
+    }
+
+    /// llama.cpp's general.file_type (enum llama_ftype) for a file whose matrices are all `type`;
+    /// an all-K-quant file is the "_S" (small) variant.
+    static func llamaFileType(_ type: GGMLType) -> UInt32 {
+        switch type {
+        case .F32: 0
+        case .F16: 1
+        case .Q4_0: 2
+        case .Q4_1: 3
+        case .Q8_0: 7
+        case .Q5_0: 8
+        case .Q5_1: 9
+        case .Q4_K: 14
+        case .Q5_K: 16
+        case .Q6_K: 18
+        case .BF16: 32
+        default: preconditionFailure("\(type) is not a type GGUF export writes")
+        }
     }
 
     /// llama.cpp's name for a Hugging Face module path ("model.layers.3.mlp.up_proj" → "blk.3.ffn_up").

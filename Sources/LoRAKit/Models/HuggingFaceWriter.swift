@@ -8,13 +8,13 @@ public enum ExportDType: String, Sendable, CaseIterable {
 }
 
 extension LlamaModel {
-    /// Tokenizer and generation files copied along when a model is exported.
+    /// Tokenizer files copied along when a model is exported (generation_config.json is rewritten).
     static let companionFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                                 "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja"]
+                                 "vocab.json", "merges.txt", "chat_template.jinja"]
 
-    /// Writes the model as a Hugging Face folder (config.json, model.safetensors and the source
-    /// folder's tokenizer files, or a GGUF source's tokenizer as tokenizer.json + tokenizer_config.json)
-    /// that transformers loads. Adapters must be merged first to be included.
+    /// Writes the model as a Hugging Face folder (config.json, generation_config.json, model.safetensors
+    /// and the source folder's tokenizer files, or a GGUF source's tokenizer as tokenizer.json +
+    /// tokenizer_config.json) that transformers loads. Both JSON files carry the bos/eos token ids. Adapters must be merged first to be included.
     /// The folder is assembled under a temporary name and renamed, so it is never left half-written;
     /// an existing non-empty folder is refused rather than overwritten.
     public func saveHuggingFace(to output: String, dtype: ExportDType = .f32) throws {
@@ -49,18 +49,19 @@ extension LlamaModel {
         }
         try writer.write(to: folder + "/model.safetensors")
 
-        var json: [String: Any] = [:]
-        if let src = sourcePath, let data = fm.contents(atPath: src + "/config.json"),
-           let j = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
-            json = j
-        } else {
-            json = configJSON()
-        }
+        var json = sourceJSON("config.json") ?? configJSON()
         json["tie_word_embeddings"] = headIsTied
         json["torch_dtype"] = dtype.torchName
         if json["dtype"] != nil { json["dtype"] = dtype.torchName }
-        try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
-            .write(to: URL(fileURLWithPath: folder + "/config.json"))
+        var generation = sourceJSON("generation_config.json") ?? [:]
+        // The base's own ids win; transformers reads them from both files.
+        let ids = specialTokenIds(config: json, generation: generation)
+        json.merge(ids) { own, _ in own }
+        generation.merge(ids) { own, _ in own }
+        for (name, contents) in [("config.json", json), ("generation_config.json", generation)] where !contents.isEmpty {
+            try JSONSerialization.data(withJSONObject: contents, options: [.prettyPrinted, .sortedKeys])
+                .write(to: URL(fileURLWithPath: folder + "/" + name))
+        }
 
         if let src = sourcePath, src.hasSuffix(".gguf") {
             // A GGUF carries its tokenizer in the metadata: write it out as transformers' files.
@@ -72,6 +73,28 @@ extension LlamaModel {
                 try fm.copyItem(atPath: src + "/" + name, toPath: folder + "/" + name)
             }
         }
+    }
+
+    /// A JSON object file of the folder the model was read from, if it has one.
+    private func sourceJSON(_ name: String) -> [String: Any]? {
+        guard let src = sourcePath, let data = FileManager.default.contents(atPath: src + "/" + name) else { return nil }
+        return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+    }
+
+    /// bos_token_id and eos_token_id: from the base's config.json, then its generation_config.json, then
+    /// its tokenizer (a GGUF's tokenizer.ggml.bos_token_id / eos_token_id, a folder's tokenizer files).
+    /// An id nobody states is left out.
+    private func specialTokenIds(config: [String: Any], generation: [String: Any]) -> [String: Any] {
+        var ids: [String: Any] = [:]
+        for key in ["bos_token_id", "eos_token_id"] {
+            if let id = config[key] ?? generation[key], !(id is NSNull) { ids[key] = id }
+        }
+        if ids.count < 2, let src = sourcePath,
+           let tokenizer = try? (src.hasSuffix(".gguf") ? Tokenizer.load(gguf: GGUFFile(path: src)) : Tokenizer.load(path: src)) {
+            if ids["bos_token_id"] == nil, let id = tokenizer.bosTokenId { ids["bos_token_id"] = id }
+            if ids["eos_token_id"] == nil, let id = tokenizer.eosTokenId { ids["eos_token_id"] = id }
+        }
+        return ids
     }
 
     /// A config.json for a model that was not read from a folder.
