@@ -65,6 +65,9 @@ g2=$("$lora" generate --adapter-path "$tmp/k1" --prompt "word 40" --max-tokens 8
 "$lora" export-adapter --adapter-path "$tmp/k1" --output "$tmp/k1.gguf" >/dev/null 2>&1 && [ -f "$tmp/k1.gguf" ] \
     && ok "export-adapter without --model" || bad "export-adapter without --model"
 
+"$lora" merge --adapter-path "$tmp/k1" --output "$tmp/merged/k1" >/dev/null 2>&1 && [ -f "$tmp/merged/k1/model.safetensors" ] \
+    && ok "merge without --model, into a missing folder" || bad "merge without --model"
+
 # Output paths are checked before anything is loaded or trained.
 touch "$tmp/afile"
 expect_error "adapter folder is a file" "is a file, but a folder is needed" train "${args[@]}" --iters 1 --adapter-path "$tmp/afile"

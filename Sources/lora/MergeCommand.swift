@@ -17,8 +17,8 @@ struct MergeCommand: ParsableCommand {
             those do not fit. A 4-bit merge can round much of a small adapter's change away; q8_0 keeps it.
             """)
 
-    @Option(help: "Base model: a Hugging Face folder, a .gguf file, smollm2-135m, or a Hub id ORG/NAME.")
-    var model: String
+    @Option(name: [.short, .long], help: ArgumentHelp(stringLiteral: "Base model: " + ModelLocation.help + " Default: the one the adapter names."))
+    var model: String?
 
     @Option(help: "Adapter folder in PEFT's format (adapter_config.json + adapter_model.safetensors).")
     var adapterPath: String = "adapters"
@@ -45,10 +45,14 @@ struct MergeCommand: ParsableCommand {
         try Lora.reportingErrors {
             let target = try target()
             try OutputPath.check(output, force: force)
+            if target.isFolder { try OutputPath.requireWritable(folder: output) } else { try OutputPath.requireWritable(file: output) }
+            let model = try ModelLocation.baseModel(model, adapterPath: adapterPath)
+            if case .gguf(nil) = target { try Self.warnIfCoarse(ModelLocation.path(model)) }
             let base = try ModelLocation.load(model)
             let adapter = try Adapter.load(from: adapterPath, into: base)
             try AdapterValues.requireFinite(folder: adapterPath)
             try adapter.merge()  // refuses non-finite merged weights
+            try OutputPath.createParent(of: output)
             try OutputPath.write(output, force: force) { path in
                 switch target {
                 case .folder(let dtype): try base.saveHuggingFace(to: path, dtype: dtype)
@@ -60,7 +64,20 @@ struct MergeCommand: ParsableCommand {
     }
 
     /// What to write: a Hugging Face folder, or a GGUF with every matrix as `type` (nil: as in the base).
-    enum Target { case folder(ExportDType), gguf(GGMLType?) }
+    enum Target {
+        case folder(ExportDType), gguf(GGMLType?)
+        var isFolder: Bool { if case .folder = self { true } else { false } }
+    }
+
+    /// Written in a base's 4- or 5-bit type, a merged adapter's small change mostly rounds away (measured on
+    /// SmolLM2's Q4_1 with a 10-step quickstart adapter: validation loss 1.8615 merged, against 1.4831
+    /// unmerged and 1.4813 merged as q8_0); say so, since the default keeps the base's type.
+    static func warnIfCoarse(_ path: String) throws {
+        guard path.hasSuffix(".gguf"), let type = try GGUFFile(path: path).tensors["blk.0.attn_q.weight"]?.type,
+              [.Q4_0, .Q4_1, .Q5_0, .Q5_1, .Q2_K, .Q3_K, .Q4_K, .Q5_K].contains(type) else { return }
+        try? FileHandle.standardError.write(contentsOf: Data(("warning: the base stores its matrices as \(type), and the merged file keeps that type "
+            + "and size; rounding to it can undo much of a small adapter's change (--dtype q8_0 keeps it, at about twice the size of a 4-bit file)\n").utf8))
+    }
 
     /// --format and --dtype checked against each other and the output's extension.
     func target() throws -> Target {
