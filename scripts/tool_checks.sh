@@ -15,28 +15,41 @@ word_data "$tmp/data"
 args=(-m $tiny --data "$tmp/data" --batch-size 4 --learning-rate 1e-2 --mask-prompt --rank 4 --dropout 0.1 --steps-per-report 100)
 
 # --- Nothing lost --------------------------------------------------------------------------------
-# Ctrl-C (SIGINT) and SIGTERM mid-run: the step is saved, the resume command printed, exit 128+signal;
-# resuming with that command alone ends on the same adapter bits as an uninterrupted run.
-"$lora" train "${args[@]}" --iters 400 --adapter-path "$tmp/whole" >/dev/null 2>&1
+# Ctrl-C (SIGINT) and SIGTERM mid-run: the step is saved, the resume command printed, and the process
+# ends by the signal (exit status 128+signal); resuming with that command alone ends on the same
+# adapter bits as an uninterrupted run. The signal goes out at the first report, 50 of 1000 steps in.
+sargs=("${args[@]}" --iters 1000 --steps-per-report 50)
+"$lora" train "${sargs[@]}" --adapter-path "$tmp/whole" >/dev/null 2>&1
 for sig in INT TERM; do
-    "$lora" train "${args[@]}" --iters 400 --adapter-path "$tmp/stop$sig" >"$tmp/out$sig" 2>&1 &
+    "$lora" train "${sargs[@]}" --adapter-path "$tmp/stop$sig" >"$tmp/out$sig" 2>&1 &
     pid=$!
-    for _ in $(seq 1 500); do grep -q "validation loss before" "$tmp/out$sig" 2>/dev/null && break; sleep 0.01; done
-    sleep 0.3
+    for _ in $(seq 1 1000); do grep -q "^step 50/1000" "$tmp/out$sig" 2>/dev/null && break; sleep 0.01; done
     kill -$sig $pid; wait $pid; rc=$?
     want=$([ $sig = INT ] && echo 130 || echo 143)
     resume=$(sed -n 's/^resume with: //p' "$tmp/out$sig")
-    step=$(sed -n 's/.*stopped after step \([0-9]*\) of 400.*/\1/p' "$tmp/out$sig")
-    if [ $rc -eq $want ] && [ "$resume" = "lora train --resume --adapter-path $tmp/stop$sig" ] && [ -n "$step" ] && [ "$step" -lt 400 ] \
+    step=$(sed -n 's/.*stopped after step \([0-9]*\) of 1000.*/\1/p' "$tmp/out$sig")
+    if [ $rc -eq $want ] && [ "$resume" = "lora train --resume --adapter-path $tmp/stop$sig" ] && [ -n "$step" ] && [ "$step" -lt 1000 ] \
         && [ -f "$tmp/stop$sig/checkpoint.safetensors" ]; then
         (cd "$tmp" && "$lora" ${resume#lora } >"$tmp/resumed$sig" 2>&1)
-        grep -q "^resuming at step $step of 400" "$tmp/resumed$sig" && cmp -s "$tmp/whole/adapter_model.safetensors" "$tmp/stop$sig/adapter_model.safetensors" \
+        grep -q "^resuming at step $step of 1000" "$tmp/resumed$sig" && cmp -s "$tmp/whole/adapter_model.safetensors" "$tmp/stop$sig/adapter_model.safetensors" \
             && ok "SIG$sig at step $step: saved, exit $rc, and '$resume' ends on the uninterrupted run's adapter bits" \
             || bad "SIG$sig resume: $(tail -3 "$tmp/resumed$sig")"
     else
         bad "SIG$sig (exit $rc, step '$step', resume '$resume'): $(tail -4 "$tmp/out$sig")"
     fi
 done
+
+# Ended by the signal itself rather than exiting 130, so a shell script running lora train stops too.
+python3 - "$lora" "$tmp/sig" "${sargs[@]}" <<'PY' && ok "after saving, SIGINT ends the process (returncode -2, not exit 130)" || bad "the process was not ended by SIGINT"
+import signal, subprocess, sys, time
+p = subprocess.Popen([sys.argv[1], "train", *sys.argv[3:], "--adapter-path", sys.argv[2]], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+for line in p.stdout:
+    if line.startswith("step 50/1000"):
+        p.send_signal(signal.SIGINT)
+        break
+p.stdout.read()
+sys.exit(0 if p.wait() == -signal.SIGINT else 1)
+PY
 
 # --save-every is 100 by default; --keep-checkpoints N keeps the last N saves' adapters; --save-best the best one.
 "$lora" train "${args[@]}" --iters 120 --keep-checkpoints 5 --adapter-path "$tmp/k1" >/dev/null 2>&1
@@ -68,6 +81,11 @@ g2=$("$lora" generate --adapter-path "$tmp/k1" --prompt "word 40" --max-tokens 8
 "$lora" merge --adapter-path "$tmp/k1" --output "$tmp/merged/k1" >/dev/null 2>&1 && [ -f "$tmp/merged/k1/model.safetensors" ] \
     && ok "merge without --model, into a missing folder" || bad "merge without --model"
 
+"$lora" train "${args[@]}" --epochs 2 --save-every 2 --adapter-path "$tmp/ep" >/dev/null 2>&1
+"$lora" train --resume --adapter-path "$tmp/ep" --epochs 3 >"$tmp/epout" 2>&1 && grep -q "^resuming at step 12 of 18" "$tmp/epout" \
+    && ok "--resume with --epochs replaces the saved steps: $(grep '^resuming' "$tmp/epout")" || bad "resume with --epochs: $(tail -2 "$tmp/epout")"
+expect_error "resume from a folder without settings" "$tmp/none has no training_args.json to resume with" train --resume --adapter-path "$tmp/none"
+
 # Output paths are checked before anything is loaded or trained.
 touch "$tmp/afile"
 expect_error "adapter folder is a file" "is a file, but a folder is needed" train "${args[@]}" --iters 1 --adapter-path "$tmp/afile"
@@ -82,8 +100,8 @@ expect_error "metrics file is a folder" "is a folder, but a file is needed" trai
 # --- No silent no-ops ----------------------------------------------------------------------------
 expect_error "a target that matches nothing" "vproj matches no linear layer of this model; its modules are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj" \
     train "${args[@]}" --iters 1 --targets q_proj,vproj --adapter-path "$tmp/n1"
-"$lora" train "${args[@]}" --iters 1 --targets q_proj,v_proj --adapter-path "$tmp/n2" >"$tmp/n2out" 2>&1
-grep -q "^  q_proj: 2 layers, 512; v_proj: 2 layers, 384$" "$tmp/n2out" && ok "the trainable-parameter line is followed by a per-target count: $(grep '^  q_proj' "$tmp/n2out")" \
+"$lora" train "${args[@]}" --iters 1 --targets q_proj,v_proj,lm_head --adapter-path "$tmp/n2" >"$tmp/n2out" 2>&1
+grep -q "^  q_proj: 2 layers, 512; v_proj: 2 layers, 384; lm_head: 1 layer, [0-9,]*$" "$tmp/n2out" && ok "the trainable-parameter line is followed by a per-target count: $(grep '^  q_proj' "$tmp/n2out")" \
     || bad "per-target count: $(cat "$tmp/n2out")"
 expect_error "--alpha 0" "--alpha must be a finite number above 0" train "${args[@]}" --alpha 0
 expect_error "--rank 0" "--rank must be at least 1" train "${args[@]}" --rank 0
@@ -135,8 +153,8 @@ expect_error "no model and no adapter settings" "--model is required" train --da
 if command -v tmux >/dev/null; then
     for cols in 80 60; do
         tmux kill-session -t lora$cols 2>/dev/null
-        tmux new-session -d -s lora$cols -x $cols -y 20 \
-            "'$lora' train ${args[*]} --iters 100000 --save-every 0 --adapter-path '$tmp/bar$cols'; sleep 30"
+        tmux new-session -d -s lora$cols -x $cols -y 20 "'$lora' train ${args[*]} --iters 100000 --save-every 0 --adapter-path '$tmp/bar$cols'"
+        tmux set-option -t lora$cols remain-on-exit on  # the screen stays after Ctrl-C ends the run
         line=""
         for _ in $(seq 1 100); do
             sleep 0.1

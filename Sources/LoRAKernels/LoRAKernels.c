@@ -10,7 +10,8 @@ uint32_t lora_cpu_features(void) {
     // __builtin_cpu_supports also checks that the OS saves the wide registers (XGETBV).
     __builtin_cpu_init();
     uint32_t f = 0;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) f |= LORA_CPU_AVX2_FMA;
+    // F16C too (every AVX2 CPU has it): the quantized dot kernels convert block scales with it.
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) f |= LORA_CPU_AVX2_FMA;
     if (__builtin_cpu_supports("avx512f")) f |= LORA_CPU_AVX512F;
     if (__builtin_cpu_supports("avx512bf16")) f |= LORA_CPU_AVX512BF16;
     return f;

@@ -1,26 +1,11 @@
 // Dot products of GGML-quantized weight rows with fp32 vectors, straight from the blocks: what
 // token-by-token generation spends its time on (each weight read once per token). The activations
 // stay fp32, so the result is the fp32 product of the dequantized weights up to summation order;
-// the portable reference is LoRAFormats' QuantizedDot.reference.
+// the reference they are tested against is GGMLQuant's dequantization and a product in Double.
+// Block scales are halves, converted with F16C (every AVX2 CPU has it; AVX-512F implies it).
 #include "LoRAKernels.h"
 
 #include <string.h>
-
-/// IEEE half to float, for the blocks' scales (two per block of 32 values: not worth F16C's
-/// dependency on a CPU flag).
-static inline float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
-    uint32_t bits;
-    if (exponent == 0) {
-        float f = (float)mantissa * (1.0f / 16777216.0f);  // zero or subnormal: mantissa · 2⁻²⁴
-        return sign ? -f : f;
-    }
-    if (exponent == 31) bits = sign | 0x7F800000u | (mantissa << 13);
-    else bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
 
 static inline uint16_t load_u16(const uint8_t *p) {
     uint16_t v;
@@ -47,7 +32,7 @@ static inline void avx512_row(int type, const uint8_t *row, int64_t blocks, cons
     const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * bb;
-        const __m512 d = _mm512_set1_ps(half_to_float(load_u16(blk)));
+        const __m512 d = _mm512_set1_ps(_cvtsh_ss(load_u16(blk)));
         __m512 w0, w1, m = _mm512_setzero_ps();
         if (type == LORA_QDOT_Q8_0) {
             w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
@@ -63,7 +48,7 @@ static inline void avx512_row(int type, const uint8_t *row, int64_t blocks, cons
             } else {
                 w0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
                 w1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
-                m = _mm512_set1_ps(half_to_float(load_u16(blk + 2)));
+                m = _mm512_set1_ps(_cvtsh_ss(load_u16(blk + 2)));
             }
         }
         for (int64_t r = 0; r < nx; r++) {
@@ -77,12 +62,67 @@ static inline void avx512_row(int type, const uint8_t *row, int64_t blocks, cons
     for (int64_t r = 0; r < nx; r++) sums[r] = _mm512_reduce_add_ps(type == LORA_QDOT_Q4_1 ? _mm512_add_ps(acc[r], offsets[r]) : acc[r]);
 }
 
+// Two rows against one vector (token-by-token decoding): the vector is loaded once for both, and
+// the two rows' chains run side by side.
+__attribute__((target("avx512f"), always_inline))
+static inline void avx512_two_rows(int type, const uint8_t *row0, const uint8_t *row1, int64_t blocks, const float *x,
+                                   float sums[2]) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off0 = _mm512_setzero_ps(), off1 = _mm512_setzero_ps();
+    const __m128i low = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    const int64_t bb = block_bytes(type), qs = type == LORA_QDOT_Q4_1 ? 4 : 2;
+    for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *p0 = row0 + b * bb, *p1 = row1 + b * bb;
+        const __m512 x0 = _mm512_loadu_ps(x + b * 32), x1 = _mm512_loadu_ps(x + b * 32 + 16);
+        __m512 a0, a1, c0, c1;
+        if (type == LORA_QDOT_Q8_0) {
+            a0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p0 + 2))));
+            a1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p0 + 18))));
+            c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p1 + 2))));
+            c1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p1 + 18))));
+        } else {
+            const __m128i q0 = _mm_loadu_si128((const __m128i *)(p0 + qs)), q1 = _mm_loadu_si128((const __m128i *)(p1 + qs));
+            __m128i l0 = _mm_and_si128(q0, low), h0 = _mm_and_si128(_mm_srli_epi16(q0, 4), low);
+            __m128i l1 = _mm_and_si128(q1, low), h1 = _mm_and_si128(_mm_srli_epi16(q1, 4), low);
+            if (type == LORA_QDOT_Q4_0) {
+                l0 = _mm_sub_epi8(l0, eight); h0 = _mm_sub_epi8(h0, eight);
+                l1 = _mm_sub_epi8(l1, eight); h1 = _mm_sub_epi8(h1, eight);
+                a0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(l0)); a1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(h0));
+                c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(l1)); c1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(h1));
+            } else {
+                a0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(l0)); a1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(h0));
+                c0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(l1)); c1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(h1));
+            }
+        }
+        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p0))), _mm512_fmadd_ps(a1, x1, _mm512_mul_ps(a0, x0)), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p1))), _mm512_fmadd_ps(c1, x1, _mm512_mul_ps(c0, x0)), acc1);
+        if (type == LORA_QDOT_Q4_1) {
+            const __m512 xs = _mm512_add_ps(x0, x1);
+            off0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p0 + 2))), xs, off0);
+            off1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p1 + 2))), xs, off1);
+        }
+    }
+    sums[0] = _mm512_reduce_add_ps(type == LORA_QDOT_Q4_1 ? _mm512_add_ps(acc0, off0) : acc0);
+    sums[1] = _mm512_reduce_add_ps(type == LORA_QDOT_Q4_1 ? _mm512_add_ps(acc1, off1) : acc1);
+}
+
 __attribute__((target("avx512f")))
 void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
                       int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
-    for (int64_t i = 0; i < rows; i++) {
+    int64_t i = 0;
+    if (nx == 1) {
+        for (; i + 2 <= rows; i += 2) {
+            float sums[2];
+            const uint8_t *row = w + i * row_bytes;
+            switch (type) {
+            case LORA_QDOT_Q4_0: avx512_two_rows(LORA_QDOT_Q4_0, row, row + row_bytes, blocks, x, sums); break;
+            case LORA_QDOT_Q4_1: avx512_two_rows(LORA_QDOT_Q4_1, row, row + row_bytes, blocks, x, sums); break;
+            default: avx512_two_rows(LORA_QDOT_Q8_0, row, row + row_bytes, blocks, x, sums); break;
+            }
+            for (int r = 0; r < 2; r++) y[i + r] = beta == 0 ? sums[r] : beta * y[i + r] + sums[r];
+        }
+    }
+    for (; i < rows; i++) {
         float sums[4];
-        // Each type its own instance, so the per-block branches fold away.
         // Each type and vector count its own instance: the branches fold away and the accumulators
         // stay in registers (indexed by a run-time count they would live in memory).
         const uint8_t *row = w + i * row_bytes;
@@ -104,13 +144,13 @@ void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t row
 }
 
 /// Eight values as floats, from 8 bytes: unsigned (nibbles) or signed.
-__attribute__((target("avx2,fma"), always_inline))
+__attribute__((target("avx2,fma,f16c"), always_inline))
 static inline __m256 avx2_u8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
-__attribute__((target("avx2,fma"), always_inline))
+__attribute__((target("avx2,fma,f16c"), always_inline))
 static inline __m256 avx2_i8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
 
 // As avx512_row, with the block's 32 weights in four ymm of floats.
-__attribute__((target("avx2,fma"), always_inline))
+__attribute__((target("avx2,fma,f16c"), always_inline))
 static inline void avx2_row(int type, const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx,
                             float sums[4]) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -119,7 +159,7 @@ static inline void avx2_row(int type, const uint8_t *row, int64_t blocks, const 
     const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * bb;
-        const __m256 d = _mm256_set1_ps(half_to_float(load_u16(blk)));
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(blk)));
         __m256 w[4], m = _mm256_setzero_ps();
         if (type == LORA_QDOT_Q8_0) {
             for (int j = 0; j < 4; j++) w[j] = avx2_i8(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * j)));
@@ -135,7 +175,7 @@ static inline void avx2_row(int type, const uint8_t *row, int64_t blocks, const 
             } else {
                 w[0] = avx2_u8(lo); w[1] = avx2_u8(_mm_srli_si128(lo, 8));
                 w[2] = avx2_u8(hi); w[3] = avx2_u8(_mm_srli_si128(hi, 8));
-                m = _mm256_set1_ps(half_to_float(load_u16(blk + 2)));
+                m = _mm256_set1_ps(_cvtsh_ss(load_u16(blk + 2)));
             }
         }
         for (int64_t r = 0; r < nx; r++) {
@@ -160,7 +200,7 @@ static inline void avx2_row(int type, const uint8_t *row, int64_t blocks, const 
     }
 }
 
-__attribute__((target("avx2,fma")))
+__attribute__((target("avx2,fma,f16c")))
 void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
                     int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
     for (int64_t i = 0; i < rows; i++) {
@@ -189,7 +229,7 @@ void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows,
 void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
                       int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
     (void)type; (void)w; (void)row_bytes; (void)rows; (void)blocks; (void)x; (void)ldx; (void)nx; (void)beta; (void)y; (void)ldy;
-    (void)half_to_float; (void)load_u16; (void)block_bytes;
+    (void)load_u16; (void)block_bytes;
     __builtin_trap();
 }
 

@@ -45,7 +45,9 @@ struct MergeCommand: ParsableCommand {
         try Lora.reportingErrors {
             let target = try target()
             try OutputPath.check(output, force: force)
-            if target.isFolder { try OutputPath.requireWritable(folder: output) } else { try OutputPath.requireWritable(file: output) }
+            // With --force the output is written beside the old one and renamed over it: its folder must take it.
+            if force && OutputPath.isTaken(output) { try OutputPath.requireWritable(folder: (OutputPath.absolute(output) as NSString).deletingLastPathComponent) }
+            else if target.isFolder { try OutputPath.requireWritable(folder: output) } else { try OutputPath.requireWritable(file: output) }
             let model = try ModelLocation.baseModel(model, adapterPath: adapterPath)
             if case .gguf(nil) = target { try Self.warnIfCoarse(ModelLocation.path(model)) }
             let base = try ModelLocation.load(model)

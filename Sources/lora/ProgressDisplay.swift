@@ -72,7 +72,7 @@ final class ProgressDisplay {
             let filled = p.totalSteps > 0 ? width * p.step / p.totalSteps : 0
             parts.insert(String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled), at: 0)
         }
-        return String(parts.joined(separator: "  ").prefix(room))
+        return String(parts.joined(separator: "  ").prefix(max(0, room)))
     }
 
     /// The terminal's width in columns, 80 where it cannot be asked.

@@ -9,6 +9,16 @@ final class StopSignals: @unchecked Sendable {
         var name: String { number == SIGINT ? "SIGINT (Ctrl-C)" : "SIGTERM" }
         /// 128 + the signal's number, what a shell reports for a process the signal ended.
         var exitCode: Int32 { 128 + number }
+
+        /// Ends the process by this signal, its default action, so that a shell script running `lora
+        /// train` stops too (bash goes on after a child that merely exits 130); exits 128 + the number
+        /// should the signal not end it.
+        func endProcess() -> Never {
+            fflush(nil)
+            signal(number, SIG_DFL)
+            kill(getpid(), number)
+            _exit(exitCode)
+        }
     }
 
     private let lock = NSLock()
@@ -38,7 +48,7 @@ final class StopSignals: @unchecked Sendable {
         }
         guard earlier == 0 else {
             // Checkpoints are written so that a kill at any moment leaves the last complete step.
-            _exit(Signal(number: earlier).exitCode)
+            Signal(number: earlier).endProcess()
         }
         let clear = isatty(STDOUT_FILENO) != 0 ? ProgressDisplay.clearLine : ""  // the live progress line
         let line = clear + "\(Signal(number: number).name): stopping after this step to save it (send it again to quit now)\n"

@@ -139,7 +139,7 @@ struct TrainCommand: ParsableCommand {
         let maxSeqLength = try integer(self.maxSeqLength, "max-seq-length", 2048, minimum: 2, maximum: 1 << 20)
         let maskPrompt = try bool(self.maskPrompt, "mask-prompt")
         let metricsFile = try metricsFile ?? file.string("metrics-file")
-        if let metricsFile { arguments["metrics-file"] = metricsFile }
+        if let metricsFile { arguments["metrics-file"] = OutputPath.absolute(metricsFile) }
 
         let r = try integer(rank, "rank", adapterKind == .vera ? 256 : 8, maximum: LoRAConfig.maximumRank)
         let targetModules = TargetModules(commaSeparated: try string(targets, "targets", "all-linear"))
@@ -205,13 +205,16 @@ struct TrainCommand: ParsableCommand {
             adapterConfig = lora
         }
         let numLayers = try integer(self.numLayers, "num-layers", 0, minimum: 0, maximum: ModelConfig.maximumLayers)
-        let givenEpochs = try epochs ?? file.int("epochs"), givenIters = try iters ?? file.int("iters")
+        // The saved steps count only when this run names neither: --epochs on a resume replaces them.
+        let givenEpochs = try epochs ?? file.int("epochs")
+        let givenIters = try iters ?? given.int("iters") ?? (givenEpochs == nil ? file.int("iters") : nil)
         if givenEpochs != nil && givenIters != nil { throw LoRAError("give --iters or --epochs, not both") }
         let epochs = try givenEpochs.map { try integer($0, "epochs", 1) }
         let iters = try givenIters.map { try integer($0, "iters", 1) }
         arguments["epochs"] = nil  // stored as the steps it makes, so that a resume asks for no more
 
-        let missing = resume ? " (\(adapterPath)/\(TrainingArguments.fileName) has none either)" : ""
+        let missing = !resume ? "" : FileManager.default.fileExists(atPath: adapterPath + "/" + TrainingArguments.fileName)
+            ? " (\(adapterPath)/\(TrainingArguments.fileName) has none either)" : " (\(adapterPath) has no \(TrainingArguments.fileName) to resume with)"
         guard let model = try model ?? file.string("model") else { throw LoRAError("--model is required (or model: in the config file)\(missing)") }
         guard let data = try data ?? file.string("data") else { throw LoRAError("--data is required (or data: in the config file)\(missing)") }
         arguments["model"] = try ModelLocation.canonicalName(model)
@@ -323,6 +326,7 @@ struct TrainCommand: ParsableCommand {
         }
         loop.companionFiles[TrainingArguments.fileName] = try arguments.json()
         let stop = StopSignals()
+        defer { withExtendedLifetime(stop) {} }  // signals during the summary are taken, not a crash
         loop.shouldStop = { stop.received != nil }
         let summary = try loop.run(folder: adapterPath) { p in
             display.show(p)
@@ -339,7 +343,7 @@ struct TrainCommand: ParsableCommand {
             display.printAbove("\(signal.name): stopped after step \(summary.steps) of \(settings.iterations); the adapter and checkpoint of step \(summary.steps) are saved in \(adapterPath)")
             print("resume with: lora train --resume --adapter-path \(OutputPath.shellQuoted(adapterPath))")
             fflush(nil)
-            throw ExitCode(signal.exitCode)
+            signal.endProcess()
         }
         print(String(format: "trained %d steps in %@ (%.0f tok/s, %.0f target tok/s this session), %d target tokens in all, peak memory %.0f MB",
                      summary.steps, ProgressDisplay.duration(summary.seconds), summary.processedTokensPerSecond, summary.tokensPerSecond,
@@ -378,11 +382,11 @@ struct TrainCommand: ParsableCommand {
     /// in one name of several would train without that module), listing the names the model has.
     static func requireMatches(_ targets: TargetModules, in model: LlamaModel) throws {
         guard case .names(let names) = targets else { return }
-        let sites = model.sites.filter { $0.name != "lm_head" }
-        let unmatched = names.filter { name in !sites.contains { $0.path == name || $0.path.hasSuffix("." + name) } }
+        let unmatched = names.filter { name in !model.sites.contains { $0.path == name || $0.path.hasSuffix("." + name) } }
         guard !unmatched.isEmpty else { return }
         var kinds: [String] = []
-        for site in sites where !kinds.contains(site.name) { kinds.append(site.name) }
+        for site in model.sites where site.name != "lm_head" && !kinds.contains(site.name) { kinds.append(site.name) }
+        let sites = model.sites.filter { $0.name != "lm_head" }
         throw LoRAError("--targets \(unmatched.joined(separator: ", ")) \(unmatched.count == 1 ? "matches" : "match") no linear layer of this model; "
                         + "its modules are \(kinds.joined(separator: ", ")) (or all-linear, or full paths such as \(sites.first?.path ?? "model.layers.0.self_attn.q_proj"))")
     }

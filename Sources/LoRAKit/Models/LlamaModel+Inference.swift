@@ -60,6 +60,21 @@ extension LlamaModel {
                 defer { s.deallocate() }
                 for h in heads {
                     let kb = keys + (h / group) * hd, vb = values + (h / group) * hd
+                    if n <= Linear.decodeRows {
+                        // A token at a time: plain dot products and sums, where packing for a product
+                        // of one row cost more than the product (a tenth of a decoding step).
+                        for i in 0..<n {
+                            let row = s + i * total, qi = q + i * qd + h * hd, o = out + i * qd + h * hd
+                            for t in 0..<total { row[t] = scale * dot(qi, kb + t * kvd, hd) }
+                            _ = causalSoftmaxRow(row, valid: p0 + i + 1, count: total)
+                            o.initialize(repeating: 0, count: hd)
+                            for t in 0..<(p0 + i + 1) where row[t] != 0 {
+                                let p = row[t], v = vb + t * kvd
+                                for d in 0..<hd { o[d] += p * v[d] }
+                            }
+                        }
+                        continue
+                    }
                     Gemm.sgemm(transA: false, transB: true, m: n, n: total, k: hd, alpha: scale,
                                a: q + h * hd, lda: qd, b: kb, ldb: kvd, beta: 0, c: s, ldc: total)
                     for i in 0..<n { _ = causalSoftmaxRow(s + i * total, valid: p0 + i + 1, count: total) }

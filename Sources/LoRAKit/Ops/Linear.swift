@@ -152,6 +152,7 @@ public final class Linear: @unchecked Sendable {
 
     private func packedDecodeProduct(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, beta: Float) {
         let n = inFeatures, out = outFeatures, chunk = 16
+        if rows == 0 { return }
         if case .packed(let packed) = matrix.storage, packed.hasDotProducts {
             // Straight from the quantized blocks (QuantizedDot): no Float32 rows at all.
             Parallel.forRanges(out, minChunk: 64) { range in
