@@ -51,6 +51,9 @@ struct BenchCommand: ParsableCommand {
     }
 
     private func measure() throws {
+        // Under mpirun the ranks split each batch; the throughput is the whole batch's, over all ranks.
+        let group = DataParallelRun.start()
+        if let group { try DataParallelRun.check(group, batchSize: batchSize, method: .lora, dropout: 0) }
         let model = try loadModel()
         model.gradientCheckpointing = gradCheckpoint
         SlowPathNotice.warnIfSlow()
@@ -70,6 +73,7 @@ struct BenchCommand: ParsableCommand {
         let optimizer = try trainingMethod.makeOptimizer(adapter: adapter, settings: settings)
         let optimizerStateBytes = (optimizer.m + optimizer.v).reduce(0) { $0 + $1.count * 4 }
         let trainer = Trainer(model: model, optimizer: optimizer, totalSteps: warmup + steps)
+        trainer.group = group
         var random = SeededRandom(seed: 3)
         let n = batchSize * seqLen
         let estimate = MemoryEstimate(model: model, batchSize: batchSize, seqLen: seqLen)
@@ -97,7 +101,7 @@ struct BenchCommand: ParsableCommand {
                 "trainable_parameters": adapter.parameterCount, "optimizer_state_bytes": optimizerStateBytes, "dequantize": dequantize, "tokens_per_second": tokensPerSecond, "peak_rss_mb": peak,
                 "estimated_peak_mb": estimate.totalBytes / 1_048_576,
                 "grad_checkpoint": gradCheckpoint,
-                "step_seconds": stepSeconds, "threads": Parallel.threadCount, "blas": "\(Gemm.backend)", "precision": "\(model.precision)",
+                "step_seconds": stepSeconds, "threads": Parallel.threadCount, "ranks": group?.size ?? 1, "blas": "\(Gemm.backend)", "precision": "\(model.precision)",
                 "gflop_per_token": flopsPerStep / Double(n) / 1e9, "achieved_gflops": achieved / 1e9,
                 "sgemm_gflops": gemmRate / 1e9, "fraction_of_sgemm": achieved / gemmRate,
             ]
@@ -109,6 +113,7 @@ struct BenchCommand: ParsableCommand {
             print(String(format: "trainable parameters: %d; optimizer state: %.1f MB", adapter.parameterCount, Double(optimizerStateBytes) / 1e6))
             print(String(format: "frozen matrices in memory: %.0f MB", Double(weights) / 1e6))
             print("batch \(batchSize) x \(seqLen) tokens, matrix products: \(model.precision == .bf16 ? "bf16 (AVX-512 BF16) for the base, " : "")\(Gemm.backend), threads: \(Parallel.threadCount)"
+                  + (group.map { " per rank × \($0.size) MPI ranks" } ?? "")
                   + (gradCheckpoint ? ", gradient checkpointing" : ""))
             print("steps (s): " + stepSeconds.map { String(format: "%.3f", $0) }.joined(separator: " "))
             print(String(format: "throughput: %.1f tokens/s", tokensPerSecond))

@@ -74,6 +74,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     private func train() throws {
+        let group = DataParallelRun.start()
         let given = try config.map { try ConfigFile(path: $0, allowedKeys: trainSettingNames) } ?? ConfigFile()
         let resume = try self.resume ?? given.bool("resume") ?? false
         let adapterPath = try adapterPath ?? given.string("adapter-path") ?? "adapters"
@@ -224,7 +225,9 @@ struct TrainCommand: ParsableCommand {
 
         try OutputPath.requireWritable(folder: adapterPath)
         for path in [metricsFile, summaryFile].compactMap({ $0 }) { try OutputPath.requireWritable(file: path) }
-        let metrics = try metricsFile.map { try MetricsFile(path: $0) }
+        if let group { try DataParallelRun.check(group, batchSize: settings.batchSize, method: adapterKind, dropout: dropoutValue) }
+        let lead = group == nil || group!.rank == 0  // the rank that writes the folder, metrics and summary
+        let metrics = try lead ? metricsFile.map { try MetricsFile(path: $0) } : nil
 
         // Everything checked: now the expensive part.
         let tokenizer = try ModelLocation.tokenizer(model)
@@ -246,7 +249,8 @@ struct TrainCommand: ParsableCommand {
         }
         arguments["iters"] = settings.iterations
         try settings.validate()
-        let display = ProgressDisplay()
+        // mpirun relays each rank's output line by line (through a terminal of its own): no live line there.
+        let display = group == nil ? ProgressDisplay() : ProgressDisplay(live: false)
         guard trainSet.targetCount > 0 else {
             throw LoRAError("no row of \(trainPath) has a token to train on\(maskPrompt ? " after --mask-prompt (every completion or assistant turn is empty or cut off by --max-seq-length)" : "")")
         }
@@ -317,9 +321,13 @@ struct TrainCommand: ParsableCommand {
                              gradientCheckpointing: base.gradientCheckpointing)
         }
         display.printAbove("estimated peak memory: \(memory.summary)")
-        loop.folderLock = try folderLock ?? AdapterFolderLock(folder: adapterPath)
+        loop.group = group
+        if lead { loop.folderLock = try folderLock ?? AdapterFolderLock(folder: adapterPath) }
         if resume {
-            try loop.resume(from: adapterPath)
+            // Rank 0 repairs the folder (a save a kill interrupted) before the others read it.
+            if lead { try loop.resume(from: adapterPath) }
+            try group?.barrier()
+            if !lead { try loop.resume(from: adapterPath, readOnly: true) }
             display.printAbove("resuming at step \(loop.step) of \(settings.iterations)")
         } else if let before = try loop.validate() {
             display.printAbove(String(format: "validation loss before training: %.4f", before))
@@ -327,8 +335,9 @@ struct TrainCommand: ParsableCommand {
         loop.companionFiles[TrainingArguments.fileName] = try arguments.json()
         let stop = StopSignals()
         defer { withExtendedLifetime(stop) {} }  // signals during the summary are taken, not a crash
-        loop.shouldStop = { stop.received != nil }
-        let summary = try loop.run(folder: adapterPath) { p in
+        // Under MPI every rank must stop at the same step: mpirun passes the signal to all, and they agree.
+        loop.shouldStop = { group.map { (try? $0.any(stop.received != nil)) ?? true } ?? (stop.received != nil) }
+        let summary = try loop.run(folder: lead ? adapterPath : nil) { p in
             display.show(p)
             if let metrics, let r = p.report {
                 var line: [String: Any] = ["step": p.step, "loss": r.loss, "learning_rate": p.learningRate,
@@ -341,7 +350,7 @@ struct TrainCommand: ParsableCommand {
         }
         if summary.stopped, let signal = stop.received {
             display.printAbove("\(signal.name): stopped after step \(summary.steps) of \(settings.iterations); the adapter and checkpoint of step \(summary.steps) are saved in \(adapterPath)")
-            print("resume with: lora train --resume --adapter-path \(OutputPath.shellQuoted(adapterPath))")
+            print("resume with: \(group.map { "mpirun -np \($0.size) " } ?? "")lora train --resume --adapter-path \(OutputPath.shellQuoted(adapterPath))")
             fflush(nil)
             signal.endProcess()
         }
@@ -358,7 +367,7 @@ struct TrainCommand: ParsableCommand {
             print("AdaLoRA ranks: \(ranks.reduce(0, +)) in all over \(ranks.count) layers (\(ranks.min() ?? 0) to \(ranks.max() ?? 0)); lora inspect \(adapterPath) lists them")
         }
         print("adapter saved to \(adapterPath); loss curve \(adapterPath)/loss.svg")
-        if let summaryFile {
+        if let summaryFile, lead {
             let history = summary.history
             let size = ["adapter_config.json", "adapter_model.safetensors"].reduce(0) { total, name in
                 total + (((try? FileManager.default.attributesOfItem(atPath: adapterPath + "/" + name))?[.size] as? NSNumber)?.intValue ?? 0)

@@ -24,6 +24,9 @@ public final class Trainer: @unchecked Sendable {
         public let processedTokens: Int
     }
 
+    /// The ranks of a data-parallel run (nil: this process alone): each computes its share of every batch.
+    public var group: (any DataParallelGroup)?
+
     public init(model: LlamaModel, optimizer: any Optimizer, schedule: LRSchedule = .constant, warmupSteps: Int = 0,
                 totalSteps: Int, maxGradNorm: Float? = nil) {
         self.model = model
@@ -51,7 +54,19 @@ public final class Trainer: @unchecked Sendable {
         optimizer.zeroGrad()
         let scale = 1 / Float(microBatches.count)
         var loss = 0.0
-        for batch in microBatches { loss += try model.forwardBackward(batch, gradScale: scale) }
+        if let group {
+            // This rank's sequences of each batch, weighted by their share of the batch's targets; the
+            // sums over the ranks are then the batch means one process takes.
+            for batch in microBatches where batch.targetCount > 0 {
+                let part = batch.share(rank: group.rank, of: group.size)
+                guard part.targetCount > 0 else { continue }
+                let share = Float(part.targetCount) / Float(batch.targetCount)
+                loss += Double(share) * (try model.forwardBackward(part, gradScale: scale * share))
+            }
+            try sumOverRanks(group, loss: &loss)
+        } else {
+            for batch in microBatches { loss += try model.forwardBackward(batch, gradScale: scale) }
+        }
         loss /= Double(microBatches.count)
         for hook in hooks { loss += hook.addLossTerm(step: step + 1) }
         guard loss.isFinite else { throw NonFiniteTrainingError(step: step + 1, problem: "the loss is \(nonFiniteText(loss))") }
@@ -70,6 +85,24 @@ public final class Trainer: @unchecked Sendable {
         return StepResult(loss: loss, gradNorm: norm, learningRate: lr,
                           tokens: microBatches.reduce(0) { $0 + $1.targetCount },
                           processedTokens: microBatches.reduce(0) { $0 + $1.tokenCount })
+    }
+
+    /// Replaces the gradients and the loss by their sums over the ranks, in one message each.
+    private func sumOverRanks(_ group: any DataParallelGroup, loss: inout Double) throws {
+        let parameters = optimizer.parameters
+        var flat = [Float](repeating: 0, count: parameters.reduce(0) { $0 + $1.grad.count })
+        flat.withUnsafeMutableBufferPointer { flat in
+            var at = 0
+            for p in parameters { (flat.baseAddress! + at).update(from: p.grad.data, count: p.grad.count); at += p.grad.count }
+        }
+        try flat.withUnsafeMutableBufferPointer { try group.sum($0) }
+        flat.withUnsafeBufferPointer { flat in
+            var at = 0
+            for p in parameters { p.grad.data.update(from: flat.baseAddress! + at, count: p.grad.count); at += p.grad.count }
+        }
+        var total = [loss]
+        try total.withUnsafeMutableBufferPointer { try group.sum($0) }
+        loss = total[0]
     }
 
     /// The parameter whose gradient made the norm non-finite: the first with a NaN or ±Inf, else the

@@ -109,16 +109,28 @@ public final class TrainingLoop: @unchecked Sendable {
 
     /// Restores the checkpoint in `folder`: adapter weights, optimizer moments, step, data position,
     /// dropout generators and history. The run's settings must match the checkpoint's (its length may differ).
-    public func resume(from folder: String) throws {
+    /// `readOnly` (a data-parallel rank other than 0, after rank 0 has resumed) neither locks nor repairs the folder.
+    public func resume(from folder: String, readOnly: Bool = false) throws {
+        if readOnly { return try restore(from: folder, recovering: false) }
         try lock(folder)
-        do { try restore(from: folder) } catch {
+        do { try restore(from: folder, recovering: true) } catch {
             if ownsLock { unlock() }
             throw error
         }
     }
 
-    private func restore(from folder: String) throws {
-        try StepCommit.recover(folder, holding: folderLock)
+    /// The ranks this run is spread over (see `Trainer.group`); methods with their own per-step state
+    /// (AdaLoRA's allocator) do not run data-parallel yet.
+    public var group: (any DataParallelGroup)? {
+        get { trainer.group }
+        set {
+            precondition(newValue == nil || trainer.hooks.isEmpty, "a method with training hooks runs in one process")
+            trainer.group = newValue
+        }
+    }
+
+    private func restore(from folder: String, recovering: Bool) throws {
+        if recovering { try StepCommit.recover(folder, holding: folderLock) }
         let adapterConfig = try adapterConfigJSON()
         let state = try TrainingCheckpoint.load(from: folder, weights: adapter.weights, into: trainer.optimizer, hooks: trainer.hooks) { state in
             if let mismatch = state.settings.resumeMismatch(settings) {
@@ -171,7 +183,7 @@ public final class TrainingLoop: @unchecked Sendable {
         guard let validationSet else { return nil }
         if let last = history.validation.last, last.step == trainer.step { return last.loss }
         let loss = try model.evaluate(validationSet, batchSize: settings.batchSize, padId: stream.padId,
-                                      maxBatches: settings.validationBatches).loss
+                                      maxBatches: settings.validationBatches, group: group).loss
         history.validation.append(.init(step: trainer.step, loss: loss))
         return loss
     }
