@@ -32,6 +32,36 @@ mpi train "${args[@]}" --batch-size 3 --adapter-path "$tmp/r1" >"$tmp/out" 2>&1
 mpi train "${args[@]}" --method adalora --adapter-path "$tmp/r2" >"$tmp/out" 2>&1
 [ $? -ne 0 ] && grep -q "does not run under mpirun yet" "$tmp/out" && ok "adalora under mpirun is refused in one sentence" || bad "adalora: $(cat "$tmp/out")"
 
+# Two hosts: two network namespaces joined by a veth pair, rank 1 launched into the second by
+# mpirun's remote agent (ip netns exec in place of ssh), all traffic over the veth; same adapter.
+h1=lora$$a h2=lora$$b
+if ip netns add $h1 2>/dev/null && ip netns add $h2 && ip link add ${h1}v type veth peer name ${h2}v \
+    && ip link set ${h1}v netns $h1 && ip link set ${h2}v netns $h2 \
+    && ip -n $h1 addr add 10.77.0.1/24 dev ${h1}v && ip -n $h2 addr add 10.77.0.2/24 dev ${h2}v \
+    && ip -n $h1 link set ${h1}v up && ip -n $h2 link set ${h2}v up && ip -n $h1 link set lo up && ip -n $h2 link set lo up; then
+    trap 'ip netns del $h1 2>/dev/null; ip netns del $h2 2>/dev/null; rm -rf "$tmp"' EXIT
+    cat >"$tmp/agent" <<AGENT
+#!/bin/sh
+host=\$1; shift
+case \$host in 10.77.0.1) ns=$h1;; 10.77.0.2) ns=$h2;; *) echo "no host \$host" >&2; exit 1;; esac
+echo "\$host" >>"$tmp/agent.log"
+exec ip netns exec \$ns sh -c "\$*"
+AGENT
+    chmod +x "$tmp/agent"
+    timeout 120 ip netns exec $h1 mpirun --oversubscribe -np 2 --host 10.77.0.1,10.77.0.2 --mca plm_rsh_agent "$tmp/agent" \
+        --mca btl tcp,self --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 \
+        -x LORA_THREADS=1 -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM \
+        "$(cd "$(dirname "$lora")" && pwd)/$(basename "$lora")" train "${args[@]}" --adapter-path "$tmp/hosts" >"$tmp/hosts.log" 2>&1
+    if grep -qx "10.77.0.2" "$tmp/agent.log" 2>/dev/null \
+        && diff=$(python3 scripts/compare_adapters.py "$tmp/one/adapter_model.safetensors" "$tmp/hosts/adapter_model.safetensors" --tolerance 1e-5); then
+        ok "2 ranks on two hosts (network namespaces over a veth pair) equal one process: $diff"
+    else
+        bad "two hosts: $(tail -3 "$tmp/hosts.log")"
+    fi
+else
+    echo "skipped: two hosts need network namespaces (root and iproute2)"
+fi
+
 # A rank killed mid-run: mpirun ends the job within seconds naming the rank; --resume finishes it on
 # the bits of an uninterrupted 2-rank run (over hundreds of steps Adam amplifies the summation-order
 # differences from one process: 8e-7 after 100 steps, 2e-2 after 500 on this tiny model).
