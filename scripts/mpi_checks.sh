@@ -29,8 +29,19 @@ fi
 
 mpi train "${args[@]}" --batch-size 3 --adapter-path "$tmp/r1" >"$tmp/out" 2>&1
 [ $? -ne 0 ] && grep -q "batch-size 3 does not split over 2 MPI ranks" "$tmp/out" && ok "a batch size the ranks do not divide is refused" || bad "batch split: $(cat "$tmp/out")"
-mpi train "${args[@]}" --method adalora --adapter-path "$tmp/r2" >"$tmp/out" 2>&1
-[ $? -ne 0 ] && grep -q "does not run under mpirun yet" "$tmp/out" && ok "adalora under mpirun is refused in one sentence" || bad "adalora: $(cat "$tmp/out")"
+mpi train "${args[@]}" --dropout 0.1 --adapter-path "$tmp/r2" >"$tmp/out" 2>&1
+[ $? -ne 0 ] && grep -q "dropout does not run under mpirun yet" "$tmp/out" && ok "--dropout under mpirun is refused in one sentence" || bad "dropout: $(cat "$tmp/out")"
+# The methods with state of their own: AdaLoRA's allocator (on the summed gradients) and LoRA-Drop's probe.
+for method in "adalora --tinit 3 --tfinal 5" "lora-drop --drop-probe-steps 5" "lora-fa" "dora" "vera"; do
+    name=${method%% *}
+    LORA_THREADS=1 "$lora" train "${args[@]}" --method $method --adapter-path "$tmp/m1$name" >/dev/null 2>&1
+    mpi train "${args[@]}" --method $method --adapter-path "$tmp/m2$name" >"$tmp/m2.log" 2>&1
+    if diff=$(python3 scripts/compare_adapters.py "$tmp/m1$name/adapter_model.safetensors" "$tmp/m2$name/adapter_model.safetensors" --tolerance 1e-5); then
+        ok "--method $name on 2 ranks equals one process: $diff"
+    else
+        bad "--method $name on 2 ranks: $diff $(tail -2 "$tmp/m2.log")"
+    fi
+done
 
 # Two hosts: two network namespaces joined by a veth pair, rank 1 launched into the second by
 # mpirun's remote agent (ip netns exec in place of ssh), all traffic over the veth; same adapter.

@@ -225,7 +225,7 @@ struct TrainCommand: ParsableCommand {
 
         try OutputPath.requireWritable(folder: adapterPath)
         for path in [metricsFile, summaryFile].compactMap({ $0 }) { try OutputPath.requireWritable(file: path) }
-        if let group { try DataParallelRun.check(group, batchSize: settings.batchSize, method: adapterKind, dropout: dropoutValue) }
+        if let group { try DataParallelRun.check(group, batchSize: settings.batchSize, dropout: dropoutValue) }
         let lead = group == nil || group!.rank == 0  // the rank that writes the folder, metrics and summary
         let metrics = try lead ? metricsFile.map { try MetricsFile(path: $0) } : nil
 
@@ -285,7 +285,7 @@ struct TrainCommand: ParsableCommand {
         var folderLock: AdapterFolderLock? = nil
         var sharing: [[String]] = []
         if adapterKind == .loraDrop, let lora = adapterConfig as? LoRAConfig {
-            folderLock = try AdapterFolderLock(folder: adapterPath)
+            if lead { folderLock = try AdapterFolderLock(folder: adapterPath) }
             let selection: LoRADrop.Selection
             if resume, FileManager.default.fileExists(atPath: adapterPath + "/" + LoRADrop.Selection.fileName) {
                 selection = try LoRADrop.Selection.read(folder: adapterPath)
@@ -293,7 +293,7 @@ struct TrainCommand: ParsableCommand {
             } else {
                 display.printAbove("LoRA-Drop probe: \(drop.probeSteps) steps on \(Int((drop.sampleRatio * 100).rounded()))% of the training examples")
                 selection = try LoRADrop.probe(model: base, config: lora, trainingSet: trainSet, training: settings, settings: drop, padId: pad)
-                try selection.write(to: adapterPath)
+                if lead { try selection.write(to: adapterPath) }
             }
             display.printAbove(Self.describe(selection))
             sharing = selection.sharedGroups

@@ -50,9 +50,12 @@ final class ThreadRanks: @unchecked Sendable {
 }
 
 final class DataParallelTests: XCTestCase {
-    func makeLoop(method: TrainingMethod = .lora) throws -> TrainingLoop {
+    func makeLoop(method: TrainingMethod = .lora, adalora: Bool = false) throws -> TrainingLoop {
         let model = LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1)
-        let adapter = try Adapter.attach(to: model, config: LoRAConfig(r: 4, loraAlpha: 8, targetModules: .allLinear), seed: 9)
+        var ada = AdaLoRAConfig(initR: 6, targetR: 3, loraAlpha: 8, loraDropout: 0, targetModules: .allLinear, tinit: 2, tfinal: 2, deltaT: 1)
+        ada.totalStep = 10
+        let config: any AdapterConfiguration = adalora ? ada : LoRAConfig(r: 4, loraAlpha: 8, targetModules: .allLinear)
+        let adapter = try Adapter.attach(to: model, config: config, seed: 9)
         var settings = TrainingSettings()
         settings.iterations = 10; settings.batchSize = 4; settings.gradAccumulationSteps = 2; settings.learningRate = 1e-3
         settings.seed = 3; settings.method = method; settings.maxGradNorm = 1; settings.loraPlusRatio = 4
@@ -62,16 +65,17 @@ final class DataParallelTests: XCTestCase {
 
     /// Two ranks, each with half of every batch (by sequences, weighted by their targets), end where
     /// one process does, up to the order of the sums: after 10 steps with accumulation and clipping
-    /// the adapter is within 1e-5 and the validation loss within 1e-6 (relative), for LoRA and LoRA+.
+    /// the adapter is within 1e-5 and the validation loss within 1e-6 (relative), for LoRA, LoRA+ and
+    /// AdaLoRA (whose allocator prunes to the same triplets).
     /// (At a learning rate of 1e-2 with LoRA+'s ratio 16, Adam's first steps turn rounding-sized
     /// gradients into full-size updates of either sign, and the runs drift apart by 7e-2: the bound
     /// holds where the steps are of ordinary size.)
     func testTwoRanksEqualOneProcess() throws {
-        for method in [TrainingMethod.lora, .loraPlus] {
-            let one = try makeLoop(method: method)
+        for (method, adalora) in [(TrainingMethod.lora, false), (.loraPlus, false), (.lora, true)] {
+            let one = try makeLoop(method: method, adalora: adalora)
             let oneSummary = try one.run(folder: nil)
             let ranks = ThreadRanks(size: 2)
-            let loops = try (0..<2).map { _ in try makeLoop(method: method) }
+            let loops = try (0..<2).map { _ in try makeLoop(method: method, adalora: adalora) }
             for (r, loop) in loops.enumerated() { loop.group = ThreadRanks.Rank(ranks, rank: r) }
             // Threads of their own: each blocks in its sums until the other arrives.
             final class Results: @unchecked Sendable { var summaries = [TrainingSummary?](repeating: nil, count: 2) }
@@ -84,7 +88,11 @@ final class DataParallelTests: XCTestCase {
                 let summary = try XCTUnwrap(results.summaries[r], "rank \(r) failed")
                 XCTAssertEqual(summary.trainedTokens, oneSummary.trainedTokens, "every rank counts the whole batches")
                 let a = loops[r].adapter.parameters.flatMap(\.value.array), b = one.adapter.parameters.flatMap(\.value.array)
-                XCTAssertLessThan(relativeError(a, b), 1e-5, "\(method) rank \(r)")
+                XCTAssertLessThan(relativeError(a, b), 1e-5, "\(method)\(adalora ? " adalora" : "") rank \(r)")
+                if adalora {  // the allocator, run on the summed gradients, keeps the same triplets
+                    XCTAssertEqual(loops[r].adapter.sites(of: AdaLoRA.self).map(\.adapter.keptTriplets),
+                                   one.adapter.sites(of: AdaLoRA.self).map(\.adapter.keptTriplets))
+                }
                 let v = try XCTUnwrap(summary.history.validation.last?.loss), w = try XCTUnwrap(oneSummary.history.validation.last?.loss)
                 XCTAssertEqual(v, w, accuracy: 1e-6 * w)
             }

@@ -119,14 +119,11 @@ public final class TrainingLoop: @unchecked Sendable {
         }
     }
 
-    /// The ranks this run is spread over (see `Trainer.group`); methods with their own per-step state
-    /// (AdaLoRA's allocator) do not run data-parallel yet.
+    /// The ranks this run is spread over (see `Trainer.group`). A method's hooks (AdaLoRA's allocator)
+    /// run after the gradients are summed, on every rank alike: their state needs no messages of its own.
     public var group: (any DataParallelGroup)? {
         get { trainer.group }
-        set {
-            precondition(newValue == nil || trainer.hooks.isEmpty, "a method with training hooks runs in one process")
-            trainer.group = newValue
-        }
+        set { trainer.group = newValue }
     }
 
     private func restore(from folder: String, recovering: Bool) throws {
