@@ -29,8 +29,15 @@ fi
 
 mpi train "${args[@]}" --batch-size 3 --adapter-path "$tmp/r1" >"$tmp/out" 2>&1
 [ $? -ne 0 ] && grep -q "batch-size 3 does not split over 2 MPI ranks" "$tmp/out" && ok "a batch size the ranks do not divide is refused" || bad "batch split: $(cat "$tmp/out")"
-mpi train "${args[@]}" --dropout 0.1 --adapter-path "$tmp/r2" >"$tmp/out" 2>&1
-[ $? -ne 0 ] && grep -q "dropout does not run under mpirun yet" "$tmp/out" && ok "--dropout under mpirun is refused in one sentence" || bad "dropout: $(cat "$tmp/out")"
+# Dropout: each rank draws the masks of the other ranks' rows and drops them, so every row gets one process's mask.
+LORA_THREADS=1 "$lora" train "${args[@]}" --dropout 0.1 --adapter-path "$tmp/d1" >/dev/null 2>&1
+mpi train "${args[@]}" --dropout 0.1 --adapter-path "$tmp/d2" >"$tmp/d2.log" 2>&1
+diff=$(python3 scripts/compare_adapters.py "$tmp/d1/adapter_model.safetensors" "$tmp/d2/adapter_model.safetensors" --tolerance 1e-5) \
+    && ok "--dropout 0.1 on 2 ranks equals one process: $diff" || bad "dropout on 2 ranks: $diff $(tail -2 "$tmp/d2.log")"
+mkdir -p "$tmp/odd" && cp "$tmp/data/train.jsonl" "$tmp/odd/" && head -1 "$tmp/data/train.jsonl" >>"$tmp/odd/train.jsonl"
+mpi train "${args[@]}" --data "$tmp/odd" --dropout 0.1 --adapter-path "$tmp/r2" >"$tmp/out" 2>&1
+[ $? -ne 0 ] && grep -q "an epoch's last batch has 1 of the 25 examples for 2 ranks" "$tmp/out" \
+    && ok "dropout with a last batch too short for every rank is refused in one sentence" || bad "short last batch: $(cat "$tmp/out")"
 # The methods with state of their own: AdaLoRA's allocator (on the summed gradients) and LoRA-Drop's probe.
 for method in "adalora --tinit 3 --tfinal 5" "lora-drop --drop-probe-steps 5" "lora-fa" "dora" "vera"; do
     name=${method%% *}

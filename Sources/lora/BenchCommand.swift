@@ -53,7 +53,7 @@ struct BenchCommand: ParsableCommand {
     private func measure() throws {
         // Under mpirun the ranks split each batch; the throughput is the whole batch's, over all ranks.
         let group = DataParallelRun.start()
-        if let group { try DataParallelRun.check(group, batchSize: batchSize, dropout: 0) }
+        if let group { try DataParallelRun.check(group, batchSize: batchSize, dropout: 0, examples: batchSize) }
         let model = try loadModel()
         model.gradientCheckpointing = gradCheckpoint
         SlowPathNotice.warnIfSlow()

@@ -20,12 +20,15 @@ enum DataParallelRun {
         return job
     }
 
-    /// What data-parallel training does not cover yet, refused in one sentence each.
-    static func check(_ group: any DataParallelGroup, batchSize: Int, dropout: Float) throws {
+    /// Settings the ranks cannot split, refused in one sentence each.
+    static func check(_ group: any DataParallelGroup, batchSize: Int, dropout: Float, examples: Int) throws {
         guard batchSize % group.size == 0 else {
             throw LoRAError("--batch-size \(batchSize) does not split over \(group.size) MPI ranks; give a multiple of \(group.size)")
         }
-        // Each rank would draw its rows' masks from the same generators: correlated, and not one process's masks.
-        guard dropout == 0 else { throw LoRAError("--dropout does not run under mpirun yet (each rank would draw the same masks); use --dropout 0") }
+        // A rank with no sequence of a batch cannot draw that batch's dropout masks in step with the others.
+        let last = examples % batchSize
+        if dropout > 0 && last > 0 && last < group.size {
+            throw LoRAError("with --dropout under mpirun every rank needs a sequence of each batch, but an epoch's last batch has \(last) of the \(examples) examples for \(group.size) ranks; use --dropout 0 or another --batch-size")
+        }
     }
 }

@@ -225,7 +225,6 @@ struct TrainCommand: ParsableCommand {
 
         try OutputPath.requireWritable(folder: adapterPath)
         for path in [metricsFile, summaryFile].compactMap({ $0 }) { try OutputPath.requireWritable(file: path) }
-        if let group { try DataParallelRun.check(group, batchSize: settings.batchSize, dropout: dropoutValue) }
         let lead = group == nil || group!.rank == 0  // the rank that writes the folder, metrics and summary
         let metrics = try lead ? metricsFile.map { try MetricsFile(path: $0) } : nil
 
@@ -249,6 +248,7 @@ struct TrainCommand: ParsableCommand {
         }
         arguments["iters"] = settings.iterations
         try settings.validate()
+        if let group { try DataParallelRun.check(group, batchSize: settings.batchSize, dropout: dropoutValue, examples: trainSet.examples.count) }
         // mpirun relays each rank's output line by line (through a terminal of its own): no live line there.
         let display = group == nil ? ProgressDisplay() : ProgressDisplay(live: false)
         guard trainSet.targetCount > 0 else {

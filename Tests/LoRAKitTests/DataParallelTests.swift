@@ -50,11 +50,11 @@ final class ThreadRanks: @unchecked Sendable {
 }
 
 final class DataParallelTests: XCTestCase {
-    func makeLoop(method: TrainingMethod = .lora, adalora: Bool = false) throws -> TrainingLoop {
+    func makeLoop(method: TrainingMethod = .lora, adalora: Bool = false, dropout: Float = 0) throws -> TrainingLoop {
         let model = LlamaModel.random(config: TrainingLoopTests.tiny, seed: 1)
         var ada = AdaLoRAConfig(initR: 6, targetR: 3, loraAlpha: 8, loraDropout: 0, targetModules: .allLinear, tinit: 2, tfinal: 2, deltaT: 1)
         ada.totalStep = 10
-        let config: any AdapterConfiguration = adalora ? ada : LoRAConfig(r: 4, loraAlpha: 8, targetModules: .allLinear)
+        let config: any AdapterConfiguration = adalora ? ada : LoRAConfig(r: 4, loraAlpha: 8, loraDropout: dropout, targetModules: .allLinear)
         let adapter = try Adapter.attach(to: model, config: config, seed: 9)
         var settings = TrainingSettings()
         settings.iterations = 10; settings.batchSize = 4; settings.gradAccumulationSteps = 2; settings.learningRate = 1e-3
@@ -65,17 +65,18 @@ final class DataParallelTests: XCTestCase {
 
     /// Two ranks, each with half of every batch (by sequences, weighted by their targets), end where
     /// one process does, up to the order of the sums: after 10 steps with accumulation and clipping
-    /// the adapter is within 1e-5 and the validation loss within 1e-6 (relative), for LoRA, LoRA+ and
-    /// AdaLoRA (whose allocator prunes to the same triplets).
+    /// the adapter is within 1e-5 and the validation loss within 1e-6 (relative), for LoRA, LoRA+,
+    /// AdaLoRA (whose allocator prunes to the same triplets) and LoRA with dropout (each rank draws
+    /// the masks of the other ranks' rows and drops them, so every row gets one process's mask).
     /// (At a learning rate of 1e-2 with LoRA+'s ratio 16, Adam's first steps turn rounding-sized
     /// gradients into full-size updates of either sign, and the runs drift apart by 7e-2: the bound
     /// holds where the steps are of ordinary size.)
     func testTwoRanksEqualOneProcess() throws {
-        for (method, adalora) in [(TrainingMethod.lora, false), (.loraPlus, false), (.lora, true)] {
-            let one = try makeLoop(method: method, adalora: adalora)
+        for (method, adalora, dropout) in [(TrainingMethod.lora, false, Float(0)), (.loraPlus, false, 0), (.lora, true, 0), (.lora, false, 0.2)] {
+            let one = try makeLoop(method: method, adalora: adalora, dropout: dropout)
             let oneSummary = try one.run(folder: nil)
             let ranks = ThreadRanks(size: 2)
-            let loops = try (0..<2).map { _ in try makeLoop(method: method, adalora: adalora) }
+            let loops = try (0..<2).map { _ in try makeLoop(method: method, adalora: adalora, dropout: dropout) }
             for (r, loop) in loops.enumerated() { loop.group = ThreadRanks.Rank(ranks, rank: r) }
             // Threads of their own: each blocks in its sums until the other arrives.
             final class Results: @unchecked Sendable { var summaries = [TrainingSummary?](repeating: nil, count: 2) }
@@ -88,7 +89,9 @@ final class DataParallelTests: XCTestCase {
                 let summary = try XCTUnwrap(results.summaries[r], "rank \(r) failed")
                 XCTAssertEqual(summary.trainedTokens, oneSummary.trainedTokens, "every rank counts the whole batches")
                 let a = loops[r].adapter.parameters.flatMap(\.value.array), b = one.adapter.parameters.flatMap(\.value.array)
-                XCTAssertLessThan(relativeError(a, b), 1e-5, "\(method)\(adalora ? " adalora" : "") rank \(r)")
+                XCTAssertLessThan(relativeError(a, b), 1e-5, "\(method)\(adalora ? " adalora" : "") dropout \(dropout) rank \(r)")
+                XCTAssertEqual(loops[r].adapter.generators, one.adapter.generators,
+                               "each rank's dropout generators move as one process's")
                 if adalora {  // the allocator, run on the summed gradients, keeps the same triplets
                     XCTAssertEqual(loops[r].adapter.sites(of: AdaLoRA.self).map(\.adapter.keptTriplets),
                                    one.adapter.sites(of: AdaLoRA.self).map(\.adapter.keptTriplets))

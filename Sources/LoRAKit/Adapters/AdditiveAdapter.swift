@@ -24,7 +24,7 @@ func lowRankInput(x: UnsafePointer<Float>, rows: Int, a: Parameter, dropout: Flo
                   saved: UnsafeMutablePointer<Float>, random: inout SeededRandom) {
     let rank = a.value.shape[0], inFeatures = a.value.shape[1]
     let dropped = training && dropout > 0
-        ? droppedInput(x, count: rows * inFeatures, rate: dropout, mask: saved + rows * rank, random: &random) : nil
+        ? droppedInput(x, rows: rows, columns: inFeatures, rate: dropout, mask: saved + rows * rank, random: &random) : nil
     defer { dropped?.deallocate() }
     Gemm.sgemm(transA: false, transB: true, m: rows, n: rank, k: inFeatures, alpha: 1,
                a: dropped.map { UnsafePointer($0) } ?? x, lda: inFeatures, b: a.value.data, ldb: inFeatures, beta: 0, c: saved, ldc: rank)

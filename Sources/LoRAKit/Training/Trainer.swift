@@ -56,11 +56,15 @@ public final class Trainer: @unchecked Sendable {
         var loss = 0.0
         if let group {
             // This rank's sequences of each batch, weighted by their share of the batch's targets; the
-            // sums over the ranks are then the batch means one process takes.
-            for batch in microBatches where batch.targetCount > 0 {
+            // sums over the ranks are then the batch means one process takes. Every share runs, even
+            // one without targets, so that dropout draws stay in step with one process's.
+            for batch in microBatches {
                 let part = batch.share(rank: group.rank, of: group.size)
-                guard part.targetCount > 0 else { continue }
-                let share = Float(part.targetCount) / Float(batch.targetCount)
+                guard part.batchSize > 0 else { continue }
+                let share = batch.targetCount == 0 ? 0 : Float(part.targetCount) / Float(batch.targetCount)
+                let first = batch.batchSize * group.rank / group.size
+                DropoutShare.rowsElsewhere = (first * batch.seqLen, (batch.batchSize - first - part.batchSize) * batch.seqLen)
+                defer { DropoutShare.rowsElsewhere = (0, 0) }
                 loss += Double(share) * (try model.forwardBackward(part, gradScale: scale * share))
             }
             try sumOverRanks(group, loss: &loss)

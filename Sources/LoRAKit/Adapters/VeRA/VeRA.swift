@@ -58,7 +58,7 @@ public final class VeRA: AdditiveAdapter, @unchecked Sendable {
                         saved: UnsafeMutablePointer<Float>, training: Bool) {
         let u = saved, out = outFeatures
         let dropped = training && dropout > 0
-            ? droppedInput(x, count: rows * inFeatures, rate: dropout, mask: saved + rows * rank, random: &random) : nil
+            ? droppedInput(x, rows: rows, columns: inFeatures, rate: dropout, mask: saved + rows * rank, random: &random) : nil
         defer { dropped?.deallocate() }
         let input = dropped.map { UnsafePointer($0) } ?? x
         Gemm.sgemm(transA: false, transB: true, m: rows, n: rank, k: inFeatures, alpha: 1, a: input, lda: inFeatures,
