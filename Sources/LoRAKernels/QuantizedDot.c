@@ -20,6 +20,29 @@ static inline int64_t block_bytes(int type) { return type == LORA_QDOT_Q4_0 ? 18
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+// An entry point's loop over rows first..<rows, calling ROW(type, row, blocks, x, ldx, nx, sums)
+// with the type and vector count as constants: each pair gets its own inlined instance, so the
+// per-block branches fold away and the accumulators stay in registers (indexed by a run-time count
+// they would live in memory).
+#define LORA_QDOT_VECTORS(ROW, t)                                             \
+    switch (nx) {                                                             \
+    case 1: ROW(t, row, blocks, x, ldx, 1, sums); break;                      \
+    case 2: ROW(t, row, blocks, x, ldx, 2, sums); break;                      \
+    case 3: ROW(t, row, blocks, x, ldx, 3, sums); break;                      \
+    default: ROW(t, row, blocks, x, ldx, 4, sums); break;                     \
+    }
+#define LORA_QDOT_ROWS(ROW, first)                                            \
+    for (int64_t k = (first); k < rows; k++) {                                \
+        float sums[4];                                                        \
+        const uint8_t *row = w + k * row_bytes;                               \
+        switch (type) {                                                       \
+        case LORA_QDOT_Q4_0: LORA_QDOT_VECTORS(ROW, LORA_QDOT_Q4_0) break;    \
+        case LORA_QDOT_Q4_1: LORA_QDOT_VECTORS(ROW, LORA_QDOT_Q4_1) break;    \
+        default: LORA_QDOT_VECTORS(ROW, LORA_QDOT_Q8_0) break;                \
+        }                                                                     \
+        for (int64_t r = 0; r < nx; r++) y[r * ldy + k] = beta == 0 ? sums[r] : beta * y[r * ldy + k] + sums[r]; \
+    }
+
 // One row against nx ≤ 4 vectors: per block the 32 weights are expanded to two zmm of floats once and
 // multiplied into every vector's accumulator; the block scale multiplies the block's partial sum.
 __attribute__((target("avx512f"), always_inline))
@@ -121,26 +144,7 @@ void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t row
             for (int r = 0; r < 2; r++) y[i + r] = beta == 0 ? sums[r] : beta * y[i + r] + sums[r];
         }
     }
-    for (; i < rows; i++) {
-        float sums[4];
-        // Each type and vector count its own instance: the branches fold away and the accumulators
-        // stay in registers (indexed by a run-time count they would live in memory).
-        const uint8_t *row = w + i * row_bytes;
-#define LORA_QDOT_ROWS(t)                                                   \
-        switch (nx) {                                                       \
-        case 1: avx512_row(t, row, blocks, x, ldx, 1, sums); break;         \
-        case 2: avx512_row(t, row, blocks, x, ldx, 2, sums); break;         \
-        case 3: avx512_row(t, row, blocks, x, ldx, 3, sums); break;         \
-        default: avx512_row(t, row, blocks, x, ldx, 4, sums); break;        \
-        }
-        switch (type) {
-        case LORA_QDOT_Q4_0: LORA_QDOT_ROWS(LORA_QDOT_Q4_0) break;
-        case LORA_QDOT_Q4_1: LORA_QDOT_ROWS(LORA_QDOT_Q4_1) break;
-        default: LORA_QDOT_ROWS(LORA_QDOT_Q8_0) break;
-        }
-#undef LORA_QDOT_ROWS
-        for (int64_t r = 0; r < nx; r++) y[r * ldy + i] = beta == 0 ? sums[r] : beta * y[r * ldy + i] + sums[r];
-    }
+    LORA_QDOT_ROWS(avx512_row, i)
 }
 
 /// Eight values as floats, from 8 bytes: unsigned (nibbles) or signed.
@@ -203,24 +207,7 @@ static inline void avx2_row(int type, const uint8_t *row, int64_t blocks, const 
 __attribute__((target("avx2,fma,f16c")))
 void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
                     int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
-    for (int64_t i = 0; i < rows; i++) {
-        float sums[4];
-        const uint8_t *row = w + i * row_bytes;
-#define LORA_QDOT_ROWS(t)                                                 \
-        switch (nx) {                                                     \
-        case 1: avx2_row(t, row, blocks, x, ldx, 1, sums); break;         \
-        case 2: avx2_row(t, row, blocks, x, ldx, 2, sums); break;         \
-        case 3: avx2_row(t, row, blocks, x, ldx, 3, sums); break;         \
-        default: avx2_row(t, row, blocks, x, ldx, 4, sums); break;        \
-        }
-        switch (type) {
-        case LORA_QDOT_Q4_0: LORA_QDOT_ROWS(LORA_QDOT_Q4_0) break;
-        case LORA_QDOT_Q4_1: LORA_QDOT_ROWS(LORA_QDOT_Q4_1) break;
-        default: LORA_QDOT_ROWS(LORA_QDOT_Q8_0) break;
-        }
-#undef LORA_QDOT_ROWS
-        for (int64_t r = 0; r < nx; r++) y[r * ldy + i] = beta == 0 ? sums[r] : beta * y[r * ldy + i] + sums[r];
-    }
+    LORA_QDOT_ROWS(avx2_row, 0)
 }
 
 #else

@@ -29,7 +29,7 @@ struct EvalCommand: ParsableCommand {
             let tokenizer = try ModelLocation.tokenizer(model)
             let base = try ModelLocation.load(model, precision: PrecisionOption.resolve(precision))
             if let adapterPath {
-                _ = try adapterPath.hasSuffix(".gguf") ? Adapter.loadLlamaCpp(from: adapterPath, into: base) : Adapter.load(from: adapterPath, into: base)
+                try ModelLocation.attachAdapter(adapterPath, to: base)
                 if !adapterPath.hasSuffix(".gguf") { try AdapterValues.requireFinite(folder: adapterPath) }  // the .gguf reader checks its own
             }
             let set = try DataSet(path: DataSet.path(data, split: split), tokenizer: tokenizer, maskPrompt: maskPrompt,

@@ -65,7 +65,7 @@ struct GenerateCommand: ParsableCommand {
             let tokenizer = try ModelLocation.tokenizer(model)
             let base = try ModelLocation.load(model, precision: PrecisionOption.resolve(precision))
             if let adapterPath {
-                _ = try adapterPath.hasSuffix(".gguf") ? Adapter.loadLlamaCpp(from: adapterPath, into: base) : Adapter.load(from: adapterPath, into: base)
+                try ModelLocation.attachAdapter(adapterPath, to: base)
             }
             let ids = try promptIds(tokenizer, prompt: prompt, model: model)
             SlowPathNotice.warnIfSlow()

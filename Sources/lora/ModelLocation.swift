@@ -68,6 +68,11 @@ enum ModelLocation {
         return try Tokenizer.load(path: path)
     }
 
+    /// Puts `--adapter-path` on the model, unmerged: a PEFT folder, or a llama.cpp LoRA .gguf file.
+    static func attachAdapter(_ path: String, to model: LlamaModel) throws {
+        _ = try path.hasSuffix(".gguf") ? Adapter.loadLlamaCpp(from: path, into: model) : Adapter.load(from: path, into: model)
+    }
+
     /// How a model is named where it is written down for later runs (an adapter's
     /// base_model_name_or_path, training_args.json): an alias as the file it stands for, a local path
     /// made absolute, anything else (a hub id) as given.

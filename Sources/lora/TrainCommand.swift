@@ -225,7 +225,7 @@ struct TrainCommand: ParsableCommand {
 
         try OutputPath.requireWritable(folder: adapterPath)
         for path in [metricsFile, summaryFile].compactMap({ $0 }) { try OutputPath.requireWritable(file: path) }
-        let lead = group == nil || group!.rank == 0  // the rank that writes the folder, metrics and summary
+        let lead = group.map { $0.rank == 0 } ?? true  // the rank that writes the folder, metrics and summary
         let metrics = try lead ? metricsFile.map { try MetricsFile(path: $0) } : nil
 
         // Everything checked: now the expensive part.
@@ -393,9 +393,9 @@ struct TrainCommand: ParsableCommand {
         guard case .names(let names) = targets else { return }
         let unmatched = names.filter { name in !model.sites.contains { $0.path == name || $0.path.hasSuffix("." + name) } }
         guard !unmatched.isEmpty else { return }
-        var kinds: [String] = []
-        for site in model.sites where site.name != "lm_head" && !kinds.contains(site.name) { kinds.append(site.name) }
         let sites = model.sites.filter { $0.name != "lm_head" }
+        var kinds: [String] = []
+        for site in sites where !kinds.contains(site.name) { kinds.append(site.name) }
         throw LoRAError("--targets \(unmatched.joined(separator: ", ")) \(unmatched.count == 1 ? "matches" : "match") no linear layer of this model; "
                         + "its modules are \(kinds.joined(separator: ", ")) (or all-linear, or full paths such as \(sites.first?.path ?? "model.layers.0.self_attn.q_proj"))")
     }
