@@ -106,4 +106,22 @@ else
     bad "resume after a killed rank (at '$at'): $(tail -3 "$tmp/resumed.log")"
 fi
 
+# SIGUSR1 at mpirun (forwarded to every rank; what a batch scheduler sends ahead of its time limit):
+# all ranks stop after the same step, rank 0 saves it off the --save-every schedule, and the printed
+# resume command ends on the uninterrupted run's bits.
+mpirun --oversubscribe -np 2 -x LORA_THREADS=1 "$lora" train "${long[@]}" --adapter-path "$tmp/usr1" >"$tmp/usr1.log" 2>&1 &
+job=$!  # mpirun itself (the mpi function would run in a subshell)
+for _ in $(seq 1 1000); do grep -q "^step 100/2000" "$tmp/usr1.log" 2>/dev/null && break; sleep 0.01; done
+kill -USR1 "$job"; wait $job; rc=$?
+at=$(sed -n 's/^SIGUSR1: stopped after step \([0-9]*\) of 2000.*/\1/p' "$tmp/usr1.log")
+resume=$(grep '^resume with: ' "$tmp/usr1.log" | sed 's/^resume with: //')
+if [ $rc -ne 0 ] && [ -n "$at" ] && [ "$at" -gt 100 ] && [ "$resume" = "mpirun -np 2 lora train --resume --adapter-path $tmp/usr1" ]; then
+    mpi train --resume --adapter-path "$tmp/usr1" >"$tmp/usr1-resumed.log" 2>&1
+    grep -q "^resuming at step $at of 2000" "$tmp/usr1-resumed.log" && cmp -s "$tmp/whole/adapter_model.safetensors" "$tmp/usr1/adapter_model.safetensors" \
+        && ok "SIGUSR1 at mpirun: every rank stops after step $at, saved (exit $rc); the resume ends on the uninterrupted run's bits" \
+        || bad "resume after SIGUSR1: $(tail -3 "$tmp/usr1-resumed.log")"
+else
+    bad "SIGUSR1 under mpirun (exit $rc, step '$at', resume '$resume'): $(tail -4 "$tmp/usr1.log")"
+fi
+
 finish

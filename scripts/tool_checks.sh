@@ -15,17 +15,17 @@ word_data "$tmp/data"
 args=(-m $tiny --data "$tmp/data" --batch-size 4 --learning-rate 1e-2 --mask-prompt --rank 4 --dropout 0.1 --steps-per-report 100)
 
 # --- Nothing lost --------------------------------------------------------------------------------
-# Ctrl-C (SIGINT) and SIGTERM mid-run: the step is saved, the resume command printed, and the process
+# Ctrl-C (SIGINT), SIGTERM and SIGUSR1 mid-run: the step is saved, the resume command printed, and the process
 # ends by the signal (exit status 128+signal); resuming with that command alone ends on the same
 # adapter bits as an uninterrupted run. The signal goes out at the first report, 50 of 1000 steps in.
 sargs=("${args[@]}" --iters 1000 --steps-per-report 50)
 "$lora" train "${sargs[@]}" --adapter-path "$tmp/whole" >/dev/null 2>&1
-for sig in INT TERM; do
+for sig in INT TERM USR1; do
     "$lora" train "${sargs[@]}" --adapter-path "$tmp/stop$sig" >"$tmp/out$sig" 2>&1 &
     pid=$!
     for _ in $(seq 1 1000); do grep -q "^step 50/1000" "$tmp/out$sig" 2>/dev/null && break; sleep 0.01; done
     kill -$sig $pid; wait $pid; rc=$?
-    want=$([ $sig = INT ] && echo 130 || echo 143)
+    want=$(case $sig in INT) echo 130;; TERM) echo 143;; USR1) echo 138;; esac)
     resume=$(sed -n 's/^resume with: //p' "$tmp/out$sig")
     step=$(sed -n 's/.*stopped after step \([0-9]*\) of 1000.*/\1/p' "$tmp/out$sig")
     if [ $rc -eq $want ] && [ "$resume" = "lora train --resume --adapter-path $tmp/stop$sig" ] && [ -n "$step" ] && [ "$step" -lt 1000 ] \

@@ -11,7 +11,7 @@ struct BenchCommand: ParsableCommand {
 
     @Option(help: "Sequences per step.") var batchSize = 4
     @Option(help: "Tokens per sequence.") var seqLen = 256
-    @Option(help: "Benchmark this model (a Hugging Face folder, a .gguf file, smollm2-135m or a Hub id ORG/NAME) instead of random SmolLM2-135M shapes.")
+    @Option(name: [.short, .long], help: "Benchmark this model (a Hugging Face folder, a .gguf file, smollm2-135m or a Hub id ORG/NAME) instead of random SmolLM2-135M shapes.")
     var model: String?
     @Flag(help: "With a GGUF model: expand the quantized weights to Float32 at load (for comparison).")
     var dequantize = false
@@ -75,8 +75,8 @@ struct BenchCommand: ParsableCommand {
         let trainer = Trainer(model: model, optimizer: optimizer, totalSteps: warmup + steps)
         trainer.group = group
         var random = SeededRandom(seed: 3)
-        let n = batchSize * seqLen
-        let estimate = MemoryEstimate(model: model, batchSize: batchSize, seqLen: seqLen)
+        let n = batchSize * seqLen, rankBatch = batchSize / (group?.size ?? 1)  // the ranks divide it (checked above)
+        let estimate = MemoryEstimate(model: model, batchSize: rankBatch, seqLen: seqLen)
         let tokens = (0..<n).map { _ in Int32(random.next() % UInt64(config.vocabSize)) }
         let batch = Batch(batchSize: batchSize, seqLen: seqLen, inputIds: tokens, labels: tokens)
 
@@ -93,7 +93,10 @@ struct BenchCommand: ParsableCommand {
         let flopsPerStep = StepFLOPs(config: config, batch: batchSize, seqLen: seqLen, rank: rank,
                                  trainsA: trainingMethod != .loraFA && adapterKind != .vera, doraNorms: adapterKind == .dora).total
         let achieved = flopsPerStep * Double(steps) / elapsed
-        let gemmRate = measureGemmRate(config: config, rows: n)
+        // Each rank's sgemm rate on its share of the rows, summed: the peak the ranks together could reach.
+        var gemmRates = [measureGemmRate(config: config, rows: rankBatch * seqLen)]
+        if let group { try gemmRates.withUnsafeMutableBufferPointer { try group.sum($0) } }
+        let gemmRate = gemmRates[0]
 
         if json {
             let line: [String: Any] = [
@@ -117,9 +120,9 @@ struct BenchCommand: ParsableCommand {
                   + (gradCheckpoint ? ", gradient checkpointing" : ""))
             print("steps (s): " + stepSeconds.map { String(format: "%.3f", $0) }.joined(separator: " "))
             print(String(format: "throughput: %.1f tokens/s", tokensPerSecond))
-            print(String(format: "peak resident memory: %.0f MB (estimated before the run: %@)", peak, estimate.summary))
-            print(String(format: "work: %.3f GFLOP/token; achieved %.1f GFLOP/s = %.0f%% of sgemm's %.1f GFLOP/s on these shapes",
-                         flopsPerStep / Double(n) / 1e9, achieved / 1e9, 100 * achieved / gemmRate, gemmRate / 1e9))
+            print(String(format: "peak resident memory%@: %.0f MB (estimated before the run: %@)", group == nil ? "" : " of rank 0", peak, estimate.summary))
+            print(String(format: "work: %.3f GFLOP/token; achieved %.1f GFLOP/s = %.0f%% of sgemm's %.1f GFLOP/s on these shapes%@",
+                         flopsPerStep / Double(n) / 1e9, achieved / 1e9, 100 * achieved / gemmRate, gemmRate / 1e9, group == nil ? "" : " (summed over the ranks)"))
         }
     }
 }

@@ -15,7 +15,7 @@ struct CompareCommand: ParsableCommand {
 
     static let allMethods = ["lora", "lora-plus", "lora-fa", "vera", "dora", "adalora", "lora-drop"]
 
-    @Option(help: "A Hugging Face folder, a .gguf file, smollm2-135m, or a Hub id ORG/NAME.") var model: String
+    @Option(name: [.short, .long], help: "A Hugging Face folder, a .gguf file, smollm2-135m, or a Hub id ORG/NAME.") var model: String
     @Option(help: "A data folder (train.jsonl, valid.jsonl) or a .jsonl file.") var data: String
     @Option(help: "Comma-separated methods.") var methods: String = allMethods.joined(separator: ",")
     @Option(help: "The folder for the adapters (one subfolder per method) and the table.") var output: String

@@ -8,7 +8,7 @@ struct ConvertCommand: ParsableCommand {
         abstract: "Write a GGUF model as a Hugging Face folder (config.json, model.safetensors) that transformers loads.",
         discussion: "Quantized tensors are expanded exactly (the values ggml's dequantization gives) and stored as --dtype.")
 
-    @Option(help: "A .gguf file, smollm2-135m, or a Hub id ORG/NAME/FILE.gguf.")
+    @Option(name: [.short, .long], help: "A .gguf file, smollm2-135m, or a Hub id ORG/NAME/FILE.gguf.")
     var model: String
 
     @Option(help: "Output folder.")

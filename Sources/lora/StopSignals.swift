@@ -1,12 +1,14 @@
 import Foundation
 
-/// Turns Ctrl-C (SIGINT) and SIGTERM into a request that training stop after the current step, save
-/// and exit; a second signal of either kind ends the process at once. Signals are taken on a
+/// Turns Ctrl-C (SIGINT), SIGTERM and SIGUSR1 into a request that training stop after the current
+/// step, save and exit; a second signal of any of them ends the process at once. SIGUSR1 is the one
+/// mpirun forwards to every rank (and what batch schedulers send ahead of a time limit), where Ctrl-C
+/// at mpirun makes it kill the ranks a second later. Signals are taken on a
 /// dispatch queue rather than in a C handler, so what they run needs not be async-signal-safe.
 final class StopSignals: @unchecked Sendable {
     struct Signal: Sendable {
         let number: Int32
-        var name: String { number == SIGINT ? "SIGINT (Ctrl-C)" : "SIGTERM" }
+        var name: String { number == SIGINT ? "SIGINT (Ctrl-C)" : number == SIGUSR1 ? "SIGUSR1" : "SIGTERM" }
         /// 128 + the signal's number, what a shell reports for a process the signal ended.
         var exitCode: Int32 { 128 + number }
 
@@ -31,8 +33,12 @@ final class StopSignals: @unchecked Sendable {
         return n == 0 ? nil : Signal(number: n)
     }
 
-    init() {
-        for number in [SIGINT, SIGTERM] {
+    private let announces: Bool
+
+    /// `announces`: whether to say on stderr that the run will stop (under mpirun, rank 0 alone does).
+    init(announces: Bool = true) {
+        self.announces = announces
+        for number in [SIGINT, SIGTERM, SIGUSR1] {
             signal(number, SIG_IGN)  // delivered to the source below instead of ending the process
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler { [unowned self] in handle(number) }
@@ -50,6 +56,7 @@ final class StopSignals: @unchecked Sendable {
             // Checkpoints are written so that a kill at any moment leaves the last complete step.
             Signal(number: earlier).endProcess()
         }
+        guard announces else { return }
         let clear = isatty(STDOUT_FILENO) != 0 ? ProgressDisplay.clearLine : ""  // the live progress line
         let line = clear + "\(Signal(number: number).name): stopping after this step to save it (send it again to quit now)\n"
         try? FileHandle.standardError.write(contentsOf: Data(line.utf8))  // write(_:) traps when the write fails

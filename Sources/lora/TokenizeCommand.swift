@@ -8,7 +8,7 @@ struct TokenizeCommand: ParsableCommand {
         abstract: "Print the token ids of a text (standard input when no text is given).",
         discussion: "Like encode(text, add_special_tokens=False) by default; special tokens written in the text are recognised.")
 
-    @Option(help: "A Hugging Face folder (tokenizer.json), a .gguf file, smollm2-135m, or a Hub id ORG/NAME.")
+    @Option(name: [.short, .long], help: "A Hugging Face folder (tokenizer.json), a .gguf file, smollm2-135m, or a Hub id ORG/NAME.")
     var model: String
 
     @Flag(help: "Print one JSON line {\"ids\": [...], \"tokens\": [...]}.")

@@ -333,7 +333,7 @@ struct TrainCommand: ParsableCommand {
             display.printAbove(String(format: "validation loss before training: %.4f", before))
         }
         loop.companionFiles[TrainingArguments.fileName] = try arguments.json()
-        let stop = StopSignals()
+        let stop = StopSignals(announces: lead)
         defer { withExtendedLifetime(stop) {} }  // signals during the summary are taken, not a crash
         // Under MPI every rank must stop at the same step: mpirun passes the signal to all, and they agree.
         loop.shouldStop = { group.map { (try? $0.any(stop.received != nil)) ?? true } ?? (stop.received != nil) }
@@ -348,6 +348,9 @@ struct TrainCommand: ParsableCommand {
                 try metrics.append(line)
             }
         }
+        // A rank that ends by a signal makes mpirun kill the others: none ends before rank 0 has saved
+        // (every rank stopped at the same step; those the signal missed end normally).
+        if summary.stopped { try? group?.barrier() }
         if summary.stopped, let signal = stop.received {
             display.printAbove("\(signal.name): stopped after step \(summary.steps) of \(settings.iterations); the adapter and checkpoint of step \(summary.steps) are saved in \(adapterPath)")
             print("resume with: \(group.map { "mpirun -np \($0.size) " } ?? "")lora train --resume --adapter-path \(OutputPath.shellQuoted(adapterPath))")
