@@ -315,12 +315,13 @@ struct TrainCommand: ParsableCommand {
         display.printAbove(Self.perTarget(adapter, grouped: grouped))
 
         let longest = ((validSet?.examples ?? []) + trainSet.examples).map(\.tokens.count).max() ?? 1
-        let memory = MemoryEstimate(model: base, batchSize: settings.batchSize, seqLen: longest)
+        // Under mpirun each rank holds its share of the batch, and the ranks on a machine share its memory.
+        let memory = MemoryEstimate(model: base, batchSize: settings.batchSize / (group?.size ?? 1), seqLen: longest)
         if let available = try MemoryEstimate.availableBytes() {
-            try memory.check(available: available, batchSize: settings.batchSize, seqLen: longest,
+            try memory.check(available: available / Double(MPI.job?.localSize ?? 1), batchSize: settings.batchSize, seqLen: longest,
                              gradientCheckpointing: base.gradientCheckpointing)
         }
-        display.printAbove("estimated peak memory: \(memory.summary)")
+        display.printAbove("estimated peak memory\(group == nil ? "" : " per rank"): \(memory.summary)")
         loop.group = group
         if lead { loop.folderLock = try folderLock ?? AdapterFolderLock(folder: adapterPath) }
         if resume {
@@ -333,9 +334,12 @@ struct TrainCommand: ParsableCommand {
             display.printAbove(String(format: "validation loss before training: %.4f", before))
         }
         loop.companionFiles[TrainingArguments.fileName] = try arguments.json()
-        let stop = StopSignals(announces: lead)
+        // Under mpirun, Ctrl-C leaves the ranks mpirun's SIGTERM and a second before its SIGKILL: each
+        // rank gives up the step in flight, and rank 0 saves the one before. SIGUSR1, which mpirun
+        // forwards, lets the step finish: every rank must then stop after the same step, and they agree.
+        let stop = StopSignals(announces: lead, abandoning: group == nil ? [] : [SIGINT, SIGTERM])
         defer { withExtendedLifetime(stop) {} }  // signals during the summary are taken, not a crash
-        // Under MPI every rank must stop at the same step: mpirun passes the signal to all, and they agree.
+        base.abandonsStep = { stop.abandonsStep }
         loop.shouldStop = { group.map { (try? $0.any(stop.received != nil)) ?? true } ?? (stop.received != nil) }
         let summary = try loop.run(folder: lead ? adapterPath : nil) { p in
             display.show(p)
@@ -349,10 +353,15 @@ struct TrainCommand: ParsableCommand {
             }
         }
         // A rank that ends by a signal makes mpirun kill the others: none ends before rank 0 has saved
-        // (every rank stopped at the same step; those the signal missed end normally).
-        if summary.stopped { try? group?.barrier() }
+        // (every rank stopped after the same step; those the signal missed end normally). A rank that
+        // gave up its step cannot meet the others, who may be inside that step's sum.
+        if summary.stopped && !summary.abandoned { try? group?.barrier() }
+        // Nor does one that gave it up end before rank 0 has saved: rank 0's end, or mpirun's SIGKILL,
+        // ends it first (the wait is bounded should only this rank have had the signal).
+        if summary.abandoned && !lead { Thread.sleep(forTimeInterval: 5) }
         if summary.stopped, let signal = stop.received {
-            display.printAbove("\(signal.name): stopped after step \(summary.steps) of \(settings.iterations); the adapter and checkpoint of step \(summary.steps) are saved in \(adapterPath)")
+            let when = summary.abandoned ? "during step \(summary.steps + 1)" : "after step \(summary.steps)"
+            display.printAbove("\(signal.name): stopped \(when) of \(settings.iterations); the adapter and checkpoint of step \(summary.steps) are saved in \(adapterPath)")
             print("resume with: \(group.map { "mpirun -np \($0.size) " } ?? "")lora train --resume --adapter-path \(OutputPath.shellQuoted(adapterPath))")
             fflush(nil)
             signal.endProcess()

@@ -91,6 +91,29 @@ final class TrainingLoopTests: XCTestCase {
         XCTAssertEqual(six.parameters.map { $0.value.array.map(\.bitPattern) }, bits(stoppedAtSix))
     }
 
+    func testAbandoningAStepSavesTheOneBeforeAndResumesBitForBit() throws {
+        let whole = try makeLoop(iterations: 8)
+        _ = try whole.run(folder: try temporaryDirectory("whole"))
+        let folder = try temporaryDirectory("abandoned")
+        let first = try makeLoop(iterations: 8)
+        var checks = 0  // the tiny model's 2 blocks: checks 1–2 in step 5's forward, 3–4 in its backward
+        first.model.abandonsStep = {
+            guard first.step == 4 else { return false }
+            checks += 1
+            return checks == 3
+        }
+        let summary = try first.run(folder: folder)
+        XCTAssertTrue(summary.stopped && summary.abandoned)
+        XCTAssertEqual(summary.steps, 4)
+        XCTAssertEqual(checks, 3)
+        let second = try makeLoop(iterations: 8)
+        try second.resume(from: folder)
+        XCTAssertEqual(second.step, 4, "the step before the abandoned one, saved off the schedule (every 3)")
+        XCTAssertFalse(try second.run(folder: folder).stopped)
+        // The data position and the dropout generators were rewound to where step 4 left them.
+        XCTAssertEqual(bits(second), bits(whole))
+    }
+
     func testResumingFromACheckpointEndsWithTheSameBitsAsAnUninterruptedRun() throws {
         let whole = try makeLoop(iterations: 8)
         let wholeSummary = try whole.run(folder: try temporaryDirectory("whole"))

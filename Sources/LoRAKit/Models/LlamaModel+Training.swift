@@ -132,12 +132,15 @@ extension LlamaModel {
 
     // MARK: forward
 
-    private func forwardBlocks(_ batch: Batch, _ act: Activations) {
+    private func forwardBlocks(_ batch: Batch, _ act: Activations, abandonable: Bool = false) throws {
         let c = config, n = act.rows
         batch.tokens.withUnsafeBufferPointer { ids in
             Embedding.forward(table: embedding, ids: ids.baseAddress!, count: n, out: act.xs[0].data)
         }
-        for l in blocks.indices { forwardBlock(l, act) }
+        for l in blocks.indices {
+            if abandonable { try checkAbandoned() }
+            forwardBlock(l, act)
+        }
         RMSNorm.forward(x: act.xs[c.numLayers].data, weight: norm.data, eps: c.rmsNormEps, rows: n, dim: c.hiddenSize,
                         y: act.h.data, rstd: act.rstdFinal.data)
     }
@@ -171,7 +174,7 @@ extension LlamaModel {
     public func logits(_ batch: Batch) throws -> Tensor {
         try checkBatch(batch)
         let act = activations(batch: batch.batchSize, seqLen: batch.seqLen, training: false)
-        forwardBlocks(batch, act)
+        try forwardBlocks(batch, act)
         let out = Tensor(shape: [batch.batchSize, batch.seqLen, config.vocabSize])
         let saved = Tensor(shape: [act.rows * head.savedFloatsPerRow(training: false)])
         head.forward(x: act.h.data, rows: act.rows, y: out.data, saved: saved.data, training: false)
@@ -182,7 +185,7 @@ extension LlamaModel {
     public func loss(_ batch: Batch) throws -> (loss: Double, tokens: Int) {
         try checkBatch(batch)
         let act = activations(batch: batch.batchSize, seqLen: batch.seqLen, training: false)
-        forwardBlocks(batch, act)
+        try forwardBlocks(batch, act)
         let (sum, count) = headLoss(batch, act, gradScale: nil)
         return (count == 0 ? 0 : sum / Double(count), count)
     }
@@ -196,13 +199,20 @@ extension LlamaModel {
         // A block's LoRAs draw their dropout masks only in that block's forward, so the state of
         // their generators now is the one a recompute of the block must start from.
         let generators = act.sharesBlock ? dropoutGenerators() : []
-        forwardBlocks(batch, act)
+        try forwardBlocks(batch, act, abandonable: true)
         let count = batch.targetCount
         guard count > 0 else { return 0 }
         act.dres.zero()
         let (sum, _) = headLoss(batch, act, gradScale: gradScale / Float(count))
-        backwardBlocks(act, generators)
+        try backwardBlocks(act, generators)
         return sum / Double(count)
+    }
+
+    /// Thrown by `forwardBackward` when `abandonsStep` says yes.
+    public struct StepAbandoned: Error {}
+
+    private func checkAbandoned() throws {
+        if let abandonsStep, abandonsStep() { throw StepAbandoned() }
     }
 
     /// Runs the head and cross-entropy over the rows that have a target, `headChunk` rows at a time.
@@ -258,12 +268,13 @@ extension LlamaModel {
 
     /// With a shared Block, `generators` holds each block's dropout generators as they were before
     /// the forward pass (see `dropoutGenerators`).
-    private func backwardBlocks(_ act: Activations, _ generators: [[(adapter: any LinearAdapter, state: [SeededRandom])]]) {
+    private func backwardBlocks(_ act: Activations, _ generators: [[(adapter: any LinearAdapter, state: [SeededRandom])]]) throws {
         guard let lowest = lowestAdaptedBlock else { return }
         let c = config, n = act.rows, d = c.hiddenSize
         let rope = self.rope, attention = self.attention
         let dres = act.dres, h = act.h
         for l in stride(from: blocks.count - 1, through: lowest, by: -1) {
+            try checkAbandoned()
             let block = blocks[l], A = act.block(l), x = act.xs[l]
             // The shared Block still holds the top block from the forward pass; any other block is
             // run again from its input, drawing the same dropout masks, which also leaves its

@@ -51,6 +51,10 @@ public final class LlamaModel: @unchecked Sendable {
     /// activations and adapter buffers (dropout masks included) are held for one block instead of
     /// every block. Losses and gradients are bitwise the same either way.
     public var gradientCheckpointing = false
+    /// Asked between blocks of `forwardBackward`'s passes: when it says yes, the step in flight is
+    /// given up (`StepAbandoned` is thrown, the gradients left partial), so that a process that has
+    /// about a second left (mpirun's Ctrl-C) can still save the last finished step.
+    public var abandonsStep: (() -> Bool)?
 
     public init(config: ModelConfig, embedding: FrozenMatrix, blocks: [TransformerBlock], norm: Tensor, head: Linear) {
         self.config = config

@@ -45,6 +45,9 @@ public struct TrainingSummary: Sendable {
     public let processedTokensPerSecond: Double
     /// Whether the run stopped before its last step because `shouldStop` asked it to (after saving).
     public let stopped: Bool
+    /// Whether it stopped by giving up the step in flight (the model's `abandonsStep`): the folder
+    /// then holds the step before it, `steps`.
+    public let abandoned: Bool
 }
 
 /// A LoRA fine-tuning run: batches from a seeded stream, `Trainer` steps, periodic reports and
@@ -188,7 +191,9 @@ public final class TrainingLoop: @unchecked Sendable {
     /// Trains until `settings.iterations` steps, calling `onStep` after each. With a folder, writes a
     /// checkpoint every `saveEvery` steps, at a new best validation loss with `saveBest`, and at the
     /// end: the checkpoint, the adapter and `loss.svg`. `shouldStop` is asked after every step; when
-    /// it says yes the run saves that step (with a folder) and returns early, `stopped` set.
+    /// it says yes the run saves that step (with a folder) and returns early, `stopped` set. When the
+    /// model's `abandonsStep` gives up a step, the run saves the step before it instead (data position
+    /// and dropout generators rewound) and returns, `abandoned` set too.
     public func run(folder: String?, onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainingSummary {
         if let folder { try lock(folder) }
         defer { if ownsLock { unlock() } }
@@ -202,10 +207,22 @@ public final class TrainingLoop: @unchecked Sendable {
         var sessionTokens = 0, sessionProcessed = 0, stopped = false
         func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
 
+        var abandoned = false
         while trainer.step < settings.iterations {
+            let streamBefore = stream, generators = adapter.generators
             let batches = (0..<settings.gradAccumulationSteps).map { _ in stream.next() }
             let result: Trainer.StepResult
-            do { result = try trainer.step(batches) } catch let e as NonFiniteTrainingError {
+            do { result = try trainer.step(batches) } catch is LlamaModel.StepAbandoned {
+                // Back to where the last finished step left the data and the dropout generators, so
+                // that its checkpoint resumes bit for bit.
+                stream = streamBefore
+                adapter.generators = generators
+                if let folder, savedStep != trainer.step {
+                    try saveCheckpoint(to: folder, seconds: secondsBefore + seconds(since: sessionStart), best: false)
+                }
+                stopped = true; abandoned = true
+                break
+            } catch let e as NonFiniteTrainingError {
                 let kept = folder.map { f in savedStep.map { "\(f) keeps the adapter and checkpoint of step \($0)" } ?? "nothing was saved to \(f)" }
                 throw LoRAError("training stopped at step \(e.step): \(e.problem); \(kept ?? "nothing was saved") (\(NonFiniteTrainingError.usualCauses))")
             }
@@ -240,7 +257,8 @@ public final class TrainingLoop: @unchecked Sendable {
         let sessionSeconds = seconds(since: sessionStart)
         return TrainingSummary(steps: trainer.step, trainedTokens: trainedTokens, seconds: secondsBefore + sessionSeconds,
                                history: history, tokensPerSecond: Double(sessionTokens) / sessionSeconds,
-                               processedTokensPerSecond: Double(sessionProcessed) / sessionSeconds, stopped: stopped)
+                               processedTokensPerSecond: Double(sessionProcessed) / sessionSeconds, stopped: stopped,
+                               abandoned: abandoned)
     }
 
     /// The folder of the adapter kept for `step` with `keepCheckpoints` (mlx-lm's `0000100_adapters.safetensors`, as a PEFT folder).
