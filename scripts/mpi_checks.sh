@@ -106,20 +106,28 @@ else
     bad "resume after a killed rank (at '$at'): $(tail -3 "$tmp/resumed.log")"
 fi
 
+# Signals mpirun ($1) once log $2 shows step $3, then waits for it: sets rc.
+signal_at() { local sig=$1 log=$2 step=$3; shift 3
+    mpirun --oversubscribe -np 2 -x LORA_THREADS=1 "$lora" train "$@" >"$log" 2>&1 &
+    local job=$!  # mpirun itself (the mpi function would run in a subshell)
+    for _ in $(seq 1 6000); do grep -q "^step $step/" "$log" 2>/dev/null && break; sleep 0.01; done
+    kill -$sig "$job"; wait $job; rc=$?
+}
+# Resumes folder $1 under mpirun and checks it restarts at step $2 of $3 and ends on $4's adapter bits.
+resumes_to() { mpi train --resume --adapter-path "$1" >"$1.resumed.log" 2>&1
+    grep -q "^resuming at step $2 of $3" "$1.resumed.log" && cmp -s "$4/adapter_model.safetensors" "$1/adapter_model.safetensors"
+}
+
 # SIGUSR1 at mpirun (forwarded to every rank; what a batch scheduler sends ahead of its time limit):
 # all ranks stop after the same step, rank 0 saves it off the --save-every schedule, and the printed
 # resume command ends on the uninterrupted run's bits.
-mpirun --oversubscribe -np 2 -x LORA_THREADS=1 "$lora" train "${long[@]}" --adapter-path "$tmp/usr1" >"$tmp/usr1.log" 2>&1 &
-job=$!  # mpirun itself (the mpi function would run in a subshell)
-for _ in $(seq 1 1000); do grep -q "^step 100/2000" "$tmp/usr1.log" 2>/dev/null && break; sleep 0.01; done
-kill -USR1 "$job"; wait $job; rc=$?
+signal_at USR1 "$tmp/usr1.log" 100 "${long[@]}" --adapter-path "$tmp/usr1"
 at=$(sed -n 's/^SIGUSR1: stopped after step \([0-9]*\) of 2000.*/\1/p' "$tmp/usr1.log")
 resume=$(grep '^resume with: ' "$tmp/usr1.log" | sed 's/^resume with: //')
 if [ $rc -ne 0 ] && [ -n "$at" ] && [ "$at" -gt 100 ] && [ "$resume" = "mpirun -np 2 lora train --resume --adapter-path $tmp/usr1" ]; then
-    mpi train --resume --adapter-path "$tmp/usr1" >"$tmp/usr1-resumed.log" 2>&1
-    grep -q "^resuming at step $at of 2000" "$tmp/usr1-resumed.log" && cmp -s "$tmp/whole/adapter_model.safetensors" "$tmp/usr1/adapter_model.safetensors" \
+    resumes_to "$tmp/usr1" "$at" 2000 "$tmp/whole" \
         && ok "SIGUSR1 at mpirun: every rank stops after step $at, saved (exit $rc); the resume ends on the uninterrupted run's bits" \
-        || bad "resume after SIGUSR1: $(tail -3 "$tmp/usr1-resumed.log")"
+        || bad "resume after SIGUSR1: $(tail -3 "$tmp/usr1.resumed.log")"
 else
     bad "SIGUSR1 under mpirun (exit $rc, step '$at', resume '$resume'): $(tail -4 "$tmp/usr1.log")"
 fi
@@ -132,16 +140,12 @@ if [ -f "$smol" ]; then
     mkdir -p "$tmp/q" && head -64 data/quickstart/train.jsonl >"$tmp/q/train.jsonl"  # no validation split: no final evaluation
     real=(-m "$smol" --data "$tmp/q" --batch-size 8 --iters 5 --steps-per-report 1 --save-every 100)
     mpi train "${real[@]}" --adapter-path "$tmp/rwhole" >/dev/null 2>&1
-    mpirun --oversubscribe -np 2 -x LORA_THREADS=1 "$lora" train "${real[@]}" --adapter-path "$tmp/rint" >"$tmp/rint.log" 2>&1 &
-    job=$!
-    for _ in $(seq 1 6000); do grep -q "^step 2/5" "$tmp/rint.log" 2>/dev/null && break; sleep 0.01; done
-    kill -INT "$job"; wait $job; rc=$?
+    signal_at INT "$tmp/rint.log" 2 "${real[@]}" --adapter-path "$tmp/rint"
     at=$(sed -n 's/^SIGTERM: stopped during step [0-9]* of 5; the adapter and checkpoint of step \([0-9]*\) are saved.*/\1/p' "$tmp/rint.log")
     if [ $rc -ne 0 ] && [ -n "$at" ]; then
-        mpi train --resume --adapter-path "$tmp/rint" >"$tmp/rint-resumed.log" 2>&1
-        grep -q "^resuming at step $at of 5" "$tmp/rint-resumed.log" && cmp -s "$tmp/rwhole/adapter_model.safetensors" "$tmp/rint/adapter_model.safetensors" \
+        resumes_to "$tmp/rint" "$at" 5 "$tmp/rwhole" \
             && ok "Ctrl-C at mpirun on SmolLM2: the step in flight given up, step $at saved off schedule; the resume ends on the uninterrupted run's bits" \
-            || bad "resume after Ctrl-C at mpirun: $(tail -3 "$tmp/rint-resumed.log")"
+            || bad "resume after Ctrl-C at mpirun: $(tail -3 "$tmp/rint.resumed.log")"
     else
         bad "Ctrl-C at mpirun (exit $rc): $(tail -4 "$tmp/rint.log")"
     fi
