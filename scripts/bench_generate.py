@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Token-by-token generation side by side: `lora generate` against llama.cpp (llama-cpp-python) on the
-same GGUF, the same chat prompt, the same thread count, greedy, N new tokens; alternating runs, medians.
+"""Token-by-token generation side by side: `lora generate` (exact, and with --quantize-activations)
+against llama.cpp (llama-cpp-python) on the same GGUF, the same chat prompt, the same thread count,
+greedy, N new tokens; alternating runs, medians.
 
     pip install llama-cpp-python        # builds llama.cpp for this CPU (several minutes)
     python scripts/bench_generate.py [--lora .build/release/lora] [--threads 2] [--tokens 128] [--runs 5]
@@ -21,9 +22,9 @@ CHAT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, traine
         f"<|im_start|>user\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n")
 
 
-def run_lora(lora: str, model: str, threads: int, tokens: int) -> tuple[float, float]:
+def run_lora(lora: str, model: str, threads: int, tokens: int, flags: list[str]) -> tuple[float, float]:
     env = dict(os.environ, LORA_THREADS=str(threads))
-    out = subprocess.run([lora, "generate", "-m", model, "-p", PROMPT, "--max-tokens", str(tokens)],
+    out = subprocess.run([lora, "generate", "-m", model, "-p", PROMPT, "--max-tokens", str(tokens), *flags],
                          capture_output=True, text=True, env=env, check=True).stderr
     m = re.search(r"prompt: \d+ tokens, ([\d.]+) tokens/s; generation: (\d+) tokens, ([\d.]+) tokens/s", out)
     if not m or int(m.group(2)) != tokens:
@@ -53,17 +54,19 @@ def main() -> None:
     a = p.parse_args()
     llm = Llama(model_path=a.model, n_threads=a.threads, n_threads_batch=a.threads, n_ctx=512, verbose=False)
     run_llama(llm, 8)  # warm-up: the first evaluation allocates
-    ours, theirs = [], []
+    exact, q8, theirs = [], [], []
     for _ in range(a.runs):
-        ours.append(run_lora(a.lora, a.model, a.threads, a.tokens))
+        exact.append(run_lora(a.lora, a.model, a.threads, a.tokens, []))
+        q8.append(run_lora(a.lora, a.model, a.threads, a.tokens, ["--quantize-activations"]))
         theirs.append(run_llama(llm, a.tokens))
-    for name, rows in (("lora generate", ours), ("llama.cpp", theirs)):
-        print(f"{name:14s} prompt {statistics.median(r[0] for r in rows):7.1f} tok/s   generation "
-              f"{statistics.median(r[1] for r in rows):6.1f} tok/s   (runs: {', '.join(f'{r[1]:.1f}' for r in rows)})")
-    print(f"ratio (medians): prompt {statistics.median(r[0] for r in ours) / statistics.median(r[0] for r in theirs):.2f}x, "
-          f"generation {statistics.median(r[1] for r in ours) / statistics.median(r[1] for r in theirs):.2f}x "
-          f"({a.threads} threads, {a.tokens} tokens, greedy)")
-
+    rows = (("lora generate", exact), ("  --quantize-activations", q8), ("llama.cpp", theirs))
+    for name, runs in rows:
+        print(f"{name:25s} prompt {statistics.median(r[0] for r in runs):7.1f} tok/s   generation "
+              f"{statistics.median(r[1] for r in runs):6.1f} tok/s   (runs: {', '.join(f'{r[1]:.1f}' for r in runs)})")
+    for name, runs in rows[:2]:
+        print(f"ratio of medians, {name.strip()}: prompt {statistics.median(r[0] for r in runs) / statistics.median(r[0] for r in theirs):.2f}x, "
+              f"generation {statistics.median(r[1] for r in runs) / statistics.median(r[1] for r in theirs):.2f}x "
+              f"({a.threads} threads, {a.tokens} tokens, greedy)")
 
 if __name__ == "__main__":
     main()

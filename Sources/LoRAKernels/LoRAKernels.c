@@ -14,6 +14,7 @@ uint32_t lora_cpu_features(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) f |= LORA_CPU_AVX2_FMA;
     if (__builtin_cpu_supports("avx512f")) f |= LORA_CPU_AVX512F;
     if (__builtin_cpu_supports("avx512bf16")) f |= LORA_CPU_AVX512BF16;
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && (f & LORA_CPU_AVX2_FMA)) f |= LORA_CPU_AVX512VNNI;
     return f;
 }
 

@@ -20,6 +20,11 @@ static inline int64_t block_bytes(int type) { return type == LORA_QDOT_Q4_0 ? 18
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+// How far ahead of the block being read the weight stream is fetched: the hardware prefetcher alone
+// left a single thread at half this machine's read bandwidth. A prefetch past the end of the matrix
+// is harmless: it never faults.
+#define LORA_QDOT_PREFETCH 2048
+
 // An entry point's loop over rows first..<rows, calling ROW(type, row, blocks, x, ldx, nx, sums)
 // with the type and vector count as constants: each pair gets its own inlined instance, so the
 // per-block branches fold away and the accumulators stay in registers (indexed by a run-time count
@@ -55,6 +60,7 @@ static inline void avx512_row(int type, const uint8_t *row, int64_t blocks, cons
     const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * bb;
+        _mm_prefetch((const char *)(blk + LORA_QDOT_PREFETCH), _MM_HINT_T0);
         const __m512 d = _mm512_set1_ps(_cvtsh_ss(load_u16(blk)));
         __m512 w0, w1, m = _mm512_setzero_ps();
         if (type == LORA_QDOT_Q8_0) {
@@ -95,6 +101,8 @@ static inline void avx512_two_rows(int type, const uint8_t *row0, const uint8_t 
     const int64_t bb = block_bytes(type), qs = type == LORA_QDOT_Q4_1 ? 4 : 2;
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *p0 = row0 + b * bb, *p1 = row1 + b * bb;
+        _mm_prefetch((const char *)(p0 + LORA_QDOT_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p1 + LORA_QDOT_PREFETCH), _MM_HINT_T0);
         const __m512 x0 = _mm512_loadu_ps(x + b * 32), x1 = _mm512_loadu_ps(x + b * 32 + 16);
         __m512 a0, a1, c0, c1;
         if (type == LORA_QDOT_Q8_0) {
@@ -163,6 +171,7 @@ static inline void avx2_row(int type, const uint8_t *row, int64_t blocks, const 
     const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * bb;
+        _mm_prefetch((const char *)(blk + LORA_QDOT_PREFETCH), _MM_HINT_T0);
         const __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(blk)));
         __m256 w[4], m = _mm256_setzero_ps();
         if (type == LORA_QDOT_Q8_0) {

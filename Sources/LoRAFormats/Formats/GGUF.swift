@@ -280,6 +280,15 @@ public final class GGMLMatrix: PackedMatrix, @unchecked Sendable {
                          count: count, blocks: columns / type.blockSize, x: x, ldx: ldx, nx: nx, beta: beta, y: y, ldy: ldy)
     }
 
+    public var hasQ8DotProducts: Bool { QuantizedDot.q8Kernel(for: type) != nil }
+
+    public func dotProducts(first: Int, step: Int, count: Int, x: Q8Vectors, beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int) {
+        guard count > 0, let base = bytes.baseAddress, let kernel = QuantizedDot.q8Kernel(for: type) else { return }
+        precondition(first >= 0 && step >= 1 && first + (count - 1) * step < rows, "rows from \(first) by \(step) leave the \(rows) of \(name)")
+        QuantizedDot.run(kernel, type: type, rows: base + first * rowByteCount, rowBytes: step * rowByteCount,
+                         count: count, blocks: columns / type.blockSize, x: x, beta: beta, y: y, ldy: ldy)
+    }
+
     /// Every row, expanded on `Parallel.threadCount` threads (rows × columns floats).
     public func unpackAll(into destination: UnsafeMutablePointer<Float>) {
         let destinationBox = UncheckedBox(destination)

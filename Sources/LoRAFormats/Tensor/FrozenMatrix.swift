@@ -15,6 +15,10 @@ public protocol PackedMatrix: AnyObject, Sendable {
     /// beta ≠ 0) for i < count and nx ≤ 4 vectors, read from the packed rows; only where `hasDotProducts`.
     func dotProducts(first: Int, step: Int, count: Int, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
                      y: UnsafeMutablePointer<Float>, ldy: Int)
+    /// Whether the `Q8Vectors` form of `dotProducts` runs here.
+    var hasQ8DotProducts: Bool { get }
+    /// As `dotProducts`, against vectors rounded to 8 bits (`x.length == columns`); only where `hasQ8DotProducts`.
+    func dotProducts(first: Int, step: Int, count: Int, x: Q8Vectors, beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int)
 }
 
 extension PackedMatrix {
@@ -22,6 +26,10 @@ extension PackedMatrix {
     public func dotProducts(first: Int, step: Int, count: Int, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
                             y: UnsafeMutablePointer<Float>, ldy: Int) {
         preconditionFailure("\(Self.self) has no dot products")
+    }
+    public var hasQ8DotProducts: Bool { false }
+    public func dotProducts(first: Int, step: Int, count: Int, x: Q8Vectors, beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int) {
+        preconditionFailure("\(Self.self) has no 8-bit dot products")
     }
 }
 

@@ -36,11 +36,12 @@ public struct CPUFeatures: OptionSet, Sendable, CustomStringConvertible {
     public static let avx2FMA = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX2_FMA))
     public static let avx512F = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX512F))
     public static let avx512BF16 = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX512BF16))
+    public static let avx512VNNI = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX512VNNI))
 
     public static let current = CPUFeatures(rawValue: lora_cpu_features())
 
     public var description: String {
-        let names = [(CPUFeatures.avx2FMA, "avx2+fma"), (.avx512F, "avx512f"), (.avx512BF16, "avx512_bf16")]
+        let names = [(CPUFeatures.avx2FMA, "avx2+fma"), (.avx512F, "avx512f"), (.avx512BF16, "avx512_bf16"), (.avx512VNNI, "avx512_vnni")]
         let present = names.filter { contains($0.0) }.map(\.1)
         return present.isEmpty ? "none" : present.joined(separator: ", ")
     }

@@ -39,4 +39,93 @@ public enum QuantizedDot {
         case .avx2: lora_qdot_avx2(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
         }
     }
+
+    /// Kernels that take the vectors rounded to 8 bits (`Q8Vectors`), as llama.cpp decodes: integer
+    /// products per block, with VNNI's vpdpbusd or AVX2's vpmaddubsw.
+    public enum Q8Kernel: Sendable, CaseIterable { case vnni, avx2 }
+
+    /// The 8-bit kernels this CPU can run, best first.
+    public static let q8Available: [Q8Kernel] = {
+        let cpu = CPUFeatures.current
+        return (cpu.contains(.avx512VNNI) ? [.vnni] : []) + (cpu.contains(.avx2FMA) ? [.avx2] : [])
+    }()
+
+    /// The 8-bit kernel for rows of `type` now, following a forced matrix kernel as `kernel(for:)` does.
+    public static func q8Kernel(for type: GGMLType) -> Q8Kernel? {
+        guard types.contains(type) else { return nil }
+        switch Gemm.backend {
+        case .builtin: return nil
+        case .avx2: return q8Available.contains(.avx2) ? .avx2 : nil
+        default: return q8Available.first
+        }
+    }
+
+    /// Runs `kernel` over `count` rows of `blocks` blocks each against `x`'s vectors.
+    public static func run(_ kernel: Q8Kernel, type: GGMLType, rows: UnsafeRawPointer, rowBytes: Int, count: Int, blocks: Int,
+                           x: Q8Vectors, beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int) {
+        precondition(types.contains(type) && blocks * 32 == x.length, "QuantizedDot: \(type) rows of \(blocks) blocks against vectors of \(x.length)")
+        precondition(q8Available.contains(kernel), "QuantizedDot: this CPU cannot run \(kernel)")
+        let w = rows.assumingMemoryBound(to: UInt8.self), id = Int32(type.rawValue)
+        x.values.withUnsafeBufferPointer { q in
+            x.scales.withUnsafeBufferPointer { d in
+                x.scaledSums.withUnsafeBufferPointer { f in
+                    let args = (q.baseAddress!, d.baseAddress!, f.baseAddress!, Int64(x.length), Int64(x.count))
+                    switch kernel {
+                    case .vnni: lora_qdot_q8_vnni(id, w, Int64(rowBytes), Int64(count), Int64(blocks), args.0, args.1, args.2, args.3, args.4, beta, y, Int64(ldy))
+                    case .avx2: lora_qdot_q8_avx2(id, w, Int64(rowBytes), Int64(count), Int64(blocks), args.0, args.1, args.2, args.3, args.4, beta, y, Int64(ldy))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Up to 4 vectors rounded to 8 bits per block of 32 values, as llama.cpp rounds a token's activations
+/// for quantized weights (its Q8_0, with the scale kept in fp32 rather than fp16): per block
+/// d = max|x| / 127 and q = x / d rounded to nearest even, so each value is off by at most d / 2.
+public struct Q8Vectors: Sendable {
+    public let count: Int
+    /// Values per vector, a multiple of 32.
+    public let length: Int
+    /// q, vector after vector.
+    public let values: [Int8]
+    /// d per block, and d·Σq per block (what the offsets of Q4_0 and Q4_1 weights multiply).
+    public let scales: [Float]
+    public let scaledSums: [Float]
+
+    /// Rounds vectors r < count, x[r·ldx ..< r·ldx + length]; nil when length is not a multiple of 32
+    /// or a value is not finite (the fp32 products then take them as they are).
+    public init?(x: UnsafePointer<Float>, ldx: Int, count: Int, length: Int) {
+        guard count >= 1, length > 0, length % 32 == 0 else { return nil }
+        let blocks = length / 32
+        var values = [Int8](repeating: 0, count: count * length)
+        var scales = [Float](repeating: 0, count: count * blocks), sums = scales
+        for r in 0..<count {
+            for b in 0..<blocks {
+                let src = x + r * ldx + b * 32
+                var amax: Float = 0
+                for i in 0..<32 {
+                    let a = abs(src[i])
+                    guard a <= .greatestFiniteMagnitude else { return nil }  // false for NaN too
+                    amax = max(amax, a)
+                }
+                let d = amax / 127, inverse = d == 0 ? 0 : 1 / d
+                var sum = 0
+                for i in 0..<32 {
+                    // Adding and taking away 1.5·2^23 rounds to the nearest integer, ties to even, for
+                    // |v| ≤ 2^22 (here |v| ≤ 127), as llama.cpp's vectorized rounding does; no libm call.
+                    let q = Int8(src[i] * inverse + 12_582_912 - 12_582_912)
+                    values[r * length + b * 32 + i] = q
+                    sum += Int(q)
+                }
+                scales[r * blocks + b] = d
+                sums[r * blocks + b] = d * Float(sum)
+            }
+        }
+        self.count = count
+        self.length = length
+        self.values = values
+        self.scales = scales
+        self.scaledSums = sums
+    }
 }

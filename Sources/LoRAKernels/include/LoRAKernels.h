@@ -16,6 +16,8 @@ enum {
     LORA_CPU_AVX2_FMA = 1 << 0,
     LORA_CPU_AVX512F = 1 << 1,
     LORA_CPU_AVX512BF16 = 1 << 2,
+    /// AVX-512 VNNI with AVX-512VL (vpdpbusd on 256-bit registers).
+    LORA_CPU_AVX512VNNI = 1 << 3,
 };
 
 /// The instruction sets this CPU and operating system can run (an OR of LORA_CPU_* bits).
@@ -77,6 +79,16 @@ void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t row
                       int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
 void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
                     int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
+
+/// As lora_qdot_avx512 against 8-bit-quantized vectors (llama.cpp's way of decoding): vector r's
+/// values k < 32·blocks are xd[r·ldq/32 + k/32]·xq[r·ldq + k], and xf[r·ldq/32 + b] is block b's scale
+/// times the sum of its xq (see QuantizedDot.Q8Vectors). ldq is a multiple of 32. The block products
+/// are exact integers; each is scaled by the two block scales in fp32.
+/// lora_qdot_q8_vnni requires LORA_CPU_AVX512VNNI, lora_qdot_q8_avx2 LORA_CPU_AVX2_FMA.
+void lora_qdot_q8_vnni(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const int8_t *xq,
+                       const float *xd, const float *xf, int64_t ldq, int64_t nx, float beta, float *y, int64_t ldy);
+void lora_qdot_q8_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const int8_t *xq,
+                       const float *xd, const float *xf, int64_t ldq, int64_t nx, float beta, float *y, int64_t ldy);
 
 #ifdef __cplusplus
 }

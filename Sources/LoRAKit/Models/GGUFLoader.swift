@@ -128,17 +128,31 @@ final class RopeRowOrder: PackedMatrix, @unchecked Sendable {
     }
 
     var hasDotProducts: Bool { base.hasDotProducts }
+    var hasQ8DotProducts: Bool { base.hasQ8DotProducts }
 
-    /// Each half of a head is every other llama.cpp row: one strided call per half-head run.
     func dotProducts(first: Int, step: Int, count: Int, x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float,
                      y: UnsafeMutablePointer<Float>, ldy: Int) {
+        forEachRun(first: first, step: step, count: count) { source, run, offset in
+            base.dotProducts(first: source, step: 2, count: run, x: x, ldx: ldx, nx: nx, beta: beta, y: y + offset, ldy: ldy)
+        }
+    }
+
+    func dotProducts(first: Int, step: Int, count: Int, x: Q8Vectors, beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int) {
+        forEachRun(first: first, step: step, count: count) { source, run, offset in
+            base.dotProducts(first: source, step: 2, count: run, x: x, beta: beta, y: y + offset, ldy: ldy)
+        }
+    }
+
+    /// Each half of a head is every other llama.cpp row: one strided run (its first source row, its
+    /// length, its offset from `first`) per half-head.
+    private func forEachRun(first: Int, step: Int, count: Int, _ body: (Int, Int, Int) -> Void) {
         precondition(step == 1, "RopeRowOrder: dot products of consecutive rows only")
         let half = headDim / 2
         var r = first
         while r < first + count {
             let head = r / headDim * headDim, within = r % headDim
             let end = min(first + count, head + (within < half ? half : headDim))
-            base.dotProducts(first: sourceRow(r), step: 2, count: end - r, x: x, ldx: ldx, nx: nx, beta: beta, y: y + (r - first), ldy: ldy)
+            body(sourceRow(r), end - r, r - first)
             r = end
         }
     }

@@ -94,6 +94,17 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
+    /// Whether decoding rounds the activations entering quantized weights' products to 8 bits per
+    /// block of 32, as llama.cpp does (see `Linear.quantizesDecodeActivations`). Off by default: with
+    /// it on, the logits are no longer those of the dequantized model in fp32.
+    public var quantizesDecodeActivations: Bool {
+        get { head.quantizesDecodeActivations }
+        set { for site in sites { site.linear.quantizesDecodeActivations = newValue } }
+    }
+
+    /// Whether any linear layer would decode with 8-bit activations (`quantizesDecodeActivations`).
+    public var hasQ8DecodeProducts: Bool { sites.contains { $0.linear.hasQ8DecodeProducts } }
+
     /// The base weights under their Hugging Face names (the head only when untied), for export.
     public func namedWeights() -> [(String, Tensor)] {
         var out: [(String, Tensor)] = [("model.embed_tokens.weight", embedding.expanded())]

@@ -146,6 +146,17 @@ public final class Linear: @unchecked Sendable {
         precision == .bf16 && rows >= Self.bf16MinimumRows ? .bf16 : .fp32
     }
 
+    /// Whether token-by-token products with quantized weights round the activations to 8 bits per
+    /// block of 32 first, as llama.cpp does (`Q8Vectors`): faster, at the cost of exactness.
+    public var quantizesDecodeActivations = false
+
+    /// Whether `quantizesDecodeActivations` changes anything here: W is quantized rows of a type
+    /// with an 8-bit dot kernel on this CPU.
+    public var hasQ8DecodeProducts: Bool {
+        if case .packed(let packed) = matrix.storage { return packed.hasQ8DotProducts }
+        return false
+    }
+
     /// Up to this many input rows (token-by-token decoding), a packed W is not expanded into panels:
     /// each thread expands a few of its rows into a small cache-resident buffer and takes dot products.
     static let decodeRows = 4
@@ -153,6 +164,15 @@ public final class Linear: @unchecked Sendable {
     private func packedDecodeProduct(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, beta: Float) {
         let n = inFeatures, out = outFeatures, chunk = 16
         if rows == 0 { return }
+        if quantizesDecodeActivations, hasQ8DecodeProducts, case .packed(let packed) = matrix.storage,
+           let q8 = Q8Vectors(x: x, ldx: n, count: rows, length: n) {
+            // The vectors rounded to 8 bits once, then integer products per block (QuantizedDot's Q8 kernels).
+            Parallel.forRanges(out, minChunk: 64) { range in
+                packed.dotProducts(first: range.lowerBound, step: 1, count: range.count, x: q8, beta: beta,
+                                   y: y + range.lowerBound, ldy: out)
+            }
+            return
+        }
         if case .packed(let packed) = matrix.storage, packed.hasDotProducts {
             // Straight from the quantized blocks (QuantizedDot): no Float32 rows at all.
             Parallel.forRanges(out, minChunk: 64) { range in
