@@ -353,6 +353,34 @@ final class GemmTests: XCTestCase {
         XCTAssertEqual(c[0], 1 + 1.0 / 128)
     }
 
+    /// A weight stored once in bfloat16 (`BF16Matrix`, read in place by the bf16 kernel, forward
+    /// x·Wᵀ and backward dy·W) gives bit for bit the products of the same weight in Float32, which
+    /// the kernel rounds as it packs; its expansion is the rounded weight (the scalar model above).
+    func testBF16StoredWeightsGiveTheSameProducts() throws {
+        guard Precision.bf16.isAvailable else { throw XCTSkip("this CPU has no AVX-512 BF16") }
+        var random = SeededRandom(seed: 11)
+        for (m, out, inp) in [(1, 1, 1), (3, 33, 17), (17, 70, 200), (16, 31, 385), (130, 65, 64), (29, 2, 3), (300, 200, 401)] {
+            var w = (0..<(out * inp)).map { _ in random.uniform(-2, 2) }
+            w[0] = 1e-39  // a subnormal: the kernel's rounding makes it zero
+            let weight = Tensor(shape: [out, inp], values: w), stored = BF16Matrix(rounding: weight)
+            let expanded = Tensor(shape: [out, inp])
+            stored.unpack(rows: 0..<out, into: expanded.data)
+            XCTAssertEqual(expanded.array, w.map(Self.bf16), "\(m)×\(out)×\(inp)")
+            let x = (0..<(m * inp)).map { _ in random.uniform(-1, 1) }, dy = (0..<(m * out)).map { _ in random.uniform(-1, 1) }
+            var y1 = [Float](repeating: 0.5, count: m * out), y2 = y1, dx1 = [Float](repeating: 0.25, count: m * inp), dx2 = dx1
+            Gemm.sgemmBF16(transA: false, transB: true, m: m, n: out, k: inp, alpha: 1, a: x, lda: inp, b: w, ldb: inp,
+                           beta: 1, c: &y1, ldc: out)
+            Gemm.sgemmBF16(transA: false, transB: true, m: m, n: out, k: inp, alpha: 1, a: x, lda: inp, b16: stored.bits, ldb: inp,
+                           beta: 1, c: &y2, ldc: out)
+            XCTAssertEqual(y2, y1, "forward \(m)×\(out)×\(inp)")
+            Gemm.sgemmBF16(transA: false, transB: false, m: m, n: inp, k: out, alpha: 1, a: dy, lda: out, b: w, ldb: inp,
+                           beta: 1, c: &dx1, ldc: inp)
+            Gemm.sgemmBF16(transA: false, transB: false, m: m, n: inp, k: out, alpha: 1, a: dy, lda: out, b16: stored.bits, ldb: inp,
+                           beta: 1, c: &dx2, ldc: inp)
+            XCTAssertEqual(dx2, dx1, "backward \(m)×\(out)×\(inp)")
+        }
+    }
+
     typealias Product = (Bool, Bool, Int, Int, Int, Float, UnsafePointer<Float>, Int, UnsafePointer<Float>, Int, Float,
                          UnsafeMutablePointer<Float>, Int) -> Void
 

@@ -42,6 +42,24 @@ final class GradientCheckpointTests: XCTestCase {
         XCTAssertEqual(checkpointedAdapter.sites(of: LoRA.self).map(\.adapter.random), after)
     }
 
+    /// Under bf16, each block keeps gate and up in bfloat16 and computes in shared Float32 scratch;
+    /// with checkpointing the one shared Block rounds them the same way, so both agree bit for bit,
+    /// and the rounding is real (fp32 gives other gradients).
+    func testCheckpointingGivesBitwiseTheSameGradientsInBF16() throws {
+        guard Precision.bf16.isAvailable else { throw XCTSkip("this CPU has no AVX-512 BF16") }
+        func gradients(checkpointing: Bool, precision: Precision) throws -> (Double, [[Float]]) {
+            let (model, adapter) = try self.model(checkpointing: checkpointing)
+            model.precision = precision
+            let loss = try model.forwardBackward(batch(seed: 1))
+            return (loss, adapter.parameters.map(\.grad.array))
+        }
+        let plain = try gradients(checkpointing: false, precision: .bf16)
+        let checkpointed = try gradients(checkpointing: true, precision: .bf16)
+        XCTAssertEqual(checkpointed.0, plain.0)
+        XCTAssertEqual(checkpointed.1, plain.1)
+        XCTAssertNotEqual(try gradients(checkpointing: false, precision: .fp32).1, plain.1)
+    }
+
     func testCheckpointedTrainingStepsGiveBitwiseTheSameAdapter() throws {
         func train(checkpointing: Bool) throws -> (losses: [Double], parameters: [[Float]], randoms: [SeededRandom]) {
             let (model, adapter) = try self.model(checkpointing: checkpointing)

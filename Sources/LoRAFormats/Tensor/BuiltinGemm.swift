@@ -104,14 +104,26 @@ enum BuiltinGemm {
     /// Floats per k step in a packed A micro-panel of the portable kernel: MR values, each a SIMD4 splat.
     static let aPanelStride = 4 * mr
 
-    /// A strided view of a matrix: element (i, j) is `base[i * rs + j * cs]`.
+    /// A strided view of a matrix: element (i, j) is `base[i * rs + j * cs]`, a Float, or bfloat16 bits
+    /// when `isBF16` (a frozen weight stored in bf16, which only the bf16 kernel reads: `half(_:_:)`).
     struct View {
-        let base: UnsafePointer<Float>
+        let base: UnsafeRawPointer
         let rs: Int
         let cs: Int
-        @inline(__always) func at(_ i: Int, _ j: Int) -> UnsafePointer<Float> { base + i * rs + j * cs }
+        var isBF16 = false
+        init(base: UnsafePointer<Float>, rs: Int, cs: Int) { self.base = UnsafeRawPointer(base); self.rs = rs; self.cs = cs }
+        init(bf16 base: UnsafePointer<UInt16>, rs: Int, cs: Int) {
+            self.base = UnsafeRawPointer(base); self.rs = rs; self.cs = cs; isBF16 = true
+        }
+        private init(raw: UnsafeRawPointer, rs: Int, cs: Int, isBF16: Bool) { base = raw; self.rs = rs; self.cs = cs; self.isBF16 = isBF16 }
+        @inline(__always) func at(_ i: Int, _ j: Int) -> UnsafePointer<Float> {
+            base.assumingMemoryBound(to: Float.self) + i * rs + j * cs
+        }
+        @inline(__always) func half(_ i: Int, _ j: Int) -> UnsafePointer<UInt16> {
+            base.assumingMemoryBound(to: UInt16.self) + i * rs + j * cs
+        }
         /// The transposed view of the same memory.
-        var transposed: View { View(base: base, rs: cs, cs: rs) }
+        var transposed: View { View(raw: base, rs: cs, cs: rs, isBF16: isBF16) }
     }
 
     /// Same contract as `Gemm.sgemm`, with m, n, k ≥ 1 and alpha ≠ 0 (the caller handles the trivial cases).
@@ -119,9 +131,17 @@ enum BuiltinGemm {
                       a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int,
                       kernel: MicroKernel = .portable) {
+        sgemm(m: m, n: n, k: k, alpha: alpha,
+              opA: transA ? View(base: a, rs: 1, cs: lda) : View(base: a, rs: lda, cs: 1),
+              opB: transB ? View(base: b, rs: 1, cs: ldb) : View(base: b, rs: ldb, cs: 1),
+              beta: beta, c: c, ldc: ldc, threads: threads, kernel: kernel)
+    }
+
+    /// The same over views (op(A) and op(B) as they are multiplied); a bf16 view only with the bf16 kernel.
+    static func sgemm(m: Int, n: Int, k: Int, alpha: Float, opA: View, opB: View,
+                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int, kernel: MicroKernel) {
+        precondition(kernel == .avx512bf16 || !(opA.isBF16 || opB.isBF16), "BuiltinGemm: bf16 operands need the bf16 kernel")
         let mr = kernel.mr, nr = kernel.nr
-        let opA = transA ? View(base: a, rs: 1, cs: lda) : View(base: a, rs: lda, cs: 1)
-        let opB = transB ? View(base: b, rs: 1, cs: ldb) : View(base: b, rs: ldb, cs: 1)
 
         // Fraction of computed tile area that is real output, for C as is and for Cᵀ.
         func fill(_ rows: Int, _ cols: Int) -> Double {
@@ -285,15 +305,11 @@ enum BuiltinGemm {
                     let kc = min(kcStep, k - pc), kq = (kc + 1) / 2
                     let betaHere: Float = pc == 0 ? beta : 1
                     // B's panels run along its columns: packed as Bᵀ's rows.
-                    BuiltinGemm.forEachPanel(b.transposed, t0: jc, count: nc, p0: pc, kc: kc, width: nr) { x, ts, ps, count, panel in
-                        lora_pack_bf16_pairs(x, ts, ps, count, Int64(kc), Int64(nr), bBuf + panel * kq * nr)
-                    }
+                    BuiltinGemm.packPairs(b.transposed, t0: jc, count: nc, p0: pc, kc: kc, width: nr, into: bBuf)
                     var ic = rows.lowerBound
                     while ic < rows.upperBound {
                         let mc = min(mcMax, rows.upperBound - ic)
-                        BuiltinGemm.forEachPanel(a, t0: ic, count: mc, p0: pc, kc: kc, width: mr) { x, ts, ps, count, panel in
-                            lora_pack_bf16_pairs(x, ts, ps, count, Int64(kc), Int64(mr), aBuf + panel * kq * mr)
-                        }
+                        BuiltinGemm.packPairs(a, t0: ic, count: mc, p0: pc, kc: kc, width: mr, into: aBuf)
                         var jr = 0
                         while jr < nc {
                             let cCol = c + (jc + jr) * ccs
@@ -401,6 +417,22 @@ enum BuiltinGemm {
         var q = 0
         while q * width < count {
             body(v.at(t0 + q * width, p0), Int64(v.rs), Int64(v.cs), Int64(min(width, count - q * width)), q)
+            q += 1
+        }
+    }
+
+    /// The bf16 pair panels of v's rows t0..<t0+count over columns p0..<p0+kc (`lora_pack_bf16_pairs`,
+    /// or its bf16-source form for a bf16 view), panel q at dst + q·ceil(kc/2)·width.
+    static func packPairs(_ v: View, t0: Int, count: Int, p0: Int, kc: Int, width: Int, into dst: UnsafeMutablePointer<UInt32>) {
+        let kq = (kc + 1) / 2
+        var q = 0
+        while q * width < count {
+            let t = t0 + q * width, rows = Int64(min(width, count - q * width)), out = dst + q * kq * width
+            if v.isBF16 {
+                lora_pack_bf16_pairs_from_bf16(v.half(t, p0), Int64(v.rs), Int64(v.cs), rows, Int64(kc), Int64(width), out)
+            } else {
+                lora_pack_bf16_pairs(v.at(t, p0), Int64(v.rs), Int64(v.cs), rows, Int64(kc), Int64(width), out)
+            }
             q += 1
         }
     }

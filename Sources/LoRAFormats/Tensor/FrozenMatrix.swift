@@ -56,6 +56,12 @@ public final class FrozenMatrix: @unchecked Sendable {
 
     public var isPacked: Bool { if case .packed = storage { true } else { false } }
 
+    /// The rows in bfloat16 when stored as a `BF16Matrix`, for the bf16 kernel to read in place.
+    public var bf16Rows: UnsafePointer<UInt16>? {
+        if case .packed(let p) = storage, let m = p as? BF16Matrix { return m.bits }
+        return nil
+    }
+
     /// Bytes held in memory.
     public var byteCount: Int {
         switch storage {

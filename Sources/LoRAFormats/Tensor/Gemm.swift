@@ -130,6 +130,21 @@ public enum Gemm {
                           kernel: .avx512bf16)
     }
 
+    /// `sgemmBF16` with B given in bfloat16 (`b16`, e.g. a `BF16Matrix`'s rows): the same product as
+    /// with those values widened to Float32, without widening them.
+    public static func sgemmBF16(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                                 a: UnsafePointer<Float>, lda: Int, b16: UnsafePointer<UInt16>, ldb: Int,
+                                 beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        precondition(Precision.bf16.isAvailable, "Gemm.sgemmBF16: this CPU has no AVX-512 BF16")
+        if handledTrivially("Gemm.sgemmBF16", transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, lda: lda, ldb: ldb,
+                            beta: beta, c: c, ldc: ldc) { return }
+        BuiltinGemm.sgemm(m: m, n: n, k: k, alpha: alpha,
+                          opA: transA ? .init(base: a, rs: 1, cs: lda) : .init(base: a, rs: lda, cs: 1),
+                          opB: transB ? .init(bf16: b16, rs: 1, cs: ldb) : .init(bf16: b16, rs: ldb, cs: 1),
+                          beta: beta, c: c, ldc: ldc, threads: GemmState.snapshot().serial ? 1 : Parallel.threadCount,
+                          kernel: .avx512bf16)
+    }
+
     /// Checks a product's arguments (a precondition failure names `caller`) and does the products with
     /// nothing to multiply: none when m or n is 0, C = beta·C when k or alpha is 0. Returns whether it did.
     private static func handledTrivially(_ caller: String, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,

@@ -27,9 +27,9 @@ public enum Precision: String, Sendable, CaseIterable, CustomStringConvertible {
 extension Precision {
     /// `--precision auto`: bf16 where this CPU has it and its kernel is faster than the fp32 products
     /// of the backend in use, else fp32. Measured once per process on a 512×576×576 product, each
-    /// route three times, alternating (about 20 ms): on AMD Zen 4 vdpbf16ps runs at twice fp32's
-    /// rate (shared/reference/cpu-kernels.md), but on the Xeon (Sapphire Rapids family) this project
-    /// ran on it issued at half the rate of fp32 FMAs, and the bf16 products were 0.69× the fp32 ones.
+    /// route three times, alternating (about 20 ms): on AMD Zen 5 vdpbf16ps runs at 1.84× fp32's rate
+    /// and a bf16 training step at 1.5× the fp32 one, but on the Xeon (Sapphire Rapids family) this
+    /// project ran on it issued at half the rate of fp32 FMAs, and the bf16 products were 0.69× the fp32 ones.
     public static let fastest: Precision = {
         guard Precision.bf16.isAvailable else { return .fp32 }
         let m = 512, n = 576, k = 576

@@ -62,6 +62,15 @@ void lora_pack_f32_avx512(const float *x, int64_t ts, int64_t ps, int64_t count,
 void lora_pack_bf16_pairs(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width,
                           uint32_t *dst);
 
+/// dst[i] = x[i] rounded to bfloat16 bits as lora_pack_bf16_pairs rounds, for i < n (a frozen weight
+/// stored once in bf16). Requires AVX-512 BF16.
+void lora_round_bf16(const float *x, int64_t n, uint16_t *dst);
+
+/// lora_pack_bf16_pairs from values already in bfloat16 (x16[t·ts + p·ps]): the same panel, no rounding.
+/// Requires AVX-512 BF16.
+void lora_pack_bf16_pairs_from_bf16(const uint16_t *x, int64_t ts, int64_t ps, int64_t count, int64_t kc,
+                                    int64_t width, uint32_t *dst);
+
 /// One 14×32 tile from bfloat16 pairs with vdpbf16ps: C = alpha·Σ_q dot(A pair (r, q), B pair (q, j)) +
 /// beta·C, A pair (r, q) at a[q·14 + r], B pair (q, j) at b[q·32 + j] (both from lora_pack_bf16_pairs),
 /// fp32 sums. Requires AVX-512 BF16 (LORA_CPU_AVX512BF16).

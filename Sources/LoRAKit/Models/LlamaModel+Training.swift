@@ -16,24 +16,44 @@ final class Activations: @unchecked Sendable {
     final class Block {
         let rstd1: Tensor, q: Tensor, k: Tensor, v: Tensor, attn: Tensor, lse: Tensor
         let x2: Tensor, rstd2: Tensor, gate: Tensor, up: Tensor
+        /// Under bf16 precision, gate and up rounded to bfloat16 (`gateUpBits`), where the MLP keeps
+        /// them between passes; gate and up are then Float32 scratch shared by every block
+        /// (`Activations.sharedGateUp`) unless the Block is itself shared.
+        let gateUp16: Tensor?
         /// Adapter buffers, one per linear layer in `TransformerBlock.linears` order (empty when none).
         let saved: [Tensor]
-        init(_ c: ModelConfig, _ batch: Int, _ T: Int, savedFloatsPerRow: [Int]) {
-            let n = batch * T, q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
+        init(_ c: ModelConfig, _ batch: Int, _ T: Int, savedFloatsPerRow: [Int], bf16: Bool, sharedGateUp: (Tensor, Tensor)?) {
+            let n = batch * T, q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim, f = c.intermediateSize
             rstd1 = Tensor(shape: [n]); self.q = Tensor(shape: [n, q]); k = Tensor(shape: [n, kv])
             v = Tensor(shape: [n, kv]); attn = Tensor(shape: [n, q]); lse = Tensor(shape: [batch * c.numHeads * T])
             x2 = Tensor(shape: [n, c.hiddenSize]); rstd2 = Tensor(shape: [n])
-            gate = Tensor(shape: [n, c.intermediateSize]); up = Tensor(shape: [n, c.intermediateSize])
+            (gate, up) = sharedGateUp ?? (Tensor(shape: [n, f]), Tensor(shape: [n, f]))
+            gateUp16 = bf16 ? Tensor(shape: [n * f]) : nil  // 2·n·f bfloat16 values in n·f floats' room
             saved = savedFloatsPerRow.map { Tensor(shape: [n * $0]) }
         }
 
-        var tensors: [Tensor] { [rstd1, q, k, v, attn, lse, x2, rstd2, gate, up] + saved }
+        /// gate's and up's bfloat16 halves of `gateUp16`.
+        var gateUpBits: (gate: UnsafeMutablePointer<UInt16>, up: UnsafeMutablePointer<UInt16>)? {
+            guard let gateUp16 else { return nil }
+            let bits = UnsafeMutableRawPointer(gateUp16.data).bindMemory(to: UInt16.self, capacity: 2 * gate.count)
+            return (bits, bits + gate.count)
+        }
+
+        /// The tensors this Block alone holds.
+        func tensors(sharingGateUp: Bool) -> [Tensor] {
+            [rstd1, q, k, v, attn, lse, x2, rstd2] + (sharingGateUp ? [] : [gate, up]) + (gateUp16.map { [$0] } ?? []) + saved
+        }
     }
 
     /// xs[l] is the input of block l; xs[L] the input of the final norm.
     let xs: [Tensor]
     /// One per model block, or a single one when `sharesBlock`; use `block(_:)`.
     let blocks: [Block]
+    /// Whether the model's base products run in bf16, so that gate and up are rounded to bfloat16
+    /// (as PyTorch's autocast leaves them) and kept so: half the MLP's activation memory.
+    let roundsGateUp: Bool
+    /// The Float32 gate and up every Block computes in, when each Block keeps its own only in bf16.
+    let sharedGateUp: (Tensor, Tensor)?
     let rstdFinal: Tensor
     // Scratch shared by all blocks.
     let h: Tensor, a: Tensor, da: Tensor, dres: Tensor, dh: Tensor, dattn: Tensor, dq: Tensor, dk: Tensor, dv: Tensor
@@ -46,7 +66,12 @@ final class Activations: @unchecked Sendable {
         self.batch = batch; self.seqLen = seqLen; self.rows = n; self.training = training
         sharesBlock = Self.sharesBlock(model, training: training)
         xs = (0...c.numLayers).map { _ in Tensor(shape: [n, c.hiddenSize]) }
-        blocks = Self.savedFloatsPerRow(model, training: training).map { Block(c, batch, seqLen, savedFloatsPerRow: $0) }
+        roundsGateUp = model.precision == .bf16
+        sharedGateUp = roundsGateUp && !sharesBlock
+            ? (Tensor(shape: [n, c.intermediateSize]), Tensor(shape: [n, c.intermediateSize])) : nil
+        blocks = Self.savedFloatsPerRow(model, training: training).map { [sharedGateUp, roundsGateUp] in
+            Block(c, batch, seqLen, savedFloatsPerRow: $0, bf16: roundsGateUp, sharedGateUp: sharedGateUp)
+        }
         rstdFinal = Tensor(shape: [n])
         let q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
         h = Tensor(shape: [n, c.hiddenSize]); a = Tensor(shape: [n, c.intermediateSize])
@@ -77,14 +102,15 @@ final class Activations: @unchecked Sendable {
 
     func fits(_ b: Int, _ t: Int, training: Bool, model: LlamaModel) -> Bool {
         b == batch && t == seqLen && training == self.training
-            && sharesBlock == Self.sharesBlock(model, training: training)
+            && sharesBlock == Self.sharesBlock(model, training: training) && roundsGateUp == (model.precision == .bf16)
             && headSaved.count == LlamaModel.headChunk * model.head.savedFloatsPerRow(training: training)
             && blocks.map { $0.saved.map(\.count) } == Self.savedFloatsPerRow(model, training: training).map { $0.map { rows * $0 } }
     }
 
     /// The floats the arena holds.
     var floatCount: Int {
-        let tensors = xs + blocks.flatMap(\.tensors)
+        let tensors = xs + blocks.flatMap { $0.tensors(sharingGateUp: sharedGateUp != nil) }
+            + (sharedGateUp.map { [$0.0, $0.1] } ?? [])
             + [rstdFinal, h, a, da, dres, dh, dattn, dq, dk, dv, headX, headLogits, headDx, headSaved]
         return tensors.reduce(cos.count + sin.count) { $0 + $1.count }
     }
@@ -165,6 +191,14 @@ extension LlamaModel {
                         y: h.data, rstd: A.rstd2.data)
         block.gate.forward(x: h.data, rows: n, y: A.gate.data, saved: A.saved[4].data, training: training)
         block.up.forward(x: h.data, rows: n, y: A.up.data, saved: A.saved[5].data, training: training)
+        if let bits = A.gateUpBits {
+            // Rounded, and computed on from the rounded values, so that the backward (which reads
+            // them back) differentiates the function the forward computed.
+            BFloat16.round(A.gate.data, count: A.gate.count, into: bits.gate)
+            BFloat16.round(A.up.data, count: A.up.count, into: bits.up)
+            BFloat16.widen(bits.gate, count: A.gate.count, into: A.gate.data)
+            BFloat16.widen(bits.up, count: A.up.count, into: A.up.data)
+        }
         SwiGLU.forward(gate: A.gate.data, up: A.up.data, count: A.gate.count, out: act.a.data)
         act.xs[l + 1].copy(from: A.x2)
         block.down.forward(x: act.a.data, rows: n, y: act.xs[l + 1].data, beta: 1, saved: A.saved[6].data, training: training)
@@ -289,6 +323,10 @@ extension LlamaModel {
             let needAttention = needInputGrad || attentionAdapted
 
             // MLP: dres holds ∂L/∂(block output).
+            if let bits = A.gateUpBits, act.sharedGateUp != nil {
+                BFloat16.widen(bits.gate, count: A.gate.count, into: A.gate.data)
+                BFloat16.widen(bits.up, count: A.up.count, into: A.up.data)
+            }
             // The recomputed inputs (SwiGLU product, normalized inputs) are read only by adapters' backward.
             if block.down.readsInputInBackward {
                 SwiGLU.forward(gate: A.gate.data, up: A.up.data, count: A.gate.count, out: act.a.data)

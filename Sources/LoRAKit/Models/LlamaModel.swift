@@ -85,12 +85,18 @@ public final class LlamaModel: @unchecked Sendable {
     public var headIsTied: Bool { head.matrix === embedding }
 
     /// The number format of every linear layer's base products, the head's included (see `Precision`).
-    /// Setting bf16 on a CPU without it is a programming error: check `Precision.bf16.isAvailable`.
+    /// Setting bf16 also stores the dense base weights in bfloat16 from then on, half their memory
+    /// (a head tied to the embedding stays Float32 for the embedding's sake; quantized weights stay
+    /// as they are). Setting bf16 on a CPU without it is a programming error: check
+    /// `Precision.bf16.isAvailable`.
     public var precision: Precision {
         get { head.precision }
         set {
             precondition(newValue.isAvailable, "LlamaModel.precision: this CPU cannot run \(newValue) products")
-            for site in sites { site.linear.precision = newValue }
+            for site in sites {
+                site.linear.precision = newValue
+                if newValue == .bf16 && !(site.linear === head && headIsTied) { site.linear.storeWeightInBF16() }
+            }
         }
     }
 

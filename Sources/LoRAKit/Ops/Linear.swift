@@ -82,6 +82,13 @@ public final class Linear: @unchecked Sendable {
     /// Gives this layer its own Float32 copy of the weight (for a tied head that gets its own adapter).
     public func untie() { matrix = FrozenMatrix(weight.copy()) }
 
+    /// Keeps a dense W in bfloat16 from now on (`BF16Matrix`): half the memory, and the bf16 products
+    /// read it in place. Their results do not change (the kernel rounds W so anyway); products in
+    /// fp32 (decoding, or after setting fp32 again) then see W rounded.
+    func storeWeightInBF16() {
+        if case .dense(let t) = matrix.storage, !isMerged { matrix = FrozenMatrix(packed: BF16Matrix(rounding: t)) }
+    }
+
     /// W ← `weight` (a data-driven LoRA init leaves the residual of W here).
     func replaceWeight(_ weight: Tensor) {
         precondition(weight.shape == [outFeatures, inFeatures] && !isMerged, "replacing W with another shape or while merged")
@@ -130,6 +137,9 @@ public final class Linear: @unchecked Sendable {
     private func baseProduct(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, beta: Float) {
         if matrix.isPacked && rows <= Self.decodeRows {
             packedDecodeProduct(x: x, rows: rows, y: y, beta: beta)
+        } else if basePrecision(rows: rows) == .bf16, let w = matrix.bf16Rows {
+            Gemm.sgemmBF16(transA: false, transB: true, m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: x, lda: inFeatures,
+                           b16: w, ldb: inFeatures, beta: beta, c: y, ldc: outFeatures)
         } else {
             let product = basePrecision(rows: rows) == .bf16 ? Gemm.sgemmBF16 : Gemm.sgemm
             matrix.forEachPanel { r0, n, w in
@@ -214,10 +224,13 @@ public final class Linear: @unchecked Sendable {
             }
             // dx = Σ over panels of dy[:, panel] · W[panel, :]
             let product = basePrecision(rows: rows) == .bf16 ? Gemm.sgemmBF16 : Gemm.sgemm
-            matrix.forEachPanel { r0, n, w in
+            if basePrecision(rows: rows) == .bf16, let w = matrix.bf16Rows {
+                Gemm.sgemmBF16(transA: false, transB: false, m: rows, n: inFeatures, k: outFeatures, alpha: 1, a: baseDy,
+                               lda: outFeatures, b16: w, ldb: inFeatures, beta: accumulate ? 1 : 0, c: dx, ldc: inFeatures)
+            } else { matrix.forEachPanel { r0, n, w in
                 product(false, false, rows, inFeatures, n, 1, baseDy + r0, outFeatures, w, inFeatures,
                         accumulate || r0 > 0 ? 1 : 0, dx, inFeatures)
-            }
+            } }
         }
         adapter?.backward(dy: dy, x: x, rows: rows, saved: saved!, dx: dx)
     }

@@ -33,15 +33,18 @@ public struct MemoryEstimate: Sendable {
         let c = model.config, n = Double(batch) * Double(seqLen), T = Double(seqLen)
         let q = Double(c.numHeads * c.headDim), kv = Double(c.numKVHeads * c.headDim)
         let d = Double(c.hiddenSize), f = Double(c.intermediateSize), t = training ? 1.0 : 0
-        // rstd1, q, k, v, attn, lse (one per head), x2, rstd2, gate, up, and the adapters' buffers.
-        let blockPerRow = 1 + q + 2 * kv + q + Double(c.numHeads) + d + 1 + 2 * f
+        // rstd1, q, k, v, attn, lse (one per head), x2, rstd2, gate, up, and the adapters' buffers;
+        // under bf16, gate and up also in bfloat16, and the Float32 ones shared unless the Block is.
+        let bf16 = model.precision == .bf16, shared = Activations.sharesBlock(model, training: training)
+        let gateUp = bf16 ? (shared ? 3 * f : f) : 2 * f, sharedGateUp = bf16 && !shared ? 2 * n * f : 0
+        let blockPerRow = 1 + q + 2 * kv + q + Double(c.numHeads) + d + 1 + gateUp
         let blocks = Activations.savedFloatsPerRow(model, training: training).reduce(0.0) { $0 + n * (blockPerRow + Double($1.reduce(0, +))) }
         let inputs = Double(c.numLayers + 1) * n * d
         let scratch = n * (1 + d + f) + t * n * (f + 2 * d + 2 * q + 2 * kv)  // rstdFinal, h, a; da, dres, dh, dattn, dq, dk, dv
         let rope = 2 * T * Double(c.headDim / 2)
         let chunk = Double(LlamaModel.headChunk)
         let head = chunk * (d + Double(c.vocabSize) + t * d + Double(model.head.savedFloatsPerRow(training: training)))
-        return blocks + inputs + scratch + rope + head
+        return blocks + sharedGateUp + inputs + scratch + rope + head
     }
 
     /// One thread's attention scratch in the backward pass (the larger of forward and backward).
