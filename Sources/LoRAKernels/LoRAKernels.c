@@ -399,7 +399,13 @@ void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t 
 
 #else
 
-uint32_t lora_cpu_features(void) { return 0; }
+uint32_t lora_cpu_features(void) {
+#if defined(__aarch64__)
+    return LORA_CPU_NEON;
+#else
+    return 0;
+#endif
+}
 
 // Never called where lora_cpu_features() lacks LORA_CPU_AVX2_FMA; defined so every platform links.
 void lora_sgemm_avx2_6x16(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc,

@@ -24,6 +24,7 @@ enum SlowPathNotice {
         switch backend {
         case .avx512: "our AVX-512 kernel"
         case .avx2: "our AVX2 kernel"
+        case .neon: "our NEON kernel"
         case .blas(let library): "the BLAS in \(library)"
         case .builtin: "the portable kernel"
         }

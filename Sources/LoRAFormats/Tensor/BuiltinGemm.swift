@@ -53,6 +53,8 @@ enum BuiltinGemm {
         case portable
         /// 6×16 with AVX2 and FMA (`lora_sgemm_avx2_6x16`): plain packed A, broadcast from memory.
         case avx2
+        /// 6×16 with ARM64's NEON (`lora_sgemm_neon_6x16`): the AVX2 tile's contract and blocking.
+        case neon
         /// 14×32 with AVX-512F (`lora_sgemm_avx512_14x32`), likewise.
         case avx512
         /// 14×32 from bfloat16 pairs with vdpbf16ps (`lora_sbgemm_avx512bf16_14x32`): both operands are
@@ -61,14 +63,14 @@ enum BuiltinGemm {
 
         var mr: Int {
             switch self {
-            case .portable, .avx2: 6
+            case .portable, .avx2, .neon: 6
             case .avx512, .avx512bf16: 14
             }
         }
         var nr: Int {
             switch self {
             case .portable: 8
-            case .avx2: 16
+            case .avx2, .neon: 16
             case .avx512, .avx512bf16: 32
             }
         }
@@ -88,7 +90,7 @@ enum BuiltinGemm {
         /// the bf16 tile gained 5% at 192 too.
         var kcMax: Int {
             switch self {
-            case .portable, .avx2: 256
+            case .portable, .avx2, .neon: 256
             case .avx512, .avx512bf16: 192
             }
         }
@@ -594,10 +596,10 @@ enum BuiltinGemm {
                      tile t: Tile, scratch: UnsafeMutablePointer<Float>) {
         let full = t.rows == kernel.mr && t.cols == kernel.nr && t.cs == 1
         let (c, ldc, alpha, beta) = full ? (t.c, t.rs, t.alpha, t.beta) : (scratch, kernel.nr, 1, 0)
-        if kernel == .avx512 {
-            lora_sgemm_avx512_14x32(Int64(kc), a, b, Int64(bStride), c, Int64(ldc), alpha, beta)
-        } else {
-            lora_sgemm_avx2_6x16(Int64(kc), a, b, Int64(bStride), c, Int64(ldc), alpha, beta)
+        switch kernel {
+        case .avx512: lora_sgemm_avx512_14x32(Int64(kc), a, b, Int64(bStride), c, Int64(ldc), alpha, beta)
+        case .neon: lora_sgemm_neon_6x16(Int64(kc), a, b, Int64(bStride), c, Int64(ldc), alpha, beta)
+        default: lora_sgemm_avx2_6x16(Int64(kc), a, b, Int64(bStride), c, Int64(ldc), alpha, beta)
         }
         if !full { storeScalar(UnsafePointer(scratch), ld: kernel.nr, to: t) }
     }
@@ -609,9 +611,12 @@ enum BuiltinGemm {
         let full = t.rows == kernel.mr && t.cols == kernel.nr && t.cs == 1
         let (c, ldc, alpha, beta) = full ? (t.c, t.rs, t.alpha, t.beta) : (scratch, kernel.nr, 1, 0)
         let rows = Int64(full ? kernel.mr : t.rows)
-        if kernel == .avx512 {
+        switch kernel {
+        case .avx512:
             lora_sgemm_avx512_14x32_strided(Int64(kc), a, Int64(ars), Int64(acs), rows, b, Int64(bStride), c, Int64(ldc), alpha, beta)
-        } else {
+        case .neon:
+            lora_sgemm_neon_6x16_strided(Int64(kc), a, Int64(ars), Int64(acs), rows, b, Int64(bStride), c, Int64(ldc), alpha, beta)
+        default:
             lora_sgemm_avx2_6x16_strided(Int64(kc), a, Int64(ars), Int64(acs), rows, b, Int64(bStride), c, Int64(ldc), alpha, beta)
         }
         if !full { storeScalar(UnsafePointer(scratch), ld: kernel.nr, to: t) }

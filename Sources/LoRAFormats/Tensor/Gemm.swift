@@ -11,6 +11,8 @@ public enum GemmBackend: Sendable, Equatable, CustomStringConvertible {
     case avx2
     /// LoRAKit's own kernel with the AVX-512F micro-kernel (LoRAKernels).
     case avx512
+    /// LoRAKit's own kernel with the ARM64 NEON micro-kernel (LoRAKernels), on every AArch64 CPU.
+    case neon
 
     public var description: String {
         switch self {
@@ -18,13 +20,15 @@ public enum GemmBackend: Sendable, Equatable, CustomStringConvertible {
         case .builtin: "builtin (portable Swift)"
         case .avx2: "builtin (AVX2+FMA)"
         case .avx512: "builtin (AVX-512)"
+        case .neon: "builtin (NEON)"
         }
     }
 
-    /// The CPU kernels this machine can run, best first (each a valid `LORA_BLAS` value: avx512, avx2, builtin).
+    /// The CPU kernels this machine can run, best first (each a valid `LORA_BLAS` value: avx512, avx2, neon, builtin).
     public static var cpuKernels: [GemmBackend] {
         let cpu = CPUFeatures.current
-        return (cpu.contains(.avx512F) ? [.avx512] : []) + (cpu.contains(.avx2FMA) ? [.avx2] : []) + [.builtin]
+        return (cpu.contains(.avx512F) ? [.avx512] : []) + (cpu.contains(.avx2FMA) ? [.avx2] : [])
+            + (cpu.contains(.neon) ? [.neon] : []) + [.builtin]
     }
 }
 
@@ -37,11 +41,13 @@ public struct CPUFeatures: OptionSet, Sendable, CustomStringConvertible {
     public static let avx512F = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX512F))
     public static let avx512BF16 = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX512BF16))
     public static let avx512VNNI = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX512VNNI))
+    public static let neon = CPUFeatures(rawValue: UInt32(LORA_CPU_NEON))
 
     public static let current = CPUFeatures(rawValue: lora_cpu_features())
 
     public var description: String {
-        let names = [(CPUFeatures.avx2FMA, "avx2+fma"), (.avx512F, "avx512f"), (.avx512BF16, "avx512_bf16"), (.avx512VNNI, "avx512_vnni")]
+        let names = [(CPUFeatures.avx2FMA, "avx2+fma"), (.avx512F, "avx512f"), (.avx512BF16, "avx512_bf16"), (.avx512VNNI, "avx512_vnni"),
+                     (.neon, "neon")]
         let present = names.filter { contains($0.0) }.map(\.1)
         return present.isEmpty ? "none" : present.joined(separator: ", ")
     }
@@ -106,6 +112,7 @@ public enum Gemm {
             switch selection {
             case .avx512: kernel = .avx512
             case .avx2: kernel = .avx2
+            case .neon: kernel = .neon
             default: kernel = .portable
             }
             BuiltinGemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
@@ -190,6 +197,9 @@ public enum Gemm {
         case .avx512:
             precondition(CPUFeatures.current.contains(.avx512F), "Gemm.withBackend: this CPU has no AVX-512F")
             selection = .avx512
+        case .neon:
+            precondition(CPUFeatures.current.contains(.neon), "Gemm.withBackend: this CPU has no NEON")
+            selection = .neon
         case .blas(let name):
             guard let lib = BLASLibrary.named(name) else {
                 preconditionFailure("Gemm.withBackend: cannot load a BLAS with sgemm from \(name)")
@@ -234,6 +244,7 @@ enum GemmState {
         case builtin
         case avx2
         case avx512
+        case neon
         case blas(BLASLibrary)
 
         var backend: GemmBackend {
@@ -241,6 +252,7 @@ enum GemmState {
             case .builtin: return .builtin
             case .avx2: return .avx2
             case .avx512: return .avx512
+            case .neon: return .neon
             case .blas(let lib): return .blas(lib.name)
             }
         }
@@ -248,7 +260,7 @@ enum GemmState {
         /// Our best kernel on this CPU.
         static var bestKernel: Selection {
             let cpu = CPUFeatures.current
-            return cpu.contains(.avx512F) ? .avx512 : cpu.contains(.avx2FMA) ? .avx2 : .builtin
+            return cpu.contains(.avx512F) ? .avx512 : cpu.contains(.avx2FMA) ? .avx2 : cpu.contains(.neon) ? .neon : .builtin
         }
     }
 
@@ -259,7 +271,7 @@ enum GemmState {
     }()
 
     /// `LORA_BLAS` values that name one of our kernels rather than a library.
-    private static let kernelNames: Set<String> = ["builtin", "avx2", "avx512"]
+    private static let kernelNames: Set<String> = ["builtin", "avx2", "avx512", "neon"]
 
     /// The library `LORA_BLAS` names (when it loads), else the first loadable candidate.
     static let availableLibrary: BLASLibrary? = {
@@ -283,6 +295,10 @@ enum GemmState {
             case "avx512":
                 if CPUFeatures.current.contains(.avx512F) { return .avx512 }
                 warn("LORA_BLAS=avx512 but this CPU has no AVX-512F; using our best kernel for it")
+                return Selection.bestKernel
+            case "neon":
+                if CPUFeatures.current.contains(.neon) { return .neon }
+                warn("LORA_BLAS=neon but this CPU has no NEON (it is not an ARM64 one); using our best kernel for it")
                 return Selection.bestKernel
             default:
                 if let lib = BLASLibrary.named(name) { return .blas(lib) }

@@ -18,6 +18,8 @@ enum {
     LORA_CPU_AVX512BF16 = 1 << 2,
     /// AVX-512 VNNI with AVX-512VL (vpdpbusd on 256-bit registers).
     LORA_CPU_AVX512VNNI = 1 << 3,
+    /// ARM64's Advanced SIMD, present on every AArch64 CPU.
+    LORA_CPU_NEON = 1 << 4,
 };
 
 /// The instruction sets this CPU and operating system can run (an OR of LORA_CPU_* bits).
@@ -37,6 +39,12 @@ void lora_sgemm_avx2_6x16(int64_t kc, const float *a, const float *b, int64_t ld
 /// past arows repeat the last one, so A is never read past its end; their results land in C too, so
 /// the caller passes a scratch C for a ragged tile).
 void lora_sgemm_avx2_6x16_strided(int64_t kc, const float *a, int64_t ars, int64_t acs, int64_t arows,
+                                  const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta);
+
+/// lora_sgemm_avx2_6x16 and its strided form on ARM64 with NEON (LORA_CPU_NEON), the same contract.
+void lora_sgemm_neon_6x16(int64_t kc, const float *a, const float *b, int64_t ldb, float *c, int64_t ldc,
+                          float alpha, float beta);
+void lora_sgemm_neon_6x16_strided(int64_t kc, const float *a, int64_t ars, int64_t acs, int64_t arows,
                                   const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta);
 
 /// Rows and columns of the AVX-512 tiles (fp32 and bf16).
