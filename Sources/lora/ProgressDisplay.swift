@@ -12,15 +12,19 @@ final class ProgressDisplay {
     init(live: Bool = isatty(STDOUT_FILENO) != 0) { self.live = live }
 
     func show(_ p: TrainingProgress) {
-        if let report = p.report { printAbove(reportLine(p, report)) }
+        var text = ""
+        if let report = p.report { text += (live ? Self.clearLine : "") + reportLine(p, report) + "\n" }
         let now = DispatchTime.now().uptimeNanoseconds
         if live && (now - lastDraw > 100_000_000 || p.report != nil || p.step == p.totalSteps) {
             lastDraw = now
             // \r and "erase line" redraw the bar in place.
-            write(Self.clearLine + Self.barLine(p, memoryMB: peakResidentMB(), columns: Self.terminalColumns()))
-            if p.step == p.totalSteps { write(Self.clearLine) }
+            text += Self.clearLine + Self.barLine(p, memoryMB: peakResidentMB(), columns: Self.terminalColumns())
+            if p.step == p.totalSteps { text += Self.clearLine }
         }
+        // One write, so that the terminal never shows a report line with the bar not yet redrawn below it
+        // (separate writes let a fast run's screen be caught without its bar).
         fflush(nil)
+        write(text)
     }
 
     /// Prints a whole line, above the live bar when there is one (the next step redraws it).

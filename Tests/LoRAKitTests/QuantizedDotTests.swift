@@ -15,8 +15,9 @@ final class QuantizedDotTests: XCTestCase {
                 let bits = Float16(value).bitPattern
                 bytes[at + offset] = UInt8(bits & 0xFF); bytes[at + offset + 1] = UInt8(bits >> 8)
             }
-            half(0, Float(random.next() % 1000) / 50_000 + 1e-3)
+            half(type == .Q6_K ? 208 : 0, Float(random.next() % 1000) / 50_000 + 1e-3)
             if type == .Q4_1 { half(2, -Float(random.next() % 1000) / 10_000) }
+            if type == .Q4_K { half(2, Float(random.next() % 1000) / 100_000) }  // dmin
         }
         return bytes
     }
@@ -25,9 +26,10 @@ final class QuantizedDotTests: XCTestCase {
         let kernels = QuantizedDot.available
         try XCTSkipIf(kernels.isEmpty, "this CPU has neither AVX2+FMA nor AVX-512")
         var random = SeededRandom(seed: 11)
-        for type in [GGMLType.Q4_0, .Q4_1, .Q8_0] {
-            for (rows, blocks) in [(1, 1), (7, 18), (33, 48)] {
-                let n = blocks * 32, w = randomRows(type, rows: rows, blocks: blocks, random: &random)
+        for type in QuantizedDot.types {
+            let shapes = type.blockSize == 256 ? [(1, 1), (7, 2), (33, 6)] : [(1, 1), (7, 18), (33, 48)]
+            for (rows, blocks) in shapes {
+                let n = blocks * type.blockSize, w = randomRows(type, rows: rows, blocks: blocks, random: &random)
                 var dense = [Float](repeating: 0, count: rows * n)
                 w.withUnsafeBytes { GGMLQuant.dequantizeBlocks(type, $0.baseAddress!, &dense, blocks: rows * blocks) }
                 let ldx = n + 3  // rows of x apart by more than n
@@ -65,7 +67,8 @@ final class QuantizedDotTests: XCTestCase {
     /// The kernel each type gets: none for types the kernels do not read, none when the portable
     /// route is forced, AVX2 when it is forced.
     func testKernelChoiceFollowsTheForcedMatrixKernel() {
-        XCTAssertNil(QuantizedDot.kernel(for: .Q4_K))
+        XCTAssertNil(QuantizedDot.kernel(for: .Q5_K))
+        XCTAssertNil(QuantizedDot.q8Kernel(for: .Q4_K))
         Gemm.withBackend(.builtin) { XCTAssertNil(QuantizedDot.kernel(for: .Q4_1)) }
         if CPUFeatures.current.contains(.avx2FMA) { Gemm.withBackend(.avx2) { XCTAssertEqual(QuantizedDot.kernel(for: .Q8_0), .avx2) } }
         XCTAssertEqual(QuantizedDot.kernel(for: .Q4_0), QuantizedDot.available.first)

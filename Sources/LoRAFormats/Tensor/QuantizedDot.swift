@@ -8,8 +8,11 @@ import LoRAKernels
 public enum QuantizedDot {
     public enum Kernel: Sendable, CaseIterable { case avx512, avx2 }
 
-    /// The types the kernels read.
-    public static let types: [GGMLType] = [.Q4_0, .Q4_1, .Q8_0]
+    /// The types the kernels read: the 32-value blocks, and the K-quants of Q4_K_M files (Q4_K, Q6_K).
+    public static let types: [GGMLType] = [.Q4_0, .Q4_1, .Q8_0, .Q4_K, .Q6_K]
+
+    /// The types the 8-bit kernels read.
+    public static let q8Types: [GGMLType] = [.Q4_0, .Q4_1, .Q8_0]
 
     /// The kernels this CPU can run, best first.
     public static let available: [Kernel] = {
@@ -34,9 +37,12 @@ public enum QuantizedDot {
         precondition(types.contains(type) && (1...4).contains(nx), "QuantizedDot: \(type) rows against \(nx) vectors")
         precondition(available.contains(kernel), "QuantizedDot: this CPU cannot run \(kernel)")
         let w = rows.assumingMemoryBound(to: UInt8.self), id = Int32(type.rawValue)
-        switch kernel {
-        case .avx512: lora_qdot_avx512(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
-        case .avx2: lora_qdot_avx2(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
+        let isK = type == .Q4_K || type == .Q6_K
+        switch (kernel, isK) {
+        case (.avx512, false): lora_qdot_avx512(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
+        case (.avx2, false): lora_qdot_avx2(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
+        case (.avx512, true): lora_qdot_k_avx512(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
+        case (.avx2, true): lora_qdot_k_avx2(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
         }
     }
 
@@ -52,7 +58,7 @@ public enum QuantizedDot {
 
     /// The 8-bit kernel for rows of `type` now, following a forced matrix kernel as `kernel(for:)` does.
     public static func q8Kernel(for type: GGMLType) -> Q8Kernel? {
-        guard types.contains(type) else { return nil }
+        guard q8Types.contains(type) else { return nil }
         switch Gemm.backend {
         case .builtin: return nil
         case .avx2: return q8Available.contains(.avx2) ? .avx2 : nil
@@ -63,7 +69,7 @@ public enum QuantizedDot {
     /// Runs `kernel` over `count` rows of `blocks` blocks each against `x`'s vectors.
     public static func run(_ kernel: Q8Kernel, type: GGMLType, rows: UnsafeRawPointer, rowBytes: Int, count: Int, blocks: Int,
                            x: Q8Vectors, beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int) {
-        precondition(types.contains(type) && blocks * 32 == x.length, "QuantizedDot: \(type) rows of \(blocks) blocks against vectors of \(x.length)")
+        precondition(q8Types.contains(type) && blocks * 32 == x.length, "QuantizedDot: \(type) rows of \(blocks) blocks against vectors of \(x.length)")
         precondition(q8Available.contains(kernel), "QuantizedDot: this CPU cannot run \(kernel)")
         let w = rows.assumingMemoryBound(to: UInt8.self), id = Int32(type.rawValue)
         x.values.withUnsafeBufferPointer { q in

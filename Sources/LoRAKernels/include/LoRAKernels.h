@@ -86,7 +86,7 @@ void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t 
                                   float alpha, float beta);
 
 /// GGML block types the quantized dot kernels read (the values are GGML's type ids).
-enum { LORA_QDOT_Q4_0 = 2, LORA_QDOT_Q4_1 = 3, LORA_QDOT_Q8_0 = 8 };
+enum { LORA_QDOT_Q4_0 = 2, LORA_QDOT_Q4_1 = 3, LORA_QDOT_Q8_0 = 8, LORA_QDOT_Q4_K = 12, LORA_QDOT_Q6_K = 14 };
 
 /// y[r·ldy + i] = Σ_k W(i, k)·x[r·ldx + k] (plus beta·y[r·ldy + i] when beta ≠ 0) for i < rows and
 /// r < nx ≤ 4, where row i of W is `blocks` GGML blocks of 32 values of `type` (LORA_QDOT_*) at
@@ -96,6 +96,13 @@ void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t row
                       int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
 void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
                     int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
+
+/// As lora_qdot_avx512 and lora_qdot_avx2 for K-quant rows (LORA_QDOT_Q4_K or LORA_QDOT_Q6_K): `blocks`
+/// super-blocks of 256 values per row (QuantizedDotK.c).
+void lora_qdot_k_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                        int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
+void lora_qdot_k_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                      int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
 
 /// As lora_qdot_avx512 against 8-bit-quantized vectors (llama.cpp's way of decoding): vector r's
 /// values k < 32·blocks are xd[r·ldq/32 + k/32]·xq[r·ldq + k], and xf[r·ldq/32 + b] is block b's scale

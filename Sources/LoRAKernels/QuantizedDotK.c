@@ -1,0 +1,224 @@
+// Dot products of GGML's K-quant rows (Q4_K, Q6_K: super-blocks of 256 values, the types of the
+// common Q4_K_M files) with fp32 vectors, for token-by-token decoding as QuantizedDot.c does for the
+// 32-value types. Each group of 16 weights is dequantized in registers (scale·q − min, one FMA) and
+// multiplied into every vector's accumulator; the vectors are not rounded.
+#include "LoRAKernels.h"
+
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+// As in QuantizedDot.c: how far ahead of the block being read the weight stream is fetched.
+#define LORA_QDOT_K_PREFETCH 2048
+
+static inline uint16_t k_u16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// Q4_K's super-block (144 bytes): d, dmin (f16), 12 bytes of eight 6-bit (scale, min) pairs, 128 bytes
+// of nibbles; sub-block j (32 values) is the low (j even) or high (j odd) nibbles of bytes
+// 32(j/2) ..< 32(j/2) + 32, its values d·scale_j·q − dmin·min_j. The pairs' packing is ggml's
+// get_scale_min_k4: bytes 0–3 and 4–7 hold scales and mins 0–3 (low 6 bits) and the top 2 bits of
+// 4–7; bytes 8–11 the low 4 bits of scales 4–7 (low nibble) and mins 4–7 (high nibble).
+__attribute__((target("f16c"), always_inline))
+static inline void q4k_scales(const uint8_t *blk, float scale[8], float min[8]) {
+    const float d = _cvtsh_ss(k_u16(blk)), dmin = _cvtsh_ss(k_u16(blk + 2));
+    const uint8_t *s = blk + 4;
+    for (int j = 0; j < 8; j++) {
+        const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+        const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        scale[j] = d * (float)sc;
+        min[j] = dmin * (float)m;
+    }
+}
+
+// Q6_K's super-block (210 bytes): 128 bytes of low nibbles (ql), 64 bytes of high bit pairs (qh), 16
+// int8 scales, d (f16). In half h (128 values), group g (32 values) has its low nibbles in
+// ql[64h + 32(g mod 2) ...] shifted by 4·(g / 2), its high bits in qh[32h ...] shifted by 2g, and its
+// values d·scale[8h + 2g + (0 or 1 for each 16)]·(q − 32).
+
+// MARK: AVX-512
+
+__attribute__((target("avx512f,f16c"), always_inline))
+static inline void avx512_q4k_row(const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx, float sums[4]) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *blk = row + b * 144;
+        _mm_prefetch((const char *)(blk + LORA_QDOT_K_PREFETCH), _MM_HINT_T0);
+        float scale[8], min[8];
+        q4k_scales(blk, scale, min);
+        for (int pair = 0; pair < 4; pair++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * pair));
+            const __m256i nib[2] = {_mm256_and_si256(q, low), _mm256_and_si256(_mm256_srli_epi16(q, 4), low)};
+            for (int half = 0; half < 2; half++) {
+                const int j = 2 * pair + half;
+                const __m512 s = _mm512_set1_ps(scale[j]), m = _mm512_set1_ps(-min[j]);
+                const __m512 w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(nib[half]))), s, m);
+                const __m512 w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(nib[half], 1))), s, m);
+                for (int64_t r = 0; r < nx; r++) {
+                    const float *xb = x + r * ldx + b * 256 + 32 * j;
+                    acc[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb), acc[r]);
+                    acc[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xb + 16), acc[r]);
+                }
+            }
+        }
+    }
+    for (int64_t r = 0; r < nx; r++) sums[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+__attribute__((target("avx512f,f16c"), always_inline))
+static inline void avx512_q6k_row(const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx, float sums[4]) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const __m256i low = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3), bias = _mm256_set1_epi8(32);
+    for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *blk = row + b * 210;
+        _mm_prefetch((const char *)(blk + LORA_QDOT_K_PREFETCH), _MM_HINT_T0);
+        const float d = _cvtsh_ss(k_u16(blk + 208));
+        const int8_t *scales = (const int8_t *)(blk + 192);
+        for (int h = 0; h < 2; h++) {
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+            for (int g = 0; g < 4; g++) {
+                const __m256i ql = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (g & 1)));
+                const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql, 4 * (g >> 1)), low);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), three);
+                const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), bias);
+                const int s = 8 * h + 2 * g;
+                const __m512 w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))),
+                                                _mm512_set1_ps(d * (float)scales[s]));
+                const __m512 w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1))),
+                                                _mm512_set1_ps(d * (float)scales[s + 1]));
+                for (int64_t r = 0; r < nx; r++) {
+                    const float *xb = x + r * ldx + b * 256 + 128 * h + 32 * g;
+                    acc[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb), acc[r]);
+                    acc[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xb + 16), acc[r]);
+                }
+            }
+        }
+    }
+    for (int64_t r = 0; r < nx; r++) sums[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+// The loop over rows, with the type and the vector count as constants in each inlined instance.
+#define LORA_QDOT_K_ROWS(Q4K, Q6K)                                                              \
+    for (int64_t k = 0; k < rows; k++) {                                                        \
+        float sums[4];                                                                          \
+        const uint8_t *row = w + k * row_bytes;                                                 \
+        switch (nx) {                                                                           \
+        case 1: if (type == LORA_QDOT_Q4_K) Q4K(row, blocks, x, ldx, 1, sums); else Q6K(row, blocks, x, ldx, 1, sums); break; \
+        case 2: if (type == LORA_QDOT_Q4_K) Q4K(row, blocks, x, ldx, 2, sums); else Q6K(row, blocks, x, ldx, 2, sums); break; \
+        case 3: if (type == LORA_QDOT_Q4_K) Q4K(row, blocks, x, ldx, 3, sums); else Q6K(row, blocks, x, ldx, 3, sums); break; \
+        default: if (type == LORA_QDOT_Q4_K) Q4K(row, blocks, x, ldx, 4, sums); else Q6K(row, blocks, x, ldx, 4, sums); break; \
+        }                                                                                       \
+        for (int64_t r = 0; r < nx; r++) y[r * ldy + k] = beta == 0 ? sums[r] : beta * y[r * ldy + k] + sums[r]; \
+    }
+
+__attribute__((target("avx512f,f16c")))
+void lora_qdot_k_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                        int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
+    LORA_QDOT_K_ROWS(avx512_q4k_row, avx512_q6k_row)
+}
+
+// MARK: AVX2
+
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline __m256 k_floats_u8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline __m256 k_floats_i8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void avx2_q4k_row(const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx, float sums[4]) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *blk = row + b * 144;
+        _mm_prefetch((const char *)(blk + LORA_QDOT_K_PREFETCH), _MM_HINT_T0);
+        float scale[8], min[8];
+        q4k_scales(blk, scale, min);
+        for (int pair = 0; pair < 4; pair++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * pair));
+            const __m256i nib[2] = {_mm256_and_si256(q, low), _mm256_and_si256(_mm256_srli_epi16(q, 4), low)};
+            for (int half = 0; half < 2; half++) {
+                const int j = 2 * pair + half;
+                const __m256 s = _mm256_set1_ps(scale[j]), m = _mm256_set1_ps(-min[j]);
+                const __m128i n0 = _mm256_castsi256_si128(nib[half]), n1 = _mm256_extracti128_si256(nib[half], 1);
+                const __m256 wv[4] = {
+                    _mm256_fmadd_ps(k_floats_u8(n0), s, m), _mm256_fmadd_ps(k_floats_u8(_mm_srli_si128(n0, 8)), s, m),
+                    _mm256_fmadd_ps(k_floats_u8(n1), s, m), _mm256_fmadd_ps(k_floats_u8(_mm_srli_si128(n1, 8)), s, m),
+                };
+                for (int64_t r = 0; r < nx; r++) {
+                    const float *xb = x + r * ldx + b * 256 + 32 * j;
+                    for (int i = 0; i < 4; i++) acc[r] = _mm256_fmadd_ps(wv[i], _mm256_loadu_ps(xb + 8 * i), acc[r]);
+                }
+            }
+        }
+    }
+    for (int64_t r = 0; r < nx; r++) {
+        const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+        const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        sums[r] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void avx2_q6k_row(const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx, float sums[4]) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256i low = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3), bias = _mm256_set1_epi8(32);
+    for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *blk = row + b * 210;
+        _mm_prefetch((const char *)(blk + LORA_QDOT_K_PREFETCH), _MM_HINT_T0);
+        const float d = _cvtsh_ss(k_u16(blk + 208));
+        const int8_t *scales = (const int8_t *)(blk + 192);
+        for (int h = 0; h < 2; h++) {
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+            for (int g = 0; g < 4; g++) {
+                const __m256i ql = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (g & 1)));
+                const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql, 4 * (g >> 1)), low);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), three);
+                const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), bias);
+                const int s = 8 * h + 2 * g;
+                const __m256 sa = _mm256_set1_ps(d * (float)scales[s]), sb = _mm256_set1_ps(d * (float)scales[s + 1]);
+                const __m128i q0 = _mm256_castsi256_si128(q), q1 = _mm256_extracti128_si256(q, 1);
+                const __m256 wv[4] = {
+                    _mm256_mul_ps(k_floats_i8(q0), sa), _mm256_mul_ps(k_floats_i8(_mm_srli_si128(q0, 8)), sa),
+                    _mm256_mul_ps(k_floats_i8(q1), sb), _mm256_mul_ps(k_floats_i8(_mm_srli_si128(q1, 8)), sb),
+                };
+                for (int64_t r = 0; r < nx; r++) {
+                    const float *xb = x + r * ldx + b * 256 + 128 * h + 32 * g;
+                    for (int i = 0; i < 4; i++) acc[r] = _mm256_fmadd_ps(wv[i], _mm256_loadu_ps(xb + 8 * i), acc[r]);
+                }
+            }
+        }
+    }
+    for (int64_t r = 0; r < nx; r++) {
+        const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+        const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        sums[r] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+    }
+}
+
+__attribute__((target("avx2,fma,f16c")))
+void lora_qdot_k_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                      int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
+    LORA_QDOT_K_ROWS(avx2_q4k_row, avx2_q6k_row)
+}
+
+#else
+
+// Never called where lora_cpu_features() lacks the instruction set; defined so every platform links.
+void lora_qdot_k_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                        int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
+    (void)type; (void)w; (void)row_bytes; (void)rows; (void)blocks; (void)x; (void)ldx; (void)nx; (void)beta; (void)y; (void)ldy;
+    __builtin_trap();
+}
+
+void lora_qdot_k_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                      int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
+    (void)type; (void)w; (void)row_bytes; (void)rows; (void)blocks; (void)x; (void)ldx; (void)nx; (void)beta; (void)y; (void)ldy;
+    __builtin_trap();
+}
+
+#endif
