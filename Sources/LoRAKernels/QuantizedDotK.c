@@ -40,6 +40,16 @@ static inline void q4k_scales(const uint8_t *blk, float scale[8], float min[8]) 
 // ql[64h + 32(g mod 2) ...] shifted by 4·(g / 2), its high bits in qh[32h ...] shifted by 2g, and its
 // values d·scale[8h + 2g + (0 or 1 for each 16)]·(q − 32).
 
+// Group g of half h of a Q6_K super-block as 32 signed bytes q − 32 (the layout above).
+__attribute__((target("avx2"), always_inline))
+static inline __m256i q6k_group(const uint8_t *blk, int h, int g) {
+    const __m256i ql = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (g & 1)));
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+    const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql, 4 * (g >> 1)), _mm256_set1_epi8(0x0F));
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), _mm256_set1_epi8(3));
+    return _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), _mm256_set1_epi8(32));
+}
+
 // MARK: AVX-512
 
 __attribute__((target("avx512f,f16c"), always_inline))
@@ -73,19 +83,14 @@ static inline void avx512_q4k_row(const uint8_t *row, int64_t blocks, const floa
 __attribute__((target("avx512f,f16c"), always_inline))
 static inline void avx512_q6k_row(const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx, float sums[4]) {
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    const __m256i low = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3), bias = _mm256_set1_epi8(32);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * 210;
         _mm_prefetch((const char *)(blk + LORA_QDOT_K_PREFETCH), _MM_HINT_T0);
         const float d = _cvtsh_ss(k_u16(blk + 208));
         const int8_t *scales = (const int8_t *)(blk + 192);
         for (int h = 0; h < 2; h++) {
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
             for (int g = 0; g < 4; g++) {
-                const __m256i ql = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (g & 1)));
-                const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql, 4 * (g >> 1)), low);
-                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), three);
-                const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), bias);
+                const __m256i q = q6k_group(blk, h, g);
                 const int s = 8 * h + 2 * g;
                 const __m512 w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))),
                                                 _mm512_set1_ps(d * (float)scales[s]));
@@ -125,6 +130,12 @@ void lora_qdot_k_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t r
 // MARK: AVX2
 
 __attribute__((target("avx2,fma,f16c"), always_inline))
+static inline float k_sum8(__m256 v) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+__attribute__((target("avx2,fma,f16c"), always_inline))
 static inline __m256 k_floats_u8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
 __attribute__((target("avx2,fma,f16c"), always_inline))
 static inline __m256 k_floats_i8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
@@ -156,29 +167,20 @@ static inline void avx2_q4k_row(const uint8_t *row, int64_t blocks, const float 
             }
         }
     }
-    for (int64_t r = 0; r < nx; r++) {
-        const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-        const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        sums[r] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-    }
+    for (int64_t r = 0; r < nx; r++) sums[r] = k_sum8(acc[r]);
 }
 
 __attribute__((target("avx2,fma,f16c"), always_inline))
 static inline void avx2_q6k_row(const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx, float sums[4]) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    const __m256i low = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3), bias = _mm256_set1_epi8(32);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * 210;
         _mm_prefetch((const char *)(blk + LORA_QDOT_K_PREFETCH), _MM_HINT_T0);
         const float d = _cvtsh_ss(k_u16(blk + 208));
         const int8_t *scales = (const int8_t *)(blk + 192);
         for (int h = 0; h < 2; h++) {
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
             for (int g = 0; g < 4; g++) {
-                const __m256i ql = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (g & 1)));
-                const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql, 4 * (g >> 1)), low);
-                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), three);
-                const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), bias);
+                const __m256i q = q6k_group(blk, h, g);
                 const int s = 8 * h + 2 * g;
                 const __m256 sa = _mm256_set1_ps(d * (float)scales[s]), sb = _mm256_set1_ps(d * (float)scales[s + 1]);
                 const __m128i q0 = _mm256_castsi256_si128(q), q1 = _mm256_extracti128_si256(q, 1);
@@ -193,11 +195,7 @@ static inline void avx2_q6k_row(const uint8_t *row, int64_t blocks, const float 
             }
         }
     }
-    for (int64_t r = 0; r < nx; r++) {
-        const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-        const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        sums[r] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-    }
+    for (int64_t r = 0; r < nx; r++) sums[r] = k_sum8(acc[r]);
 }
 
 __attribute__((target("avx2,fma,f16c")))
