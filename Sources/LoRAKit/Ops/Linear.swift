@@ -222,15 +222,17 @@ public final class Linear: @unchecked Sendable {
             if let adapter, let scaled, adapter.baseOutputGradient(dy: dy, rows: rows, saved: saved!, into: scaled) {
                 baseDy = UnsafePointer(scaled)
             }
-            // dx = Σ over panels of dy[:, panel] · W[panel, :]
-            let product = basePrecision(rows: rows) == .bf16 ? Gemm.sgemmBF16 : Gemm.sgemm
             if basePrecision(rows: rows) == .bf16, let w = matrix.bf16Rows {
                 Gemm.sgemmBF16(transA: false, transB: false, m: rows, n: inFeatures, k: outFeatures, alpha: 1, a: baseDy,
                                lda: outFeatures, b16: w, ldb: inFeatures, beta: accumulate ? 1 : 0, c: dx, ldc: inFeatures)
-            } else { matrix.forEachPanel { r0, n, w in
-                product(false, false, rows, inFeatures, n, 1, baseDy + r0, outFeatures, w, inFeatures,
-                        accumulate || r0 > 0 ? 1 : 0, dx, inFeatures)
-            } }
+            } else {
+                // dx = Σ over panels of dy[:, panel] · W[panel, :]
+                let product = basePrecision(rows: rows) == .bf16 ? Gemm.sgemmBF16 : Gemm.sgemm
+                matrix.forEachPanel { r0, n, w in
+                    product(false, false, rows, inFeatures, n, 1, baseDy + r0, outFeatures, w, inFeatures,
+                            accumulate || r0 > 0 ? 1 : 0, dx, inFeatures)
+                }
+            }
         }
         adapter?.backward(dy: dy, x: x, rows: rows, saved: saved!, dx: dx)
     }
