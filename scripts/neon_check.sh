@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The ARM64 NEON SGEMM tile, checked on any machine: builds LoRAKernels for aarch64 with the Debian
-# cross compiler and runs Tests/NEONChecks/neon_check.c (bit-for-bit against a scalar model) natively
-# on arm64, or under qemu-aarch64 elsewhere. Needs gcc-aarch64-linux-gnu and qemu-user off arm64.
+# The ARM64 NEON kernels, checked on any machine: builds LoRAKernels for aarch64 with the Debian
+# cross compiler and runs Tests/NEONChecks/neon_check.c (the SGEMM tile bit for bit against a scalar
+# model, the quantized dot products against the dequantized product) natively on arm64, or under
+# qemu-aarch64 elsewhere. Needs gcc-aarch64-linux-gnu and qemu-user off arm64.
 #
 #   bash scripts/neon_check.sh
 set -euo pipefail

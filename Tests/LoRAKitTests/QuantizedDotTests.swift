@@ -27,6 +27,7 @@ final class QuantizedDotTests: XCTestCase {
         try XCTSkipIf(kernels.isEmpty, "this CPU has neither AVX2+FMA nor AVX-512")
         var random = SeededRandom(seed: 11)
         for type in QuantizedDot.types {
+            let kernels = kernels.filter { QuantizedDot.types(for: $0).contains(type) }
             let shapes = type.blockSize == 256 ? [(1, 1), (7, 2), (33, 6)] : [(1, 1), (7, 18), (33, 48)]
             for (rows, blocks) in shapes {
                 let n = blocks * type.blockSize, w = randomRows(type, rows: rows, blocks: blocks, random: &random)

@@ -1,12 +1,16 @@
-// The NEON SGEMM tile (Sources/LoRAKernels/NEONGemm.c) bit for bit against a scalar model of its
-// order: per C element, acc = fma(A(r, p), B(p, j), acc) for p = 0, 1, ... (one rounding each), then
-// alpha·acc, plus C (beta 1) or fma(beta, C, alpha·acc). Built for aarch64 and run under qemu by
-// scripts/neon_check.sh, so x86-64 machines test it too. Exit status 0 when every case matches.
+// The NEON kernels, built for aarch64 and run under qemu by scripts/neon_check.sh so x86-64 machines
+// test them too; exit status 0 when every case passes.
+// - The SGEMM tile (Sources/LoRAKernels/NEONGemm.c) bit for bit against a scalar model of its order:
+//   per C element, acc = fma(A(r, p), B(p, j), acc) for p = 0, 1, ... (one rounding each), then
+//   alpha·acc, plus C (beta 1) or fma(beta, C, alpha·acc).
+// - The quantized dot products (QuantizedDotNEON.c) against the rows dequantized here, from ggml's
+//   block formulas, and multiplied in double: within 2e-6 of Σ|w·x|, fp32's summation error.
 #include "LoRAKernels.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static float model(int64_t kc, const float *a, int64_t ars, int64_t acs, int64_t r, const float *b, int64_t ldb,
                    int64_t j, float c, float alpha, float beta) {
@@ -22,8 +26,66 @@ static float uniform(void) {  // xorshift64: values in [-1, 1)
     return (float)((state >> 40) * (1.0 / 8388608.0)) - 1.0f;
 }
 
+static void put_half(uint8_t *p, float v) { __fp16 h = (__fp16)v; memcpy(p, &h, 2); }
+static float get_half(const uint8_t *p) { __fp16 h; memcpy(&h, p, 2); return (float)h; }
+
+// Value i (< 32) of a block, as ggml dequantizes it.
+static double dequantized(int type, const uint8_t *blk, int i) {
+    const double d = get_half(blk);
+    if (type == LORA_QDOT_Q8_0) return d * (int8_t)blk[2 + i];
+    const uint8_t *qs = blk + (type == LORA_QDOT_Q4_1 ? 4 : 2);
+    const int q = i < 16 ? qs[i] & 0x0F : qs[i - 16] >> 4;
+    return type == LORA_QDOT_Q4_0 ? d * (q - 8) : d * q + get_half(blk + 2);
+}
+
+static int check_qdot(void) {
+    const int types[] = {LORA_QDOT_Q4_0, LORA_QDOT_Q4_1, LORA_QDOT_Q8_0}, bytes[] = {18, 20, 34};
+    int failures = 0, cases = 0;
+    for (int ti = 0; ti < 3; ti++) {
+        const int type = types[ti], bb = bytes[ti], rows = 7, blocks = 5, n = 32 * blocks, ldx = n + 3, ldy = rows + 1;
+        uint8_t *w = malloc((size_t)rows * blocks * bb);
+        for (int i = 0; i < rows * blocks * bb; i++) w[i] = (uint8_t)(uniform() * 128 + 128);
+        for (int b = 0; b < rows * blocks; b++) {
+            put_half(w + b * bb, 0.02f * (uniform() + 1.1f));
+            if (type == LORA_QDOT_Q4_1) put_half(w + b * bb + 2, -0.1f * (uniform() + 1));
+        }
+        float x[4 * (32 * 5 + 3)];
+        for (int i = 0; i < 4 * ldx; i++) x[i] = uniform();
+        for (int nx = 1; nx <= 4; nx++) {
+            for (int bi = 0; bi < 2; bi++) {
+                const float beta = bi ? 0.5f : 0;
+                float y[4 * 8], before[4 * 8];
+                for (int i = 0; i < 4 * 8; i++) y[i] = before[i] = (float)(i % 7);
+                lora_qdot_neon(type, w, blocks * bb, rows, blocks, x, ldx, nx, beta, y, ldy);
+                cases++;
+                for (int r = 0; r < nx; r++) {
+                    for (int i = 0; i <= rows; i++) {
+                        double exact = 0, magnitude = 0;
+                        for (int k = 0; k < n && i < rows; k++) {
+                            const double p = dequantized(type, w + (i * blocks + k / 32) * bb, k % 32) * x[r * ldx + k];
+                            exact += p; magnitude += fabs(p);
+                        }
+                        const double expected = i < rows ? beta * before[r * ldy + i] + exact : before[r * ldy + i];
+                        if (fabs(y[r * ldy + i] - expected) > 2e-6 * (magnitude + fabs(expected)) + 1e-30) {
+                            fprintf(stderr, "neon_check: qdot type %d, %d vectors, beta %g: y[%d][%d] = %.9g, expected %.9g\n",
+                                    type, nx, beta, r, i, y[r * ldy + i], expected);
+                            failures++;
+                            r = nx; break;
+                        }
+                    }
+                }
+            }
+        }
+        free(w);
+    }
+    if (failures) { fprintf(stderr, "neon_check: %d of %d quantized dot cases differ\n", failures, cases); return 1; }
+    printf("neon_check: the NEON quantized dot products (Q4_0, Q4_1, Q8_0; 1-4 vectors) equal the dequantized product in all %d cases\n", cases);
+    return 0;
+}
+
 int main(void) {
     if (!(lora_cpu_features() & LORA_CPU_NEON)) { fprintf(stderr, "neon_check: no LORA_CPU_NEON\n"); return 1; }
+    if (check_qdot()) return 1;
     const int64_t kcs[] = {1, 2, 3, 16, 61, 256, 257};
     const float ab[][2] = {{1, 0}, {1, 1}, {1.5f, -0.5f}, {-2, 0}};
     int failures = 0, cases = 0;

@@ -1,12 +1,12 @@
 import LoRAKernels
 
 /// Products of GGML-quantized rows with a few fp32 vectors, read straight from the blocks by a C
-/// kernel (LoRAKernels' QuantizedDot.c): token-by-token generation, where every weight is read once
+/// kernel (LoRAKernels' QuantizedDot.c, QuantizedDotK.c, QuantizedDotNEON.c): token-by-token generation, where every weight is read once
 /// per token and expanding rows to Float32 first cost more than the products. The vectors are not
 /// rounded (llama.cpp quantizes them to 8 bits), so the result is the Float32 product of the
 /// dequantized weights up to the order of the sums.
 public enum QuantizedDot {
-    public enum Kernel: Sendable, CaseIterable { case avx512, avx2 }
+    public enum Kernel: Sendable, CaseIterable { case avx512, avx2, neon }
 
     /// The types the kernels read: the 32-value blocks, and the K-quants of Q4_K_M files (Q4_K, Q6_K).
     public static let types: [GGMLType] = [.Q4_0, .Q4_1, .Q8_0, .Q4_K, .Q6_K]
@@ -18,23 +18,29 @@ public enum QuantizedDot {
     public static let available: [Kernel] = {
         let cpu = CPUFeatures.current
         return (cpu.contains(.avx512F) ? [.avx512] : []) + (cpu.contains(.avx2FMA) ? [.avx2] : [])
+            + (cpu.contains(.neon) ? [.neon] : [])
     }()
+
+    /// The types `kernel` reads (NEON: not the K-quants yet).
+    public static func types(for kernel: Kernel) -> [GGMLType] { kernel == .neon ? q8Types : types }
 
     /// The kernel for rows of `type` now: the best this CPU has, following a forced matrix kernel
     /// (LORA_BLAS=avx2, or builtin for the portable route, which expands rows in Swift).
     public static func kernel(for type: GGMLType) -> Kernel? {
-        guard types.contains(type) else { return nil }
+        let kernel: Kernel?
         switch Gemm.backend {
-        case .builtin: return nil
-        case .avx2: return available.contains(.avx2) ? .avx2 : nil
-        default: return available.first
+        case .builtin: kernel = nil
+        case .avx2: kernel = available.contains(.avx2) ? .avx2 : nil
+        default: kernel = available.first
         }
+        guard let kernel, types(for: kernel).contains(type) else { return nil }
+        return kernel
     }
 
     /// Runs `kernel` over `count` rows of `blocks` blocks each (see `PackedMatrix.dotProducts`).
     public static func run(_ kernel: Kernel, type: GGMLType, rows: UnsafeRawPointer, rowBytes: Int, count: Int, blocks: Int,
                            x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int) {
-        precondition(types.contains(type) && (1...4).contains(nx), "QuantizedDot: \(type) rows against \(nx) vectors")
+        precondition(types(for: kernel).contains(type) && (1...4).contains(nx), "QuantizedDot: \(type) rows against \(nx) vectors on \(kernel)")
         precondition(available.contains(kernel), "QuantizedDot: this CPU cannot run \(kernel)")
         let w = rows.assumingMemoryBound(to: UInt8.self), id = Int32(type.rawValue)
         let isK = type == .Q4_K || type == .Q6_K
@@ -43,6 +49,7 @@ public enum QuantizedDot {
         case (.avx2, false): lora_qdot_avx2(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
         case (.avx512, true): lora_qdot_k_avx512(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
         case (.avx2, true): lora_qdot_k_avx2(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
+        case (.neon, _): lora_qdot_neon(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
         }
     }
 

@@ -97,6 +97,10 @@ void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t row
 void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
                     int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
 
+/// As lora_qdot_avx512 on ARM64 with NEON (LORA_CPU_NEON), for Q4_0, Q4_1 and Q8_0 rows.
+void lora_qdot_neon(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
+                    int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
+
 /// As lora_qdot_avx512 and lora_qdot_avx2 for K-quant rows (LORA_QDOT_Q4_K or LORA_QDOT_Q6_K): `blocks`
 /// super-blocks of 256 values per row (QuantizedDotK.c).
 void lora_qdot_k_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
