@@ -13,9 +13,30 @@ static inline uint16_t load_u16(const uint8_t *p) {
     return v;
 }
 
+static inline uint32_t load_u32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
 /// Bytes of one block of 32 values: Q4_0 {half d; 16 bytes of nibbles}, Q4_1 {half d, m; nibbles},
-/// Q8_0 {half d; 32 int8}. Nibble j of byte i is value i + 16·j.
-static inline int64_t block_bytes(int type) { return type == LORA_QDOT_Q4_0 ? 18 : type == LORA_QDOT_Q4_1 ? 20 : 34; }
+/// Q5_0 {half d; 32 fifth bits; nibbles}, Q5_1 {half d, m; fifth bits; nibbles}, Q8_0 {half d; 32
+/// int8}. Nibble j of byte i is value i + 16·j; bit i of the fifth bits belongs to value i.
+static inline int64_t block_bytes(int type) {
+    switch (type) {
+    case LORA_QDOT_Q4_0: return 18;
+    case LORA_QDOT_Q4_1: return 20;
+    case LORA_QDOT_Q5_0: return 22;
+    case LORA_QDOT_Q5_1: return 24;
+    default: return 34;
+    }
+}
+/// Where a block's quants start.
+static inline int64_t quants_at(int type) {
+    return type == LORA_QDOT_Q4_1 ? 4 : type == LORA_QDOT_Q5_0 ? 6 : type == LORA_QDOT_Q5_1 ? 8 : 2;
+}
+/// Whether the block's values are d·q + m (else d·q, with Q4_0's q − 8 and Q5_0's q − 16).
+static inline int has_min(int type) { return type == LORA_QDOT_Q4_1 || type == LORA_QDOT_Q5_1; }
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -43,52 +64,64 @@ static inline int64_t block_bytes(int type) { return type == LORA_QDOT_Q4_0 ? 18
         switch (type) {                                                       \
         case LORA_QDOT_Q4_0: LORA_QDOT_VECTORS(ROW, LORA_QDOT_Q4_0) break;    \
         case LORA_QDOT_Q4_1: LORA_QDOT_VECTORS(ROW, LORA_QDOT_Q4_1) break;    \
+        case LORA_QDOT_Q5_0: LORA_QDOT_VECTORS(ROW, LORA_QDOT_Q5_0) break;    \
+        case LORA_QDOT_Q5_1: LORA_QDOT_VECTORS(ROW, LORA_QDOT_Q5_1) break;    \
         default: LORA_QDOT_VECTORS(ROW, LORA_QDOT_Q8_0) break;                \
         }                                                                     \
         for (int64_t r = 0; r < nx; r++) y[r * ldy + k] = beta == 0 ? sums[r] : beta * y[r * ldy + k] + sums[r]; \
     }
+
+// A block's 32 quants as two zmm of floats (values 0–15, 16–31), before the scale: Q8_0's int8,
+// Q4_0's nibbles − 8, Q4_1's nibbles, Q5's nibbles with their fifth bit (Q5_0: − 16).
+__attribute__((target("avx512f"), always_inline))
+static inline void avx512_quants(int type, const uint8_t *blk, __m512 w[2]) {
+    if (type == LORA_QDOT_Q8_0) {
+        w[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
+        w[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
+        return;
+    }
+    const __m128i q = _mm_loadu_si128((const __m128i *)(blk + quants_at(type))), low = _mm_set1_epi8(0x0F);
+    __m512i i0 = _mm512_cvtepu8_epi32(_mm_and_si128(q, low)), i1 = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), low));
+    if (type == LORA_QDOT_Q5_0 || type == LORA_QDOT_Q5_1) {
+        const uint32_t qh = load_u32(blk + (type == LORA_QDOT_Q5_1 ? 4 : 2));
+        const __m512i sixteen = _mm512_set1_epi32(16);
+        i0 = _mm512_or_si512(i0, _mm512_maskz_mov_epi32((__mmask16)(qh & 0xFFFF), sixteen));
+        i1 = _mm512_or_si512(i1, _mm512_maskz_mov_epi32((__mmask16)(qh >> 16), sixteen));
+    }
+    if (type == LORA_QDOT_Q4_0 || type == LORA_QDOT_Q5_0) {
+        const __m512i offset = _mm512_set1_epi32(type == LORA_QDOT_Q4_0 ? 8 : 16);
+        i0 = _mm512_sub_epi32(i0, offset);
+        i1 = _mm512_sub_epi32(i1, offset);
+    }
+    w[0] = _mm512_cvtepi32_ps(i0);
+    w[1] = _mm512_cvtepi32_ps(i1);
+}
 
 // One row against nx ≤ 4 vectors: per block the 32 weights are expanded to two zmm of floats once and
 // multiplied into every vector's accumulator; the block scale multiplies the block's partial sum.
 __attribute__((target("avx512f"), always_inline))
 static inline void avx512_row(int type, const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx,
                               float sums[4]) {
-    // Q4_1's offsets go to their own accumulators, so each block adds one dependent FMA per chain.
+    // The minimums' terms go to their own accumulators, so each block adds one dependent FMA per chain.
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     __m512 offsets[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    const __m128i low = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
     const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * bb;
         _mm_prefetch((const char *)(blk + LORA_QDOT_PREFETCH), _MM_HINT_T0);
         const __m512 d = _mm512_set1_ps(_cvtsh_ss(load_u16(blk)));
-        __m512 w0, w1, m = _mm512_setzero_ps();
-        if (type == LORA_QDOT_Q8_0) {
-            w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
-            w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
-        } else {
-            const __m128i q = _mm_loadu_si128((const __m128i *)(blk + (type == LORA_QDOT_Q4_1 ? 4 : 2)));
-            __m128i lo = _mm_and_si128(q, low), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
-            if (type == LORA_QDOT_Q4_0) {
-                lo = _mm_sub_epi8(lo, eight);
-                hi = _mm_sub_epi8(hi, eight);
-                w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo));
-                w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi));
-            } else {
-                w0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
-                w1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
-                m = _mm512_set1_ps(_cvtsh_ss(load_u16(blk + 2)));
-            }
-        }
+        const __m512 m = has_min(type) ? _mm512_set1_ps(_cvtsh_ss(load_u16(blk + 2))) : _mm512_setzero_ps();
+        __m512 w[2];
+        avx512_quants(type, blk, w);
         for (int64_t r = 0; r < nx; r++) {
             const float *xb = x + r * ldx + b * 32;
             const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
-            const __m512 t = _mm512_fmadd_ps(w1, x1, _mm512_mul_ps(w0, x0));
+            const __m512 t = _mm512_fmadd_ps(w[1], x1, _mm512_mul_ps(w[0], x0));
             acc[r] = _mm512_fmadd_ps(d, t, acc[r]);
-            if (type == LORA_QDOT_Q4_1) offsets[r] = _mm512_fmadd_ps(m, _mm512_add_ps(x0, x1), offsets[r]);  // m·Σx
+            if (has_min(type)) offsets[r] = _mm512_fmadd_ps(m, _mm512_add_ps(x0, x1), offsets[r]);  // m·Σx
         }
     }
-    for (int64_t r = 0; r < nx; r++) sums[r] = _mm512_reduce_add_ps(type == LORA_QDOT_Q4_1 ? _mm512_add_ps(acc[r], offsets[r]) : acc[r]);
+    for (int64_t r = 0; r < nx; r++) sums[r] = _mm512_reduce_add_ps(has_min(type) ? _mm512_add_ps(acc[r], offsets[r]) : acc[r]);
 }
 
 // Two rows against one vector (token-by-token decoding): the vector is loaded once for both, and
@@ -97,43 +130,25 @@ __attribute__((target("avx512f"), always_inline))
 static inline void avx512_two_rows(int type, const uint8_t *row0, const uint8_t *row1, int64_t blocks, const float *x,
                                    float sums[2]) {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off0 = _mm512_setzero_ps(), off1 = _mm512_setzero_ps();
-    const __m128i low = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-    const int64_t bb = block_bytes(type), qs = type == LORA_QDOT_Q4_1 ? 4 : 2;
+    const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *p0 = row0 + b * bb, *p1 = row1 + b * bb;
         _mm_prefetch((const char *)(p0 + LORA_QDOT_PREFETCH), _MM_HINT_T0);
         _mm_prefetch((const char *)(p1 + LORA_QDOT_PREFETCH), _MM_HINT_T0);
         const __m512 x0 = _mm512_loadu_ps(x + b * 32), x1 = _mm512_loadu_ps(x + b * 32 + 16);
-        __m512 a0, a1, c0, c1;
-        if (type == LORA_QDOT_Q8_0) {
-            a0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p0 + 2))));
-            a1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p0 + 18))));
-            c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p1 + 2))));
-            c1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p1 + 18))));
-        } else {
-            const __m128i q0 = _mm_loadu_si128((const __m128i *)(p0 + qs)), q1 = _mm_loadu_si128((const __m128i *)(p1 + qs));
-            __m128i l0 = _mm_and_si128(q0, low), h0 = _mm_and_si128(_mm_srli_epi16(q0, 4), low);
-            __m128i l1 = _mm_and_si128(q1, low), h1 = _mm_and_si128(_mm_srli_epi16(q1, 4), low);
-            if (type == LORA_QDOT_Q4_0) {
-                l0 = _mm_sub_epi8(l0, eight); h0 = _mm_sub_epi8(h0, eight);
-                l1 = _mm_sub_epi8(l1, eight); h1 = _mm_sub_epi8(h1, eight);
-                a0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(l0)); a1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(h0));
-                c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(l1)); c1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(h1));
-            } else {
-                a0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(l0)); a1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(h0));
-                c0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(l1)); c1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(h1));
-            }
-        }
-        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p0))), _mm512_fmadd_ps(a1, x1, _mm512_mul_ps(a0, x0)), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p1))), _mm512_fmadd_ps(c1, x1, _mm512_mul_ps(c0, x0)), acc1);
-        if (type == LORA_QDOT_Q4_1) {
+        __m512 a[2], c[2];
+        avx512_quants(type, p0, a);
+        avx512_quants(type, p1, c);
+        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p0))), _mm512_fmadd_ps(a[1], x1, _mm512_mul_ps(a[0], x0)), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p1))), _mm512_fmadd_ps(c[1], x1, _mm512_mul_ps(c[0], x0)), acc1);
+        if (has_min(type)) {
             const __m512 xs = _mm512_add_ps(x0, x1);
             off0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p0 + 2))), xs, off0);
             off1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p1 + 2))), xs, off1);
         }
     }
-    sums[0] = _mm512_reduce_add_ps(type == LORA_QDOT_Q4_1 ? _mm512_add_ps(acc0, off0) : acc0);
-    sums[1] = _mm512_reduce_add_ps(type == LORA_QDOT_Q4_1 ? _mm512_add_ps(acc1, off1) : acc1);
+    sums[0] = _mm512_reduce_add_ps(has_min(type) ? _mm512_add_ps(acc0, off0) : acc0);
+    sums[1] = _mm512_reduce_add_ps(has_min(type) ? _mm512_add_ps(acc1, off1) : acc1);
 }
 
 __attribute__((target("avx512f")))
@@ -147,6 +162,8 @@ void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t row
             switch (type) {
             case LORA_QDOT_Q4_0: avx512_two_rows(LORA_QDOT_Q4_0, row, row + row_bytes, blocks, x, sums); break;
             case LORA_QDOT_Q4_1: avx512_two_rows(LORA_QDOT_Q4_1, row, row + row_bytes, blocks, x, sums); break;
+            case LORA_QDOT_Q5_0: avx512_two_rows(LORA_QDOT_Q5_0, row, row + row_bytes, blocks, x, sums); break;
+            case LORA_QDOT_Q5_1: avx512_two_rows(LORA_QDOT_Q5_1, row, row + row_bytes, blocks, x, sums); break;
             default: avx512_two_rows(LORA_QDOT_Q8_0, row, row + row_bytes, blocks, x, sums); break;
             }
             for (int r = 0; r < 2; r++) y[i + r] = beta == 0 ? sums[r] : beta * y[i + r] + sums[r];
@@ -155,11 +172,29 @@ void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t row
     LORA_QDOT_ROWS(avx512_row, i)
 }
 
-/// Eight values as floats, from 8 bytes: unsigned (nibbles) or signed.
+// A block's 32 quants as four ymm of floats, as avx512_quants gives them. The fifth bits spread
+// over 8 lanes by testing each lane's bit of the byte.
 __attribute__((target("avx2,fma,f16c"), always_inline))
-static inline __m256 avx2_u8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
-__attribute__((target("avx2,fma,f16c"), always_inline))
-static inline __m256 avx2_i8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+static inline void avx2_quants(int type, const uint8_t *blk, __m256 w[4]) {
+    if (type == LORA_QDOT_Q8_0) {
+        for (int j = 0; j < 4; j++) w[j] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * j))));
+        return;
+    }
+    const __m128i q = _mm_loadu_si128((const __m128i *)(blk + quants_at(type))), low = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(q, low), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
+    const __m128i bytes[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    const uint32_t qh = type == LORA_QDOT_Q5_0 || type == LORA_QDOT_Q5_1 ? load_u32(blk + (type == LORA_QDOT_Q5_1 ? 4 : 2)) : 0;
+    const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    for (int j = 0; j < 4; j++) {
+        __m256i v = _mm256_cvtepu8_epi32(bytes[j]);
+        if (type == LORA_QDOT_Q5_0 || type == LORA_QDOT_Q5_1) {
+            const __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(qh >> (8 * j))), lane_bit), lane_bit);
+            v = _mm256_or_si256(v, _mm256_and_si256(set, _mm256_set1_epi32(16)));
+        }
+        if (type == LORA_QDOT_Q4_0 || type == LORA_QDOT_Q5_0) v = _mm256_sub_epi32(v, _mm256_set1_epi32(type == LORA_QDOT_Q4_0 ? 8 : 16));
+        w[j] = _mm256_cvtepi32_ps(v);
+    }
+}
 
 // As avx512_row, with the block's 32 weights in four ymm of floats.
 __attribute__((target("avx2,fma,f16c"), always_inline))
@@ -167,30 +202,14 @@ static inline void avx2_row(int type, const uint8_t *row, int64_t blocks, const 
                             float sums[4]) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     __m256 offsets[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    const __m128i low = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
     const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * bb;
         _mm_prefetch((const char *)(blk + LORA_QDOT_PREFETCH), _MM_HINT_T0);
         const __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(blk)));
-        __m256 w[4], m = _mm256_setzero_ps();
-        if (type == LORA_QDOT_Q8_0) {
-            for (int j = 0; j < 4; j++) w[j] = avx2_i8(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * j)));
-        } else {
-            const uint8_t *qs = blk + (type == LORA_QDOT_Q4_1 ? 4 : 2);
-            const __m128i q = _mm_loadu_si128((const __m128i *)qs);
-            __m128i lo = _mm_and_si128(q, low), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
-            if (type == LORA_QDOT_Q4_0) {
-                lo = _mm_sub_epi8(lo, eight);
-                hi = _mm_sub_epi8(hi, eight);
-                w[0] = avx2_i8(lo); w[1] = avx2_i8(_mm_srli_si128(lo, 8));
-                w[2] = avx2_i8(hi); w[3] = avx2_i8(_mm_srli_si128(hi, 8));
-            } else {
-                w[0] = avx2_u8(lo); w[1] = avx2_u8(_mm_srli_si128(lo, 8));
-                w[2] = avx2_u8(hi); w[3] = avx2_u8(_mm_srli_si128(hi, 8));
-                m = _mm256_set1_ps(_cvtsh_ss(load_u16(blk + 2)));
-            }
-        }
+        const __m256 m = has_min(type) ? _mm256_set1_ps(_cvtsh_ss(load_u16(blk + 2))) : _mm256_setzero_ps();
+        __m256 w[4];
+        avx2_quants(type, blk, w);
         for (int64_t r = 0; r < nx; r++) {
             const float *xb = x + r * ldx + b * 32;
             const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
@@ -200,13 +219,13 @@ static inline void avx2_row(int type, const uint8_t *row, int64_t blocks, const 
             t = _mm256_fmadd_ps(w[2], x2, t);
             t = _mm256_fmadd_ps(w[3], x3, t);
             acc[r] = _mm256_fmadd_ps(d, t, acc[r]);
-            if (type == LORA_QDOT_Q4_1) {
+            if (has_min(type)) {
                 offsets[r] = _mm256_fmadd_ps(m, _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)), offsets[r]);
             }
         }
     }
     for (int64_t r = 0; r < nx; r++) {
-        const __m256 a = type == LORA_QDOT_Q4_1 ? _mm256_add_ps(acc[r], offsets[r]) : acc[r];
+        const __m256 a = has_min(type) ? _mm256_add_ps(acc[r], offsets[r]) : acc[r];
         const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
         sums[r] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
@@ -225,7 +244,7 @@ void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows,
 void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
                       int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy) {
     (void)type; (void)w; (void)row_bytes; (void)rows; (void)blocks; (void)x; (void)ldx; (void)nx; (void)beta; (void)y; (void)ldy;
-    (void)load_u16; (void)block_bytes;
+    (void)load_u16; (void)load_u32; (void)block_bytes; (void)quants_at; (void)has_min;
     __builtin_trap();
 }
 

@@ -16,7 +16,7 @@ final class QuantizedDotTests: XCTestCase {
                 bytes[at + offset] = UInt8(bits & 0xFF); bytes[at + offset + 1] = UInt8(bits >> 8)
             }
             half(type == .Q6_K ? 208 : 0, Float(random.next() % 1000) / 50_000 + 1e-3)
-            if type == .Q4_1 { half(2, -Float(random.next() % 1000) / 10_000) }
+            if type == .Q4_1 || type == .Q5_1 { half(2, -Float(random.next() % 1000) / 10_000) }
             if type == .Q4_K { half(2, Float(random.next() % 1000) / 100_000) }  // dmin
         }
         return bytes

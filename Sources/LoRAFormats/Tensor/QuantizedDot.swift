@@ -8,8 +8,9 @@ import LoRAKernels
 public enum QuantizedDot {
     public enum Kernel: Sendable, CaseIterable { case avx512, avx2, neon }
 
-    /// The types the kernels read: the 32-value blocks, and the K-quants of Q4_K_M files (Q4_K, Q6_K).
-    public static let types: [GGMLType] = [.Q4_0, .Q4_1, .Q8_0, .Q4_K, .Q6_K]
+    /// The types the kernels read: the 32-value blocks, and those of Q4_K_M files (Q4_K, Q6_K, and Q5_0,
+    /// llama-quantize's stand-in for Q4_K where rows do not split into 256 values).
+    public static let types: [GGMLType] = [.Q4_0, .Q4_1, .Q5_0, .Q5_1, .Q8_0, .Q4_K, .Q6_K]
 
     /// The types the 8-bit kernels read.
     public static let q8Types: [GGMLType] = [.Q4_0, .Q4_1, .Q8_0]

@@ -86,7 +86,10 @@ void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t 
                                   float alpha, float beta);
 
 /// GGML block types the quantized dot kernels read (the values are GGML's type ids).
-enum { LORA_QDOT_Q4_0 = 2, LORA_QDOT_Q4_1 = 3, LORA_QDOT_Q8_0 = 8, LORA_QDOT_Q4_K = 12, LORA_QDOT_Q6_K = 14 };
+enum {
+    LORA_QDOT_Q4_0 = 2, LORA_QDOT_Q4_1 = 3, LORA_QDOT_Q5_0 = 6, LORA_QDOT_Q5_1 = 7, LORA_QDOT_Q8_0 = 8,
+    LORA_QDOT_Q4_K = 12, LORA_QDOT_Q6_K = 14,
+};
 
 /// y[r·ldy + i] = Σ_k W(i, k)·x[r·ldx + k] (plus beta·y[r·ldy + i] when beta ≠ 0) for i < rows and
 /// r < nx ≤ 4, where row i of W is `blocks` GGML blocks of 32 values of `type` (LORA_QDOT_*) at
