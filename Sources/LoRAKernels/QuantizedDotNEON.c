@@ -1,4 +1,4 @@
-// The decoding dot products of QuantizedDot.c (Q4_0, Q4_1, Q8_0 rows with fp32 vectors) for ARM64's
+// The decoding dot products of QuantizedDot.c (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 rows with fp32 vectors) for ARM64's
 // NEON, so generation on ARM machines reads the blocks directly too. Tested on x86-64 machines under
 // qemu-aarch64 against the dequantized product (scripts/neon_check.sh).
 #include "LoRAKernels.h"
@@ -13,7 +13,22 @@ static inline float half_at(const uint8_t *p) {
     return (float)h;
 }
 
-static inline int64_t neon_block_bytes(int type) { return type == LORA_QDOT_Q4_0 ? 18 : type == LORA_QDOT_Q4_1 ? 20 : 34; }
+static inline int64_t neon_block_bytes(int type) {
+    switch (type) {
+    case LORA_QDOT_Q4_0: return 18;
+    case LORA_QDOT_Q4_1: return 20;
+    case LORA_QDOT_Q5_0: return 22;
+    case LORA_QDOT_Q5_1: return 24;
+    default: return 34;
+    }
+}
+
+// 16 bytes of 16 where bits 0–15 of `bits` are set, else 0: the fifth bits of Q5 values.
+static inline __attribute__((always_inline)) uint8x16_t neon_fifth_bits(uint32_t bits) {
+    static const uint8_t lane_bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t bytes = vcombine_u8(vdup_n_u8((uint8_t)bits), vdup_n_u8((uint8_t)(bits >> 8)));
+    return vandq_u8(vtstq_u8(bytes, vld1q_u8(lane_bit)), vdupq_n_u8(16));
+}
 
 // The block's 32 values as eight float32x4 (in order), from two int8x16 (values 0–15 and 16–31).
 static inline __attribute__((always_inline)) void neon_floats(int8x16_t a, int8x16_t b, float32x4_t w[8]) {
@@ -40,15 +55,25 @@ void neon_row(int type, const uint8_t *row, int64_t blocks, const float *x, int6
         if (type == LORA_QDOT_Q8_0) {
             neon_floats(vld1q_s8((const int8_t *)(blk + 2)), vld1q_s8((const int8_t *)(blk + 18)), w);
         } else {
-            const uint8x16_t q = vld1q_u8(blk + (type == LORA_QDOT_Q4_1 ? 4 : 2));
-            int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F))), hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
-            if (type == LORA_QDOT_Q4_0) {
-                lo = vsubq_s8(lo, vdupq_n_s8(8));
-                hi = vsubq_s8(hi, vdupq_n_s8(8));
+            const int five = type == LORA_QDOT_Q5_0 || type == LORA_QDOT_Q5_1, minimum = type == LORA_QDOT_Q4_1 || type == LORA_QDOT_Q5_1;
+            const int64_t at = type == LORA_QDOT_Q4_1 ? 4 : type == LORA_QDOT_Q5_0 ? 6 : type == LORA_QDOT_Q5_1 ? 8 : 2;
+            const uint8x16_t q = vld1q_u8(blk + at);
+            uint8x16_t lo = vandq_u8(q, vdupq_n_u8(0x0F)), hi = vshrq_n_u8(q, 4);
+            if (five) {
+                uint32_t qh;
+                memcpy(&qh, blk + (type == LORA_QDOT_Q5_1 ? 4 : 2), sizeof qh);
+                lo = vorrq_u8(lo, neon_fifth_bits(qh));
+                hi = vorrq_u8(hi, neon_fifth_bits(qh >> 16));
+            }
+            int8x16_t l = vreinterpretq_s8_u8(lo), h = vreinterpretq_s8_u8(hi);
+            if (!minimum) {
+                const int8x16_t offset = vdupq_n_s8(five ? 16 : 8);
+                l = vsubq_s8(l, offset);
+                h = vsubq_s8(h, offset);
             } else {
                 m = half_at(blk + 2);
             }
-            neon_floats(lo, hi, w);
+            neon_floats(l, h, w);
         }
         for (int64_t r = 0; r < nx; r++) {
             const float *xb = x + r * ldx + b * 32;
@@ -56,13 +81,14 @@ void neon_row(int type, const uint8_t *row, int64_t blocks, const float *x, int6
             for (int i = 1; i < 8; i++) {
                 const float32x4_t xi = vld1q_f32(xb + 4 * i);
                 t = vfmaq_f32(t, w[i], xi);
-                if (type == LORA_QDOT_Q4_1) xs = vaddq_f32(xs, xi);
+                if (type == LORA_QDOT_Q4_1 || type == LORA_QDOT_Q5_1) xs = vaddq_f32(xs, xi);
             }
             acc[r] = vfmaq_n_f32(acc[r], t, d);
-            if (type == LORA_QDOT_Q4_1) offsets[r] = vfmaq_n_f32(offsets[r], xs, m);  // m·Σx
+            if (type == LORA_QDOT_Q4_1 || type == LORA_QDOT_Q5_1) offsets[r] = vfmaq_n_f32(offsets[r], xs, m);  // m·Σx
         }
     }
-    for (int64_t r = 0; r < nx; r++) sums[r] = vaddvq_f32(type == LORA_QDOT_Q4_1 ? vaddq_f32(acc[r], offsets[r]) : acc[r]);
+    const int minimum = type == LORA_QDOT_Q4_1 || type == LORA_QDOT_Q5_1;
+    for (int64_t r = 0; r < nx; r++) sums[r] = vaddvq_f32(minimum ? vaddq_f32(acc[r], offsets[r]) : acc[r]);
 }
 
 #define LORA_NEON_VECTORS(t)                                                  \
@@ -81,6 +107,8 @@ void lora_qdot_neon(int type, const uint8_t *w, int64_t row_bytes, int64_t rows,
         switch (type) {
         case LORA_QDOT_Q4_0: LORA_NEON_VECTORS(LORA_QDOT_Q4_0) break;
         case LORA_QDOT_Q4_1: LORA_NEON_VECTORS(LORA_QDOT_Q4_1) break;
+        case LORA_QDOT_Q5_0: LORA_NEON_VECTORS(LORA_QDOT_Q5_0) break;
+        case LORA_QDOT_Q5_1: LORA_NEON_VECTORS(LORA_QDOT_Q5_1) break;
         default: LORA_NEON_VECTORS(LORA_QDOT_Q8_0) break;
         }
         for (int64_t r = 0; r < nx; r++) y[r * ldy + k] = beta == 0 ? sums[r] : beta * y[r * ldy + k] + sums[r];

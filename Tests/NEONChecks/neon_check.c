@@ -32,22 +32,31 @@ static float get_half(const uint8_t *p) { __fp16 h; memcpy(&h, p, 2); return (fl
 // Value i (< 32) of a block, as ggml dequantizes it.
 static double dequantized(int type, const uint8_t *blk, int i) {
     const double d = get_half(blk);
-    if (type == LORA_QDOT_Q8_0) return d * (int8_t)blk[2 + i];
-    const uint8_t *qs = blk + (type == LORA_QDOT_Q4_1 ? 4 : 2);
-    const int q = i < 16 ? qs[i] & 0x0F : qs[i - 16] >> 4;
-    return type == LORA_QDOT_Q4_0 ? d * (q - 8) : d * q + get_half(blk + 2);
+    switch (type) {
+    case LORA_QDOT_Q8_0: return d * (int8_t)blk[2 + i];
+    case LORA_QDOT_Q4_0: return d * ((i < 16 ? blk[2 + i] & 0x0F : blk[2 + i - 16] >> 4) - 8);
+    case LORA_QDOT_Q4_1: return d * (i < 16 ? blk[4 + i] & 0x0F : blk[4 + i - 16] >> 4) + get_half(blk + 2);
+    default: {
+        const int one = type == LORA_QDOT_Q5_1;
+        uint32_t qh;
+        memcpy(&qh, blk + (one ? 4 : 2), 4);
+        const uint8_t *qs = blk + (one ? 8 : 6);
+        const int q = (i < 16 ? qs[i] & 0x0F : qs[i - 16] >> 4) | (int)((qh >> i) & 1) << 4;
+        return one ? d * q + get_half(blk + 2) : d * (q - 16);
+    }
+    }
 }
 
 static int check_qdot(void) {
-    const int types[] = {LORA_QDOT_Q4_0, LORA_QDOT_Q4_1, LORA_QDOT_Q8_0}, bytes[] = {18, 20, 34};
+    const int types[] = {LORA_QDOT_Q4_0, LORA_QDOT_Q4_1, LORA_QDOT_Q5_0, LORA_QDOT_Q5_1, LORA_QDOT_Q8_0}, bytes[] = {18, 20, 22, 24, 34};
     int failures = 0, cases = 0;
-    for (int ti = 0; ti < 3; ti++) {
+    for (int ti = 0; ti < 5; ti++) {
         const int type = types[ti], bb = bytes[ti], rows = 7, blocks = 5, n = 32 * blocks, ldx = n + 3, ldy = rows + 1;
         uint8_t *w = malloc((size_t)rows * blocks * bb);
         for (int i = 0; i < rows * blocks * bb; i++) w[i] = (uint8_t)(uniform() * 128 + 128);
         for (int b = 0; b < rows * blocks; b++) {
             put_half(w + b * bb, 0.02f * (uniform() + 1.1f));
-            if (type == LORA_QDOT_Q4_1) put_half(w + b * bb + 2, -0.1f * (uniform() + 1));
+            if (type == LORA_QDOT_Q4_1 || type == LORA_QDOT_Q5_1) put_half(w + b * bb + 2, -0.1f * (uniform() + 1));
         }
         float x[4 * (32 * 5 + 3)];
         for (int i = 0; i < 4 * ldx; i++) x[i] = uniform();
@@ -79,7 +88,7 @@ static int check_qdot(void) {
         free(w);
     }
     if (failures) { fprintf(stderr, "neon_check: %d of %d quantized dot cases differ\n", failures, cases); return 1; }
-    printf("neon_check: the NEON quantized dot products (Q4_0, Q4_1, Q8_0; 1-4 vectors) equal the dequantized product in all %d cases\n", cases);
+    printf("neon_check: the NEON quantized dot products (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; 1-4 vectors) equal the dequantized product in all %d cases\n", cases);
     return 0;
 }
 

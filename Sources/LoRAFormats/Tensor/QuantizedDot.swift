@@ -22,8 +22,8 @@ public enum QuantizedDot {
             + (cpu.contains(.neon) ? [.neon] : [])
     }()
 
-    /// The types `kernel` reads (NEON: not the K-quants yet).
-    public static func types(for kernel: Kernel) -> [GGMLType] { kernel == .neon ? q8Types : types }
+    /// The types `kernel` reads (NEON: the 32-value blocks, not the K-quants yet).
+    public static func types(for kernel: Kernel) -> [GGMLType] { kernel == .neon ? [.Q4_0, .Q4_1, .Q5_0, .Q5_1, .Q8_0] : types }
 
     /// The kernel for rows of `type` now: the best this CPU has, following a forced matrix kernel
     /// (LORA_BLAS=avx2, or builtin for the portable route, which expands rows in Swift).
