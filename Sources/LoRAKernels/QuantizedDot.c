@@ -3,40 +3,7 @@
 // stay fp32, so the result is the fp32 product of the dequantized weights up to summation order;
 // the reference they are tested against is GGMLQuant's dequantization and a product in Double.
 // Block scales are halves, converted with F16C (every AVX2 CPU has it; AVX-512F implies it).
-#include "LoRAKernels.h"
-
-#include <string.h>
-
-static inline uint16_t load_u16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline uint32_t load_u32(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/// Bytes of one block of 32 values: Q4_0 {half d; 16 bytes of nibbles}, Q4_1 {half d, m; nibbles},
-/// Q5_0 {half d; 32 fifth bits; nibbles}, Q5_1 {half d, m; fifth bits; nibbles}, Q8_0 {half d; 32
-/// int8}. Nibble j of byte i is value i + 16·j; bit i of the fifth bits belongs to value i.
-static inline int64_t block_bytes(int type) {
-    switch (type) {
-    case LORA_QDOT_Q4_0: return 18;
-    case LORA_QDOT_Q4_1: return 20;
-    case LORA_QDOT_Q5_0: return 22;
-    case LORA_QDOT_Q5_1: return 24;
-    default: return 34;
-    }
-}
-/// Where a block's quants start.
-static inline int64_t quants_at(int type) {
-    return type == LORA_QDOT_Q4_1 ? 4 : type == LORA_QDOT_Q5_0 ? 6 : type == LORA_QDOT_Q5_1 ? 8 : 2;
-}
-/// Whether the block's values are d·q + m (else d·q, with Q4_0's q − 8 and Q5_0's q − 16).
-static inline int has_min(int type) { return type == LORA_QDOT_Q4_1 || type == LORA_QDOT_Q5_1; }
+#include "QuantizedBlocks.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -82,7 +49,7 @@ static inline void avx512_quants(int type, const uint8_t *blk, __m512 w[2]) {
     }
     const __m128i q = _mm_loadu_si128((const __m128i *)(blk + quants_at(type))), low = _mm_set1_epi8(0x0F);
     __m512i i0 = _mm512_cvtepu8_epi32(_mm_and_si128(q, low)), i1 = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), low));
-    if (type == LORA_QDOT_Q5_0 || type == LORA_QDOT_Q5_1) {
+    if (has_fifth_bit(type)) {
         const uint32_t qh = load_u32(blk + (type == LORA_QDOT_Q5_1 ? 4 : 2));
         const __m512i sixteen = _mm512_set1_epi32(16);
         i0 = _mm512_or_si512(i0, _mm512_maskz_mov_epi32((__mmask16)(qh & 0xFFFF), sixteen));
@@ -183,11 +150,11 @@ static inline void avx2_quants(int type, const uint8_t *blk, __m256 w[4]) {
     const __m128i q = _mm_loadu_si128((const __m128i *)(blk + quants_at(type))), low = _mm_set1_epi8(0x0F);
     const __m128i lo = _mm_and_si128(q, low), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
     const __m128i bytes[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-    const uint32_t qh = type == LORA_QDOT_Q5_0 || type == LORA_QDOT_Q5_1 ? load_u32(blk + (type == LORA_QDOT_Q5_1 ? 4 : 2)) : 0;
+    const uint32_t qh = has_fifth_bit(type) ? load_u32(blk + (type == LORA_QDOT_Q5_1 ? 4 : 2)) : 0;
     const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     for (int j = 0; j < 4; j++) {
         __m256i v = _mm256_cvtepu8_epi32(bytes[j]);
-        if (type == LORA_QDOT_Q5_0 || type == LORA_QDOT_Q5_1) {
+        if (has_fifth_bit(type)) {
             const __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(qh >> (8 * j))), lane_bit), lane_bit);
             v = _mm256_or_si256(v, _mm256_and_si256(set, _mm256_set1_epi32(16)));
         }

@@ -2,21 +2,13 @@
 // common Q4_K_M files) with fp32 vectors, for token-by-token decoding as QuantizedDot.c does for the
 // 32-value types. Each group of 16 weights is dequantized in registers (scale·q − min, one FMA) and
 // multiplied into every vector's accumulator; the vectors are not rounded.
-#include "LoRAKernels.h"
-
-#include <string.h>
+#include "QuantizedBlocks.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
 // As in QuantizedDot.c: how far ahead of the block being read the weight stream is fetched.
 #define LORA_QDOT_K_PREFETCH 2048
-
-static inline uint16_t k_u16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
 
 // Q4_K's super-block (144 bytes): d, dmin (f16), 12 bytes of eight 6-bit (scale, min) pairs, 128 bytes
 // of nibbles; sub-block j (32 values) is the low (j even) or high (j odd) nibbles of bytes
@@ -25,7 +17,7 @@ static inline uint16_t k_u16(const uint8_t *p) {
 // 4–7; bytes 8–11 the low 4 bits of scales 4–7 (low nibble) and mins 4–7 (high nibble).
 __attribute__((target("f16c"), always_inline))
 static inline void q4k_scales(const uint8_t *blk, float scale[8], float min[8]) {
-    const float d = _cvtsh_ss(k_u16(blk)), dmin = _cvtsh_ss(k_u16(blk + 2));
+    const float d = _cvtsh_ss(load_u16(blk)), dmin = _cvtsh_ss(load_u16(blk + 2));
     const uint8_t *s = blk + 4;
     for (int j = 0; j < 8; j++) {
         const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
@@ -86,7 +78,7 @@ static inline void avx512_q6k_row(const uint8_t *row, int64_t blocks, const floa
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * 210;
         _mm_prefetch((const char *)(blk + LORA_QDOT_K_PREFETCH), _MM_HINT_T0);
-        const float d = _cvtsh_ss(k_u16(blk + 208));
+        const float d = _cvtsh_ss(load_u16(blk + 208));
         const int8_t *scales = (const int8_t *)(blk + 192);
         for (int h = 0; h < 2; h++) {
             for (int g = 0; g < 4; g++) {
@@ -176,7 +168,7 @@ static inline void avx2_q6k_row(const uint8_t *row, int64_t blocks, const float 
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * 210;
         _mm_prefetch((const char *)(blk + LORA_QDOT_K_PREFETCH), _MM_HINT_T0);
-        const float d = _cvtsh_ss(k_u16(blk + 208));
+        const float d = _cvtsh_ss(load_u16(blk + 208));
         const int8_t *scales = (const int8_t *)(blk + 192);
         for (int h = 0; h < 2; h++) {
             for (int g = 0; g < 4; g++) {

@@ -1,7 +1,7 @@
 // The decoding dot products of QuantizedDot.c (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 rows with fp32 vectors) for ARM64's
 // NEON, so generation on ARM machines reads the blocks directly too. Tested on x86-64 machines under
 // qemu-aarch64 against the dequantized product (scripts/neon_check.sh).
-#include "LoRAKernels.h"
+#include "QuantizedBlocks.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -11,16 +11,6 @@ static inline float half_at(const uint8_t *p) {
     __fp16 h;
     memcpy(&h, p, sizeof h);
     return (float)h;
-}
-
-static inline int64_t neon_block_bytes(int type) {
-    switch (type) {
-    case LORA_QDOT_Q4_0: return 18;
-    case LORA_QDOT_Q4_1: return 20;
-    case LORA_QDOT_Q5_0: return 22;
-    case LORA_QDOT_Q5_1: return 24;
-    default: return 34;
-    }
 }
 
 // 16 bytes of 16 where bits 0–15 of `bits` are set, else 0: the fifth bits of Q5 values.
@@ -45,7 +35,7 @@ static inline __attribute__((always_inline))
 void neon_row(int type, const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx, float sums[4]) {
     float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
     float32x4_t offsets[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
-    const int64_t bb = neon_block_bytes(type);
+    const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * bb;
         __builtin_prefetch(blk + 2048);
@@ -55,19 +45,16 @@ void neon_row(int type, const uint8_t *row, int64_t blocks, const float *x, int6
         if (type == LORA_QDOT_Q8_0) {
             neon_floats(vld1q_s8((const int8_t *)(blk + 2)), vld1q_s8((const int8_t *)(blk + 18)), w);
         } else {
-            const int five = type == LORA_QDOT_Q5_0 || type == LORA_QDOT_Q5_1, minimum = type == LORA_QDOT_Q4_1 || type == LORA_QDOT_Q5_1;
-            const int64_t at = type == LORA_QDOT_Q4_1 ? 4 : type == LORA_QDOT_Q5_0 ? 6 : type == LORA_QDOT_Q5_1 ? 8 : 2;
-            const uint8x16_t q = vld1q_u8(blk + at);
+            const uint8x16_t q = vld1q_u8(blk + quants_at(type));
             uint8x16_t lo = vandq_u8(q, vdupq_n_u8(0x0F)), hi = vshrq_n_u8(q, 4);
-            if (five) {
-                uint32_t qh;
-                memcpy(&qh, blk + (type == LORA_QDOT_Q5_1 ? 4 : 2), sizeof qh);
+            if (has_fifth_bit(type)) {
+                const uint32_t qh = load_u32(blk + (type == LORA_QDOT_Q5_1 ? 4 : 2));
                 lo = vorrq_u8(lo, neon_fifth_bits(qh));
                 hi = vorrq_u8(hi, neon_fifth_bits(qh >> 16));
             }
             int8x16_t l = vreinterpretq_s8_u8(lo), h = vreinterpretq_s8_u8(hi);
-            if (!minimum) {
-                const int8x16_t offset = vdupq_n_s8(five ? 16 : 8);
+            if (!has_min(type)) {
+                const int8x16_t offset = vdupq_n_s8(has_fifth_bit(type) ? 16 : 8);
                 l = vsubq_s8(l, offset);
                 h = vsubq_s8(h, offset);
             } else {
@@ -81,14 +68,13 @@ void neon_row(int type, const uint8_t *row, int64_t blocks, const float *x, int6
             for (int i = 1; i < 8; i++) {
                 const float32x4_t xi = vld1q_f32(xb + 4 * i);
                 t = vfmaq_f32(t, w[i], xi);
-                if (type == LORA_QDOT_Q4_1 || type == LORA_QDOT_Q5_1) xs = vaddq_f32(xs, xi);
+                if (has_min(type)) xs = vaddq_f32(xs, xi);
             }
             acc[r] = vfmaq_n_f32(acc[r], t, d);
-            if (type == LORA_QDOT_Q4_1 || type == LORA_QDOT_Q5_1) offsets[r] = vfmaq_n_f32(offsets[r], xs, m);  // m·Σx
+            if (has_min(type)) offsets[r] = vfmaq_n_f32(offsets[r], xs, m);  // m·Σx
         }
     }
-    const int minimum = type == LORA_QDOT_Q4_1 || type == LORA_QDOT_Q5_1;
-    for (int64_t r = 0; r < nx; r++) sums[r] = vaddvq_f32(minimum ? vaddq_f32(acc[r], offsets[r]) : acc[r]);
+    for (int64_t r = 0; r < nx; r++) sums[r] = vaddvq_f32(has_min(type) ? vaddq_f32(acc[r], offsets[r]) : acc[r]);
 }
 
 #define LORA_NEON_VECTORS(t)                                                  \

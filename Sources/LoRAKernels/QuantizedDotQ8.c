@@ -8,18 +8,10 @@
 //   Q4_0: w = dw·(n − 8)    Σ w·x = dw·d·Σ n·s − 8·dw·f
 //   Q4_1: w = dw·n + m      Σ w·x = dw·d·Σ n·s + m·f
 // The integer sums are exact; what differs from the product in fp32 is the rounding of x to 8 bits.
-#include "LoRAKernels.h"
-
-#include <string.h>
+#include "QuantizedBlocks.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-
-static inline uint16_t q8_load_u16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
 
 // How far ahead the weight stream is fetched: as in QuantizedDot.c (2 KB ahead: 1.5x the blocks per
 // second on a 70 MB Q4_1 matrix here).
@@ -31,7 +23,7 @@ static inline uint16_t q8_load_u16(const uint8_t *p) {
 #define LORA_Q8_BLOCK(DOT, J, b)                                                                             \
     do {                                                                                                     \
         const uint8_t *blk = row + (b) * bb;                                                                 \
-        const float dw = _cvtsh_ss(q8_load_u16(blk));                                                        \
+        const float dw = _cvtsh_ss(load_u16(blk));                                                        \
         __m256i u, w = _mm256_setzero_si256();                                                               \
         float m = 0;                                                                                         \
         if (type == LORA_QDOT_Q8_0) {                                                                        \
@@ -41,7 +33,7 @@ static inline uint16_t q8_load_u16(const uint8_t *p) {
             const __m128i q = _mm_loadu_si128((const __m128i *)(blk + (type == LORA_QDOT_Q4_1 ? 4 : 2)));     \
             /* values 0..15 are the low nibbles, 16..31 the high ones: the activations' order */              \
             u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);                            \
-            if (type == LORA_QDOT_Q4_1) m = _cvtsh_ss(q8_load_u16(blk + 2));                                 \
+            if (type == LORA_QDOT_Q4_1) m = _cvtsh_ss(load_u16(blk + 2));                                 \
         }                                                                                                    \
         for (int64_t r = 0; r < nx; r++) {                                                                   \
             __m256i s = _mm256_loadu_si256((const __m256i *)(xq + r * ldq + (b) * 32));                      \
@@ -64,7 +56,7 @@ static inline uint16_t q8_load_u16(const uint8_t *p) {
         __m256 acc1[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
         float off0[4] = {0, 0, 0, 0}, off1[4] = {0, 0, 0, 0};                                                \
         const __m256i low = _mm256_set1_epi8(0x0F);                                                          \
-        const int64_t bb = type == LORA_QDOT_Q4_0 ? 18 : type == LORA_QDOT_Q4_1 ? 20 : 34;                   \
+        const int64_t bb = block_bytes(type);                                                                \
         const int64_t ldb = ldq / 32;                                                                        \
         int64_t b = 0;                                                                                       \
         for (; b + 2 <= blocks; b += 2) {                                                                    \
