@@ -1,6 +1,25 @@
 #include "LoRAKernels.h"
 
 #include <string.h>
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP2_BF16
+#define HWCAP2_BF16 (1 << 14)
+#endif
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+
+// vcvtneps2bf16's rounding in scalar form: NaN stays NaN (made quiet), a zero or subnormal input
+// becomes a zero of its sign (the instruction treats denormal inputs as zero), anything else is
+// rounded to nearest, ties to even.
+static inline uint32_t bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    if ((u & 0x7f800000u) == 0) return (u >> 16) & 0x8000u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
 
 
 #if defined(__x86_64__)
@@ -236,16 +255,6 @@ void lora_pack_f32_avx512(const float *x, int64_t ts, int64_t ps, int64_t count,
 
 // MARK: - AVX-512 BF16: 14×32 tile of bf16 pairs, fp32 accumulation
 
-// vcvtneps2bf16's rounding in scalar form: NaN stays NaN (made quiet), a zero or subnormal input
-// becomes a zero of its sign (the instruction treats denormal inputs as zero), anything else is
-// rounded to nearest, ties to even.
-static inline uint32_t bf16_bits(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
-    if ((u & 0x7f800000u) == 0) return (u >> 16) & 0x8000u;
-    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
 
 // The bfloat16 pair (2q, 2q + 1) of row t, from Float32 (rounded) or bfloat16 source rows; the
 // missing half of an odd kc's last pair is zero.
@@ -400,11 +409,50 @@ void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t 
 #else
 
 uint32_t lora_cpu_features(void) {
-#if defined(__aarch64__)
+#if defined(__aarch64__) && defined(__linux__)
+    return LORA_CPU_NEON | ((getauxval(AT_HWCAP2) & HWCAP2_BF16) ? LORA_CPU_NEON_BF16 : 0);
+#elif defined(__aarch64__) && defined(__APPLE__)
+    int bf16 = 0;
+    size_t size = sizeof bf16;
+    const int asked = sysctlbyname("hw.optional.arm.FEAT_BF16", &bf16, &size, NULL, 0);
+    return LORA_CPU_NEON | (asked == 0 && bf16 ? LORA_CPU_NEON_BF16 : 0);
+#elif defined(__aarch64__)
     return LORA_CPU_NEON;
 #else
     return 0;
 #endif
+}
+
+// The bf16 packing in portable C, for ARM64's bf16 tile (the packing is a small part of a product;
+// the rounding is bf16_bits', as on x86-64).
+void lora_pack_bf16_pairs(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width,
+                          uint32_t *dst) {
+    const int64_t kq = (kc + 1) / 2;
+    for (int64_t q = 0; q < kq; q++) {
+        for (int64_t t = 0; t < width; t++) {
+            const int inside = t < count;
+            const uint32_t lo = inside ? bf16_bits(x[t * ts + 2 * q * ps]) : 0;
+            const uint32_t hi = inside && 2 * q + 1 < kc ? bf16_bits(x[t * ts + (2 * q + 1) * ps]) : 0;
+            dst[q * width + t] = lo | hi << 16;
+        }
+    }
+}
+
+void lora_round_bf16(const float *x, int64_t n, uint16_t *dst) {
+    for (int64_t i = 0; i < n; i++) dst[i] = (uint16_t)bf16_bits(x[i]);
+}
+
+void lora_pack_bf16_pairs_from_bf16(const uint16_t *x, int64_t ts, int64_t ps, int64_t count, int64_t kc,
+                                    int64_t width, uint32_t *dst) {
+    const int64_t kq = (kc + 1) / 2;
+    for (int64_t q = 0; q < kq; q++) {
+        for (int64_t t = 0; t < width; t++) {
+            const int inside = t < count;
+            const uint32_t lo = inside ? x[t * ts + 2 * q * ps] : 0;
+            const uint32_t hi = inside && 2 * q + 1 < kc ? x[t * ts + (2 * q + 1) * ps] : 0;
+            dst[q * width + t] = lo | hi << 16;
+        }
+    }
 }
 
 // Never called where lora_cpu_features() lacks LORA_CPU_AVX2_FMA; defined so every platform links.
@@ -431,23 +479,6 @@ void lora_sgemm_avx512_14x32_strided(int64_t kc, const float *a, int64_t ars, in
                                      const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta) {
     (void)kc; (void)a; (void)ars; (void)acs; (void)arows; (void)b; (void)ldb; (void)c; (void)ldc;
     (void)alpha; (void)beta;
-    __builtin_trap();
-}
-
-void lora_pack_bf16_pairs(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width,
-                          uint32_t *dst) {
-    (void)x; (void)ts; (void)ps; (void)count; (void)kc; (void)width; (void)dst;
-    __builtin_trap();
-}
-
-void lora_round_bf16(const float *x, int64_t n, uint16_t *dst) {
-    (void)x; (void)n; (void)dst;
-    __builtin_trap();
-}
-
-void lora_pack_bf16_pairs_from_bf16(const uint16_t *x, int64_t ts, int64_t ps, int64_t count, int64_t kc,
-                                    int64_t width, uint32_t *dst) {
-    (void)x; (void)ts; (void)ps; (void)count; (void)kc; (void)width; (void)dst;
     __builtin_trap();
 }
 

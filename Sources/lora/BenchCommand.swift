@@ -115,7 +115,7 @@ struct BenchCommand: ParsableCommand {
             print("model: \(self.model ?? "SmolLM2-135M shapes, \(layers) layers, random weights"); \(self.method) r=\(rank) alpha=\(alpha) on all linear layers")
             print(String(format: "trainable parameters: %d; optimizer state: %.1f MB", adapter.parameterCount, Double(optimizerStateBytes) / 1e6))
             print(String(format: "frozen matrices in memory: %.0f MB", Double(weights) / 1e6))
-            print("batch \(batchSize) x \(seqLen) tokens, matrix products: \(model.precision == .bf16 ? "bf16 (AVX-512 BF16) for the base, " : "")\(Gemm.backend), threads: \(Parallel.threadCount)"
+            print("batch \(batchSize) x \(seqLen) tokens, matrix products: \(model.precision == .bf16 ? "bf16 (\(Precision.bf16Instructions)) for the base, " : "")\(Gemm.backend), threads: \(Parallel.threadCount)"
                   + (group.map { " per rank × \($0.size) MPI ranks" } ?? "")
                   + (gradCheckpoint ? ", gradient checkpointing" : ""))
             print("steps (s): " + stepSeconds.map { String(format: "%.3f", $0) }.joined(separator: " "))

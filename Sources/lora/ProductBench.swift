@@ -35,7 +35,7 @@ struct ProductBench {
         var description: String {
             switch self {
             case .fp32(let backend): "\(backend)"
-            case .bf16: "bf16 (AVX-512 BF16)"
+            case .bf16: "bf16 (\(Precision.bf16Instructions))"
             }
         }
     }

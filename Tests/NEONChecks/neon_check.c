@@ -3,10 +3,13 @@
 // - The SGEMM tile (Sources/LoRAKernels/NEONGemm.c) bit for bit against a scalar model of its order:
 //   per C element, acc = fma(A(r, p), B(p, j), acc) for p = 0, 1, ... (one rounding each), then
 //   alpha·acc, plus C (beta 1) or fma(beta, C, alpha·acc).
+// - The bf16 tile (BFDOT, where the CPU has FEAT_BF16; qemu's default CPU does) bit for bit against
+//   a scalar model of Arm's round-to-odd BFDOT, from panels the portable bf16 packing wrote.
 // - The quantized dot products (QuantizedDotNEON.c) against the rows dequantized here, from ggml's
 //   block formulas, and multiplied in double: within 2e-6 of Σ|w·x|, fp32's summation error.
 #include "LoRAKernels.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,9 +95,94 @@ static int check_qdot(void) {
     return 0;
 }
 
+// ±(1 + |u|)·2^e with e from −4 to 3.
+static float spread(void) {
+    const float u = uniform();
+    const int e = (int)((uniform() + 1) * 4) - 4;
+    return (u < 0 ? -1 : 1) * ldexpf(1 + fabsf(u), e);
+}
+
+// x rounded to bfloat16 (nearest even; subnormals to a zero of their sign), as a float.
+static float bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
+    else u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// x (a double holding the exact value) rounded to odd in fp32, a denormal result flushed to zero:
+// BFDOT's rounding without FEAT_EBF16.
+static float round_odd(double x) {
+    float f = (float)x;
+    if (fabs((double)f) > fabs(x)) f = nextafterf(f, 0.0f);  // toward zero
+    if ((double)f != x) { uint32_t u; memcpy(&u, &f, 4); u |= 1; memcpy(&f, &u, 4); }
+    return fabsf(f) < FLT_MIN ? copysignf(0.0f, f) : f;
+}
+
+// The bf16 tile against the scalar model of BFDOT: per k pair, t = RO(a·b + a'·b') (the bfloat16
+// products are exact), acc = RO(acc + t); then alpha and beta as the fp32 tile. Operands are packed
+// by lora_pack_bf16_pairs, so a wrong panel shows too. Magnitudes span 2⁻⁴ to 2⁵: wide enough that
+// the fp32 sums round (so round-to-odd is tested, not only exact sums), narrow enough that the
+// model's sums in double are exact.
+static int check_bf16(void) {
+    const int64_t kcs[] = {1, 2, 3, 16, 61, 256, 257};
+    const float ab[][2] = {{1, 0}, {1, 1}, {1.5f, -0.5f}};
+    int failures = 0, cases = 0;
+    for (size_t ki = 0; ki < sizeof kcs / sizeof kcs[0]; ki++) {
+        const int64_t kc = kcs[ki], kq = (kc + 1) / 2, lda = kc + 1, ldb = 19, ldc = 17;
+        float *a = malloc(sizeof(float) * 6 * lda), *b = malloc(sizeof(float) * kc * ldb);
+        for (int64_t i = 0; i < 6 * lda; i++) a[i] = spread();
+        for (int64_t i = 0; i < kc * ldb; i++) b[i] = spread();
+        uint32_t *pa = malloc(4 * (size_t)kq * 6 + 16), *pb = malloc(4 * (size_t)kq * 16);
+        lora_pack_bf16_pairs(b, 1, ldb, 16, kc, 16, pb);  // panel columns j are B's columns
+        for (int rows = 6; rows >= 1; rows -= 5) {
+            lora_pack_bf16_pairs(a, lda, 1, rows, kc, 6, pa);
+            for (size_t s = 0; s < sizeof ab / sizeof ab[0]; s++) {
+                const float alpha = ab[s][0], beta = ab[s][1];
+                float c[6 * 17], expected[6 * 17];
+                for (int i = 0; i < 6 * 17; i++) c[i] = expected[i] = uniform();
+                for (int r = 0; r < 6; r++) {
+                    for (int j = 0; j < 16; j++) {
+                        float acc = 0;
+                        for (int64_t q = 0; q < kq; q++) {
+                            double t = r < rows ? (double)bf16(a[r * lda + 2 * q]) * bf16(b[2 * q * ldb + j]) : 0;
+                            if (2 * q + 1 < kc && r < rows) t += (double)bf16(a[r * lda + 2 * q + 1]) * bf16(b[(2 * q + 1) * ldb + j]);
+                            acc = round_odd((double)acc + round_odd(t));
+                        }
+                        const float v = alpha * acc, old = c[r * ldc + j];
+                        expected[r * ldc + j] = beta == 0 ? v : beta == 1 ? v + old : fmaf(beta, old, v);
+                    }
+                }
+                lora_sbgemm_neonbf16_6x16(kq, pa, pb, c, ldc, alpha, beta);
+                cases++;
+                for (int i = 0; i < 6 * 17; i++) {
+                    if (c[i] != expected[i]) {
+                        fprintf(stderr, "neon_check: bf16 kc %lld rows %d alpha %g beta %g: C[%d] = %.9g, the model gives %.9g\n",
+                                (long long)kc, rows, alpha, beta, i, c[i], expected[i]);
+                        failures++;
+                        break;
+                    }
+                }
+            }
+        }
+        free(a); free(b); free(pa); free(pb);
+    }
+    if (failures) { fprintf(stderr, "neon_check: %d of %d bf16 cases differ\n", failures, cases); return 1; }
+    printf("neon_check: the NEON bf16 6x16 tile (BFDOT) equals its round-to-odd scalar model in all %d cases\n", cases);
+    return 0;
+}
+
 int main(void) {
     if (!(lora_cpu_features() & LORA_CPU_NEON)) { fprintf(stderr, "neon_check: no LORA_CPU_NEON\n"); return 1; }
     if (check_qdot()) return 1;
+    if (!(lora_cpu_features() & LORA_CPU_NEON_BF16)) {
+        printf("neon_check: skipped the bf16 tile: this CPU has no FEAT_BF16\n");
+    } else if (check_bf16()) {
+        return 1;
+    }
     const int64_t kcs[] = {1, 2, 3, 16, 61, 256, 257};
     const float ab[][2] = {{1, 0}, {1, 1}, {1.5f, -0.5f}, {-2, 0}};
     int failures = 0, cases = 0;

@@ -60,17 +60,23 @@ enum BuiltinGemm {
         /// 14×32 from bfloat16 pairs with vdpbf16ps (`lora_sbgemm_avx512bf16_14x32`): both operands are
         /// rounded to bfloat16 as they are packed, the sums stay fp32.
         case avx512bf16
+        /// 6×16 from bfloat16 pairs with ARM64's BFDOT (`lora_sbgemm_neonbf16_6x16`), likewise.
+        case neonbf16
+
+        /// The bf16 tile this CPU has (x86-64's where both could exist).
+        static var bf16: MicroKernel { CPUFeatures.current.contains(.avx512BF16) ? .avx512bf16 : .neonbf16 }
+        var isBF16: Bool { self == .avx512bf16 || self == .neonbf16 }
 
         var mr: Int {
             switch self {
-            case .portable, .avx2, .neon: 6
+            case .portable, .avx2, .neon, .neonbf16: 6
             case .avx512, .avx512bf16: 14
             }
         }
         var nr: Int {
             switch self {
             case .portable: 8
-            case .avx2, .neon: 16
+            case .avx2, .neon, .neonbf16: 16
             case .avx512, .avx512bf16: 32
             }
         }
@@ -90,7 +96,7 @@ enum BuiltinGemm {
         /// the bf16 tile gained 5% at 192 too.
         var kcMax: Int {
             switch self {
-            case .portable, .avx2, .neon: 256
+            case .portable, .avx2, .neon, .neonbf16: 256
             case .avx512, .avx512bf16: 192
             }
         }
@@ -142,7 +148,7 @@ enum BuiltinGemm {
     /// The same over views (op(A) and op(B) as they are multiplied); a bf16 view only with the bf16 kernel.
     static func sgemm(m: Int, n: Int, k: Int, alpha: Float, opA: View, opB: View,
                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int, kernel: MicroKernel) {
-        precondition(kernel == .avx512bf16 || !(opA.isBF16 || opB.isBF16), "BuiltinGemm: bf16 operands need the bf16 kernel")
+        precondition(kernel.isBF16 || !(opA.isBF16 || opB.isBF16), "BuiltinGemm: bf16 operands need the bf16 kernel")
         let mr = kernel.mr, nr = kernel.nr
 
         // Fraction of computed tile area that is real output, for C as is and for Cᵀ.
@@ -193,7 +199,7 @@ enum BuiltinGemm {
         func run(rows: Range<Int>, cols: Range<Int>) {
             let m = rows.count, n = cols.count
             if m == 0 || n == 0 { return }
-            if kernel == .avx512bf16 { return runBF16(rows: rows, cols: cols) }
+            if kernel.isBF16 { return runBF16(rows: rows, cols: cols) }
             let mr = kernel.mr, nr = kernel.nr, mcMax = kernel.mcMax, ncMax = kernel.ncMax, kcMax = kernel.kcMax
             let packA = n > 4 * nr
             let packB = b.cs != 1 || m > 4 * mr
@@ -320,10 +326,11 @@ enum BuiltinGemm {
                                 let t = Tile(c: cCol + (ic + ir) * crs, rs: crs, cs: ccs, rows: min(mr, mc - ir),
                                              cols: min(nr, nc - jr), alpha: alpha, beta: betaHere)
                                 let aPanel = UnsafePointer(aBuf + ir * kq), bPanel = UnsafePointer(bBuf + jr * kq)
+                                let tile = kernel == .avx512bf16 ? lora_sbgemm_avx512bf16_14x32 : lora_sbgemm_neonbf16_6x16
                                 if t.rows == mr && t.cols == nr && t.cs == 1 {
-                                    lora_sbgemm_avx512bf16_14x32(Int64(kq), aPanel, bPanel, t.c, Int64(t.rs), t.alpha, t.beta)
+                                    tile(Int64(kq), aPanel, bPanel, t.c, Int64(t.rs), t.alpha, t.beta)
                                 } else {
-                                    lora_sbgemm_avx512bf16_14x32(Int64(kq), aPanel, bPanel, tileBuf, Int64(nr), 1, 0)
+                                    tile(Int64(kq), aPanel, bPanel, tileBuf, Int64(nr), 1, 0)
                                     BuiltinGemm.storeScalar(UnsafePointer(tileBuf), ld: nr, to: t)
                                 }
                                 ir += mr

@@ -42,12 +42,13 @@ public struct CPUFeatures: OptionSet, Sendable, CustomStringConvertible {
     public static let avx512BF16 = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX512BF16))
     public static let avx512VNNI = CPUFeatures(rawValue: UInt32(LORA_CPU_AVX512VNNI))
     public static let neon = CPUFeatures(rawValue: UInt32(LORA_CPU_NEON))
+    public static let neonBF16 = CPUFeatures(rawValue: UInt32(LORA_CPU_NEON_BF16))
 
     public static let current = CPUFeatures(rawValue: lora_cpu_features())
 
     public var description: String {
         let names = [(CPUFeatures.avx2FMA, "avx2+fma"), (.avx512F, "avx512f"), (.avx512BF16, "avx512_bf16"), (.avx512VNNI, "avx512_vnni"),
-                     (.neon, "neon")]
+                     (.neon, "neon"), (.neonBF16, "bf16")]
         let present = names.filter { contains($0.0) }.map(\.1)
         return present.isEmpty ? "none" : present.joined(separator: ", ")
     }
@@ -122,19 +123,20 @@ public enum Gemm {
     }
 
     /// C = alpha · bf16(op(A)) · bf16(op(B)) + beta · C: the operands rounded to bfloat16 (to nearest
-    /// even; subnormals to zero) and multiplied with fp32 sums by the vdpbf16ps kernel, whatever the
-    /// backend. Each rounded operand is within 2⁻⁸ relative, so each term within about 2⁻⁷ ≈ 7.8e-3 and
-    /// the sum within that much of Σ|A|·|B| at worst; see `Precision`. Same contract as `sgemm` otherwise. Requires
-    /// `Precision.bf16.isAvailable` (a precondition).
+    /// even; subnormals to zero) and multiplied with fp32 sums by the bf16 kernel (vdpbf16ps on x86-64,
+    /// BFDOT on ARM64, whose sums round to odd), whatever the backend. Each rounded operand is within
+    /// 2⁻⁸ relative, so each term within about 2⁻⁷ ≈ 7.8e-3 and the sum within that much of Σ|A|·|B| at
+    /// worst; see `Precision`. Same contract as `sgemm` otherwise. Requires `Precision.bf16.isAvailable`
+    /// (a precondition).
     public static func sgemmBF16(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                                  a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        precondition(Precision.bf16.isAvailable, "Gemm.sgemmBF16: this CPU has no AVX-512 BF16")
+        precondition(Precision.bf16.isAvailable, "Gemm.sgemmBF16: this CPU has no bf16 dot products")
         if handledTrivially("Gemm.sgemmBF16", transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, lda: lda, ldb: ldb,
                             beta: beta, c: c, ldc: ldc) { return }
         BuiltinGemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
                           beta: beta, c: c, ldc: ldc, threads: GemmState.snapshot().serial ? 1 : Parallel.threadCount,
-                          kernel: .avx512bf16)
+                          kernel: BuiltinGemm.MicroKernel.bf16)
     }
 
     /// `sgemmBF16` with B given in bfloat16 (`b16`, e.g. a `BF16Matrix`'s rows): the same product as
@@ -142,14 +144,14 @@ public enum Gemm {
     public static func sgemmBF16(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                                  a: UnsafePointer<Float>, lda: Int, b16: UnsafePointer<UInt16>, ldb: Int,
                                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        precondition(Precision.bf16.isAvailable, "Gemm.sgemmBF16: this CPU has no AVX-512 BF16")
+        precondition(Precision.bf16.isAvailable, "Gemm.sgemmBF16: this CPU has no bf16 dot products")
         if handledTrivially("Gemm.sgemmBF16", transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, lda: lda, ldb: ldb,
                             beta: beta, c: c, ldc: ldc) { return }
         BuiltinGemm.sgemm(m: m, n: n, k: k, alpha: alpha,
                           opA: transA ? .init(base: a, rs: 1, cs: lda) : .init(base: a, rs: lda, cs: 1),
                           opB: transB ? .init(bf16: b16, rs: 1, cs: ldb) : .init(bf16: b16, rs: ldb, cs: 1),
                           beta: beta, c: c, ldc: ldc, threads: GemmState.snapshot().serial ? 1 : Parallel.threadCount,
-                          kernel: .avx512bf16)
+                          kernel: BuiltinGemm.MicroKernel.bf16)
     }
 
     /// Checks a product's arguments (a precondition failure names `caller`) and does the products with

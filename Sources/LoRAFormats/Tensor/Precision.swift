@@ -15,13 +15,16 @@ public enum Precision: String, Sendable, CaseIterable, CustomStringConvertible {
 
     public var description: String { rawValue }
 
-    /// Whether this CPU runs the format's kernels (bf16: AVX-512 BF16's vdpbf16ps).
+    /// Whether this CPU runs the format's kernels (bf16: AVX-512 BF16's vdpbf16ps, or ARM64's BFDOT).
     public var isAvailable: Bool {
         switch self {
         case .fp32: true
-        case .bf16: CPUFeatures.current.contains(.avx512BF16)
+        case .bf16: !CPUFeatures.current.isDisjoint(with: [.avx512BF16, .neonBF16])
         }
     }
+
+    /// The instruction set the bf16 products run on here, for reports.
+    public static var bf16Instructions: String { CPUFeatures.current.contains(.avx512BF16) ? "AVX-512 BF16" : "ARM BF16" }
 }
 
 extension Precision {

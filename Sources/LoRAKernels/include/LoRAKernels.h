@@ -20,6 +20,8 @@ enum {
     LORA_CPU_AVX512VNNI = 1 << 3,
     /// ARM64's Advanced SIMD, present on every AArch64 CPU.
     LORA_CPU_NEON = 1 << 4,
+    /// ARM64's BFloat16 instructions (FEAT_BF16: BFDOT), as the OS reports them.
+    LORA_CPU_NEON_BF16 = 1 << 5,
 };
 
 /// The instruction sets this CPU and operating system can run (an OR of LORA_CPU_* bits).
@@ -66,18 +68,25 @@ void lora_pack_f32_avx512(const float *x, int64_t ts, int64_t ps, int64_t count,
 /// Packs X(t, p) = x[t·ts + p·ps], t < count, p < kc, as bfloat16 pairs along p: dst[q·width + t] holds
 /// X(t, 2q) in its low 16 bits and X(t, 2q + 1) in its high 16 bits, each rounded to nearest even
 /// (a NaN stays NaN; a subnormal becomes a zero of its sign, as vcvtneps2bf16 does). Columns
-/// t ≥ count and the missing half of an odd kc's last pair are zero. Requires AVX-512 BF16.
+/// t ≥ count and the missing half of an odd kc's last pair are zero. On x86-64 requires AVX-512 BF16;
+/// portable C on other CPUs.
 void lora_pack_bf16_pairs(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width,
                           uint32_t *dst);
 
 /// dst[i] = x[i] rounded to bfloat16 bits as lora_pack_bf16_pairs rounds, for i < n (a frozen weight
-/// stored once in bf16). Requires AVX-512 BF16.
+/// stored once in bf16). On x86-64 requires AVX-512 BF16.
 void lora_round_bf16(const float *x, int64_t n, uint16_t *dst);
 
 /// lora_pack_bf16_pairs from values already in bfloat16 (x16[t·ts + p·ps]): the same panel, no rounding.
-/// Requires AVX-512 BF16.
+/// On x86-64 requires AVX-512 BF16.
 void lora_pack_bf16_pairs_from_bf16(const uint16_t *x, int64_t ts, int64_t ps, int64_t count, int64_t kc,
                                     int64_t width, uint32_t *dst);
+
+/// As lora_sbgemm_avx512bf16_14x32 for a 6×16 tile on ARM64 with BFDOT (LORA_CPU_NEON_BF16): A pair
+/// (r, q) at a[q·6 + r], B pair (q, j) at b[q·16 + j]. BFDOT rounds each pair's sum and each
+/// accumulation to odd (Arm's rule without FEAT_EBF16), where vdpbf16ps rounds to nearest even.
+void lora_sbgemm_neonbf16_6x16(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                               float alpha, float beta);
 
 /// One 14×32 tile from bfloat16 pairs with vdpbf16ps: C = alpha·Σ_q dot(A pair (r, q), B pair (q, j)) +
 /// beta·C, A pair (r, q) at a[q·14 + r], B pair (q, j) at b[q·32 + j] (both from lora_pack_bf16_pairs),
