@@ -67,7 +67,7 @@ struct TrainCommand: ParsableCommand {
     var initialization: String?
     @Flag(inversion: .prefixedNo, help: "Train on completion / assistant tokens only.") var maskPrompt: Bool?
     @Option(help: "Append one JSON object per report to this file.") var metricsFile: String?
-    @Option(help: PrecisionOption.help) var precision: String?
+    @Option(help: PrecisionOption.helpNamingDefault) var precision: String?
 
     func run() throws {
         try Lora.reportingErrors { try train() }
