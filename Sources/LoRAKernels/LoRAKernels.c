@@ -424,35 +424,34 @@ uint32_t lora_cpu_features(void) {
 }
 
 // The bf16 packing in portable C, for ARM64's bf16 tile (the packing is a small part of a product;
-// the rounding is bf16_bits', as on x86-64).
-void lora_pack_bf16_pairs(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width,
-                          uint32_t *dst) {
+// the rounding is bf16_bits', as on x86-64): from Float32 values (rounded) or bfloat16 ones.
+static void pack_pairs_portable(const void *x, int from_bf16, int64_t ts, int64_t ps, int64_t count, int64_t kc,
+                                int64_t width, uint32_t *dst) {
     const int64_t kq = (kc + 1) / 2;
     for (int64_t q = 0; q < kq; q++) {
         for (int64_t t = 0; t < width; t++) {
-            const int inside = t < count;
-            const uint32_t lo = inside ? bf16_bits(x[t * ts + 2 * q * ps]) : 0;
-            const uint32_t hi = inside && 2 * q + 1 < kc ? bf16_bits(x[t * ts + (2 * q + 1) * ps]) : 0;
-            dst[q * width + t] = lo | hi << 16;
+            uint32_t half[2] = {0, 0};
+            for (int64_t i = 0; i < 2 && t < count && 2 * q + i < kc; i++) {
+                const int64_t at = t * ts + (2 * q + i) * ps;
+                half[i] = from_bf16 ? ((const uint16_t *)x)[at] : bf16_bits(((const float *)x)[at]);
+            }
+            dst[q * width + t] = half[0] | half[1] << 16;
         }
     }
 }
 
-void lora_round_bf16(const float *x, int64_t n, uint16_t *dst) {
-    for (int64_t i = 0; i < n; i++) dst[i] = (uint16_t)bf16_bits(x[i]);
+void lora_pack_bf16_pairs(const float *x, int64_t ts, int64_t ps, int64_t count, int64_t kc, int64_t width,
+                          uint32_t *dst) {
+    pack_pairs_portable(x, 0, ts, ps, count, kc, width, dst);
 }
 
 void lora_pack_bf16_pairs_from_bf16(const uint16_t *x, int64_t ts, int64_t ps, int64_t count, int64_t kc,
                                     int64_t width, uint32_t *dst) {
-    const int64_t kq = (kc + 1) / 2;
-    for (int64_t q = 0; q < kq; q++) {
-        for (int64_t t = 0; t < width; t++) {
-            const int inside = t < count;
-            const uint32_t lo = inside ? x[t * ts + 2 * q * ps] : 0;
-            const uint32_t hi = inside && 2 * q + 1 < kc ? x[t * ts + (2 * q + 1) * ps] : 0;
-            dst[q * width + t] = lo | hi << 16;
-        }
-    }
+    pack_pairs_portable(x, 1, ts, ps, count, kc, width, dst);
+}
+
+void lora_round_bf16(const float *x, int64_t n, uint16_t *dst) {
+    for (int64_t i = 0; i < n; i++) dst[i] = (uint16_t)bf16_bits(x[i]);
 }
 
 // Never called where lora_cpu_features() lacks LORA_CPU_AVX2_FMA; defined so every platform links.

@@ -32,6 +32,14 @@ static inline void q4k_scales(const uint8_t *blk, float scale[8], float min[8]) 
 // ql[64h + 32(g mod 2) ...] shifted by 4·(g / 2), its high bits in qh[32h ...] shifted by 2g, and its
 // values d·scale[8h + 2g + (0 or 1 for each 16)]·(q − 32).
 
+// Sub-blocks 2·pair and 2·pair + 1 of a Q4_K super-block as 32 bytes of quants each (the layout above).
+__attribute__((target("avx2"), always_inline))
+static inline void q4k_pair(const uint8_t *blk, int pair, __m256i nib[2]) {
+    const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * pair)), low = _mm256_set1_epi8(0x0F);
+    nib[0] = _mm256_and_si256(q, low);
+    nib[1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+}
+
 // Group g of half h of a Q6_K super-block as 32 signed bytes q − 32 (the layout above).
 __attribute__((target("avx2"), always_inline))
 static inline __m256i q6k_group(const uint8_t *blk, int h, int g) {
@@ -47,15 +55,14 @@ static inline __m256i q6k_group(const uint8_t *blk, int h, int g) {
 __attribute__((target("avx512f,f16c"), always_inline))
 static inline void avx512_q4k_row(const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx, float sums[4]) {
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    const __m256i low = _mm256_set1_epi8(0x0F);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * 144;
         _mm_prefetch((const char *)(blk + LORA_QDOT_K_PREFETCH), _MM_HINT_T0);
         float scale[8], min[8];
         q4k_scales(blk, scale, min);
         for (int pair = 0; pair < 4; pair++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * pair));
-            const __m256i nib[2] = {_mm256_and_si256(q, low), _mm256_and_si256(_mm256_srli_epi16(q, 4), low)};
+            __m256i nib[2];
+            q4k_pair(blk, pair, nib);
             for (int half = 0; half < 2; half++) {
                 const int j = 2 * pair + half;
                 const __m512 s = _mm512_set1_ps(scale[j]), m = _mm512_set1_ps(-min[j]);
@@ -135,15 +142,14 @@ static inline __m256 k_floats_i8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_c
 __attribute__((target("avx2,fma,f16c"), always_inline))
 static inline void avx2_q4k_row(const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx, float sums[4]) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    const __m256i low = _mm256_set1_epi8(0x0F);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * 144;
         _mm_prefetch((const char *)(blk + LORA_QDOT_K_PREFETCH), _MM_HINT_T0);
         float scale[8], min[8];
         q4k_scales(blk, scale, min);
         for (int pair = 0; pair < 4; pair++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * pair));
-            const __m256i nib[2] = {_mm256_and_si256(q, low), _mm256_and_si256(_mm256_srli_epi16(q, 4), low)};
+            __m256i nib[2];
+            q4k_pair(blk, pair, nib);
             for (int half = 0; half < 2; half++) {
                 const int j = 2 * pair + half;
                 const __m256 s = _mm256_set1_ps(scale[j]), m = _mm256_set1_ps(-min[j]);

@@ -12,7 +12,7 @@ public final class BF16Matrix: PackedMatrix, @unchecked Sendable {
     /// Requires `Precision.bf16.isAvailable`.
     public init(rounding weight: Tensor) {
         precondition(weight.shape.count == 2, "a frozen matrix is 2-D")
-        precondition(Precision.bf16.isAvailable, "BF16Matrix: this CPU has no AVX-512 BF16")
+        precondition(Precision.bf16.isAvailable, "BF16Matrix: this CPU has no bf16 dot products")
         rows = weight.shape[0]
         columns = weight.shape[1]
         storage = .allocate(capacity: max(1, rows * columns))
@@ -29,8 +29,7 @@ public final class BF16Matrix: PackedMatrix, @unchecked Sendable {
     /// On the calling thread, as `PackedMatrix` requires.
     public func unpack(rows range: Range<Int>, into destination: UnsafeMutablePointer<Float>) {
         precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows \(range) are outside 0..<\(rows)")
-        let source = storage + range.lowerBound * columns
-        for i in 0..<(range.count * columns) { destination[i] = bfloat16BitsToFloat(source[i]) }
+        convertBFloat16ToFloat(storage + range.lowerBound * columns, destination, count: range.count * columns)
     }
 
     public var hasDotProducts: Bool { false }

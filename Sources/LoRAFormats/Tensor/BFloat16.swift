@@ -5,7 +5,7 @@ import LoRAKernels
 public enum BFloat16 {
     /// destination[i] = bits of source[i] rounded to bfloat16, for i < count, over the threads.
     public static func round(_ source: UnsafePointer<Float>, count: Int, into destination: UnsafeMutablePointer<UInt16>) {
-        precondition(Precision.bf16.isAvailable, "BFloat16.round: this CPU has no AVX-512 BF16")
+        precondition(Precision.bf16.isAvailable, "BFloat16.round: this CPU has no bf16 dot products")
         Parallel.forRanges(count, minChunk: 1 << 16) { range in
             lora_round_bf16(source + range.lowerBound, Int64(range.count), destination + range.lowerBound)
         }
@@ -14,7 +14,7 @@ public enum BFloat16 {
     /// destination[i] = source[i] as a Float (exact), for i < count, over the threads.
     public static func widen(_ source: UnsafePointer<UInt16>, count: Int, into destination: UnsafeMutablePointer<Float>) {
         Parallel.forRanges(count, minChunk: 1 << 16) { range in
-            for i in range { destination[i] = Float(bitPattern: UInt32(source[i]) << 16) }
+            convertBFloat16ToFloat(source + range.lowerBound, destination + range.lowerBound, count: range.count)
         }
     }
 }

@@ -131,12 +131,9 @@ public enum Gemm {
     public static func sgemmBF16(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                                  a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        precondition(Precision.bf16.isAvailable, "Gemm.sgemmBF16: this CPU has no bf16 dot products")
-        if handledTrivially("Gemm.sgemmBF16", transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, lda: lda, ldb: ldb,
-                            beta: beta, c: c, ldc: ldc) { return }
-        BuiltinGemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                          beta: beta, c: c, ldc: ldc, threads: GemmState.snapshot().serial ? 1 : Parallel.threadCount,
-                          kernel: BuiltinGemm.MicroKernel.bf16)
+        bf16Product(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                    opB: transB ? .init(base: b, rs: 1, cs: ldb) : .init(base: b, rs: ldb, cs: 1), ldb: ldb,
+                    beta: beta, c: c, ldc: ldc)
     }
 
     /// `sgemmBF16` with B given in bfloat16 (`b16`, e.g. a `BF16Matrix`'s rows): the same product as
@@ -144,12 +141,20 @@ public enum Gemm {
     public static func sgemmBF16(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                                  a: UnsafePointer<Float>, lda: Int, b16: UnsafePointer<UInt16>, ldb: Int,
                                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        bf16Product(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                    opB: transB ? .init(bf16: b16, rs: 1, cs: ldb) : .init(bf16: b16, rs: ldb, cs: 1), ldb: ldb,
+                    beta: beta, c: c, ldc: ldc)
+    }
+
+    /// Both `sgemmBF16` forms once B is a view (Float32 or bfloat16 values).
+    private static func bf16Product(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                                    a: UnsafePointer<Float>, lda: Int, opB: BuiltinGemm.View, ldb: Int,
+                                    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         precondition(Precision.bf16.isAvailable, "Gemm.sgemmBF16: this CPU has no bf16 dot products")
         if handledTrivially("Gemm.sgemmBF16", transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, lda: lda, ldb: ldb,
                             beta: beta, c: c, ldc: ldc) { return }
         BuiltinGemm.sgemm(m: m, n: n, k: k, alpha: alpha,
-                          opA: transA ? .init(base: a, rs: 1, cs: lda) : .init(base: a, rs: lda, cs: 1),
-                          opB: transB ? .init(bf16: b16, rs: 1, cs: ldb) : .init(bf16: b16, rs: ldb, cs: 1),
+                          opA: transA ? .init(base: a, rs: 1, cs: lda) : .init(base: a, rs: lda, cs: 1), opB: opB,
                           beta: beta, c: c, ldc: ldc, threads: GemmState.snapshot().serial ? 1 : Parallel.threadCount,
                           kernel: BuiltinGemm.MicroKernel.bf16)
     }

@@ -8,9 +8,12 @@ import LoRAKernels
 public enum QuantizedDot {
     public enum Kernel: Sendable, CaseIterable { case avx512, avx2, neon }
 
+    /// The 32-value block types, which every kernel reads.
+    static let blockTypes: [GGMLType] = [.Q4_0, .Q4_1, .Q5_0, .Q5_1, .Q8_0]
+
     /// The types the kernels read: the 32-value blocks, and those of Q4_K_M files (Q4_K, Q6_K, and Q5_0,
     /// llama-quantize's stand-in for Q4_K where rows do not split into 256 values).
-    public static let types: [GGMLType] = [.Q4_0, .Q4_1, .Q5_0, .Q5_1, .Q8_0, .Q4_K, .Q6_K]
+    public static let types: [GGMLType] = blockTypes + [.Q4_K, .Q6_K]
 
     /// The types the 8-bit kernels read.
     public static let q8Types: [GGMLType] = [.Q4_0, .Q4_1, .Q8_0]
@@ -23,7 +26,7 @@ public enum QuantizedDot {
     }()
 
     /// The types `kernel` reads (NEON: the 32-value blocks, not the K-quants yet).
-    public static func types(for kernel: Kernel) -> [GGMLType] { kernel == .neon ? [.Q4_0, .Q4_1, .Q5_0, .Q5_1, .Q8_0] : types }
+    public static func types(for kernel: Kernel) -> [GGMLType] { kernel == .neon ? blockTypes : types }
 
     /// The kernel for rows of `type` now: the best this CPU has, following a forced matrix kernel
     /// (LORA_BLAS=avx2, or builtin for the portable route, which expands rows in Swift).
@@ -43,15 +46,14 @@ public enum QuantizedDot {
                            x: UnsafePointer<Float>, ldx: Int, nx: Int, beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int) {
         precondition(types(for: kernel).contains(type) && (1...4).contains(nx), "QuantizedDot: \(type) rows against \(nx) vectors on \(kernel)")
         precondition(available.contains(kernel), "QuantizedDot: this CPU cannot run \(kernel)")
-        let w = rows.assumingMemoryBound(to: UInt8.self), id = Int32(type.rawValue)
-        let isK = type == .Q4_K || type == .Q6_K
-        switch (kernel, isK) {
-        case (.avx512, false): lora_qdot_avx512(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
-        case (.avx2, false): lora_qdot_avx2(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
-        case (.avx512, true): lora_qdot_k_avx512(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
-        case (.avx2, true): lora_qdot_k_avx2(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
-        case (.neon, _): lora_qdot_neon(id, w, Int64(rowBytes), Int64(count), Int64(blocks), x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
+        let isK = !blockTypes.contains(type)
+        let product = switch kernel {
+        case .avx512: isK ? lora_qdot_k_avx512 : lora_qdot_avx512
+        case .avx2: isK ? lora_qdot_k_avx2 : lora_qdot_avx2
+        case .neon: lora_qdot_neon
         }
+        product(Int32(type.rawValue), rows.assumingMemoryBound(to: UInt8.self), Int64(rowBytes), Int64(count), Int64(blocks),
+                x, Int64(ldx), Int64(nx), beta, y, Int64(ldy))
     }
 
     /// Kernels that take the vectors rounded to 8 bits (`Q8Vectors`), as llama.cpp decodes: integer
