@@ -174,7 +174,7 @@ public final class Linear: @unchecked Sendable {
     private func packedDecodeProduct(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, beta: Float) {
         let n = inFeatures, out = outFeatures, chunk = 16
         if rows == 0 { return }
-        if quantizesDecodeActivations, hasQ8DecodeProducts, case .packed(let packed) = matrix.storage,
+        if quantizesDecodeActivations, case .packed(let packed) = matrix.storage, packed.hasQ8DotProducts,
            let q8 = Q8Vectors(x: x, ldx: n, count: rows, length: n) {
             // The vectors rounded to 8 bits once, then integer products per block (QuantizedDot's Q8 kernels).
             Parallel.forRanges(out, minChunk: 64) { range in
