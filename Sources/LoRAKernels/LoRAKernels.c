@@ -33,7 +33,8 @@ uint32_t lora_cpu_features(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) f |= LORA_CPU_AVX2_FMA;
     if (__builtin_cpu_supports("avx512f")) f |= LORA_CPU_AVX512F;
     if (__builtin_cpu_supports("avx512bf16")) f |= LORA_CPU_AVX512BF16;
-    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && (f & LORA_CPU_AVX2_FMA)) f |= LORA_CPU_AVX512VNNI;
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+        (f & LORA_CPU_AVX2_FMA)) f |= LORA_CPU_AVX512VNNI;
     return f;
 }
 
@@ -307,23 +308,18 @@ void lora_pack_bf16_pairs(const float *x, int64_t ts, int64_t ps, int64_t count,
         pack_pairs_along_rows(x, 0, ts, count, kc, width, dst);
     } else if (ts == 1) {
         // The panel's columns are adjacent in each source row: two rows (k = 2q, 2q + 1) of 16 values
-        // interleave into 16 pairs.
-        int64_t t = 0;
-        for (; t + 16 <= count; t += 16) {
+        // interleave into 16 pairs; a last group of fewer than 16 (all of a 14-row A panel) is loaded
+        // under a mask, which reads nothing past it.
+        for (int64_t t = 0; t < count; t += 16) {
+            const __mmask16 keep = count - t >= 16 ? 0xFFFF : (__mmask16)((1u << (count - t)) - 1);
             for (int64_t q = 0; q < kq; q++) {
-                const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + 2 * q * ps + t)));
+                const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(keep, x + 2 * q * ps + t)));
                 __m512i pair = lo;
                 if (2 * q + 1 < kc) {
-                    const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + (2 * q + 1) * ps + t)));
+                    const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(keep, x + (2 * q + 1) * ps + t)));
                     pair = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
                 }
-                _mm512_storeu_si512(dst + q * width + t, pair);
-            }
-        }
-        for (; t < count; t++) {
-            for (int64_t q = 0; q < kq; q++) {
-                const uint32_t lo = bf16_bits(x[2 * q * ps + t]), hi = 2 * q + 1 < kc ? bf16_bits(x[(2 * q + 1) * ps + t]) : 0;
-                dst[q * width + t] = lo | hi << 16;
+                _mm512_mask_storeu_epi32(dst + q * width + t, keep, pair);
             }
         }
     } else {

@@ -21,7 +21,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: PrecisionOption.help)
     var precision = "fp32"
 
-    @Flag(help: "With a quantized model (Q4_0, Q4_1, Q8_0 GGUF): round each token's activations to 8 bits per block of 32 for the weights' products, as llama.cpp does. Faster, but the tokens may then differ from the exact model's (transformers').")
+    @Flag(help: "With a quantized model (GGUF: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K): round each token's activations to 8 bits per block of 32 for the weights' products, as llama.cpp does. Faster, but the tokens may then differ from the exact model's (transformers').")
     var quantizeActivations = false
 
     @Option(name: [.short, .long], help: "The prompt; - reads it from standard input.")
@@ -69,7 +69,7 @@ struct GenerateCommand: ParsableCommand {
             let base = try ModelLocation.load(model, precision: PrecisionOption.resolve(precision))
             base.quantizesDecodeActivations = quantizeActivations
             if quantizeActivations && !base.hasQ8DecodeProducts {
-                let why = "warning: --quantize-activations changes nothing here: no weight is Q4_0, Q4_1 or Q8_0 with an 8-bit dot kernel on this CPU (AVX-512 VNNI or AVX2)\n"
+                let why = "warning: --quantize-activations changes nothing here: no weight is of a type with an 8-bit dot kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K) on this CPU (AVX-512 VNNI or AVX2)\n"
                 try? FileHandle.standardError.write(contentsOf: Data(why.utf8))
             }
             if let adapterPath {

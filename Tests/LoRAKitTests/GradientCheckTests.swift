@@ -216,7 +216,8 @@ final class GradientCheckTests: XCTestCase {
     }
 
     /// Causal softmax attention in Double with an explicit softmax over j ≤ i; query head h reads kv head h / (heads / kvHeads).
-    func naiveAttention(_ c: AttentionCase) -> (out: [Double], lse: [Double]) {
+    /// `round` is applied to both products' operands (q, k; the probabilities and v).
+    func naiveAttention(_ c: AttentionCase, round: (Float) -> Float = { $0 }) -> (out: [Double], lse: [Double]) {
         let group = c.heads / c.kvHeads, scale = 1 / Double(c.headDim).squareRoot()
         var out = [Double](repeating: 0, count: c.batch * c.T * c.qd)
         var lse = [Double](repeating: 0, count: c.batch * c.heads * c.T)
@@ -229,15 +230,15 @@ final class GradientCheckTests: XCTestCase {
                     for j in 0...i {
                         let kj = (b * c.T + j) * c.kvd + kvh * c.headDim
                         var dot = 0.0
-                        for d in 0..<c.headDim { dot += Double(c.q[qi + d]) * Double(c.k[kj + d]) }
+                        for d in 0..<c.headDim { dot += Double(round(c.q[qi + d])) * Double(round(c.k[kj + d])) }
                         s[j] = dot * scale
                     }
                     let mx = s.max()!
                     let sum = s.reduce(0) { $0 + exp($1 - mx) }
                     lse[(b * c.heads + h) * c.T + i] = mx + log(sum)
                     for j in 0...i {
-                        let p = exp(s[j] - mx) / sum, vj = (b * c.T + j) * c.kvd + kvh * c.headDim
-                        for d in 0..<c.headDim { out[qi + d] += p * Double(c.v[vj + d]) }
+                        let p = Double(round(Float(exp(s[j] - mx) / sum))), vj = (b * c.T + j) * c.kvd + kvh * c.headDim
+                        for d in 0..<c.headDim { out[qi + d] += p * Double(round(c.v[vj + d])) }
                     }
                 }
             }
@@ -271,6 +272,28 @@ final class GradientCheckTests: XCTestCase {
         attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: out.data, lse: lse.data)
         XCTAssertLessThanOrEqual(maxAbsDiff(out.array, refOut), 1e-5)
         XCTAssertLessThanOrEqual(maxAbsDiff(lse.array, refLse), 1e-5)
+    }
+
+    /// In bf16 precision the products take bfloat16-rounded operands (GemmTests.bf16, written from
+    /// Intel's description): the output equals the reference whose q, k, probabilities and v are
+    /// rounded, to fp32 rounding, while the fp32 output is 1e-3 or more away from it.
+    func testBF16AttentionRoundsTheProductsOperands() throws {
+        guard Precision.bf16.isAvailable else { throw XCTSkip("this CPU has no bf16 dot products") }
+        let c = AttentionCase(batch: 2, T: 70, heads: 4, kvHeads: 2, headDim: 16)
+        let (refOut, refLse) = naiveAttention(c, round: GemmTests.bf16)
+        var outputs: [Precision: [Float]] = [:]
+        for precision in [Precision.bf16, .fp32] {
+            var attention = CausalAttention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
+            attention.precision = precision
+            let out = Tensor(shape: [c.batch * c.T, c.qd]), lse = Tensor(shape: [c.batch * c.heads * c.T])
+            attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: out.data, lse: lse.data)
+            outputs[precision] = out.array
+            if precision == .bf16 { XCTAssertLessThanOrEqual(maxAbsDiff(lse.array, refLse), 1e-5) }
+        }
+        let bf16Err = maxAbsDiff(outputs[.bf16]!, refOut), fp32Err = maxAbsDiff(outputs[.fp32]!, refOut)
+        report("CausalAttention bf16 forward vs naive with rounded operands", "bf16 max |Δ| \(sci(bf16Err)), fp32 \(sci(fp32Err))")
+        XCTAssertLessThanOrEqual(bf16Err, 1e-6)
+        XCTAssertGreaterThan(fp32Err, 1e-3)
     }
 
     func testCausalAttentionBackward() {

@@ -69,7 +69,7 @@ final class QuantizedDotTests: XCTestCase {
     /// route is forced, AVX2 when it is forced.
     func testKernelChoiceFollowsTheForcedMatrixKernel() {
         XCTAssertNil(QuantizedDot.kernel(for: .Q5_K))
-        XCTAssertNil(QuantizedDot.q8Kernel(for: .Q4_K))
+        XCTAssertNil(QuantizedDot.q8Kernel(for: .Q5_K))
         Gemm.withBackend(.builtin) { XCTAssertNil(QuantizedDot.kernel(for: .Q4_1)) }
         if CPUFeatures.current.contains(.avx2FMA) { Gemm.withBackend(.avx2) { XCTAssertEqual(QuantizedDot.kernel(for: .Q8_0), .avx2) } }
         XCTAssertEqual(QuantizedDot.kernel(for: .Q4_0), QuantizedDot.available.first)
@@ -102,9 +102,10 @@ final class QuantizedDotTests: XCTestCase {
         let kernels = QuantizedDot.q8Available
         try XCTSkipIf(kernels.isEmpty, "this CPU has neither AVX2+FMA nor AVX-512 VNNI")
         var random = SeededRandom(seed: 12)
-        for type in [GGMLType.Q4_0, .Q4_1, .Q8_0] {
-            for (rows, blocks) in [(1, 1), (7, 3), (33, 18)] {
-                let n = blocks * 32, w = randomRows(type, rows: rows, blocks: blocks, random: &random)
+        XCTAssertEqual(Set(QuantizedDot.q8Types), [.Q4_0, .Q4_1, .Q5_0, .Q5_1, .Q8_0, .Q4_K, .Q6_K])
+        for type in QuantizedDot.q8Types {
+            for (rows, blocks) in type.blockSize == 256 ? [(1, 1), (7, 2), (33, 3)] : [(1, 1), (7, 3), (33, 18)] {
+                let n = blocks * type.blockSize, w = randomRows(type, rows: rows, blocks: blocks, random: &random)
                 var dense = [Float](repeating: 0, count: rows * n)
                 w.withUnsafeBytes { GGMLQuant.dequantizeBlocks(type, $0.baseAddress!, &dense, blocks: rows * blocks) }
                 let ldx = n + 5
@@ -125,7 +126,7 @@ final class QuantizedDotTests: XCTestCase {
                                 for i in 0..<rows {
                                     var exact = 0.0, magnitude = 0.0
                                     for k in 0..<n {
-                                        let xk = Double(q.scales[r * blocks + k / 32]) * Double(q.values[r * n + k])
+                                        let xk = Double(q.scales[r * n / 32 + k / 32]) * Double(q.values[r * n + k])
                                         let p = Double(dense[i * n + k]) * xk
                                         exact += p; magnitude += abs(p)
                                     }
@@ -144,7 +145,7 @@ final class QuantizedDotTests: XCTestCase {
     }
 
     func testQ8KernelChoiceFollowsTheForcedMatrixKernel() {
-        XCTAssertNil(QuantizedDot.q8Kernel(for: .Q6_K))
+        XCTAssertNil(QuantizedDot.q8Kernel(for: .Q2_K))
         Gemm.withBackend(.builtin) { XCTAssertNil(QuantizedDot.q8Kernel(for: .Q4_1)) }
         if CPUFeatures.current.contains(.avx2FMA) { Gemm.withBackend(.avx2) { XCTAssertEqual(QuantizedDot.q8Kernel(for: .Q8_0), .avx2) } }
         XCTAssertEqual(QuantizedDot.q8Kernel(for: .Q4_0), QuantizedDot.q8Available.first)

@@ -1,9 +1,11 @@
 import Foundation
 
 /// The number format of the frozen base's matrix products (each linear layer's forward x·Wᵀ and
-/// input gradient dy·W, the head included). Everything else stays fp32 in either mode: the adapters'
-/// products, their gradients and optimizer state, attention, norms, softmax, the loss and the
-/// residual stream (PEFT's practice of keeping adapters in fp32 under bf16 autocast).
+/// input gradient dy·W, the head included) and of attention's products (QKᵀ, P·V and their
+/// gradients; `CausalAttention`), as bf16 autocast runs `linear` and `matmul`. Everything else stays
+/// fp32 in either mode: the adapters' products, their gradients and optimizer state, the softmax,
+/// norms, the loss and the residual stream (PEFT's practice of keeping adapters in fp32 under bf16
+/// autocast).
 public enum Precision: String, Sendable, CaseIterable, CustomStringConvertible {
     /// fp32 products: PyTorch's fp32 results to rounding order.
     case fp32

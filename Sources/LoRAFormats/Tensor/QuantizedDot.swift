@@ -15,8 +15,8 @@ public enum QuantizedDot {
     /// llama-quantize's stand-in for Q4_K where rows do not split into 256 values).
     public static let types: [GGMLType] = blockTypes + [.Q4_K, .Q6_K]
 
-    /// The types the 8-bit kernels read.
-    public static let q8Types: [GGMLType] = [.Q4_0, .Q4_1, .Q8_0]
+    /// The types the 8-bit kernels read: all of `types`.
+    public static let q8Types: [GGMLType] = types
 
     /// The kernels this CPU can run, best first.
     public static let available: [Kernel] = {
@@ -79,7 +79,8 @@ public enum QuantizedDot {
     /// Runs `kernel` over `count` rows of `blocks` blocks each against `x`'s vectors.
     public static func run(_ kernel: Q8Kernel, type: GGMLType, rows: UnsafeRawPointer, rowBytes: Int, count: Int, blocks: Int,
                            x: Q8Vectors, beta: Float, y: UnsafeMutablePointer<Float>, ldy: Int) {
-        precondition(q8Types.contains(type) && blocks * 32 == x.length, "QuantizedDot: \(type) rows of \(blocks) blocks against vectors of \(x.length)")
+        precondition(q8Types.contains(type) && blocks * type.blockSize == x.length,
+                     "QuantizedDot: \(type) rows of \(blocks) blocks against vectors of \(x.length)")
         precondition(q8Available.contains(kernel), "QuantizedDot: this CPU cannot run \(kernel)")
         let w = rows.assumingMemoryBound(to: UInt8.self), id = Int32(type.rawValue)
         x.values.withUnsafeBufferPointer { q in
@@ -105,7 +106,7 @@ public struct Q8Vectors: Sendable {
     public let length: Int
     /// q, vector after vector.
     public let values: [Int8]
-    /// d per block, and d·Σq per block (what the offsets of Q4_0 and Q4_1 weights multiply).
+    /// d per block, and d·Σq per block (what the offsets of Q4_0, Q5_0 and the minimums multiply).
     public let scales: [Float]
     public let scaledSums: [Float]
 

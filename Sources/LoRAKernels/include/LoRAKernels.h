@@ -16,7 +16,7 @@ enum {
     LORA_CPU_AVX2_FMA = 1 << 0,
     LORA_CPU_AVX512F = 1 << 1,
     LORA_CPU_AVX512BF16 = 1 << 2,
-    /// AVX-512 VNNI with AVX-512VL (vpdpbusd on 256-bit registers).
+    /// AVX-512 VNNI with AVX-512VL and BW (vpdpbusd on 256-bit registers, byte masks).
     LORA_CPU_AVX512VNNI = 1 << 3,
     /// ARM64's Advanced SIMD, present on every AArch64 CPU.
     LORA_CPU_NEON = 1 << 4,
@@ -109,7 +109,7 @@ void lora_qdot_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t row
 void lora_qdot_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
                     int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
 
-/// As lora_qdot_avx512 on ARM64 with NEON (LORA_CPU_NEON), for Q4_0, Q4_1 and Q8_0 rows.
+/// As lora_qdot_avx512 on ARM64 with NEON (LORA_CPU_NEON), for the 32-value types (not the K-quants).
 void lora_qdot_neon(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
                     int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
 
@@ -120,10 +120,11 @@ void lora_qdot_k_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t r
 void lora_qdot_k_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const float *x,
                       int64_t ldx, int64_t nx, float beta, float *y, int64_t ldy);
 
-/// As lora_qdot_avx512 against 8-bit-quantized vectors (llama.cpp's way of decoding): vector r's
-/// values k < 32·blocks are xd[r·ldq/32 + k/32]·xq[r·ldq + k], and xf[r·ldq/32 + b] is block b's scale
-/// times the sum of its xq (see QuantizedDot.Q8Vectors). ldq is a multiple of 32. The block products
-/// are exact integers; each is scaled by the two block scales in fp32.
+/// As lora_qdot_avx512 and lora_qdot_k_avx512 (every LORA_QDOT_* type; `blocks` of the type's size)
+/// against 8-bit-quantized vectors (llama.cpp's way of decoding): vector r's values k < the row's
+/// length are xd[r·ldq/32 + k/32]·xq[r·ldq + k], and xf[r·ldq/32 + b] is block b's scale times the sum
+/// of its xq (see QuantizedDot.Q8Vectors). ldq is a multiple of 32. The products of each 32 values
+/// (16 for Q6_K's sub-blocks) are exact integers, each scaled by the two scales in fp32.
 /// lora_qdot_q8_vnni requires LORA_CPU_AVX512VNNI, lora_qdot_q8_avx2 LORA_CPU_AVX2_FMA.
 void lora_qdot_q8_vnni(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t blocks, const int8_t *xq,
                        const float *xd, const float *xf, int64_t ldq, int64_t nx, float beta, float *y, int64_t ldy);

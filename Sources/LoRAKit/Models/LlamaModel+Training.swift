@@ -127,7 +127,9 @@ extension LlamaModel {
              frequencyFactors: config.ropeFrequencyFactors)
     }
     var attention: CausalAttention {
-        CausalAttention(heads: config.numHeads, kvHeads: config.numKVHeads, headDim: config.headDim)
+        var attention = CausalAttention(heads: config.numHeads, kvHeads: config.numKVHeads, headDim: config.headDim)
+        attention.precision = precision
+        return attention
     }
 
     /// Rows of the head's output computed at a time, so the [tokens × vocab] logits never exist whole.

@@ -10,11 +10,17 @@ import Foundation
 /// Only the causal (lower) half is computed: query rows go in blocks of `block`, and block i
 /// multiplies against keys 0..<(i+1)·block only. The forward keeps the softmax's log-sum-exp per
 /// row, not the T×T probabilities; the backward recomputes them (FlashAttention's trade).
+///
+/// In bf16 precision the seven products (QKᵀ, P·V; in the backward QKᵀ again, dO·Vᵀ, dS·K, dSᵀ·Q,
+/// Pᵀ·dO) take bfloat16-rounded operands with fp32 sums, as PyTorch's bf16 autocast runs `matmul`;
+/// their results, the softmax, its log-sum-exp and dS = P∘(dP − D) stay fp32.
 public struct CausalAttention: Sendable {
     public let heads: Int
     public let kvHeads: Int
     public let headDim: Int
     public var block = 64
+    /// The number format of the attention products (see above): the model's `precision`.
+    public var precision: Precision = .fp32
 
     public init(heads: Int, kvHeads: Int, headDim: Int) {
         precondition(heads % kvHeads == 0, "heads must be a multiple of kvHeads")
@@ -24,6 +30,14 @@ public struct CausalAttention: Sendable {
     }
 
     var scale: Float { 1 / Float(headDim).squareRoot() }
+
+    /// `Gemm.sgemm` or `Gemm.sgemmBF16`, by `precision`.
+    private func multiply(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                          a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                          beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let product = precision == .bf16 ? Gemm.sgemmBF16 : Gemm.sgemm
+        product(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
 
     /// Query rows per block for sequences of T tokens: `block`, or 128 from 2048 tokens on. Each row
     /// block re-packs the keys and values it multiplies, so long sequences gain from taller blocks
@@ -57,13 +71,13 @@ public struct CausalAttention: Sendable {
         let lseb = lse + (b * heads + h) * T
         for r0 in stride(from: 0, to: T, by: block) {
             let rows = min(block, T - r0), keys = r0 + rows
-            Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
-                       a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: s, ldc: keys)
+            multiply(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
+                     a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: s, ldc: keys)
             for i in 0..<rows {
                 lseb[r0 + i] = causalSoftmaxRow(s + i * keys, valid: r0 + i + 1, count: keys)
             }
-            Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: 1,
-                       a: s, lda: keys, b: vb, ldb: kvd, beta: 0, c: ob + r0 * qd, ldc: qd)
+            multiply(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: 1,
+                     a: s, lda: keys, b: vb, ldb: kvd, beta: 0, c: ob + r0 * qd, ldc: qd)
         }
     }
 
@@ -125,10 +139,10 @@ public struct CausalAttention: Sendable {
         let lseb = lse + (b * heads + h) * T
         for r0 in stride(from: 0, to: T, by: block) {
             let rows = min(block, T - r0), keys = r0 + rows
-            Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
-                       a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: p, ldc: keys)
-            Gemm.sgemm(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: 1,
-                       a: dob + r0 * qd, lda: qd, b: vb, ldb: kvd, beta: 0, c: ds, ldc: keys)
+            multiply(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: scale,
+                     a: qb + r0 * qd, lda: qd, b: kb, ldb: kvd, beta: 0, c: p, ldc: keys)
+            multiply(transA: false, transB: true, m: rows, n: keys, k: headDim, alpha: 1,
+                     a: dob + r0 * qd, lda: qd, b: vb, ldb: kvd, beta: 0, c: ds, ldc: keys)
             for i in 0..<rows {
                 let o = ob + (r0 + i) * qd, d = dob + (r0 + i) * qd
                 var dot: Float = 0
@@ -144,12 +158,12 @@ public struct CausalAttention: Sendable {
                 (dsrow + valid).update(repeating: 0, count: keys - valid)
             }
             // dQ = scale·dS·K;  dK += scale·dSᵀ·Q;  dV += Pᵀ·dO
-            Gemm.sgemm(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: scale,
-                       a: ds, lda: keys, b: kb, ldb: kvd, beta: 0, c: dqb + r0 * qd, ldc: qd)
-            Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: scale,
-                       a: ds, lda: keys, b: qb + r0 * qd, ldb: qd, beta: 1, c: dkb, ldc: headDim)
-            Gemm.sgemm(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: 1,
-                       a: p, lda: keys, b: dob + r0 * qd, ldb: qd, beta: 1, c: dvb, ldc: headDim)
+            multiply(transA: false, transB: false, m: rows, n: headDim, k: keys, alpha: scale,
+                     a: ds, lda: keys, b: kb, ldb: kvd, beta: 0, c: dqb + r0 * qd, ldc: qd)
+            multiply(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: scale,
+                     a: ds, lda: keys, b: qb + r0 * qd, ldb: qd, beta: 1, c: dkb, ldc: headDim)
+            multiply(transA: true, transB: false, m: keys, n: headDim, k: rows, alpha: 1,
+                     a: p, lda: keys, b: dob + r0 * qd, ldb: qd, beta: 1, c: dvb, ldc: headDim)
         }
     }
 }
