@@ -38,57 +38,80 @@
         for (int64_t r = 0; r < nx; r++) y[r * ldy + k] = beta == 0 ? sums[r] : beta * y[r * ldy + k] + sums[r]; \
     }
 
-// A block's 32 quants as two zmm of floats (values 0–15, 16–31), before the scale: Q8_0's int8,
-// Q4_0's nibbles − 8, Q4_1's nibbles, Q5's nibbles with their fifth bit (Q5_0: − 16).
+// A block's 32 weights as two zmm of floats (values 0–15, 16–31), dequantized by table: the block's
+// 16 possible values d·(n − 8) or d·n + m (Q5: 32, in two tables) are computed once, and vpermps picks
+// each weight's from its nibble (it reads only the index's low 4 bits; vpermt2ps 5), in place of
+// converting every quant to a float and scaling the block's sum (Q4_1 on one Zen 5 core, from L2: 0.95
+// against 1.19 ns per 32 weights; Q5_0 1.12 against 1.18).
+// Q8_0's quants come back converted but not scaled (`avx512_block` scales their sum).
 __attribute__((target("avx512f"), always_inline))
-static inline void avx512_quants(int type, const uint8_t *blk, __m512 w[2]) {
+static inline void avx512_weights(int type, const uint8_t *blk, __m512 w[2]) {
     if (type == LORA_QDOT_Q8_0) {
         w[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
         w[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
         return;
     }
-    const __m128i q = _mm_loadu_si128((const __m128i *)(blk + quants_at(type))), low = _mm_set1_epi8(0x0F);
-    __m512i i0 = _mm512_cvtepu8_epi32(_mm_and_si128(q, low)), i1 = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), low));
-    if (has_fifth_bit(type)) {
-        const uint32_t qh = load_u32(blk + (type == LORA_QDOT_Q5_1 ? 4 : 2));
-        const __m512i sixteen = _mm512_set1_epi32(16);
-        i0 = _mm512_or_si512(i0, _mm512_maskz_mov_epi32((__mmask16)(qh & 0xFFFF), sixteen));
-        i1 = _mm512_or_si512(i1, _mm512_maskz_mov_epi32((__mmask16)(qh >> 16), sixteen));
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(load_u16(blk)));
+    const __m512 n = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    // Each byte's two nibbles: the low one in bits 0–3 of its lane (vpermps ignores the rest), the high one after the shift.
+    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + quants_at(type))));
+    __m512i i0 = bytes, i1 = _mm512_srli_epi32(bytes, 4);
+    if (!has_fifth_bit(type)) {
+        const __m512 table = type == LORA_QDOT_Q4_0 ? _mm512_mul_ps(d, _mm512_sub_ps(n, _mm512_set1_ps(8)))
+                                                    : _mm512_fmadd_ps(d, n, _mm512_set1_ps(_cvtsh_ss(load_u16(blk + 2))));
+        w[0] = _mm512_permutexvar_ps(i0, table);
+        w[1] = _mm512_permutexvar_ps(i1, table);
+        return;
     }
-    if (type == LORA_QDOT_Q4_0 || type == LORA_QDOT_Q5_0) {
-        const __m512i offset = _mm512_set1_epi32(type == LORA_QDOT_Q4_0 ? 8 : 16);
-        i0 = _mm512_sub_epi32(i0, offset);
-        i1 = _mm512_sub_epi32(i1, offset);
+    // Q5: the fifth bit picks the second table (values 16–31).
+    const uint32_t qh = load_u32(blk + (type == LORA_QDOT_Q5_1 ? 4 : 2));
+    const __m512i sixteen = _mm512_set1_epi32(16);
+    i0 = _mm512_or_si512(_mm512_and_si512(i0, _mm512_set1_epi32(15)), _mm512_maskz_mov_epi32((__mmask16)(qh & 0xFFFF), sixteen));
+    i1 = _mm512_or_si512(i1, _mm512_maskz_mov_epi32((__mmask16)(qh >> 16), sixteen));
+    __m512 low, high;
+    if (type == LORA_QDOT_Q5_0) {
+        low = _mm512_mul_ps(d, _mm512_sub_ps(n, _mm512_set1_ps(16)));
+        high = _mm512_mul_ps(d, n);
+    } else {
+        const __m512 m = _mm512_set1_ps(_cvtsh_ss(load_u16(blk + 2)));
+        low = _mm512_fmadd_ps(d, n, m);
+        high = _mm512_fmadd_ps(d, _mm512_add_ps(n, _mm512_set1_ps(16)), m);
     }
-    w[0] = _mm512_cvtepi32_ps(i0);
-    w[1] = _mm512_cvtepi32_ps(i1);
+    w[0] = _mm512_permutex2var_ps(low, i0, high);
+    w[1] = _mm512_permutex2var_ps(low, i1, high);
 }
 
-// One row against nx ≤ 4 vectors: per block the 32 weights are expanded to two zmm of floats once and
-// multiplied into every vector's accumulator; the block scale multiplies the block's partial sum.
+// A block's weights (avx512_weights) times 32 values of x into the accumulators a0 and a1, one
+// dependent FMA each; Q8_0's products are summed and scaled once, into a0 alone.
+__attribute__((target("avx512f"), always_inline))
+static inline void avx512_block(int type, const uint8_t *blk, const __m512 w[2], __m512 x0, __m512 x1, __m512 *a0, __m512 *a1) {
+    if (type == LORA_QDOT_Q8_0) {
+        *a0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(blk))), _mm512_fmadd_ps(w[1], x1, _mm512_mul_ps(w[0], x0)), *a0);
+    } else {
+        *a0 = _mm512_fmadd_ps(w[0], x0, *a0);
+        *a1 = _mm512_fmadd_ps(w[1], x1, *a1);
+    }
+}
+
+// One row against nx ≤ 4 vectors: per block the 32 weights are dequantized once and multiplied into
+// every vector's two accumulators (one per half, so each block adds one dependent FMA per chain).
 __attribute__((target("avx512f"), always_inline))
 static inline void avx512_row(int type, const uint8_t *row, int64_t blocks, const float *x, int64_t ldx, int64_t nx,
                               float sums[4]) {
-    // The minimums' terms go to their own accumulators, so each block adds one dependent FMA per chain.
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    __m512 offsets[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 acc0[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 acc1[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *blk = row + b * bb;
         _mm_prefetch((const char *)(blk + LORA_QDOT_PREFETCH), _MM_HINT_T0);
-        const __m512 d = _mm512_set1_ps(_cvtsh_ss(load_u16(blk)));
-        const __m512 m = has_min(type) ? _mm512_set1_ps(_cvtsh_ss(load_u16(blk + 2))) : _mm512_setzero_ps();
         __m512 w[2];
-        avx512_quants(type, blk, w);
+        avx512_weights(type, blk, w);
         for (int64_t r = 0; r < nx; r++) {
             const float *xb = x + r * ldx + b * 32;
-            const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
-            const __m512 t = _mm512_fmadd_ps(w[1], x1, _mm512_mul_ps(w[0], x0));
-            acc[r] = _mm512_fmadd_ps(d, t, acc[r]);
-            if (has_min(type)) offsets[r] = _mm512_fmadd_ps(m, _mm512_add_ps(x0, x1), offsets[r]);  // m·Σx
+            avx512_block(type, blk, w, _mm512_loadu_ps(xb), _mm512_loadu_ps(xb + 16), &acc0[r], &acc1[r]);
         }
     }
-    for (int64_t r = 0; r < nx; r++) sums[r] = _mm512_reduce_add_ps(has_min(type) ? _mm512_add_ps(acc[r], offsets[r]) : acc[r]);
+    for (int64_t r = 0; r < nx; r++) sums[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
 }
 
 // Two rows against one vector (token-by-token decoding): the vector is loaded once for both, and
@@ -96,7 +119,7 @@ static inline void avx512_row(int type, const uint8_t *row, int64_t blocks, cons
 __attribute__((target("avx512f"), always_inline))
 static inline void avx512_two_rows(int type, const uint8_t *row0, const uint8_t *row1, int64_t blocks, const float *x,
                                    float sums[2]) {
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off0 = _mm512_setzero_ps(), off1 = _mm512_setzero_ps();
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps();
     const int64_t bb = block_bytes(type);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *p0 = row0 + b * bb, *p1 = row1 + b * bb;
@@ -104,18 +127,13 @@ static inline void avx512_two_rows(int type, const uint8_t *row0, const uint8_t 
         _mm_prefetch((const char *)(p1 + LORA_QDOT_PREFETCH), _MM_HINT_T0);
         const __m512 x0 = _mm512_loadu_ps(x + b * 32), x1 = _mm512_loadu_ps(x + b * 32 + 16);
         __m512 a[2], c[2];
-        avx512_quants(type, p0, a);
-        avx512_quants(type, p1, c);
-        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p0))), _mm512_fmadd_ps(a[1], x1, _mm512_mul_ps(a[0], x0)), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p1))), _mm512_fmadd_ps(c[1], x1, _mm512_mul_ps(c[0], x0)), acc1);
-        if (has_min(type)) {
-            const __m512 xs = _mm512_add_ps(x0, x1);
-            off0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p0 + 2))), xs, off0);
-            off1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(p1 + 2))), xs, off1);
-        }
+        avx512_weights(type, p0, a);
+        avx512_weights(type, p1, c);
+        avx512_block(type, p0, a, x0, x1, &a0, &a1);
+        avx512_block(type, p1, c, x0, x1, &c0, &c1);
     }
-    sums[0] = _mm512_reduce_add_ps(has_min(type) ? _mm512_add_ps(acc0, off0) : acc0);
-    sums[1] = _mm512_reduce_add_ps(has_min(type) ? _mm512_add_ps(acc1, off1) : acc1);
+    sums[0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    sums[1] = _mm512_reduce_add_ps(_mm512_add_ps(c0, c1));
 }
 
 __attribute__((target("avx512f")))
