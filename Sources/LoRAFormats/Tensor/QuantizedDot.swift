@@ -31,14 +31,18 @@ public enum QuantizedDot {
     /// The kernel for rows of `type` now: the best this CPU has, following a forced matrix kernel
     /// (LORA_BLAS=avx2, or builtin for the portable route, which expands rows in Swift).
     public static func kernel(for type: GGMLType) -> Kernel? {
-        let kernel: Kernel?
-        switch Gemm.backend {
-        case .builtin: kernel = nil
-        case .avx2: kernel = available.contains(.avx2) ? .avx2 : nil
-        default: kernel = available.first
-        }
-        guard let kernel, types(for: kernel).contains(type) else { return nil }
+        guard let kernel = allowed(available, avx2: .avx2), types(for: kernel).contains(type) else { return nil }
         return kernel
+    }
+
+    /// The first of `kernels` (best first) that the matrix kernel in force allows: none on the portable
+    /// route (LORA_BLAS=builtin), only the AVX2 one where AVX2 is forced.
+    private static func allowed<K: Equatable>(_ kernels: [K], avx2: K) -> K? {
+        switch Gemm.backend {
+        case .builtin: nil
+        case .avx2: kernels.contains(avx2) ? avx2 : nil
+        default: kernels.first
+        }
     }
 
     /// Runs `kernel` over `count` rows of `blocks` blocks each (see `PackedMatrix.dotProducts`).
@@ -68,12 +72,7 @@ public enum QuantizedDot {
 
     /// The 8-bit kernel for rows of `type` now, following a forced matrix kernel as `kernel(for:)` does.
     public static func q8Kernel(for type: GGMLType) -> Q8Kernel? {
-        guard q8Types.contains(type) else { return nil }
-        switch Gemm.backend {
-        case .builtin: return nil
-        case .avx2: return q8Available.contains(.avx2) ? .avx2 : nil
-        default: return q8Available.first
-        }
+        q8Types.contains(type) ? allowed(q8Available, avx2: .avx2) : nil
     }
 
     /// Runs `kernel` over `count` rows of `blocks` blocks each against `x`'s vectors.
@@ -82,15 +81,13 @@ public enum QuantizedDot {
         precondition(q8Types.contains(type) && blocks * type.blockSize == x.length,
                      "QuantizedDot: \(type) rows of \(blocks) blocks against vectors of \(x.length)")
         precondition(q8Available.contains(kernel), "QuantizedDot: this CPU cannot run \(kernel)")
-        let w = rows.assumingMemoryBound(to: UInt8.self), id = Int32(type.rawValue)
+        let product = kernel == .vnni ? lora_qdot_q8_vnni : lora_qdot_q8_avx2
         x.values.withUnsafeBufferPointer { q in
             x.scales.withUnsafeBufferPointer { d in
                 x.scaledSums.withUnsafeBufferPointer { f in
-                    let args = (q.baseAddress!, d.baseAddress!, f.baseAddress!, Int64(x.length), Int64(x.count))
-                    switch kernel {
-                    case .vnni: lora_qdot_q8_vnni(id, w, Int64(rowBytes), Int64(count), Int64(blocks), args.0, args.1, args.2, args.3, args.4, beta, y, Int64(ldy))
-                    case .avx2: lora_qdot_q8_avx2(id, w, Int64(rowBytes), Int64(count), Int64(blocks), args.0, args.1, args.2, args.3, args.4, beta, y, Int64(ldy))
-                    }
+                    product(Int32(type.rawValue), rows.assumingMemoryBound(to: UInt8.self), Int64(rowBytes), Int64(count),
+                            Int64(blocks), q.baseAddress!, d.baseAddress!, f.baseAddress!, Int64(x.length), Int64(x.count),
+                            beta, y, Int64(ldy))
                 }
             }
         }
