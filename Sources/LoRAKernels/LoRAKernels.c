@@ -379,10 +379,11 @@ void lora_pack_bf16_pairs_from_bf16(const uint16_t *x, int64_t ts, int64_t ps, i
     }
 }
 
-__attribute__((target("avx512f,avx512bf16")))
-void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
-                                  float alpha, float beta) {
-#define LORA_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+// A pair (r, q) is ar[r][q·acs]; the packed entry point passes ar[r] = a + r with acs = 14.
+__attribute__((target("avx512f,avx512bf16"), always_inline))
+static inline void avx512bf16_14x32(int64_t kq, const uint32_t *const ar[14], int64_t acs, const uint32_t *b,
+                                    float *c, int64_t ldc, float alpha, float beta) {
+#define LORA_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps(); const uint32_t *a##r = ar[r];
     LORA_ROWS14(LORA_DECL)
 #undef LORA_DECL
     for (int r = 0; r < 14; r++) {
@@ -391,14 +392,29 @@ void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t 
     }
     for (int64_t q = 0; q < kq; q++) {
         const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * 32), b1 = (__m512bh)_mm512_loadu_si512(b + q * 32 + 16);
-        const uint32_t *aq = a + q * 14;
-#define LORA_DOT(r) { const __m512bh x = (__m512bh)_mm512_set1_epi32((int)aq[r]); c##r##0 = _mm512_dpbf16_ps(c##r##0, x, b0); c##r##1 = _mm512_dpbf16_ps(c##r##1, x, b1); }
+        const int64_t ao = q * acs;
+#define LORA_DOT(r) { const __m512bh x = (__m512bh)_mm512_set1_epi32((int)a##r[ao]); c##r##0 = _mm512_dpbf16_ps(c##r##0, x, b0); c##r##1 = _mm512_dpbf16_ps(c##r##1, x, b1); }
         LORA_ROWS14(LORA_DOT)
 #undef LORA_DOT
     }
 #define LORA_STORE(r) store_row_16x2(c + (r) * ldc, c##r##0, c##r##1, alpha, beta);
     LORA_ROWS14(LORA_STORE)
 #undef LORA_STORE
+}
+
+__attribute__((target("avx512f,avx512bf16")))
+void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                                  float alpha, float beta) {
+    const uint32_t *const ar[14] = {a, a + 1, a + 2, a + 3, a + 4, a + 5, a + 6, a + 7, a + 8, a + 9, a + 10, a + 11, a + 12, a + 13};
+    avx512bf16_14x32(kq, ar, 14, b, c, ldc, alpha, beta);
+}
+
+__attribute__((target("avx512f,avx512bf16")))
+void lora_sbgemm_avx512bf16_14x32_strided(int64_t kq, const uint32_t *a, int64_t ars, int64_t acs, int64_t arows,
+                                          const uint32_t *b, float *c, int64_t ldc, float alpha, float beta) {
+    const uint32_t *ar[14];
+    for (int64_t r = 0; r < 14; r++) ar[r] = a + (r < arows ? r : arows - 1) * ars;
+    avx512bf16_14x32(kq, ar, acs, b, c, ldc, alpha, beta);
 }
 #undef LORA_ROWS14
 
@@ -480,6 +496,12 @@ void lora_sgemm_avx512_14x32_strided(int64_t kc, const float *a, int64_t ars, in
 void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
                                   float alpha, float beta) {
     (void)kq; (void)a; (void)b; (void)c; (void)ldc; (void)alpha; (void)beta;
+    __builtin_trap();
+}
+
+void lora_sbgemm_avx512bf16_14x32_strided(int64_t kq, const uint32_t *a, int64_t ars, int64_t acs, int64_t arows,
+                                          const uint32_t *b, float *c, int64_t ldc, float alpha, float beta) {
+    (void)kq; (void)a; (void)ars; (void)acs; (void)arows; (void)b; (void)c; (void)ldc; (void)alpha; (void)beta;
     __builtin_trap();
 }
 

@@ -333,6 +333,82 @@ final class GradientCheckTests: XCTestCase {
         }
     }
 
+    // MARK: Causal attention's AVX-512 path (CausalAttention+Packed.swift)
+
+    /// Head sizes in whole 32-column panels on an AVX-512 CPU take the packed path: row blocks that are
+    /// ragged against the 14-row tiles (3, 14, 29) and odd (the bf16 pairs of rows), T = 70 ragged
+    /// against the 32-key panels.
+    func testPackedAttentionForwardMatchesNaiveReference() throws {
+        let c = AttentionCase(batch: 2, T: 70, heads: 4, kvHeads: 2, headDim: 32)
+        var attention = CausalAttention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
+        guard attention.runsPacked else { throw XCTSkip("this CPU has no AVX-512 (or another Gemm backend is forced)") }
+        let (refOut, refLse) = naiveAttention(c)
+        let (roundedOut, roundedLse) = naiveAttention(c, round: GemmTests.bf16)
+        for precision in [Precision.fp32, .bf16] where precision.isAvailable {
+            attention.precision = precision
+            for block in [64, 3, 14, 29] {
+                attention.block = block
+                XCTAssertTrue(attention.runsPacked)
+                let out = Tensor(shape: [c.batch * c.T, c.qd]), lse = Tensor(shape: [c.batch * c.heads * c.T])
+                attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: out.data, lse: lse.data)
+                let outErr = maxAbsDiff(out.array, precision == .bf16 ? roundedOut : refOut)
+                let lseErr = maxAbsDiff(lse.array, precision == .bf16 ? roundedLse : refLse)
+                report("CausalAttention packed \(precision) forward (block \(block)) vs naive", "out max |Δ| \(sci(outErr)), lse \(sci(lseErr))")
+                XCTAssertLessThanOrEqual(outErr, precision == .bf16 ? 1e-6 : 1e-5, "\(precision) output, block \(block)")
+                XCTAssertLessThanOrEqual(lseErr, 1e-5, "\(precision) log-sum-exp, block \(block)")
+            }
+        }
+    }
+
+    /// The packed backward against finite differences (fp32), and both precisions against the `Gemm`
+    /// path (itself checked against finite differences above) over several ragged row blocks.
+    func testPackedAttentionBackward() throws {
+        var attention = CausalAttention(heads: 4, kvHeads: 2, headDim: 32)
+        guard attention.runsPacked else { throw XCTSkip("this CPU has no AVX-512 (or another Gemm backend is forced)") }
+
+        func gradients(_ attention: CausalAttention, _ c: AttentionCase, dOut w: Tensor) -> (out: Tensor, grads: [Tensor]) {
+            let out = Tensor(shape: [c.batch * c.T, c.qd]), lse = Tensor(shape: [c.batch * c.heads * c.T])
+            attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: out.data, lse: lse.data)
+            let dq = Tensor(shape: c.q.shape), dk = Tensor(shape: c.k.shape), dv = Tensor(shape: c.v.shape)
+            for t in [dq, dk, dv] { t.data.update(repeating: .nan, count: t.count) }
+            attention.backward(dOut: w.data, q: c.q.data, k: c.k.data, v: c.v.data, out: out.data, lse: lse.data,
+                               batch: c.batch, seqLen: c.T, dq: dq.data, dk: dk.data, dv: dv.data)
+            return (out, [dq, dk, dv])
+        }
+
+        let small = AttentionCase(batch: 2, T: 7, heads: 4, kvHeads: 2, headDim: 32)
+        let w = randomTensor([small.batch * small.T, small.qd], seed: 504)
+        attention.block = 4
+        let analytic = gradients(attention, small, dOut: w).grads
+        func objective() -> Double { weightedSum(gradients(attention, small, dOut: w).out, w) }
+        for (i, x) in [small.q, small.k, small.v].enumerated() {
+            checkGradient(analytic[i].array, centralDifferences(x, h: Self.h, objective), tol: Self.nonlinearTolerance,
+                          "packed CausalAttention \(["dq", "dk", "dv"][i])")
+        }
+
+        let c = AttentionCase(batch: 1, T: 75, heads: 4, kvHeads: 2, headDim: 32)
+        let dOut = randomTensor([c.batch * c.T, c.qd], seed: 505)
+        for precision in [Precision.fp32, .bf16] where precision.isAvailable {
+            var reference = attention
+            reference.precision = precision
+            reference.packedKernels = false
+            reference.block = 64
+            let expected = gradients(reference, c, dOut: dOut).grads
+            for block in [64, 13, 28] {
+                var packed = attention
+                packed.precision = precision
+                packed.block = block
+                XCTAssertTrue(packed.runsPacked)
+                let got = gradients(packed, c, dOut: dOut).grads
+                for i in 0..<3 {
+                    let err = relativeError(got[i].array, expected[i].array)
+                    report("CausalAttention packed \(precision) \(["dq", "dk", "dv"][i]) (block \(block)) vs Gemm path", "relative \(sci(Double(err)))")
+                    XCTAssertLessThan(err, 1e-5, "\(precision) \(["dq", "dk", "dv"][i]), block \(block)")
+                }
+            }
+        }
+    }
+
     // MARK: Linear with a LoRA adapter
 
     func testLinearLoRABackward() {

@@ -94,6 +94,41 @@ void lora_sbgemm_neonbf16_6x16(int64_t kq, const uint32_t *a, const uint32_t *b,
 void lora_sbgemm_avx512bf16_14x32(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
                                   float alpha, float beta);
 
+/// As lora_sbgemm_avx512bf16_14x32 with A read in place: A pair (r, q) is a[min(r, arows − 1)·ars + q·acs]
+/// (as lora_sgemm_avx512_14x32_strided reads its floats). Requires AVX-512 BF16.
+void lora_sbgemm_avx512bf16_14x32_strided(int64_t kq, const uint32_t *a, int64_t ars, int64_t acs, int64_t arows,
+                                          const uint32_t *b, float *c, int64_t ldc, float alpha, float beta);
+
+/// CausalAttention's products (Attention.c): C = alpha·A·B + beta·C for an m×n C with n a multiple of 32
+/// (C(r, j) at c[r·ldc + j]), A read in place as the strided tiles read it (A(r, p) at a[r·ars + p·acs]),
+/// B packed once: 32-column panels, panel j/32 at b + (j/32)·bps holding B(p, j) at [p·32 + j mod 32].
+/// The fp32 form takes kc floats per row (lora_pack_f32_avx512's panels; requires AVX-512F), the bf16 form
+/// kq pairs (lora_pack_bf16_pairs' panels; requires AVX-512 BF16).
+void lora_attention_sgemm_avx512(int64_t m, int64_t n, int64_t kc, const float *a, int64_t ars, int64_t acs,
+                                 const float *b, int64_t bps, float *c, int64_t ldc, float alpha, float beta);
+void lora_attention_sbgemm_avx512bf16(int64_t m, int64_t n, int64_t kq, const uint32_t *a, int64_t ars, int64_t acs,
+                                      const uint32_t *b, int64_t bps, float *c, int64_t ldc, float alpha, float beta);
+
+/// The causal softmax of rows i < rows of s (row i at s + i·ld), whose first first_valid + i keys are
+/// visible (at most width, a multiple of 16 ≤ ld): lse[i] = the log-sum-exp of those, and the
+/// probabilities over the row's first width entries, zero past the visible keys: in place (fp32 form,
+/// requires AVX-512F) or as bfloat16 at p16 + i·ld (bf16 form, requires AVX-512 BF16; s is scratch).
+void lora_attention_softmax_avx512(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width, float *lse);
+void lora_attention_softmax_avx512bf16(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width,
+                                       float *lse, uint16_t *p16);
+
+/// The softmax's backward over the same rows: from the scaled scores s, dP = dO·Vᵀ at dp, and per row
+/// lse[i] and dots[i] = dO_i·O_i: P = exp(s − lse) and dS = P∘(dP − dots) over the visible keys, zero past
+/// them. The fp32 form (AVX-512F) writes P over s and dS over dp. The bf16 form (AVX-512 BF16) writes dS
+/// as bfloat16 rows at ds16 + i·ld, and dS and P as pairs of rows: word j of row pair i/2, at
+/// ds_pairs + (i/2)·ld + j (likewise p_pairs), holds row i's value in its low half and row i + 1's (zero
+/// past the last row) in its high half.
+void lora_attention_softmax_grad_avx512(float *s, float *dp, int64_t ld, int64_t rows, int64_t first_valid,
+                                        int64_t width, const float *lse, const float *dots);
+void lora_attention_softmax_grad_avx512bf16(const float *s, const float *dp, int64_t ld, int64_t rows, int64_t first_valid,
+                                            int64_t width, const float *lse, const float *dots, uint16_t *ds16,
+                                            uint32_t *ds_pairs, uint32_t *p_pairs);
+
 /// GGML block types the quantized dot kernels read (the values are GGML's type ids).
 enum {
     LORA_QDOT_Q4_0 = 2, LORA_QDOT_Q4_1 = 3, LORA_QDOT_Q5_0 = 6, LORA_QDOT_Q5_1 = 7, LORA_QDOT_Q8_0 = 8,

@@ -21,6 +21,8 @@ public struct CausalAttention: Sendable {
     public var block = 64
     /// The number format of the attention products (see above): the model's `precision`.
     public var precision: Precision = .fp32
+    /// Whether the AVX-512 path runs where it can (`runsPacked`); tests turn it off to compare the two.
+    var packedKernels = true
 
     public init(heads: Int, kvHeads: Int, headDim: Int) {
         precondition(heads % kvHeads == 0, "heads must be a multiple of kvHeads")
@@ -50,6 +52,17 @@ public struct CausalAttention: Sendable {
         var attention = self
         attention.block = rowBlock(seqLen: T)
         let block = attention.block
+        if runsPacked {
+            Parallel.forRanges(batch * heads) { tasks in
+                let scratch = PackedScratch(rows: min(block, T), seqLen: T, headDim: headDim)
+                defer { scratch.deallocate() }
+                for task in tasks {
+                    attention.packedForwardHead(b: task / heads, h: task % heads, q: q, k: k, v: v, T: T, out: out, lse: lse,
+                                                scratch: scratch)
+                }
+            }
+            return
+        }
         Gemm.singleThreaded {
             Parallel.forRanges(batch * heads) { tasks in
                 let scores = UnsafeMutablePointer<Float>.allocate(capacity: min(block, T) * T)
@@ -94,8 +107,19 @@ public struct CausalAttention: Sendable {
         // (batch 1 with SmolLM2's 3 kv heads kept one of two threads idle a third of the time).
         let partials = UnsafeMutablePointer<Float>.allocate(capacity: batch * heads * 2 * T * headDim)
         defer { partials.deallocate() }
+        let packed = runsPacked
         Gemm.singleThreaded {
             Parallel.forRanges(batch * heads) { tasks in
+                if packed {
+                    let scratch = PackedScratch(rows: rowsMax, seqLen: T, headDim: headDim)
+                    defer { scratch.deallocate() }
+                    for task in tasks {
+                        let dkPart = partials + task * 2 * T * headDim
+                        attention.packedBackwardHead(b: task / heads, h: task % heads, dOut: dOut, q: q, k: k, v: v, out: out,
+                                                     lse: lse, T: T, dq: dq, dk: dkPart, dv: dkPart + T * headDim, scratch: scratch)
+                    }
+                    return
+                }
                 // P and dP/dS blocks, and the row dots D_i = dO_i · O_i.
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * rowsMax * T + rowsMax)
                 defer { scratch.deallocate() }

@@ -1,0 +1,220 @@
+import LoRAFormats
+import LoRAKernels
+
+/// CausalAttention on AVX-512 (Attention.c): the same row blocks and the same products as the
+/// `Gemm` path, but each head's keys and values are packed once into the kernels' panels (the `Gemm`
+/// path packed them again for every row block), and the softmax kernels write the probabilities, and
+/// in the backward dS, straight into the layouts the next products read in place (the `Gemm` path
+/// packed every P and dS block, a sixth of a 1 × 4096 step in bf16, and its softmax ran on SSE).
+///
+/// Scratch per thread, ld = T rounded up to 32: S (and dP) as fp32 rows of ld; in bf16, P (dS) as
+/// bfloat16 rows of ld, and for the products that read Pᵀ and dSᵀ, pairs of rows interleaved into
+/// bfloat16 pairs (word j of pair i holds rows 2i and 2i + 1 at key j: the pairs along the query
+/// axis that those products sum over).
+extension CausalAttention {
+    /// Whether `forward` and `backward` take this path: AVX-512 (and its BF16 for bf16), head sizes
+    /// in whole 32-column panels, and in fp32 only while the AVX-512 kernel is the `Gemm` backend (so
+    /// forcing another backend covers the `Gemm` path).
+    var runsPacked: Bool {
+        guard packedKernels, headDim % 32 == 0, CPUFeatures.current.contains(.avx512F) else { return false }
+        switch precision {
+        case .bf16: return CPUFeatures.current.contains(.avx512BF16)
+        case .fp32: return Gemm.backend == .avx512
+        }
+    }
+
+    /// One thread's buffers, carved from one 64-byte-aligned allocation.
+    struct PackedScratch {
+        let memory: UnsafeMutableRawPointer
+        /// Scores S, or in the backward S and dP: rows × ld floats each.
+        let s: UnsafeMutablePointer<Float>, dp: UnsafeMutablePointer<Float>
+        /// bf16: P rows (forward) or dS rows (backward), rows × ld.
+        let rows16: UnsafeMutablePointer<UInt16>
+        /// bf16 backward: dS and P as pairs of rows, ⌈rows/2⌉ × ld words each.
+        let dsPairs: UnsafeMutablePointer<UInt32>, pPairs: UnsafeMutablePointer<UInt32>
+        /// K packed for S = Q·Kᵀ, V for P·V (forward) or dP = dO·Vᵀ (backward), K for dQ = dS·K.
+        let kPanels: UnsafeMutableRawPointer, vPanels: UnsafeMutableRawPointer, kByKeys: UnsafeMutableRawPointer
+        /// A block's Q and dO rows packed for dK and dV (the pairs along the query axis).
+        let qBlock: UnsafeMutableRawPointer, dOutBlock: UnsafeMutableRawPointer
+        /// bf16: the head's Q and dO rows rounded to bfloat16, T × headDim.
+        let q16: UnsafeMutablePointer<UInt16>, dOut16: UnsafeMutablePointer<UInt16>
+        /// The row dots D_i = dO_i · O_i of a block.
+        let dots: UnsafeMutablePointer<Float>
+
+        init(rows: Int, seqLen T: Int, headDim hd: Int) {
+            let ld = (T + 31) / 32 * 32
+            var sizes: [Int] = []
+            func region(_ bytes: Int) -> Int { sizes.append((bytes + 63) / 64 * 64); return sizes.count - 1 }
+            let sizeS = region(rows * ld * 4), sizeDP = region(rows * ld * 4), size16 = region(rows * ld * 2)
+            let sizePairs = region((rows + 1) / 2 * ld * 4), sizePPairs = region((rows + 1) / 2 * ld * 4)
+            // fp32 panels are the larger: ld × headDim floats for every packing of K or V.
+            let sizeK = region(ld * hd * 4), sizeV = region(ld * hd * 4), sizeKT = region(ld * hd * 4)
+            let sizeQB = region((rows + 1) * hd * 4), sizeDB = region((rows + 1) * hd * 4)
+            let sizeQ16 = region(T * hd * 2), sizeD16 = region(T * hd * 2), sizeDots = region(rows * 4)
+            memory = UnsafeMutableRawPointer.allocate(byteCount: sizes.reduce(0, +), alignment: 64)
+            var offsets: [Int] = [], at = 0
+            for size in sizes { offsets.append(at); at += size }
+            let base = memory
+            func floats(_ i: Int) -> UnsafeMutablePointer<Float> { (base + offsets[i]).assumingMemoryBound(to: Float.self) }
+            s = floats(sizeS); dp = floats(sizeDP)
+            rows16 = (base + offsets[size16]).assumingMemoryBound(to: UInt16.self)
+            dsPairs = (base + offsets[sizePairs]).assumingMemoryBound(to: UInt32.self)
+            pPairs = (base + offsets[sizePPairs]).assumingMemoryBound(to: UInt32.self)
+            kPanels = base + offsets[sizeK]; vPanels = base + offsets[sizeV]; kByKeys = base + offsets[sizeKT]
+            qBlock = base + offsets[sizeQB]; dOutBlock = base + offsets[sizeDB]
+            q16 = (base + offsets[sizeQ16]).assumingMemoryBound(to: UInt16.self)
+            dOut16 = (base + offsets[sizeD16]).assumingMemoryBound(to: UInt16.self)
+            dots = floats(sizeDots)
+        }
+
+        func deallocate() { memory.deallocate() }
+    }
+
+    /// The layouts of one head's packed operands (all 32-column panels).
+    struct PackedHead {
+        let hd: Int, T: Int, bf16: Bool
+        /// Words (bf16 pairs) or floats between a panel of keys packed along headDim (K for QKᵀ, V for dO·Vᵀ).
+        var byDimStride: Int { bf16 ? hd / 2 * 32 : hd * 32 }
+        /// The same between panels of headDim packed along the keys (V for P·V, K for dS·K).
+        var byKeysStride: Int { bf16 ? (T + 1) / 2 * 32 : T * 32 }
+
+        /// x's rows t < T (row stride ld) packed as B(p = dimension, j = key): key panels of 32.
+        func packAlongDim(_ x: UnsafePointer<Float>, ld: Int, into dst: UnsafeMutableRawPointer) {
+            for panel in 0..<(T + 31) / 32 {
+                let rows = min(32, T - panel * 32), src = x + panel * 32 * ld
+                if bf16 {
+                    lora_pack_bf16_pairs(src, Int64(ld), 1, Int64(rows), Int64(hd), 32,
+                                         dst.assumingMemoryBound(to: UInt32.self) + panel * byDimStride)
+                } else {
+                    lora_pack_f32_avx512(src, Int64(ld), 1, Int64(rows), Int64(hd), 32,
+                                         dst.assumingMemoryBound(to: Float.self) + panel * byDimStride)
+                }
+            }
+        }
+
+        /// x's first `count` rows (row stride ld) packed as B(p = row, j = dimension): panels of 32
+        /// dimensions, `stride` apart.
+        func packAlongRows(_ x: UnsafePointer<Float>, ld: Int, count: Int, stride: Int, into dst: UnsafeMutableRawPointer) {
+            for panel in 0..<hd / 32 {
+                if bf16 {
+                    lora_pack_bf16_pairs(x + panel * 32, 1, Int64(ld), 32, Int64(count), 32,
+                                         dst.assumingMemoryBound(to: UInt32.self) + panel * stride)
+                } else {
+                    lora_pack_f32_avx512(x + panel * 32, 1, Int64(ld), 32, Int64(count), 32,
+                                         dst.assumingMemoryBound(to: Float.self) + panel * stride)
+                }
+            }
+        }
+
+        /// Rows t < T of x (row stride ld) rounded to bfloat16, headDim each, into dst.
+        func round(_ x: UnsafePointer<Float>, ld: Int, into dst: UnsafeMutablePointer<UInt16>) {
+            for t in 0..<T { lora_round_bf16(x + t * ld, Int64(hd), dst + t * hd) }
+        }
+    }
+
+    /// C[m × n] = alpha·A·B + beta·C with B packed: fp32 A(r, p) at a[r·ars + p·acs] over kc columns,
+    /// or bf16 A pair (r, q) at a's word r·ars + q·acs over ⌈kc/2⌉ pairs.
+    static func packedProduct(bf16: Bool, m: Int, n: Int, kc: Int, a: UnsafeRawPointer, ars: Int, acs: Int,
+                              b: UnsafeRawPointer, bps: Int, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float) {
+        if bf16 {
+            lora_attention_sbgemm_avx512bf16(Int64(m), Int64(n), Int64((kc + 1) / 2), a.assumingMemoryBound(to: UInt32.self),
+                                             Int64(ars), Int64(acs), b.assumingMemoryBound(to: UInt32.self), Int64(bps),
+                                             c, Int64(ldc), alpha, beta)
+        } else {
+            lora_attention_sgemm_avx512(Int64(m), Int64(n), Int64(kc), a.assumingMemoryBound(to: Float.self), Int64(ars), Int64(acs),
+                                        b.assumingMemoryBound(to: Float.self), Int64(bps), c, Int64(ldc), alpha, beta)
+        }
+    }
+
+    func packedForwardHead(b: Int, h: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                           T: Int, out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, scratch w: PackedScratch) {
+        let qd = heads * headDim, kvd = kvHeads * headDim, kvh = h / (heads / kvHeads), hd = headDim
+        let qb = q + b * T * qd + h * hd, ob = out + b * T * qd + h * hd
+        let kb = k + b * T * kvd + kvh * hd, vb = v + b * T * kvd + kvh * hd
+        let lseb = lse + (b * heads + h) * T
+        let ld = (T + 31) / 32 * 32, bf16 = precision == .bf16
+        let head = PackedHead(hd: hd, T: T, bf16: bf16)
+        head.packAlongDim(kb, ld: kvd, into: w.kPanels)
+        head.packAlongRows(vb, ld: kvd, count: T, stride: head.byKeysStride, into: w.vPanels)
+        if bf16 { head.round(qb, ld: qd, into: w.q16) }
+        for r0 in stride(from: 0, to: T, by: block) {
+            let rows = min(block, T - r0), keys = r0 + rows, width = (keys + 31) / 32 * 32
+            // S = scale·Q·Kᵀ, then P, then O = P·V.
+            if bf16 {
+                Self.packedProduct(bf16: true, m: rows, n: width, kc: hd, a: w.q16 + r0 * hd, ars: hd / 2, acs: 1,
+                                   b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
+                lora_attention_softmax_avx512bf16(w.s, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width), lseb + r0, w.rows16)
+                Self.packedProduct(bf16: true, m: rows, n: hd, kc: keys, a: w.rows16, ars: ld / 2, acs: 1,
+                                   b: w.vPanels, bps: head.byKeysStride, c: ob + r0 * qd, ldc: qd, alpha: 1, beta: 0)
+            } else {
+                Self.packedProduct(bf16: false, m: rows, n: width, kc: hd, a: qb + r0 * qd, ars: qd, acs: 1,
+                                   b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
+                lora_attention_softmax_avx512(w.s, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width), lseb + r0)
+                Self.packedProduct(bf16: false, m: rows, n: hd, kc: keys, a: w.s, ars: ld, acs: 1,
+                                   b: w.vPanels, bps: head.byKeysStride, c: ob + r0 * qd, ldc: qd, alpha: 1, beta: 0)
+            }
+        }
+    }
+
+    /// One (sequence, query head) of the backward: its dq, and its share of dk and dv ([T × headDim]).
+    func packedBackwardHead(b: Int, h: Int, dOut: UnsafePointer<Float>, q: UnsafePointer<Float>,
+                            k: UnsafePointer<Float>, v: UnsafePointer<Float>, out: UnsafePointer<Float>,
+                            lse: UnsafePointer<Float>, T: Int, dq: UnsafeMutablePointer<Float>,
+                            dk dkb: UnsafeMutablePointer<Float>, dv dvb: UnsafeMutablePointer<Float>, scratch w: PackedScratch) {
+        let qd = heads * headDim, kvd = kvHeads * headDim, kvh = h / (heads / kvHeads), hd = headDim
+        let kb = k + b * T * kvd + kvh * hd, vb = v + b * T * kvd + kvh * hd
+        let qb = q + b * T * qd + h * hd, ob = out + b * T * qd + h * hd
+        let dob = dOut + b * T * qd + h * hd, dqb = dq + b * T * qd + h * hd
+        let lseb = lse + (b * heads + h) * T
+        let ld = (T + 31) / 32 * 32, bf16 = precision == .bf16
+        let head = PackedHead(hd: hd, T: T, bf16: bf16)
+        dkb.update(repeating: 0, count: T * hd)
+        dvb.update(repeating: 0, count: T * hd)
+        head.packAlongDim(kb, ld: kvd, into: w.kPanels)
+        head.packAlongDim(vb, ld: kvd, into: w.vPanels)
+        head.packAlongRows(kb, ld: kvd, count: T, stride: head.byKeysStride, into: w.kByKeys)
+        if bf16 {
+            head.round(qb, ld: qd, into: w.q16)
+            head.round(dob, ld: qd, into: w.dOut16)
+        }
+        for r0 in stride(from: 0, to: T, by: block) {
+            let rows = min(block, T - r0), keys = r0 + rows, width = (keys + 31) / 32 * 32
+            let blockStride = bf16 ? (rows + 1) / 2 * 32 : rows * 32
+            for i in 0..<rows {
+                let o = ob + (r0 + i) * qd, d = dob + (r0 + i) * qd
+                var dot: Float = 0
+                for j in 0..<hd { dot += o[j] * d[j] }
+                w.dots[i] = dot
+            }
+            head.packAlongRows(qb + r0 * qd, ld: qd, count: rows, stride: blockStride, into: w.qBlock)
+            head.packAlongRows(dob + r0 * qd, ld: qd, count: rows, stride: blockStride, into: w.dOutBlock)
+            // S = scale·Q·Kᵀ and dP = dO·Vᵀ; then P and dS; then dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO.
+            if bf16 {
+                Self.packedProduct(bf16: true, m: rows, n: width, kc: hd, a: w.q16 + r0 * hd, ars: hd / 2, acs: 1,
+                                   b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
+                Self.packedProduct(bf16: true, m: rows, n: width, kc: hd, a: w.dOut16 + r0 * hd, ars: hd / 2, acs: 1,
+                                   b: w.vPanels, bps: head.byDimStride, c: w.dp, ldc: ld, alpha: 1, beta: 0)
+                lora_attention_softmax_grad_avx512bf16(w.s, w.dp, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width),
+                                                       lseb + r0, w.dots, w.rows16, w.dsPairs, w.pPairs)
+                Self.packedProduct(bf16: true, m: rows, n: hd, kc: keys, a: w.rows16, ars: ld / 2, acs: 1,
+                                   b: w.kByKeys, bps: head.byKeysStride, c: dqb + r0 * qd, ldc: qd, alpha: scale, beta: 0)
+                Self.packedProduct(bf16: true, m: keys, n: hd, kc: rows, a: w.dsPairs, ars: 1, acs: ld,
+                                   b: w.qBlock, bps: blockStride, c: dkb, ldc: hd, alpha: scale, beta: 1)
+                Self.packedProduct(bf16: true, m: keys, n: hd, kc: rows, a: w.pPairs, ars: 1, acs: ld,
+                                   b: w.dOutBlock, bps: blockStride, c: dvb, ldc: hd, alpha: 1, beta: 1)
+            } else {
+                Self.packedProduct(bf16: false, m: rows, n: width, kc: hd, a: qb + r0 * qd, ars: qd, acs: 1,
+                                   b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
+                Self.packedProduct(bf16: false, m: rows, n: width, kc: hd, a: dob + r0 * qd, ars: qd, acs: 1,
+                                   b: w.vPanels, bps: head.byDimStride, c: w.dp, ldc: ld, alpha: 1, beta: 0)
+                lora_attention_softmax_grad_avx512(w.s, w.dp, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width), lseb + r0, w.dots)
+                Self.packedProduct(bf16: false, m: rows, n: hd, kc: keys, a: w.dp, ars: ld, acs: 1,
+                                   b: w.kByKeys, bps: head.byKeysStride, c: dqb + r0 * qd, ldc: qd, alpha: scale, beta: 0)
+                Self.packedProduct(bf16: false, m: keys, n: hd, kc: rows, a: w.dp, ars: 1, acs: ld,
+                                   b: w.qBlock, bps: blockStride, c: dkb, ldc: hd, alpha: scale, beta: 1)
+                Self.packedProduct(bf16: false, m: keys, n: hd, kc: rows, a: w.s, ars: 1, acs: ld,
+                                   b: w.dOutBlock, bps: blockStride, c: dvb, ldc: hd, alpha: 1, beta: 1)
+            }
+        }
+    }
+}
