@@ -347,7 +347,7 @@ final class GradientCheckTests: XCTestCase {
         for precision in [Precision.fp32, .bf16] where precision.isAvailable {
             attention.precision = precision
             for block in [64, 3, 14, 29] {
-                attention.block = block
+                attention.packedBlock = block
                 XCTAssertTrue(attention.runsPacked)
                 let out = Tensor(shape: [c.batch * c.T, c.qd]), lse = Tensor(shape: [c.batch * c.heads * c.T])
                 attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: out.data, lse: lse.data)
@@ -357,6 +357,21 @@ final class GradientCheckTests: XCTestCase {
                 XCTAssertLessThanOrEqual(outErr, precision == .bf16 ? 1e-6 : 1e-5, "\(precision) output, block \(block)")
                 XCTAssertLessThanOrEqual(lseErr, 1e-5, "\(precision) log-sum-exp, block \(block)")
             }
+        }
+    }
+
+    /// Every row block exactly once, in order, in runs whose work (the blocks' keys) differs by at most
+    /// one block's from an equal share.
+    func testPackedAttentionScheduleSharesTheWork() {
+        for (tasks, T, block, parts) in [(9, 4096, 56, 2), (9, 256, 56, 2), (1, 75, 13, 3), (36, 256, 56, 2), (2, 7, 4, 5)] {
+            let runs = CausalAttention.schedule(tasks: tasks, seqLen: T, block: block, parts: parts)
+            let blocks = (T + block - 1) / block
+            let visited = runs.flatMap { $0 }.flatMap { s in s.blocks.map { s.task * blocks + $0 } }
+            XCTAssertEqual(visited, Array(0..<tasks * blocks), "tasks \(tasks), T \(T), block \(block), parts \(parts)")
+            XCTAssertLessThanOrEqual(runs.count, parts)
+            let work = runs.map { $0.reduce(0) { w, s in w + s.blocks.reduce(0) { $0 + min(($1 + 1) * block, T) } } }
+            let share = Double(work.reduce(0, +)) / Double(runs.count)
+            for w in work { XCTAssertLessThanOrEqual(abs(Double(w) - share), Double(T), "runs \(work)") }
         }
     }
 
@@ -378,7 +393,7 @@ final class GradientCheckTests: XCTestCase {
 
         let small = AttentionCase(batch: 2, T: 7, heads: 4, kvHeads: 2, headDim: 32)
         let w = randomTensor([small.batch * small.T, small.qd], seed: 504)
-        attention.block = 4
+        attention.packedBlock = 4
         let analytic = gradients(attention, small, dOut: w).grads
         func objective() -> Double { weightedSum(gradients(attention, small, dOut: w).out, w) }
         for (i, x) in [small.q, small.k, small.v].enumerated() {
@@ -397,7 +412,7 @@ final class GradientCheckTests: XCTestCase {
             for block in [64, 13, 28] {
                 var packed = attention
                 packed.precision = precision
-                packed.block = block
+                packed.packedBlock = block
                 XCTAssertTrue(packed.runsPacked)
                 let got = gradients(packed, c, dOut: dOut).grads
                 for i in 0..<3 {

@@ -21,6 +21,9 @@ public struct CausalAttention: Sendable {
     public var block = 64
     /// The number format of the attention products (see above): the model's `precision`.
     public var precision: Precision = .fp32
+    /// Query rows per block on the AVX-512 path: four 14-row tiles. 1 × 4096 in bf16 trained at
+    /// 496, 499 and 479 tokens/s with 56 against 470 and 442 with 128 (Zen 5); 28 and 42 were slower.
+    public var packedBlock = 56
     /// Whether the AVX-512 path runs where it can (`runsPacked`); tests turn it off to compare the two.
     var packedKernels = true
 
@@ -45,24 +48,28 @@ public struct CausalAttention: Sendable {
     /// block re-packs the keys and values it multiplies, so long sequences gain from taller blocks
     /// (1 × 4096 trained 8–9% faster at 128 than at 64), while short ones lose more to the wasted
     /// upper half of the diagonal block (1 × 256 ran 7–18% slower at 128).
-    public func rowBlock(seqLen T: Int) -> Int { T >= 2048 ? max(block, 128) : block }
+    /// On the AVX-512 path (`runsPacked`) it is `packedBlock`.
+    public func rowBlock(seqLen T: Int) -> Int { runsPacked ? packedBlock : T >= 2048 ? max(block, 128) : block }
+
+    /// The memory `backward` (the larger of the two passes) allocates for `batch` sequences of T tokens:
+    /// each thread's scratch, and the per-head shares of dk and dv it sums. A Double, so that absurd
+    /// shapes give a huge estimate, not an overflow.
+    public func scratchBytes(batch: Int, seqLen T: Int) -> Double {
+        let rows = Double(min(rowBlock(seqLen: T), T)), threads = Double(Parallel.threadCount)
+        let share = 2 * Double(T) * Double(headDim) * 4, tasks = Double(batch) * Double(heads)
+        if runsPacked {
+            let perThread = PackedScratch.regions(rows: Int(rows), seqLen: T, headDim: headDim).reduce(0.0) { $0 + Double($1) }
+            return threads * perThread + (tasks + threads - 1) * share
+        }
+        return threads * (2 * rows * Double(T) + rows) * 4 + tasks * share
+    }
 
     public func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                         batch: Int, seqLen T: Int, out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
         var attention = self
         attention.block = rowBlock(seqLen: T)
         let block = attention.block
-        if runsPacked {
-            Parallel.forRanges(batch * heads) { tasks in
-                let scratch = PackedScratch(rows: min(block, T), seqLen: T, headDim: headDim)
-                defer { scratch.deallocate() }
-                for task in tasks {
-                    attention.packedForwardHead(b: task / heads, h: task % heads, q: q, k: k, v: v, T: T, out: out, lse: lse,
-                                                scratch: scratch)
-                }
-            }
-            return
-        }
+        if runsPacked { return attention.packedForward(q: q, k: k, v: v, batch: batch, seqLen: T, out: out, lse: lse) }
         Gemm.singleThreaded {
             Parallel.forRanges(batch * heads) { tasks in
                 let scores = UnsafeMutablePointer<Float>.allocate(capacity: min(block, T) * T)
@@ -101,25 +108,17 @@ public struct CausalAttention: Sendable {
                          dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
         var attention = self
         attention.block = rowBlock(seqLen: T)
+        if runsPacked {
+            return attention.packedBackward(dOut: dOut, q: q, k: k, v: v, out: out, lse: lse, batch: batch, seqLen: T, dq: dq, dk: dk, dv: dv)
+        }
         let rowsMax = min(attention.block, T), group = heads / kvHeads, kvd = kvHeads * headDim
         // One task per (sequence, query head), each with its own dk and dv partials ([T × headDim]
         // each), summed per kv head afterwards: tasks per kv head alone were too few to share out
         // (batch 1 with SmolLM2's 3 kv heads kept one of two threads idle a third of the time).
         let partials = UnsafeMutablePointer<Float>.allocate(capacity: batch * heads * 2 * T * headDim)
         defer { partials.deallocate() }
-        let packed = runsPacked
         Gemm.singleThreaded {
             Parallel.forRanges(batch * heads) { tasks in
-                if packed {
-                    let scratch = PackedScratch(rows: rowsMax, seqLen: T, headDim: headDim)
-                    defer { scratch.deallocate() }
-                    for task in tasks {
-                        let dkPart = partials + task * 2 * T * headDim
-                        attention.packedBackwardHead(b: task / heads, h: task % heads, dOut: dOut, q: q, k: k, v: v, out: out,
-                                                     lse: lse, T: T, dq: dq, dk: dkPart, dv: dkPart + T * headDim, scratch: scratch)
-                    }
-                    return
-                }
                 // P and dP/dS blocks, and the row dots D_i = dO_i · O_i.
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * rowsMax * T + rowsMax)
                 defer { scratch.deallocate() }

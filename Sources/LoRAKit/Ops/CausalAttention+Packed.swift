@@ -23,6 +23,90 @@ extension CausalAttention {
         }
     }
 
+    /// A run of one (sequence, head) task's row blocks, done by one thread.
+    struct Segment {
+        let task: Int
+        let blocks: Range<Int>
+    }
+
+    /// The tasks' row blocks in order (task by task, block by block), cut into `parts` contiguous runs
+    /// of about equal work, a block's work being its keys (r0 + rows): with SmolLM2's 9 heads, one task
+    /// per head left one of two threads idle for a ninth of each pass. Each run is a list of segments.
+    static func schedule(tasks: Int, seqLen T: Int, block: Int, parts: Int) -> [[Segment]] {
+        let blocks = (T + block - 1) / block
+        let perTask = (0..<blocks).reduce(0) { $0 + min(($1 + 1) * block, T) }
+        let total = tasks * perTask
+        var runs: [[Segment]] = [], run: [Segment] = [], done = 0
+        for task in 0..<tasks {
+            var start = 0
+            for i in 0..<blocks {
+                done += min((i + 1) * block, T)
+                // Cut after this block once the run holds its share (the last run takes the rest).
+                if runs.count < parts - 1 && done * parts >= total * (runs.count + 1) {
+                    run.append(Segment(task: task, blocks: start..<i + 1))
+                    runs.append(run)
+                    run = []
+                    start = i + 1
+                }
+            }
+            if start < blocks { run.append(Segment(task: task, blocks: start..<blocks)) }
+        }
+        runs.append(run)
+        return runs.filter { !$0.isEmpty }
+    }
+
+    func packedForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, batch: Int, seqLen T: Int,
+                       out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        let runs = Self.schedule(tasks: batch * heads, seqLen: T, block: block, parts: Parallel.threadCount)
+        Parallel.forRanges(runs.count) { parts in
+            let scratch = PackedScratch(rows: min(block, T), seqLen: T, headDim: headDim)
+            defer { scratch.deallocate() }
+            for segment in parts.flatMap({ runs[$0] }) {
+                packedForwardHead(b: segment.task / heads, h: segment.task % heads, blocks: segment.blocks, q: q, k: k, v: v,
+                                  T: T, out: out, lse: lse, scratch: scratch)
+            }
+        }
+    }
+
+    func packedBackward(dOut: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                        out: UnsafePointer<Float>, lse: UnsafePointer<Float>, batch: Int, seqLen T: Int,
+                        dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
+        let runs = Self.schedule(tasks: batch * heads, seqLen: T, block: block, parts: Parallel.threadCount)
+        let segments = runs.flatMap { $0 }, group = heads / kvHeads, kvd = kvHeads * headDim, hd = headDim
+        // Each segment's share of dk and dv ([T × headDim] each), summed per kv head afterwards.
+        let partials = UnsafeMutablePointer<Float>.allocate(capacity: segments.count * 2 * T * hd)
+        defer { partials.deallocate() }
+        let firstSegment = runs.reduce(into: [0]) { $0.append($0.last! + $1.count) }
+        Parallel.forRanges(runs.count) { parts in
+            let scratch = PackedScratch(rows: min(block, T), seqLen: T, headDim: hd)
+            defer { scratch.deallocate() }
+            for part in parts {
+                for (i, segment) in runs[part].enumerated() {
+                    let dkPart = partials + (firstSegment[part] + i) * 2 * T * hd
+                    packedBackwardHead(b: segment.task / heads, h: segment.task % heads, blocks: segment.blocks, dOut: dOut,
+                                       q: q, k: k, v: v, out: out, lse: lse, T: T, dq: dq, dk: dkPart, dv: dkPart + T * hd,
+                                       scratch: scratch)
+                }
+            }
+        }
+        Parallel.forRanges(batch * kvHeads) { tasks in
+            for task in tasks {
+                let b = task / kvHeads, kvh = task % kvHeads
+                let mine = segments.indices.filter { segments[$0].task / heads == b && segments[$0].task % heads / group == kvh }
+                for t in 0..<T {
+                    let dkRow = dk + (b * T + t) * kvd + kvh * hd, dvRow = dv + (b * T + t) * kvd + kvh * hd
+                    for (n, s) in mine.enumerated() {
+                        let part = partials + s * 2 * T * hd + t * hd
+                        for j in 0..<hd {
+                            dkRow[j] = n == 0 ? part[j] : dkRow[j] + part[j]
+                            dvRow[j] = n == 0 ? part[T * hd + j] : dvRow[j] + part[T * hd + j]
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// One thread's buffers, carved from one 64-byte-aligned allocation.
     struct PackedScratch {
         let memory: UnsafeMutableRawPointer
@@ -41,30 +125,31 @@ extension CausalAttention {
         /// The row dots D_i = dO_i · O_i of a block.
         let dots: UnsafeMutablePointer<Float>
 
-        init(rows: Int, seqLen T: Int, headDim hd: Int) {
-            let ld = (T + 31) / 32 * 32
-            var sizes: [Int] = []
-            func region(_ bytes: Int) -> Int { sizes.append((bytes + 63) / 64 * 64); return sizes.count - 1 }
-            let sizeS = region(rows * ld * 4), sizeDP = region(rows * ld * 4), size16 = region(rows * ld * 2)
-            let sizePairs = region((rows + 1) / 2 * ld * 4), sizePPairs = region((rows + 1) / 2 * ld * 4)
+        /// The bytes of each buffer, in the order of the properties above, each rounded up to 64.
+        static func regions(rows: Int, seqLen T: Int, headDim hd: Int) -> [Int] {
+            let ld = (T + 31) / 32 * 32, pairRows = (rows + 1) / 2
             // fp32 panels are the larger: ld × headDim floats for every packing of K or V.
-            let sizeK = region(ld * hd * 4), sizeV = region(ld * hd * 4), sizeKT = region(ld * hd * 4)
-            let sizeQB = region((rows + 1) * hd * 4), sizeDB = region((rows + 1) * hd * 4)
-            let sizeQ16 = region(T * hd * 2), sizeD16 = region(T * hd * 2), sizeDots = region(rows * 4)
+            let bytes = [rows * ld * 4, rows * ld * 4, rows * ld * 2, pairRows * ld * 4, pairRows * ld * 4,
+                         ld * hd * 4, ld * hd * 4, ld * hd * 4, (rows + 1) * hd * 4, (rows + 1) * hd * 4,
+                         T * hd * 2, T * hd * 2, rows * 4]
+            return bytes.map { ($0 + 63) / 64 * 64 }
+        }
+
+        init(rows: Int, seqLen T: Int, headDim hd: Int) {
+            let sizes = Self.regions(rows: rows, seqLen: T, headDim: hd)
             memory = UnsafeMutableRawPointer.allocate(byteCount: sizes.reduce(0, +), alignment: 64)
-            var offsets: [Int] = [], at = 0
-            for size in sizes { offsets.append(at); at += size }
-            let base = memory
-            func floats(_ i: Int) -> UnsafeMutablePointer<Float> { (base + offsets[i]).assumingMemoryBound(to: Float.self) }
-            s = floats(sizeS); dp = floats(sizeDP)
-            rows16 = (base + offsets[size16]).assumingMemoryBound(to: UInt16.self)
-            dsPairs = (base + offsets[sizePairs]).assumingMemoryBound(to: UInt32.self)
-            pPairs = (base + offsets[sizePPairs]).assumingMemoryBound(to: UInt32.self)
-            kPanels = base + offsets[sizeK]; vPanels = base + offsets[sizeV]; kByKeys = base + offsets[sizeKT]
-            qBlock = base + offsets[sizeQB]; dOutBlock = base + offsets[sizeDB]
-            q16 = (base + offsets[sizeQ16]).assumingMemoryBound(to: UInt16.self)
-            dOut16 = (base + offsets[sizeD16]).assumingMemoryBound(to: UInt16.self)
-            dots = floats(sizeDots)
+            var starts: [UnsafeMutableRawPointer] = [], at = memory
+            for size in sizes { starts.append(at); at += size }
+            s = starts[0].assumingMemoryBound(to: Float.self)
+            dp = starts[1].assumingMemoryBound(to: Float.self)
+            rows16 = starts[2].assumingMemoryBound(to: UInt16.self)
+            dsPairs = starts[3].assumingMemoryBound(to: UInt32.self)
+            pPairs = starts[4].assumingMemoryBound(to: UInt32.self)
+            (kPanels, vPanels, kByKeys) = (starts[5], starts[6], starts[7])
+            (qBlock, dOutBlock) = (starts[8], starts[9])
+            q16 = starts[10].assumingMemoryBound(to: UInt16.self)
+            dOut16 = starts[11].assumingMemoryBound(to: UInt16.self)
+            dots = starts[12].assumingMemoryBound(to: Float.self)
         }
 
         func deallocate() { memory.deallocate() }
@@ -126,7 +211,8 @@ extension CausalAttention {
         }
     }
 
-    func packedForwardHead(b: Int, h: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+    /// Row blocks `blocks` of one (sequence, head).
+    func packedForwardHead(b: Int, h: Int, blocks: Range<Int>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                            T: Int, out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, scratch w: PackedScratch) {
         let qd = heads * headDim, kvd = kvHeads * headDim, kvh = h / (heads / kvHeads), hd = headDim
         let qb = q + b * T * qd + h * hd, ob = out + b * T * qd + h * hd
@@ -137,7 +223,7 @@ extension CausalAttention {
         head.packAlongDim(kb, ld: kvd, into: w.kPanels)
         head.packAlongRows(vb, ld: kvd, count: T, stride: head.byKeysStride, into: w.vPanels)
         if bf16 { head.round(qb, ld: qd, into: w.q16) }
-        for r0 in stride(from: 0, to: T, by: block) {
+        for r0 in blocks.map({ $0 * block }) {
             let rows = min(block, T - r0), keys = r0 + rows, width = (keys + 31) / 32 * 32
             // S = scale·Q·Kᵀ, then P, then O = P·V.
             if bf16 {
@@ -156,8 +242,9 @@ extension CausalAttention {
         }
     }
 
-    /// One (sequence, query head) of the backward: its dq, and its share of dk and dv ([T × headDim]).
-    func packedBackwardHead(b: Int, h: Int, dOut: UnsafePointer<Float>, q: UnsafePointer<Float>,
+    /// Row blocks `blocks` of one (sequence, query head) in the backward: their dq, and their share of
+    /// dk and dv ([T × headDim], overwritten).
+    func packedBackwardHead(b: Int, h: Int, blocks: Range<Int>, dOut: UnsafePointer<Float>, q: UnsafePointer<Float>,
                             k: UnsafePointer<Float>, v: UnsafePointer<Float>, out: UnsafePointer<Float>,
                             lse: UnsafePointer<Float>, T: Int, dq: UnsafeMutablePointer<Float>,
                             dk dkb: UnsafeMutablePointer<Float>, dv dvb: UnsafeMutablePointer<Float>, scratch w: PackedScratch) {
@@ -177,7 +264,7 @@ extension CausalAttention {
             head.round(qb, ld: qd, into: w.q16)
             head.round(dob, ld: qd, into: w.dOut16)
         }
-        for r0 in stride(from: 0, to: T, by: block) {
+        for r0 in blocks.map({ $0 * block }) {
             let rows = min(block, T - r0), keys = r0 + rows, width = (keys + 31) / 32 * 32
             let blockStride = bf16 ? (rows + 1) / 2 * 32 : rows * 32
             for i in 0..<rows {

@@ -22,8 +22,7 @@ public struct MemoryEstimate: Sendable {
             $0 + ($1.linear === model.head && model.headIsTied ? 0 : $1.linear.matrix.byteCount)
         })
         let floats = Self.arenaFloats(model: model, batch: batchSize, seqLen: seqLen, training: true)
-            + Double(Parallel.threadCount) * Self.attentionScratchFloats(seqLen: seqLen)
-        activationBytes = 4 * floats
+        activationBytes = 4 * floats + model.attention.scratchBytes(batch: batchSize, seqLen: seqLen)
         let parameters = model.sites.reduce(0) { $0 + ($1.linear.adapter?.parameters.reduce(0) { $0 + $1.value.count } ?? 0) }
         adapterBytes = 4 * 4 * Double(parameters)  // values, gradients, two moments, in Float32
     }
@@ -45,12 +44,6 @@ public struct MemoryEstimate: Sendable {
         let chunk = Double(LlamaModel.headChunk)
         let head = chunk * (d + Double(c.vocabSize) + t * d + Double(model.head.savedFloatsPerRow(training: training)))
         return blocks + sharedGateUp + inputs + scratch + rope + head
-    }
-
-    /// One thread's attention scratch in the backward pass (the larger of forward and backward).
-    static func attentionScratchFloats(seqLen: Int) -> Double {
-        let rows = Double(min(CausalAttention(heads: 1, kvHeads: 1, headDim: 1).rowBlock(seqLen: seqLen), seqLen))
-        return 2 * rows * Double(seqLen) + rows
     }
 
     /// The memory a run may use: LORA_MEMORY_LIMIT_MB when set, else what the system has available
