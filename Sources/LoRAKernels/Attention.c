@@ -79,49 +79,49 @@ static inline __mmask16 below(int64_t j0, int64_t valid) {
     return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
 }
 
-// Row i's exp(s − max) in place over its valid keys; returns the sum, and the max through rowMax.
+// Row i's exp(s − max) over its valid keys, as fp32 in place or (p16) as bfloat16; zero past them up
+// to width. Returns the sum of the fp32 values, and the max through rowMax.
 __attribute__((target("avx512f"), always_inline))
-static inline float exp_row(float *row, int64_t valid, float *rowMax) {
+static inline float exp_row(float *row, int64_t valid, int64_t width, float *rowMax, uint16_t *p16,
+                            void (*store16)(uint16_t *, __m512)) {
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (int64_t j = 0; j < valid; j += 16) mx = _mm512_mask_max_ps(mx, below(j, valid), mx, _mm512_loadu_ps(row + j));
     *rowMax = _mm512_reduce_max_ps(mx);
     const __m512 shift = _mm512_set1_ps(*rowMax);
     __m512 sum = _mm512_setzero_ps();
-    for (int64_t j = 0; j < valid; j += 16) {
+    for (int64_t j = 0; j < width; j += 16) {
         const __m512 e = _mm512_maskz_mov_ps(below(j, valid), exp512(_mm512_sub_ps(_mm512_loadu_ps(row + j), shift)));
-        _mm512_storeu_ps(row + j, e);
+        if (p16) store16(p16 + j, e);
+        else _mm512_storeu_ps(row + j, e);
         sum = _mm512_add_ps(sum, e);
     }
     return _mm512_reduce_add_ps(sum);
 }
 
 __attribute__((target("avx512f")))
-void lora_attention_softmax_avx512(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width, float *lse) {
+void lora_attention_softmax_avx512(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width, float *lse,
+                                   float *inverse_sum) {
     for (int64_t i = 0; i < rows; i++) {
-        float *row = s + i * ld, rowMax;
+        float rowMax;
         const int64_t valid = first_valid + i < width ? first_valid + i : width;
-        const float total = exp_row(row, valid, &rowMax);
+        const float total = exp_row(s + i * ld, valid, width, &rowMax, 0, 0);
         lse[i] = rowMax + logf(total);
-        const __m512 inverse = _mm512_set1_ps(1.0f / total);
-        for (int64_t j = 0; j < width; j += 16) {
-            _mm512_storeu_ps(row + j, _mm512_maskz_mul_ps(below(j, valid), _mm512_loadu_ps(row + j), inverse));
-        }
+        inverse_sum[i] = 1.0f / total;
     }
 }
 
+__attribute__((target("avx512f,avx512bf16"), always_inline))
+static inline void store_bf16(uint16_t *dst, __m512 x) { _mm256_storeu_si256((__m256i *)dst, (__m256i)_mm512_cvtneps_pbh(x)); }
+
 __attribute__((target("avx512f,avx512bf16")))
 void lora_attention_softmax_avx512bf16(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width,
-                                       float *lse, uint16_t *p16) {
+                                       float *lse, float *inverse_sum, uint16_t *p16) {
     for (int64_t i = 0; i < rows; i++) {
-        float *row = s + i * ld, rowMax;
+        float rowMax;
         const int64_t valid = first_valid + i < width ? first_valid + i : width;
-        const float total = exp_row(row, valid, &rowMax);
+        const float total = exp_row(s + i * ld, valid, width, &rowMax, p16 + i * ld, store_bf16);
         lse[i] = rowMax + logf(total);
-        const __m512 inverse = _mm512_set1_ps(1.0f / total);
-        for (int64_t j = 0; j < width; j += 16) {
-            const __m512 p = _mm512_maskz_mul_ps(below(j, valid), _mm512_loadu_ps(row + j), inverse);
-            _mm256_storeu_si256((__m256i *)(p16 + i * ld + j), (__m256i)_mm512_cvtneps_pbh(p));
-        }
+        inverse_sum[i] = 1.0f / total;
     }
 }
 
@@ -197,14 +197,15 @@ void lora_attention_sbgemm_avx512bf16(int64_t m, int64_t n, int64_t kq, const ui
     __builtin_trap();
 }
 
-void lora_attention_softmax_avx512(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width, float *lse) {
-    (void)s; (void)ld; (void)rows; (void)first_valid; (void)width; (void)lse;
+void lora_attention_softmax_avx512(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width, float *lse,
+                                   float *inverse_sum) {
+    (void)s; (void)ld; (void)rows; (void)first_valid; (void)width; (void)lse; (void)inverse_sum;
     __builtin_trap();
 }
 
 void lora_attention_softmax_avx512bf16(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width,
-                                       float *lse, uint16_t *p16) {
-    (void)s; (void)ld; (void)rows; (void)first_valid; (void)width; (void)lse; (void)p16;
+                                       float *lse, float *inverse_sum, uint16_t *p16) {
+    (void)s; (void)ld; (void)rows; (void)first_valid; (void)width; (void)lse; (void)inverse_sum; (void)p16;
     __builtin_trap();
 }
 

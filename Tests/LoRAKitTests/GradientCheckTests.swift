@@ -216,8 +216,9 @@ final class GradientCheckTests: XCTestCase {
     }
 
     /// Causal softmax attention in Double with an explicit softmax over j ≤ i; query head h reads kv head h / (heads / kvHeads).
-    /// `round` is applied to both products' operands (q, k; the probabilities and v).
-    func naiveAttention(_ c: AttentionCase, round: (Float) -> Float = { $0 }) -> (out: [Double], lse: [Double]) {
+    /// `round` is applied to both products' operands (q, k; the probabilities and v); with `unnormalized`
+    /// the probabilities are rounded before the division by their sum (FlashAttention's order).
+    func naiveAttention(_ c: AttentionCase, round: (Float) -> Float = { $0 }, unnormalized: Bool = false) -> (out: [Double], lse: [Double]) {
         let group = c.heads / c.kvHeads, scale = 1 / Double(c.headDim).squareRoot()
         var out = [Double](repeating: 0, count: c.batch * c.T * c.qd)
         var lse = [Double](repeating: 0, count: c.batch * c.heads * c.T)
@@ -237,7 +238,8 @@ final class GradientCheckTests: XCTestCase {
                     let sum = s.reduce(0) { $0 + exp($1 - mx) }
                     lse[(b * c.heads + h) * c.T + i] = mx + log(sum)
                     for j in 0...i {
-                        let p = Double(round(Float(exp(s[j] - mx) / sum))), vj = (b * c.T + j) * c.kvd + kvh * c.headDim
+                        let p = unnormalized ? Double(round(Float(exp(s[j] - mx)))) / sum : Double(round(Float(exp(s[j] - mx) / sum)))
+                        let vj = (b * c.T + j) * c.kvd + kvh * c.headDim
                         for d in 0..<c.headDim { out[qi + d] += p * Double(round(c.v[vj + d])) }
                     }
                 }
@@ -343,7 +345,7 @@ final class GradientCheckTests: XCTestCase {
         var attention = CausalAttention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
         guard attention.runsPacked else { throw XCTSkip("this CPU has no AVX-512 (or another Gemm backend is forced)") }
         let (refOut, refLse) = naiveAttention(c)
-        let (roundedOut, roundedLse) = naiveAttention(c, round: GemmTests.bf16)
+        let (roundedOut, roundedLse) = naiveAttention(c, round: GemmTests.bf16, unnormalized: true)
         for precision in [Precision.fp32, .bf16] where precision.isAvailable {
             attention.precision = precision
             for block in [64, 3, 14, 29] {
@@ -381,14 +383,18 @@ final class GradientCheckTests: XCTestCase {
         var attention = CausalAttention(heads: 4, kvHeads: 2, headDim: 32)
         guard attention.runsPacked else { throw XCTSkip("this CPU has no AVX-512 (or another Gemm backend is forced)") }
 
-        func gradients(_ attention: CausalAttention, _ c: AttentionCase, dOut w: Tensor) -> (out: Tensor, grads: [Tensor]) {
-            let out = Tensor(shape: [c.batch * c.T, c.qd]), lse = Tensor(shape: [c.batch * c.heads * c.T])
-            attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: out.data, lse: lse.data)
+        /// The gradients after `forward`'s output (or `saved`'s: bf16 rounds the probabilities in another
+        /// order on each path, and the backward's D = dO·O would differ by that).
+        func gradients(_ attention: CausalAttention, _ c: AttentionCase, dOut w: Tensor,
+                       saved: (out: Tensor, lse: Tensor)? = nil) -> (out: Tensor, lse: Tensor, grads: [Tensor]) {
+            let ownOut = Tensor(shape: [c.batch * c.T, c.qd]), ownLse = Tensor(shape: [c.batch * c.heads * c.T])
+            attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: ownOut.data, lse: ownLse.data)
+            let (out, lse) = saved ?? (ownOut, ownLse)
             let dq = Tensor(shape: c.q.shape), dk = Tensor(shape: c.k.shape), dv = Tensor(shape: c.v.shape)
             for t in [dq, dk, dv] { t.data.update(repeating: .nan, count: t.count) }
             attention.backward(dOut: w.data, q: c.q.data, k: c.k.data, v: c.v.data, out: out.data, lse: lse.data,
                                batch: c.batch, seqLen: c.T, dq: dq.data, dk: dk.data, dv: dv.data)
-            return (out, [dq, dk, dv])
+            return (out, lse, [dq, dk, dv])
         }
 
         let small = AttentionCase(batch: 2, T: 7, heads: 4, kvHeads: 2, headDim: 32)
@@ -408,15 +414,15 @@ final class GradientCheckTests: XCTestCase {
             reference.precision = precision
             reference.packedKernels = false
             reference.block = 64
-            let expected = gradients(reference, c, dOut: dOut).grads
+            let expected = gradients(reference, c, dOut: dOut)
             for block in [64, 13, 28] {
                 var packed = attention
                 packed.precision = precision
                 packed.packedBlock = block
                 XCTAssertTrue(packed.runsPacked)
-                let got = gradients(packed, c, dOut: dOut).grads
+                let got = gradients(packed, c, dOut: dOut, saved: (expected.out, expected.lse)).grads
                 for i in 0..<3 {
-                    let err = relativeError(got[i].array, expected[i].array)
+                    let err = relativeError(got[i].array, expected.grads[i].array)
                     report("CausalAttention packed \(precision) \(["dq", "dk", "dv"][i]) (block \(block)) vs Gemm path", "relative \(sci(Double(err)))")
                     XCTAssertLessThan(err, 1e-5, "\(precision) \(["dq", "dk", "dv"][i]), block \(block)")
                 }

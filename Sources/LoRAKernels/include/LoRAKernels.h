@@ -110,12 +110,15 @@ void lora_attention_sbgemm_avx512bf16(int64_t m, int64_t n, int64_t kq, const ui
                                       const uint32_t *b, int64_t bps, float *c, int64_t ldc, float alpha, float beta);
 
 /// The causal softmax of rows i < rows of s (row i at s + i·ld), whose first first_valid + i keys are
-/// visible (at most width, a multiple of 16 ≤ ld): lse[i] = the log-sum-exp of those, and the
-/// probabilities over the row's first width entries, zero past the visible keys: in place (fp32 form,
-/// requires AVX-512F) or as bfloat16 at p16 + i·ld (bf16 form, requires AVX-512 BF16; s is scratch).
-void lora_attention_softmax_avx512(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width, float *lse);
+/// visible (at most width, a multiple of 16 ≤ ld), left unnormalized as FlashAttention leaves it:
+/// exp(s − the row's max) over the visible keys, zero past them to width, in place (fp32 form, requires
+/// AVX-512F) or as bfloat16 at p16 + i·ld (bf16 form, requires AVX-512 BF16; s is scratch); lse[i] is
+/// the log-sum-exp of the visible scores and inverse_sum[i] = 1 / Σ exp(s − max), by which the caller
+/// scales row i of the product with V.
+void lora_attention_softmax_avx512(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width, float *lse,
+                                   float *inverse_sum);
 void lora_attention_softmax_avx512bf16(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width,
-                                       float *lse, uint16_t *p16);
+                                       float *lse, float *inverse_sum, uint16_t *p16);
 
 /// The softmax's backward over the same rows: from the scaled scores s, dP = dO·Vᵀ at dp, and per row
 /// lse[i] and dots[i] = dO_i·O_i: P = exp(s − lse) and dS = P∘(dP − dots) over the visible keys, zero past

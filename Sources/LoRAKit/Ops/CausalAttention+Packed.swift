@@ -122,7 +122,7 @@ extension CausalAttention {
         let qBlock: UnsafeMutableRawPointer, dOutBlock: UnsafeMutableRawPointer
         /// bf16: the head's Q and dO rows rounded to bfloat16, T × headDim.
         let q16: UnsafeMutablePointer<UInt16>, dOut16: UnsafeMutablePointer<UInt16>
-        /// The row dots D_i = dO_i · O_i of a block.
+        /// The row dots D_i = dO_i · O_i of a block; in the forward, the rows' 1 / Σ exp.
         let dots: UnsafeMutablePointer<Float>
 
         /// The bytes of each buffer, in the order of the properties above, each rounded up to 64.
@@ -229,16 +229,17 @@ extension CausalAttention {
             if bf16 {
                 Self.packedProduct(bf16: true, m: rows, n: width, kc: hd, a: w.q16 + r0 * hd, ars: hd / 2, acs: 1,
                                    b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
-                lora_attention_softmax_avx512bf16(w.s, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width), lseb + r0, w.rows16)
+                lora_attention_softmax_avx512bf16(w.s, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width), lseb + r0, w.dots, w.rows16)
                 Self.packedProduct(bf16: true, m: rows, n: hd, kc: keys, a: w.rows16, ars: ld / 2, acs: 1,
                                    b: w.vPanels, bps: head.byKeysStride, c: ob + r0 * qd, ldc: qd, alpha: 1, beta: 0)
             } else {
                 Self.packedProduct(bf16: false, m: rows, n: width, kc: hd, a: qb + r0 * qd, ars: qd, acs: 1,
                                    b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
-                lora_attention_softmax_avx512(w.s, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width), lseb + r0)
+                lora_attention_softmax_avx512(w.s, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width), lseb + r0, w.dots)
                 Self.packedProduct(bf16: false, m: rows, n: hd, kc: keys, a: w.s, ars: ld, acs: 1,
                                    b: w.vPanels, bps: head.byKeysStride, c: ob + r0 * qd, ldc: qd, alpha: 1, beta: 0)
             }
+            for i in 0..<rows { scaleRow(ob + (r0 + i) * qd, count: hd, by: w.dots[i]) }
         }
     }
 
