@@ -9,21 +9,21 @@
 
 // MARK: - Products with B packed once
 
-// One 14×32 tile, or a ragged one (rows < 14) through a scratch tile: the kernels compute all 14 rows
+// One MR×NR tile, or a ragged one (rows < MR) through a scratch tile: the kernels compute all MR rows
 // (repeating the last), so a ragged tile lands in scratch and only its real rows are combined into C.
-#define LORA_ATTENTION_TILES(TILE_CALL)                                                                   \
-    for (int64_t j0 = 0; j0 < n; j0 += 32) {                                                              \
-        for (int64_t i0 = 0; i0 < m; i0 += 14) {                                                          \
-            const int64_t rows = m - i0 < 14 ? m - i0 : 14;                                               \
+#define LORA_ATTENTION_TILES(MR, NR, TILE_CALL)                                                           \
+    for (int64_t j0 = 0; j0 < n; j0 += NR) {                                                              \
+        for (int64_t i0 = 0; i0 < m; i0 += MR) {                                                          \
+            const int64_t rows = m - i0 < MR ? m - i0 : MR;                                               \
             float *ct = c + i0 * ldc + j0;                                                                \
-            if (rows == 14) {                                                                             \
+            if (rows == MR) {                                                                             \
                 TILE_CALL(ct, ldc, alpha, beta);                                                          \
             } else {                                                                                      \
-                float scratch[14 * 32];                                                                   \
-                TILE_CALL(scratch, 32, 1.0f, 0.0f);                                                       \
+                float scratch[MR * NR];                                                                   \
+                TILE_CALL(scratch, NR, 1.0f, 0.0f);                                                       \
                 for (int64_t r = 0; r < rows; r++) {                                                      \
-                    for (int64_t j = 0; j < 32; j++) {                                                    \
-                        const float x = alpha * scratch[r * 32 + j];                                      \
+                    for (int64_t j = 0; j < NR; j++) {                                                    \
+                        const float x = alpha * scratch[r * NR + j];                                      \
                         ct[r * ldc + j] = beta == 0.0f ? x : x + beta * ct[r * ldc + j];                  \
                     }                                                                                     \
                 }                                                                                         \
@@ -31,12 +31,21 @@
         }                                                                                                 \
     }
 
+__attribute__((target("avx2,fma")))
+void lora_attention_sgemm_avx2(int64_t m, int64_t n, int64_t kc, const float *a, int64_t ars, int64_t acs,
+                               const float *b, int64_t bps, float *c, int64_t ldc, float alpha, float beta) {
+#define LORA_TILE(ct, ld, al, be) \
+    lora_sgemm_avx2_6x16_strided(kc, a + i0 * ars, ars, acs, rows, b + (j0 / 16) * bps, 16, ct, ld, al, be)
+    LORA_ATTENTION_TILES(6, 16, LORA_TILE)
+#undef LORA_TILE
+}
+
 __attribute__((target("avx512f")))
 void lora_attention_sgemm_avx512(int64_t m, int64_t n, int64_t kc, const float *a, int64_t ars, int64_t acs,
                                  const float *b, int64_t bps, float *c, int64_t ldc, float alpha, float beta) {
 #define LORA_TILE(ct, ld, al, be) \
     lora_sgemm_avx512_14x32_strided(kc, a + i0 * ars, ars, acs, rows, b + (j0 / 32) * bps, 32, ct, ld, al, be)
-    LORA_ATTENTION_TILES(LORA_TILE)
+    LORA_ATTENTION_TILES(14, 32, LORA_TILE)
 #undef LORA_TILE
 }
 
@@ -45,7 +54,7 @@ void lora_attention_sbgemm_avx512bf16(int64_t m, int64_t n, int64_t kq, const ui
                                       const uint32_t *b, int64_t bps, float *c, int64_t ldc, float alpha, float beta) {
 #define LORA_TILE(ct, ld, al, be) \
     lora_sbgemm_avx512bf16_14x32_strided(kq, a + i0 * ars, ars, acs, rows, b + (j0 / 32) * bps, ct, ld, al, be)
-    LORA_ATTENTION_TILES(LORA_TILE)
+    LORA_ATTENTION_TILES(14, 32, LORA_TILE)
 #undef LORA_TILE
 }
 #undef LORA_ATTENTION_TILES
@@ -54,10 +63,11 @@ void lora_attention_sbgemm_avx512bf16(int64_t m, int64_t n, int64_t kq, const ui
 
 // exp(x) as FastMath.swift's fastExp computes it (2ⁿ·exp(r), n = round(x / ln 2), ln 2 in two parts,
 // a degree-7 Taylor polynomial for exp(r)), with FMAs and vscalefps, which gives 0 for x below −104
-// where fastExp clamps at −87.3 (both are 0 or subnormal there).
+// where fastExp clamps at −87.3 (both are 0 or subnormal there). A NaN stays NaN (vmaxps returns its
+// second operand when one is NaN), so a diverged score reaches the loss as on the `Gemm` path.
 __attribute__((target("avx512f"), always_inline))
 static inline __m512 exp512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
@@ -180,9 +190,115 @@ void lora_attention_softmax_grad_avx512bf16(const float *s, const float *dp, int
     }
 }
 
+// MARK: - AVX2: the fp32 softmax kernels 8 lanes at a time
+
+// exp512's algorithm on 8 lanes; 2ⁿ built in the exponent field, so x is clamped at −87.3 as
+// fastExp clamps it (n + 127 stays positive).
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 exp256(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(-87.3f), x);  // a NaN stays NaN, as in exp512
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(scale));
+}
+
+// All ones in lanes j0..j0+7 below valid.
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 below8(int64_t j0, int64_t valid) {
+    const int64_t left = valid - j0 < 8 ? valid - j0 : 8;
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left < 0 ? 0 : left)),
+                                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+}
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline float sum8(__m256 x) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline float max8(__m256 x) {
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+}
+
+__attribute__((target("avx2,fma")))
+void lora_attention_softmax_avx2(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width, float *lse,
+                                 float *inverse_sum) {
+    for (int64_t i = 0; i < rows; i++) {
+        float *row = s + i * ld;
+        const int64_t valid = first_valid + i < width ? first_valid + i : width;
+        __m256 mx = _mm256_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < valid; j += 8) {
+            mx = _mm256_max_ps(mx, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), _mm256_loadu_ps(row + j), below8(j, valid)));
+        }
+        const float rowMax = max8(mx);
+        const __m256 shift = _mm256_set1_ps(rowMax);
+        __m256 sum = _mm256_setzero_ps();
+        for (int64_t j = 0; j < width; j += 8) {
+            const __m256 e = _mm256_and_ps(below8(j, valid), exp256(_mm256_sub_ps(_mm256_loadu_ps(row + j), shift)));
+            _mm256_storeu_ps(row + j, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        const float total = sum8(sum);
+        lse[i] = rowMax + logf(total);
+        inverse_sum[i] = 1.0f / total;
+    }
+}
+
+__attribute__((target("avx2,fma")))
+void lora_attention_softmax_grad_avx2(float *s, float *dp, int64_t ld, int64_t rows, int64_t first_valid,
+                                      int64_t width, const float *lse, const float *dots) {
+    for (int64_t i = 0; i < rows; i++) {
+        float *srow = s + i * ld, *dprow = dp + i * ld;
+        const int64_t valid = first_valid + i < width ? first_valid + i : width;
+        const __m256 shift = _mm256_set1_ps(lse[i]), dot = _mm256_set1_ps(dots[i]);
+        for (int64_t j = 0; j < width; j += 8) {
+            const __m256 keep = below8(j, valid);
+            const __m256 p = _mm256_and_ps(keep, exp256(_mm256_sub_ps(_mm256_loadu_ps(srow + j), shift)));
+            const __m256 g = _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dprow + j), dot)));
+            _mm256_storeu_ps(srow + j, p);
+            _mm256_storeu_ps(dprow + j, g);
+        }
+    }
+}
+
 #else
 
-// Never called where lora_cpu_features() lacks LORA_CPU_AVX512F; defined so every platform links.
+// Never called where lora_cpu_features() lacks LORA_CPU_AVX512F (or LORA_CPU_AVX2_FMA for the avx2
+// functions); defined so every platform links.
+void lora_attention_sgemm_avx2(int64_t m, int64_t n, int64_t kc, const float *a, int64_t ars, int64_t acs,
+                               const float *b, int64_t bps, float *c, int64_t ldc, float alpha, float beta) {
+    (void)m; (void)n; (void)kc; (void)a; (void)ars; (void)acs; (void)b; (void)bps; (void)c; (void)ldc;
+    (void)alpha; (void)beta;
+    __builtin_trap();
+}
+
+void lora_attention_softmax_avx2(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width, float *lse,
+                                 float *inverse_sum) {
+    (void)s; (void)ld; (void)rows; (void)first_valid; (void)width; (void)lse; (void)inverse_sum;
+    __builtin_trap();
+}
+
+void lora_attention_softmax_grad_avx2(float *s, float *dp, int64_t ld, int64_t rows, int64_t first_valid,
+                                      int64_t width, const float *lse, const float *dots) {
+    (void)s; (void)dp; (void)ld; (void)rows; (void)first_valid; (void)width; (void)lse; (void)dots;
+    __builtin_trap();
+}
+
 void lora_attention_sgemm_avx512(int64_t m, int64_t n, int64_t kc, const float *a, int64_t ars, int64_t acs,
                                  const float *b, int64_t bps, float *c, int64_t ldc, float alpha, float beta) {
     (void)m; (void)n; (void)kc; (void)a; (void)ars; (void)acs; (void)b; (void)bps; (void)c; (void)ldc;

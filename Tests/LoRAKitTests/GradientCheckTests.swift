@@ -335,29 +335,70 @@ final class GradientCheckTests: XCTestCase {
         }
     }
 
-    // MARK: Causal attention's AVX-512 path (CausalAttention+Packed.swift)
+    // MARK: Causal attention's packed path (CausalAttention+Packed.swift)
 
-    /// Head sizes in whole 32-column panels on an AVX-512 CPU take the packed path: row blocks that are
-    /// ragged against the 14-row tiles (3, 14, 29) and odd (the bf16 pairs of rows), T = 70 ragged
-    /// against the 32-key panels.
+    /// The packed path's kernels this CPU has, each with the precision and `Gemm` backend that select it.
+    static var packedRoutes: [(precision: Precision, backend: GemmBackend)] {
+        [(Precision.fp32, GemmBackend.avx512), (.fp32, .avx2), (.bf16, .avx512)].filter { route in
+            GemmBackend.cpuKernels.contains(route.backend) && route.precision.isAvailable
+                && Gemm.withBackend(route.backend) {
+                    var attention = CausalAttention(heads: 1, kvHeads: 1, headDim: 32)
+                    attention.precision = route.precision
+                    return attention.runsPacked
+                }
+        }
+    }
+
+    /// Head sizes in whole panels take the packed path, on each of its kernels this CPU has: row blocks
+    /// that are ragged against the 14- and 6-row tiles (3, 14, 29) and odd (the bf16 pairs of rows),
+    /// T = 70 ragged against the 32- and 16-key panels; and a head of 64 (two panels, longer packing loops).
     func testPackedAttentionForwardMatchesNaiveReference() throws {
-        let c = AttentionCase(batch: 2, T: 70, heads: 4, kvHeads: 2, headDim: 32)
-        var attention = CausalAttention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
-        guard attention.runsPacked else { throw XCTSkip("this CPU has no AVX-512 (or another Gemm backend is forced)") }
+        let routes = Self.packedRoutes
+        guard !routes.isEmpty else { throw XCTSkip("this CPU has neither AVX-512 nor AVX2") }
+        for c in [AttentionCase(batch: 2, T: 70, heads: 4, kvHeads: 2, headDim: 32),
+                  AttentionCase(batch: 1, T: 45, heads: 2, kvHeads: 1, headDim: 64)] {
+            try checkPackedForward(c, routes: routes)
+        }
+    }
+
+    private func checkPackedForward(_ c: AttentionCase, routes: [(precision: Precision, backend: GemmBackend)]) throws {
         let (refOut, refLse) = naiveAttention(c)
         let (roundedOut, roundedLse) = naiveAttention(c, round: GemmTests.bf16, unnormalized: true)
-        for precision in [Precision.fp32, .bf16] where precision.isAvailable {
-            attention.precision = precision
-            for block in [64, 3, 14, 29] {
-                attention.packedBlock = block
-                XCTAssertTrue(attention.runsPacked)
+        for (precision, backend) in routes {
+            try Gemm.withBackend(backend) {
+                var attention = CausalAttention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
+                attention.precision = precision
+                let kernel = try XCTUnwrap(attention.packedKernel)
+                for block in [64, 3, 14, 29] {
+                    attention.packedBlock = block
+                    let out = Tensor(shape: [c.batch * c.T, c.qd]), lse = Tensor(shape: [c.batch * c.heads * c.T])
+                    attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: out.data, lse: lse.data)
+                    let outErr = maxAbsDiff(out.array, precision == .bf16 ? roundedOut : refOut)
+                    let lseErr = maxAbsDiff(lse.array, precision == .bf16 ? roundedLse : refLse)
+                    report("CausalAttention packed \(kernel) forward (head \(c.headDim), block \(block)) vs naive", "out max |Δ| \(sci(outErr)), lse \(sci(lseErr))")
+                    XCTAssertLessThanOrEqual(outErr, precision == .bf16 ? 1e-6 : 1e-5, "\(kernel) output, block \(block)")
+                    XCTAssertLessThanOrEqual(lseErr, 1e-5, "\(kernel) log-sum-exp, block \(block)")
+                }
+            }
+        }
+    }
+
+    /// A NaN key (a diverged adapter) reaches every query that sees it and none before, as on the `Gemm`
+    /// path, rather than being clamped to a zero probability.
+    func testPackedAttentionPropagatesANaNKey() throws {
+        let routes = Self.packedRoutes
+        guard !routes.isEmpty else { throw XCTSkip("this CPU has neither AVX-512 nor AVX2") }
+        let c = AttentionCase(batch: 1, T: 40, heads: 2, kvHeads: 1, headDim: 32)
+        c.k.data[20 * c.kvd + 5] = .nan
+        for (precision, backend) in routes {
+            Gemm.withBackend(backend) {
+                var attention = CausalAttention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
+                attention.precision = precision
                 let out = Tensor(shape: [c.batch * c.T, c.qd]), lse = Tensor(shape: [c.batch * c.heads * c.T])
                 attention.forward(q: c.q.data, k: c.k.data, v: c.v.data, batch: c.batch, seqLen: c.T, out: out.data, lse: lse.data)
-                let outErr = maxAbsDiff(out.array, precision == .bf16 ? roundedOut : refOut)
-                let lseErr = maxAbsDiff(lse.array, precision == .bf16 ? roundedLse : refLse)
-                report("CausalAttention packed \(precision) forward (block \(block)) vs naive", "out max |Δ| \(sci(outErr)), lse \(sci(lseErr))")
-                XCTAssertLessThanOrEqual(outErr, precision == .bf16 ? 1e-6 : 1e-5, "\(precision) output, block \(block)")
-                XCTAssertLessThanOrEqual(lseErr, 1e-5, "\(precision) log-sum-exp, block \(block)")
+                for t in 0..<c.T {
+                    XCTAssertEqual(out.data[t * c.qd].isNaN, t >= 20, "\(precision) on \(backend): row \(t)")
+                }
             }
         }
     }
@@ -377,11 +418,11 @@ final class GradientCheckTests: XCTestCase {
         }
     }
 
-    /// The packed backward against finite differences (fp32), and both precisions against the `Gemm`
-    /// path (itself checked against finite differences above) over several ragged row blocks.
+    /// The packed backward on each of its kernels this CPU has: against finite differences (fp32), and
+    /// against the `Gemm` path (itself checked against finite differences above) over several ragged row blocks.
     func testPackedAttentionBackward() throws {
-        var attention = CausalAttention(heads: 4, kvHeads: 2, headDim: 32)
-        guard attention.runsPacked else { throw XCTSkip("this CPU has no AVX-512 (or another Gemm backend is forced)") }
+        let routes = Self.packedRoutes
+        guard !routes.isEmpty else { throw XCTSkip("this CPU has neither AVX-512 nor AVX2") }
 
         /// The gradients after `forward`'s output (or `saved`'s: bf16 rounds the probabilities in another
         /// order on each path, and the backward's D = dO·O would differ by that).
@@ -399,32 +440,34 @@ final class GradientCheckTests: XCTestCase {
 
         let small = AttentionCase(batch: 2, T: 7, heads: 4, kvHeads: 2, headDim: 32)
         let w = randomTensor([small.batch * small.T, small.qd], seed: 504)
-        attention.packedBlock = 4
-        let analytic = gradients(attention, small, dOut: w).grads
-        func objective() -> Double { weightedSum(gradients(attention, small, dOut: w).out, w) }
-        for (i, x) in [small.q, small.k, small.v].enumerated() {
-            checkGradient(analytic[i].array, centralDifferences(x, h: Self.h, objective), tol: Self.nonlinearTolerance,
-                          "packed CausalAttention \(["dq", "dk", "dv"][i])")
-        }
-
         let c = AttentionCase(batch: 1, T: 75, heads: 4, kvHeads: 2, headDim: 32)
         let dOut = randomTensor([c.batch * c.T, c.qd], seed: 505)
-        for precision in [Precision.fp32, .bf16] where precision.isAvailable {
-            var reference = attention
-            reference.precision = precision
-            reference.packedKernels = false
-            reference.block = 64
-            let expected = gradients(reference, c, dOut: dOut)
-            for block in [64, 13, 28] {
-                var packed = attention
-                packed.precision = precision
-                packed.packedBlock = block
-                XCTAssertTrue(packed.runsPacked)
-                let got = gradients(packed, c, dOut: dOut, saved: (expected.out, expected.lse)).grads
-                for i in 0..<3 {
-                    let err = relativeError(got[i].array, expected.grads[i].array)
-                    report("CausalAttention packed \(precision) \(["dq", "dk", "dv"][i]) (block \(block)) vs Gemm path", "relative \(sci(Double(err)))")
-                    XCTAssertLessThan(err, 1e-5, "\(precision) \(["dq", "dk", "dv"][i]), block \(block)")
+        for (precision, backend) in routes {
+            try Gemm.withBackend(backend) {
+                var attention = CausalAttention(heads: 4, kvHeads: 2, headDim: 32)
+                attention.precision = precision
+                let kernel = try XCTUnwrap(attention.packedKernel)
+                if precision == .fp32 {
+                    attention.packedBlock = 4
+                    let analytic = gradients(attention, small, dOut: w).grads
+                    func objective() -> Double { weightedSum(gradients(attention, small, dOut: w).out, w) }
+                    for (i, x) in [small.q, small.k, small.v].enumerated() {
+                        checkGradient(analytic[i].array, centralDifferences(x, h: Self.h, objective), tol: Self.nonlinearTolerance,
+                                      "packed CausalAttention \(kernel) \(["dq", "dk", "dv"][i])")
+                    }
+                }
+                var reference = attention
+                reference.packedKernels = false
+                reference.block = 64
+                let expected = gradients(reference, c, dOut: dOut)
+                for block in [64, 13, 28] {
+                    attention.packedBlock = block
+                    let got = gradients(attention, c, dOut: dOut, saved: (expected.out, expected.lse)).grads
+                    for i in 0..<3 {
+                        let err = relativeError(got[i].array, expected.grads[i].array)
+                        report("CausalAttention packed \(kernel) \(["dq", "dk", "dv"][i]) (block \(block)) vs Gemm path", "relative \(sci(Double(err)))")
+                        XCTAssertLessThan(err, 1e-5, "\(kernel) \(["dq", "dk", "dv"][i]), block \(block)")
+                    }
                 }
             }
         }

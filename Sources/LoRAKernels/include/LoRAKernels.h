@@ -108,6 +108,10 @@ void lora_attention_sgemm_avx512(int64_t m, int64_t n, int64_t kc, const float *
                                  const float *b, int64_t bps, float *c, int64_t ldc, float alpha, float beta);
 void lora_attention_sbgemm_avx512bf16(int64_t m, int64_t n, int64_t kq, const uint32_t *a, int64_t ars, int64_t acs,
                                       const uint32_t *b, int64_t bps, float *c, int64_t ldc, float alpha, float beta);
+/// As lora_attention_sgemm_avx512 with the AVX2+FMA 6×16 tile (LORA_CPU_AVX2_FMA): n a multiple of 16,
+/// B in 16-column panels, panel j/16 at b + (j/16)·bps holding B(p, j) at [p·16 + j mod 16].
+void lora_attention_sgemm_avx2(int64_t m, int64_t n, int64_t kc, const float *a, int64_t ars, int64_t acs,
+                               const float *b, int64_t bps, float *c, int64_t ldc, float alpha, float beta);
 
 /// The causal softmax of rows i < rows of s (row i at s + i·ld), whose first first_valid + i keys are
 /// visible (at most width, a multiple of 16 ≤ ld), left unnormalized as FlashAttention leaves it:
@@ -119,6 +123,10 @@ void lora_attention_softmax_avx512(float *s, int64_t ld, int64_t rows, int64_t f
                                    float *inverse_sum);
 void lora_attention_softmax_avx512bf16(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width,
                                        float *lse, float *inverse_sum, uint16_t *p16);
+/// The fp32 form with AVX2+FMA (LORA_CPU_AVX2_FMA), width a multiple of 8; exp's argument is clamped at
+/// −87.3 as FastMath's fastExp clamps it.
+void lora_attention_softmax_avx2(float *s, int64_t ld, int64_t rows, int64_t first_valid, int64_t width, float *lse,
+                                 float *inverse_sum);
 
 /// The softmax's backward over the same rows: from the scaled scores s, dP = dO·Vᵀ at dp, and per row
 /// lse[i] and dots[i] = dO_i·O_i: P = exp(s − lse) and dS = P∘(dP − dots) over the visible keys, zero past
@@ -128,6 +136,9 @@ void lora_attention_softmax_avx512bf16(float *s, int64_t ld, int64_t rows, int64
 /// past the last row) in its high half.
 void lora_attention_softmax_grad_avx512(float *s, float *dp, int64_t ld, int64_t rows, int64_t first_valid,
                                         int64_t width, const float *lse, const float *dots);
+/// The fp32 form with AVX2+FMA (LORA_CPU_AVX2_FMA), width a multiple of 8.
+void lora_attention_softmax_grad_avx2(float *s, float *dp, int64_t ld, int64_t rows, int64_t first_valid,
+                                      int64_t width, const float *lse, const float *dots);
 void lora_attention_softmax_grad_avx512bf16(const float *s, const float *dp, int64_t ld, int64_t rows, int64_t first_valid,
                                             int64_t width, const float *lse, const float *dots, uint16_t *ds16,
                                             uint32_t *ds_pairs, uint32_t *p_pairs);

@@ -7,9 +7,13 @@ import Foundation
 /// Right padding needs no extra mask: a real token never attends to later (pad) positions, and
 /// pad positions' outputs are excluded from the loss by the caller.
 ///
-/// Only the causal (lower) half is computed: query rows go in blocks of `block`, and block i
+/// Only the causal (lower) half is computed: query rows go in blocks (`rowBlock`), and block i
 /// multiplies against keys 0..<(i+1)·block only. The forward keeps the softmax's log-sum-exp per
 /// row, not the T×T probabilities; the backward recomputes them (FlashAttention's trade).
+///
+/// Where the CPU has the kernels (`packedKernel`: AVX-512, AVX-512 BF16, AVX2) both passes run the
+/// packed path of `CausalAttention+Packed.swift`; elsewhere, and with a BLAS as the backend, the
+/// products go through `Gemm`, as below.
 ///
 /// In bf16 precision the seven products (QKᵀ, P·V; in the backward QKᵀ again, dO·Vᵀ, dS·K, dSᵀ·Q,
 /// Pᵀ·dO) take bfloat16-rounded operands with fp32 sums, as PyTorch's bf16 autocast runs `matmul`;
@@ -21,9 +25,9 @@ public struct CausalAttention: Sendable {
     public var block = 64
     /// The number format of the attention products (see above): the model's `precision`.
     public var precision: Precision = .fp32
-    /// Query rows per block on the AVX-512 path: four 14-row tiles. 1 × 4096 in bf16 trained at
-    /// 496, 499 and 479 tokens/s with 56 against 470 and 442 with 128 (Zen 5); 28 and 42 were slower.
-    public var packedBlock = 56
+    /// Query rows per block on the packed path (`CausalAttention+Packed.swift`), or nil for its kernel's
+    /// choice (`PackedKernel.rowBlock`).
+    public var packedBlock: Int? = nil
     /// Whether the AVX-512 path runs where it can (`runsPacked`); tests turn it off to compare the two.
     var packedKernels = true
 
@@ -44,12 +48,19 @@ public struct CausalAttention: Sendable {
         product(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     }
 
-    /// Query rows per block for sequences of T tokens: `block`, or 128 from 2048 tokens on. Each row
-    /// block re-packs the keys and values it multiplies, so long sequences gain from taller blocks
+    /// Query rows per block for sequences of T tokens on the `Gemm` path: `block`, or 128 from 2048
+    /// tokens on. Each row block re-packs the keys and values it multiplies, so long sequences gain from taller blocks
     /// (1 × 4096 trained 8–9% faster at 128 than at 64), while short ones lose more to the wasted
     /// upper half of the diagonal block (1 × 256 ran 7–18% slower at 128).
-    /// On the AVX-512 path (`runsPacked`) it is `packedBlock`.
-    public func rowBlock(seqLen T: Int) -> Int { runsPacked ? packedBlock : T >= 2048 ? max(block, 128) : block }
+    /// On the packed path it is `packedBlock` or its kernel's choice, made even for bf16: a block's
+    /// keys then pair up without the last pair reaching a key the block must not see.
+    public func rowBlock(seqLen T: Int) -> Int {
+        if let kernel = packedKernel {
+            let rows = max(1, packedBlock ?? kernel.rowBlock)
+            return kernel.isBF16 ? (rows + 1) / 2 * 2 : rows
+        }
+        return T >= 2048 ? max(block, 128) : block
+    }
 
     /// The memory `backward` (the larger of the two passes) allocates for `batch` sequences of T tokens:
     /// each thread's scratch, and the per-head shares of dk and dv it sums. A Double, so that absurd

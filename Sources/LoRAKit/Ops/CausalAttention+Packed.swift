@@ -1,27 +1,52 @@
 import LoRAFormats
 import LoRAKernels
 
-/// CausalAttention on AVX-512 (Attention.c): the same row blocks and the same products as the
-/// `Gemm` path, but each head's keys and values are packed once into the kernels' panels (the `Gemm`
-/// path packed them again for every row block), and the softmax kernels write the probabilities, and
-/// in the backward dS, straight into the layouts the next products read in place (the `Gemm` path
-/// packed every P and dS block, a sixth of a 1 × 4096 step in bf16, and its softmax ran on SSE).
+/// CausalAttention's packed path (Attention.c), on AVX-512 (fp32 and bf16) and AVX2 (fp32): the same
+/// seven products as the `Gemm` path over causal row blocks, but each head's keys and values are
+/// packed once into the kernels' panels (the `Gemm` path packed them again for every row block), and
+/// the softmax kernels write the probabilities, and in the backward dS, straight into the layouts the
+/// next products read in place (the `Gemm` path packed every P and dS block, a sixth of a 1 × 4096
+/// step in bf16, and its softmax's exp ran on SSE, Swift's baseline, another sixth). The forward
+/// leaves P unnormalized and scales each output row by 1/Σ (FlashAttention's order; in bf16 the
+/// rounding of P thus differs from the `Gemm` path's, within bf16's bound).
 ///
 /// Scratch per thread, ld = T rounded up to 32: S (and dP) as fp32 rows of ld; in bf16, P (dS) as
 /// bfloat16 rows of ld, and for the products that read Pᵀ and dSᵀ, pairs of rows interleaved into
 /// bfloat16 pairs (word j of pair i holds rows 2i and 2i + 1 at key j: the pairs along the query
 /// axis that those products sum over).
 extension CausalAttention {
-    /// Whether `forward` and `backward` take this path: AVX-512 (and its BF16 for bf16), head sizes
-    /// in whole 32-column panels, and in fp32 only while the AVX-512 kernel is the `Gemm` backend (so
-    /// forcing another backend covers the `Gemm` path).
-    var runsPacked: Bool {
-        guard packedKernels, headDim % 32 == 0, CPUFeatures.current.contains(.avx512F) else { return false }
-        switch precision {
-        case .bf16: return CPUFeatures.current.contains(.avx512BF16)
-        case .fp32: return Gemm.backend == .avx512
-        }
+    /// The kernels of this path: their tile's rows, and the width of the packed panels.
+    enum PackedKernel {
+        /// fp32 products on the AVX-512 14×32 tile.
+        case avx512
+        /// bf16 products (vdpbf16ps) on the same tile, from bfloat16 pairs.
+        case avx512bf16
+        /// fp32 products on the AVX2+FMA 6×16 tile.
+        case avx2
+
+        /// Query rows per block: whole tiles (14 or 6 rows). On the Zen 5 1 × 4096 in bf16 trained at
+        /// 496, 499 and 479 tokens/s with 56 rows against 470 and 442 with 128; 28 and 42 were slower.
+        var rowBlock: Int { self == .avx2 ? 48 : 56 }
+        var panel: Int { self == .avx2 ? 16 : 32 }
+        var isBF16: Bool { self == .avx512bf16 }
     }
+
+    /// The kernels `forward` and `backward` run this path with, or nil for the `Gemm` path: bf16 with
+    /// AVX-512 BF16; fp32 while the AVX-512 or AVX2 kernel is the `Gemm` backend (so forcing another
+    /// backend, or a BLAS, covers the `Gemm` path); head sizes in whole panels.
+    var packedKernel: PackedKernel? {
+        guard packedKernels else { return nil }
+        let kernel: PackedKernel
+        switch (precision, Gemm.backend) {
+        case (.bf16, _) where CPUFeatures.current.contains(.avx512BF16): kernel = .avx512bf16
+        case (.fp32, .avx512): kernel = .avx512
+        case (.fp32, .avx2): kernel = .avx2
+        default: return nil
+        }
+        return headDim % kernel.panel == 0 ? kernel : nil
+    }
+
+    var runsPacked: Bool { packedKernel != nil }
 
     /// A run of one (sequence, head) task's row blocks, done by one thread.
     struct Segment {
@@ -29,8 +54,8 @@ extension CausalAttention {
         let blocks: Range<Int>
     }
 
-    /// The tasks' row blocks in order (task by task, block by block), cut into `parts` contiguous runs
-    /// of about equal work, a block's work being its keys (r0 + rows): with SmolLM2's 9 heads, one task
+    /// The tasks' row blocks in order (task by task, block by block), cut into at most `parts`
+    /// contiguous runs of about equal work, a block's work being its keys (r0 + rows): with SmolLM2's 9 heads, one task
     /// per head left one of two threads idle for a ninth of each pass. Each run is a list of segments.
     static func schedule(tasks: Int, seqLen T: Int, block: Int, parts: Int) -> [[Segment]] {
         let blocks = (T + block - 1) / block
@@ -155,39 +180,46 @@ extension CausalAttention {
         func deallocate() { memory.deallocate() }
     }
 
-    /// The layouts of one head's packed operands (all 32-column panels).
+    /// The layouts of one head's packed operands.
     struct PackedHead {
-        let hd: Int, T: Int, bf16: Bool
+        let hd: Int, T: Int, kernel: PackedKernel
+        var bf16: Bool { kernel.isBF16 }
+        var panel: Int { kernel.panel }
         /// Words (bf16 pairs) or floats between a panel of keys packed along headDim (K for QKᵀ, V for dO·Vᵀ).
-        var byDimStride: Int { bf16 ? hd / 2 * 32 : hd * 32 }
+        var byDimStride: Int { bf16 ? hd / 2 * panel : hd * panel }
         /// The same between panels of headDim packed along the keys (V for P·V, K for dS·K).
-        var byKeysStride: Int { bf16 ? (T + 1) / 2 * 32 : T * 32 }
+        var byKeysStride: Int { bf16 ? (T + 1) / 2 * panel : T * panel }
 
-        /// x's rows t < T (row stride ld) packed as B(p = dimension, j = key): key panels of 32.
-        func packAlongDim(_ x: UnsafePointer<Float>, ld: Int, into dst: UnsafeMutableRawPointer) {
-            for panel in 0..<(T + 31) / 32 {
-                let rows = min(32, T - panel * 32), src = x + panel * 32 * ld
-                if bf16 {
-                    lora_pack_bf16_pairs(src, Int64(ld), 1, Int64(rows), Int64(hd), 32,
-                                         dst.assumingMemoryBound(to: UInt32.self) + panel * byDimStride)
-                } else {
-                    lora_pack_f32_avx512(src, Int64(ld), 1, Int64(rows), Int64(hd), 32,
-                                         dst.assumingMemoryBound(to: Float.self) + panel * byDimStride)
+        /// One panel: X(t, p) = x[t·ts + p·ps] for t < count, p < kc, stored as lora_pack_f32_avx512 and
+        /// lora_pack_bf16_pairs store it (zero for count ≤ t < panel).
+        func pack(_ x: UnsafePointer<Float>, ts: Int, ps: Int, count: Int, kc: Int, into dst: UnsafeMutableRawPointer) {
+            switch kernel {
+            case .avx512bf16:
+                lora_pack_bf16_pairs(x, Int64(ts), Int64(ps), Int64(count), Int64(kc), Int64(panel), dst.assumingMemoryBound(to: UInt32.self))
+            case .avx512:
+                lora_pack_f32_avx512(x, Int64(ts), Int64(ps), Int64(count), Int64(kc), Int64(panel), dst.assumingMemoryBound(to: Float.self))
+            case .avx2:
+                // O(T · headDim) per head, against attention's O(T² · headDim): plain loops do.
+                let out = dst.assumingMemoryBound(to: Float.self)
+                for p in 0..<kc {
+                    for t in 0..<panel { out[p * panel + t] = t < count ? x[t * ts + p * ps] : 0 }
                 }
             }
         }
 
-        /// x's first `count` rows (row stride ld) packed as B(p = row, j = dimension): panels of 32
-        /// dimensions, `stride` apart.
+        /// x's rows t < T (row stride ld) packed as B(p = dimension, j = key): panels of keys.
+        func packAlongDim(_ x: UnsafePointer<Float>, ld: Int, into dst: UnsafeMutableRawPointer) {
+            for p in 0..<(T + panel - 1) / panel {
+                pack(x + p * panel * ld, ts: ld, ps: 1, count: min(panel, T - p * panel), kc: hd,
+                     into: dst + p * byDimStride * 4)
+            }
+        }
+
+        /// x's first `count` rows (row stride ld) packed as B(p = row, j = dimension): panels of
+        /// dimensions, `stride` words or floats apart.
         func packAlongRows(_ x: UnsafePointer<Float>, ld: Int, count: Int, stride: Int, into dst: UnsafeMutableRawPointer) {
-            for panel in 0..<hd / 32 {
-                if bf16 {
-                    lora_pack_bf16_pairs(x + panel * 32, 1, Int64(ld), 32, Int64(count), 32,
-                                         dst.assumingMemoryBound(to: UInt32.self) + panel * stride)
-                } else {
-                    lora_pack_f32_avx512(x + panel * 32, 1, Int64(ld), 32, Int64(count), 32,
-                                         dst.assumingMemoryBound(to: Float.self) + panel * stride)
-                }
+            for p in 0..<hd / panel {
+                pack(x + p * panel, ts: 1, ps: ld, count: panel, kc: count, into: dst + p * stride * 4)
             }
         }
 
@@ -195,19 +227,39 @@ extension CausalAttention {
         func round(_ x: UnsafePointer<Float>, ld: Int, into dst: UnsafeMutablePointer<UInt16>) {
             for t in 0..<T { lora_round_bf16(x + t * ld, Int64(hd), dst + t * hd) }
         }
-    }
 
-    /// C[m × n] = alpha·A·B + beta·C with B packed: fp32 A(r, p) at a[r·ars + p·acs] over kc columns,
-    /// or bf16 A pair (r, q) at a's word r·ars + q·acs over ⌈kc/2⌉ pairs.
-    static func packedProduct(bf16: Bool, m: Int, n: Int, kc: Int, a: UnsafeRawPointer, ars: Int, acs: Int,
-                              b: UnsafeRawPointer, bps: Int, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float) {
-        if bf16 {
-            lora_attention_sbgemm_avx512bf16(Int64(m), Int64(n), Int64((kc + 1) / 2), a.assumingMemoryBound(to: UInt32.self),
-                                             Int64(ars), Int64(acs), b.assumingMemoryBound(to: UInt32.self), Int64(bps),
-                                             c, Int64(ldc), alpha, beta)
-        } else {
-            lora_attention_sgemm_avx512(Int64(m), Int64(n), Int64(kc), a.assumingMemoryBound(to: Float.self), Int64(ars), Int64(acs),
-                                        b.assumingMemoryBound(to: Float.self), Int64(bps), c, Int64(ldc), alpha, beta)
+        /// C[m × n] = alpha·A·B + beta·C with B packed: fp32 A(r, p) at a[r·ars + p·acs] over kc columns,
+        /// or bf16 A pair (r, q) at a's word r·ars + q·acs over ⌈kc/2⌉ pairs.
+        func product(m: Int, n: Int, kc: Int, a: UnsafeRawPointer, ars: Int, acs: Int, b: UnsafeRawPointer, bps: Int,
+                     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float) {
+            let (m, n, ars, acs, bps, ldc) = (Int64(m), Int64(n), Int64(ars), Int64(acs), Int64(bps), Int64(ldc))
+            switch kernel {
+            case .avx512bf16:
+                lora_attention_sbgemm_avx512bf16(m, n, Int64((kc + 1) / 2), a.assumingMemoryBound(to: UInt32.self), ars, acs,
+                                                 b.assumingMemoryBound(to: UInt32.self), bps, c, ldc, alpha, beta)
+            case .avx512:
+                lora_attention_sgemm_avx512(m, n, Int64(kc), a.assumingMemoryBound(to: Float.self), ars, acs,
+                                            b.assumingMemoryBound(to: Float.self), bps, c, ldc, alpha, beta)
+            case .avx2:
+                lora_attention_sgemm_avx2(m, n, Int64(kc), a.assumingMemoryBound(to: Float.self), ars, acs,
+                                          b.assumingMemoryBound(to: Float.self), bps, c, ldc, alpha, beta)
+            }
+        }
+
+        /// The fp32 softmax rows (`lora_attention_softmax_avx512`'s contract).
+        func softmax(_ s: UnsafeMutablePointer<Float>, ld: Int, rows: Int, firstValid: Int, width: Int,
+                     lse: UnsafeMutablePointer<Float>, inverseSum: UnsafeMutablePointer<Float>) {
+            let (ld, rows, first, width) = (Int64(ld), Int64(rows), Int64(firstValid), Int64(width))
+            if kernel == .avx2 { lora_attention_softmax_avx2(s, ld, rows, first, width, lse, inverseSum) }
+            else { lora_attention_softmax_avx512(s, ld, rows, first, width, lse, inverseSum) }
+        }
+
+        /// The fp32 softmax backward rows (`lora_attention_softmax_grad_avx512`'s contract).
+        func softmaxGrad(_ s: UnsafeMutablePointer<Float>, _ dp: UnsafeMutablePointer<Float>, ld: Int, rows: Int, firstValid: Int,
+                         width: Int, lse: UnsafePointer<Float>, dots: UnsafePointer<Float>) {
+            let (ld, rows, first, width) = (Int64(ld), Int64(rows), Int64(firstValid), Int64(width))
+            if kernel == .avx2 { lora_attention_softmax_grad_avx2(s, dp, ld, rows, first, width, lse, dots) }
+            else { lora_attention_softmax_grad_avx512(s, dp, ld, rows, first, width, lse, dots) }
         }
     }
 
@@ -218,25 +270,25 @@ extension CausalAttention {
         let qb = q + b * T * qd + h * hd, ob = out + b * T * qd + h * hd
         let kb = k + b * T * kvd + kvh * hd, vb = v + b * T * kvd + kvh * hd
         let lseb = lse + (b * heads + h) * T
-        let ld = (T + 31) / 32 * 32, bf16 = precision == .bf16
-        let head = PackedHead(hd: hd, T: T, bf16: bf16)
+        let head = PackedHead(hd: hd, T: T, kernel: packedKernel!), bf16 = head.bf16
+        let ld = (T + 31) / 32 * 32
         head.packAlongDim(kb, ld: kvd, into: w.kPanels)
         head.packAlongRows(vb, ld: kvd, count: T, stride: head.byKeysStride, into: w.vPanels)
         if bf16 { head.round(qb, ld: qd, into: w.q16) }
         for r0 in blocks.map({ $0 * block }) {
-            let rows = min(block, T - r0), keys = r0 + rows, width = (keys + 31) / 32 * 32
+            let rows = min(block, T - r0), keys = r0 + rows, width = (keys + head.panel - 1) / head.panel * head.panel
             // S = scale·Q·Kᵀ, then P, then O = P·V.
             if bf16 {
-                Self.packedProduct(bf16: true, m: rows, n: width, kc: hd, a: w.q16 + r0 * hd, ars: hd / 2, acs: 1,
+                head.product(m: rows, n: width, kc: hd, a: w.q16 + r0 * hd, ars: hd / 2, acs: 1,
                                    b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
                 lora_attention_softmax_avx512bf16(w.s, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width), lseb + r0, w.dots, w.rows16)
-                Self.packedProduct(bf16: true, m: rows, n: hd, kc: keys, a: w.rows16, ars: ld / 2, acs: 1,
+                head.product(m: rows, n: hd, kc: keys, a: w.rows16, ars: ld / 2, acs: 1,
                                    b: w.vPanels, bps: head.byKeysStride, c: ob + r0 * qd, ldc: qd, alpha: 1, beta: 0)
             } else {
-                Self.packedProduct(bf16: false, m: rows, n: width, kc: hd, a: qb + r0 * qd, ars: qd, acs: 1,
+                head.product(m: rows, n: width, kc: hd, a: qb + r0 * qd, ars: qd, acs: 1,
                                    b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
-                lora_attention_softmax_avx512(w.s, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width), lseb + r0, w.dots)
-                Self.packedProduct(bf16: false, m: rows, n: hd, kc: keys, a: w.s, ars: ld, acs: 1,
+                head.softmax(w.s, ld: ld, rows: rows, firstValid: r0 + 1, width: width, lse: lseb + r0, inverseSum: w.dots)
+                head.product(m: rows, n: hd, kc: keys, a: w.s, ars: ld, acs: 1,
                                    b: w.vPanels, bps: head.byKeysStride, c: ob + r0 * qd, ldc: qd, alpha: 1, beta: 0)
             }
             for i in 0..<rows { scaleRow(ob + (r0 + i) * qd, count: hd, by: w.dots[i]) }
@@ -254,8 +306,8 @@ extension CausalAttention {
         let qb = q + b * T * qd + h * hd, ob = out + b * T * qd + h * hd
         let dob = dOut + b * T * qd + h * hd, dqb = dq + b * T * qd + h * hd
         let lseb = lse + (b * heads + h) * T
-        let ld = (T + 31) / 32 * 32, bf16 = precision == .bf16
-        let head = PackedHead(hd: hd, T: T, bf16: bf16)
+        let head = PackedHead(hd: hd, T: T, kernel: packedKernel!), bf16 = head.bf16
+        let ld = (T + 31) / 32 * 32
         dkb.update(repeating: 0, count: T * hd)
         dvb.update(repeating: 0, count: T * hd)
         head.packAlongDim(kb, ld: kvd, into: w.kPanels)
@@ -266,8 +318,8 @@ extension CausalAttention {
             head.round(dob, ld: qd, into: w.dOut16)
         }
         for r0 in blocks.map({ $0 * block }) {
-            let rows = min(block, T - r0), keys = r0 + rows, width = (keys + 31) / 32 * 32
-            let blockStride = bf16 ? (rows + 1) / 2 * 32 : rows * 32
+            let rows = min(block, T - r0), keys = r0 + rows, width = (keys + head.panel - 1) / head.panel * head.panel
+            let blockStride = bf16 ? (rows + 1) / 2 * head.panel : rows * head.panel
             for i in 0..<rows {
                 let o = ob + (r0 + i) * qd, d = dob + (r0 + i) * qd
                 var dot: Float = 0
@@ -278,29 +330,29 @@ extension CausalAttention {
             head.packAlongRows(dob + r0 * qd, ld: qd, count: rows, stride: blockStride, into: w.dOutBlock)
             // S = scale·Q·Kᵀ and dP = dO·Vᵀ; then P and dS; then dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO.
             if bf16 {
-                Self.packedProduct(bf16: true, m: rows, n: width, kc: hd, a: w.q16 + r0 * hd, ars: hd / 2, acs: 1,
+                head.product(m: rows, n: width, kc: hd, a: w.q16 + r0 * hd, ars: hd / 2, acs: 1,
                                    b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
-                Self.packedProduct(bf16: true, m: rows, n: width, kc: hd, a: w.dOut16 + r0 * hd, ars: hd / 2, acs: 1,
+                head.product(m: rows, n: width, kc: hd, a: w.dOut16 + r0 * hd, ars: hd / 2, acs: 1,
                                    b: w.vPanels, bps: head.byDimStride, c: w.dp, ldc: ld, alpha: 1, beta: 0)
                 lora_attention_softmax_grad_avx512bf16(w.s, w.dp, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width),
                                                        lseb + r0, w.dots, w.rows16, w.dsPairs, w.pPairs)
-                Self.packedProduct(bf16: true, m: rows, n: hd, kc: keys, a: w.rows16, ars: ld / 2, acs: 1,
+                head.product(m: rows, n: hd, kc: keys, a: w.rows16, ars: ld / 2, acs: 1,
                                    b: w.kByKeys, bps: head.byKeysStride, c: dqb + r0 * qd, ldc: qd, alpha: scale, beta: 0)
-                Self.packedProduct(bf16: true, m: keys, n: hd, kc: rows, a: w.dsPairs, ars: 1, acs: ld,
+                head.product(m: keys, n: hd, kc: rows, a: w.dsPairs, ars: 1, acs: ld,
                                    b: w.qBlock, bps: blockStride, c: dkb, ldc: hd, alpha: scale, beta: 1)
-                Self.packedProduct(bf16: true, m: keys, n: hd, kc: rows, a: w.pPairs, ars: 1, acs: ld,
+                head.product(m: keys, n: hd, kc: rows, a: w.pPairs, ars: 1, acs: ld,
                                    b: w.dOutBlock, bps: blockStride, c: dvb, ldc: hd, alpha: 1, beta: 1)
             } else {
-                Self.packedProduct(bf16: false, m: rows, n: width, kc: hd, a: qb + r0 * qd, ars: qd, acs: 1,
+                head.product(m: rows, n: width, kc: hd, a: qb + r0 * qd, ars: qd, acs: 1,
                                    b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
-                Self.packedProduct(bf16: false, m: rows, n: width, kc: hd, a: dob + r0 * qd, ars: qd, acs: 1,
+                head.product(m: rows, n: width, kc: hd, a: dob + r0 * qd, ars: qd, acs: 1,
                                    b: w.vPanels, bps: head.byDimStride, c: w.dp, ldc: ld, alpha: 1, beta: 0)
-                lora_attention_softmax_grad_avx512(w.s, w.dp, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width), lseb + r0, w.dots)
-                Self.packedProduct(bf16: false, m: rows, n: hd, kc: keys, a: w.dp, ars: ld, acs: 1,
+                head.softmaxGrad(w.s, w.dp, ld: ld, rows: rows, firstValid: r0 + 1, width: width, lse: lseb + r0, dots: w.dots)
+                head.product(m: rows, n: hd, kc: keys, a: w.dp, ars: ld, acs: 1,
                                    b: w.kByKeys, bps: head.byKeysStride, c: dqb + r0 * qd, ldc: qd, alpha: scale, beta: 0)
-                Self.packedProduct(bf16: false, m: keys, n: hd, kc: rows, a: w.dp, ars: 1, acs: ld,
+                head.product(m: keys, n: hd, kc: rows, a: w.dp, ars: 1, acs: ld,
                                    b: w.qBlock, bps: blockStride, c: dkb, ldc: hd, alpha: scale, beta: 1)
-                Self.packedProduct(bf16: false, m: keys, n: hd, kc: rows, a: w.s, ars: 1, acs: ld,
+                head.product(m: keys, n: hd, kc: rows, a: w.s, ars: 1, acs: ld,
                                    b: w.dOutBlock, bps: blockStride, c: dvb, ldc: hd, alpha: 1, beta: 1)
             }
         }
