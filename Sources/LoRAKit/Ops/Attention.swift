@@ -122,7 +122,7 @@ public struct CausalAttention: Sendable {
         if runsPacked {
             return attention.packedBackward(dOut: dOut, q: q, k: k, v: v, out: out, lse: lse, batch: batch, seqLen: T, dq: dq, dk: dk, dv: dv)
         }
-        let rowsMax = min(attention.block, T), group = heads / kvHeads, kvd = kvHeads * headDim
+        let rowsMax = min(attention.block, T)
         // One task per (sequence, query head), each with its own dk and dv partials ([T × headDim]
         // each), summed per kv head afterwards: tasks per kv head alone were too few to share out
         // (batch 1 with SmolLM2's 3 kv heads kept one of two threads idle a third of the time).
@@ -139,17 +139,27 @@ public struct CausalAttention: Sendable {
                                  dq: dq, dk: dkPart, dv: dkPart + T * headDim, scratch: scratch)
                 }
             }
-            Parallel.forRanges(batch * kvHeads) { tasks in
-                for task in tasks {
-                    let b = task / kvHeads, kvh = task % kvHeads
-                    for t in 0..<T {
-                        let dkRow = dk + (b * T + t) * kvd + kvh * headDim, dvRow = dv + (b * T + t) * kvd + kvh * headDim
-                        for g in 0..<group {
-                            let part = partials + (b * heads + kvh * group + g) * 2 * T * headDim + t * headDim
-                            for j in 0..<headDim {
-                                dkRow[j] = g == 0 ? part[j] : dkRow[j] + part[j]
-                                dvRow[j] = g == 0 ? part[T * headDim + j] : dvRow[j] + part[T * headDim + j]
-                            }
+            sumShares(partials, owners: Array(0..<batch * heads), batch: batch, seqLen: T, dk: dk, dv: dv)
+        }
+    }
+
+    /// dk and dv (overwritten) as the sums of the query heads' shares: share i, [T × headDim] of dk then
+    /// of dv at partials + i·2·T·headDim, belongs to task owners[i] (b·heads + query head), and each
+    /// kv head sums its group's shares in their order.
+    func sumShares(_ partials: UnsafePointer<Float>, owners: [Int], batch: Int, seqLen T: Int,
+                   dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
+        let group = heads / kvHeads, kvd = kvHeads * headDim, hd = headDim
+        Parallel.forRanges(batch * kvHeads) { tasks in
+            for task in tasks {
+                let b = task / kvHeads, kvh = task % kvHeads
+                let mine = owners.indices.filter { owners[$0] / heads == b && owners[$0] % heads / group == kvh }
+                for t in 0..<T {
+                    let dkRow = dk + (b * T + t) * kvd + kvh * hd, dvRow = dv + (b * T + t) * kvd + kvh * hd
+                    for (n, i) in mine.enumerated() {
+                        let part = partials + i * 2 * T * hd + t * hd
+                        for j in 0..<hd {
+                            dkRow[j] = n == 0 ? part[j] : dkRow[j] + part[j]
+                            dvRow[j] = n == 0 ? part[T * hd + j] : dvRow[j] + part[T * hd + j]
                         }
                     }
                 }

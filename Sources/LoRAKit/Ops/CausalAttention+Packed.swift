@@ -97,7 +97,7 @@ extension CausalAttention {
                         out: UnsafePointer<Float>, lse: UnsafePointer<Float>, batch: Int, seqLen T: Int,
                         dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
         let runs = Self.schedule(tasks: batch * heads, seqLen: T, block: block, parts: Parallel.threadCount)
-        let segments = runs.flatMap { $0 }, group = heads / kvHeads, kvd = kvHeads * headDim, hd = headDim
+        let segments = runs.flatMap { $0 }, hd = headDim
         // Each segment's share of dk and dv ([T × headDim] each), summed per kv head afterwards.
         let partials = UnsafeMutablePointer<Float>.allocate(capacity: segments.count * 2 * T * hd)
         defer { partials.deallocate() }
@@ -114,22 +114,7 @@ extension CausalAttention {
                 }
             }
         }
-        Parallel.forRanges(batch * kvHeads) { tasks in
-            for task in tasks {
-                let b = task / kvHeads, kvh = task % kvHeads
-                let mine = segments.indices.filter { segments[$0].task / heads == b && segments[$0].task % heads / group == kvh }
-                for t in 0..<T {
-                    let dkRow = dk + (b * T + t) * kvd + kvh * hd, dvRow = dv + (b * T + t) * kvd + kvh * hd
-                    for (n, s) in mine.enumerated() {
-                        let part = partials + s * 2 * T * hd + t * hd
-                        for j in 0..<hd {
-                            dkRow[j] = n == 0 ? part[j] : dkRow[j] + part[j]
-                            dvRow[j] = n == 0 ? part[T * hd + j] : dvRow[j] + part[T * hd + j]
-                        }
-                    }
-                }
-            }
-        }
+        sumShares(partials, owners: segments.map(\.task), batch: batch, seqLen: T, dk: dk, dv: dv)
     }
 
     /// One thread's buffers, carved from one 64-byte-aligned allocation.
@@ -246,20 +231,28 @@ extension CausalAttention {
             }
         }
 
-        /// The fp32 softmax rows (`lora_attention_softmax_avx512`'s contract).
+        /// The softmax rows (`lora_attention_softmax_avx512`'s contract): P in place, or in bf16 into p16.
         func softmax(_ s: UnsafeMutablePointer<Float>, ld: Int, rows: Int, firstValid: Int, width: Int,
-                     lse: UnsafeMutablePointer<Float>, inverseSum: UnsafeMutablePointer<Float>) {
+                     lse: UnsafeMutablePointer<Float>, inverseSum: UnsafeMutablePointer<Float>, p16: UnsafeMutablePointer<UInt16>) {
             let (ld, rows, first, width) = (Int64(ld), Int64(rows), Int64(firstValid), Int64(width))
-            if kernel == .avx2 { lora_attention_softmax_avx2(s, ld, rows, first, width, lse, inverseSum) }
-            else { lora_attention_softmax_avx512(s, ld, rows, first, width, lse, inverseSum) }
+            switch kernel {
+            case .avx512bf16: lora_attention_softmax_avx512bf16(s, ld, rows, first, width, lse, inverseSum, p16)
+            case .avx512: lora_attention_softmax_avx512(s, ld, rows, first, width, lse, inverseSum)
+            case .avx2: lora_attention_softmax_avx2(s, ld, rows, first, width, lse, inverseSum)
+            }
         }
 
-        /// The fp32 softmax backward rows (`lora_attention_softmax_grad_avx512`'s contract).
+        /// The softmax backward rows (`lora_attention_softmax_grad_avx512`'s contract): P and dS in place,
+        /// or in bf16 into the scratch's dS rows and row pairs.
         func softmaxGrad(_ s: UnsafeMutablePointer<Float>, _ dp: UnsafeMutablePointer<Float>, ld: Int, rows: Int, firstValid: Int,
-                         width: Int, lse: UnsafePointer<Float>, dots: UnsafePointer<Float>) {
+                         width: Int, lse: UnsafePointer<Float>, dots: UnsafePointer<Float>, scratch w: PackedScratch) {
             let (ld, rows, first, width) = (Int64(ld), Int64(rows), Int64(firstValid), Int64(width))
-            if kernel == .avx2 { lora_attention_softmax_grad_avx2(s, dp, ld, rows, first, width, lse, dots) }
-            else { lora_attention_softmax_grad_avx512(s, dp, ld, rows, first, width, lse, dots) }
+            switch kernel {
+            case .avx512bf16:
+                lora_attention_softmax_grad_avx512bf16(s, dp, ld, rows, first, width, lse, dots, w.rows16, w.dsPairs, w.pPairs)
+            case .avx512: lora_attention_softmax_grad_avx512(s, dp, ld, rows, first, width, lse, dots)
+            case .avx2: lora_attention_softmax_grad_avx2(s, dp, ld, rows, first, width, lse, dots)
+            }
         }
     }
 
@@ -277,20 +270,14 @@ extension CausalAttention {
         if bf16 { head.round(qb, ld: qd, into: w.q16) }
         for r0 in blocks.map({ $0 * block }) {
             let rows = min(block, T - r0), keys = r0 + rows, width = (keys + head.panel - 1) / head.panel * head.panel
-            // S = scale·Q·Kᵀ, then P, then O = P·V.
-            if bf16 {
-                head.product(m: rows, n: width, kc: hd, a: w.q16 + r0 * hd, ars: hd / 2, acs: 1,
-                                   b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
-                lora_attention_softmax_avx512bf16(w.s, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width), lseb + r0, w.dots, w.rows16)
-                head.product(m: rows, n: hd, kc: keys, a: w.rows16, ars: ld / 2, acs: 1,
-                                   b: w.vPanels, bps: head.byKeysStride, c: ob + r0 * qd, ldc: qd, alpha: 1, beta: 0)
-            } else {
-                head.product(m: rows, n: width, kc: hd, a: qb + r0 * qd, ars: qd, acs: 1,
-                                   b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
-                head.softmax(w.s, ld: ld, rows: rows, firstValid: r0 + 1, width: width, lse: lseb + r0, inverseSum: w.dots)
-                head.product(m: rows, n: hd, kc: keys, a: w.s, ars: ld, acs: 1,
-                                   b: w.vPanels, bps: head.byKeysStride, c: ob + r0 * qd, ldc: qd, alpha: 1, beta: 0)
-            }
+            // S = scale·Q·Kᵀ, then P, then O = P·V; in bf16 the products read Q and P as bfloat16 rows.
+            let (qRows, qStride): (UnsafeRawPointer, Int) = bf16 ? (UnsafeRawPointer(w.q16 + r0 * hd), hd / 2) : (UnsafeRawPointer(qb + r0 * qd), qd)
+            let (p, pStride): (UnsafeRawPointer, Int) = bf16 ? (UnsafeRawPointer(w.rows16), ld / 2) : (UnsafeRawPointer(w.s), ld)
+            head.product(m: rows, n: width, kc: hd, a: qRows, ars: qStride, acs: 1,
+                         b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
+            head.softmax(w.s, ld: ld, rows: rows, firstValid: r0 + 1, width: width, lse: lseb + r0, inverseSum: w.dots, p16: w.rows16)
+            head.product(m: rows, n: hd, kc: keys, a: p, ars: pStride, acs: 1,
+                         b: w.vPanels, bps: head.byKeysStride, c: ob + r0 * qd, ldc: qd, alpha: 1, beta: 0)
             for i in 0..<rows { scaleRow(ob + (r0 + i) * qd, count: hd, by: w.dots[i]) }
         }
     }
@@ -329,32 +316,26 @@ extension CausalAttention {
             head.packAlongRows(qb + r0 * qd, ld: qd, count: rows, stride: blockStride, into: w.qBlock)
             head.packAlongRows(dob + r0 * qd, ld: qd, count: rows, stride: blockStride, into: w.dOutBlock)
             // S = scale·Q·Kᵀ and dP = dO·Vᵀ; then P and dS; then dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO.
-            if bf16 {
-                head.product(m: rows, n: width, kc: hd, a: w.q16 + r0 * hd, ars: hd / 2, acs: 1,
-                                   b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
-                head.product(m: rows, n: width, kc: hd, a: w.dOut16 + r0 * hd, ars: hd / 2, acs: 1,
-                                   b: w.vPanels, bps: head.byDimStride, c: w.dp, ldc: ld, alpha: 1, beta: 0)
-                lora_attention_softmax_grad_avx512bf16(w.s, w.dp, Int64(ld), Int64(rows), Int64(r0 + 1), Int64(width),
-                                                       lseb + r0, w.dots, w.rows16, w.dsPairs, w.pPairs)
-                head.product(m: rows, n: hd, kc: keys, a: w.rows16, ars: ld / 2, acs: 1,
-                                   b: w.kByKeys, bps: head.byKeysStride, c: dqb + r0 * qd, ldc: qd, alpha: scale, beta: 0)
-                head.product(m: keys, n: hd, kc: rows, a: w.dsPairs, ars: 1, acs: ld,
-                                   b: w.qBlock, bps: blockStride, c: dkb, ldc: hd, alpha: scale, beta: 1)
-                head.product(m: keys, n: hd, kc: rows, a: w.pPairs, ars: 1, acs: ld,
-                                   b: w.dOutBlock, bps: blockStride, c: dvb, ldc: hd, alpha: 1, beta: 1)
-            } else {
-                head.product(m: rows, n: width, kc: hd, a: qb + r0 * qd, ars: qd, acs: 1,
-                                   b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
-                head.product(m: rows, n: width, kc: hd, a: dob + r0 * qd, ars: qd, acs: 1,
-                                   b: w.vPanels, bps: head.byDimStride, c: w.dp, ldc: ld, alpha: 1, beta: 0)
-                head.softmaxGrad(w.s, w.dp, ld: ld, rows: rows, firstValid: r0 + 1, width: width, lse: lseb + r0, dots: w.dots)
-                head.product(m: rows, n: hd, kc: keys, a: w.dp, ars: ld, acs: 1,
-                                   b: w.kByKeys, bps: head.byKeysStride, c: dqb + r0 * qd, ldc: qd, alpha: scale, beta: 0)
-                head.product(m: keys, n: hd, kc: rows, a: w.dp, ars: 1, acs: ld,
-                                   b: w.qBlock, bps: blockStride, c: dkb, ldc: hd, alpha: scale, beta: 1)
-                head.product(m: keys, n: hd, kc: rows, a: w.s, ars: 1, acs: ld,
-                                   b: w.dOutBlock, bps: blockStride, c: dvb, ldc: hd, alpha: 1, beta: 1)
+            // In bf16 the products read Q, dO and dS as bfloat16 rows, dSᵀ and Pᵀ as pairs of rows; in
+            // fp32 they read the inputs and the softmax's results in place (Pᵀ and dSᵀ by columns).
+            func operand(_ x16: UnsafeRawPointer, _ stride16: Int, _ x: UnsafeRawPointer, _ stride: Int) -> (UnsafeRawPointer, Int) {
+                bf16 ? (x16, stride16) : (x, stride)
             }
+            let (qRows, qStride) = operand(w.q16 + r0 * hd, hd / 2, qb + r0 * qd, qd)
+            let (dORows, dOStride) = operand(w.dOut16 + r0 * hd, hd / 2, dob + r0 * qd, qd)
+            let (ds, dsStride) = operand(w.rows16, ld / 2, w.dp, ld)
+            let dsT = bf16 ? UnsafeRawPointer(w.dsPairs) : UnsafeRawPointer(w.dp), pT = bf16 ? UnsafeRawPointer(w.pPairs) : UnsafeRawPointer(w.s)
+            head.product(m: rows, n: width, kc: hd, a: qRows, ars: qStride, acs: 1,
+                         b: w.kPanels, bps: head.byDimStride, c: w.s, ldc: ld, alpha: scale, beta: 0)
+            head.product(m: rows, n: width, kc: hd, a: dORows, ars: dOStride, acs: 1,
+                         b: w.vPanels, bps: head.byDimStride, c: w.dp, ldc: ld, alpha: 1, beta: 0)
+            head.softmaxGrad(w.s, w.dp, ld: ld, rows: rows, firstValid: r0 + 1, width: width, lse: lseb + r0, dots: w.dots, scratch: w)
+            head.product(m: rows, n: hd, kc: keys, a: ds, ars: dsStride, acs: 1,
+                         b: w.kByKeys, bps: head.byKeysStride, c: dqb + r0 * qd, ldc: qd, alpha: scale, beta: 0)
+            head.product(m: keys, n: hd, kc: rows, a: dsT, ars: 1, acs: ld,
+                         b: w.qBlock, bps: blockStride, c: dkb, ldc: hd, alpha: scale, beta: 1)
+            head.product(m: keys, n: hd, kc: rows, a: pT, ars: 1, acs: ld,
+                         b: w.dOutBlock, bps: blockStride, c: dvb, ldc: hd, alpha: 1, beta: 1)
         }
     }
 }
